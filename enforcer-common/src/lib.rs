@@ -1,0 +1,121 @@
+//! Types shared by the XDP program and user space.
+//!
+//! Everything that crosses the kernel boundary is a plain `#[repr(C)]` struct of integers and byte
+//! arrays with explicit padding; sizes are checked at compile time so that both sides agree.
+#![no_std]
+
+use core::mem::size_of;
+
+/// Rules applying to one prefix live in one slot of the rule table.
+pub const RULES_PER_SLOT: usize = 32;
+/// Number of rule slots. Each distinct rule list uses one; a policy change writes its new lists into
+/// slots no prefix points at, so the table holds two policies' worth of lists at once.
+pub const RULE_SLOTS: u32 = 4096;
+/// Capacity of each family's prefix trie.
+pub const MAX_PREFIXES_V4: u32 = 262_144;
+pub const MAX_PREFIXES_V6: u32 = 262_144;
+/// Platform ids are 1..MAX_PLATFORMS; 0 is never a platform.
+pub const MAX_PLATFORMS: u32 = 1024;
+
+pub const ACTION_DROP: u8 = 0;
+pub const ACTION_MONITOR: u8 = 1;
+pub const ACTION_ALLOW: u8 = 2;
+pub const ACTIONS: u32 = 3;
+
+/// The packet's destination matched (traffic leaving towards the platform).
+pub const DIRECTION_EGRESS: u8 = 0;
+/// The packet's source matched (return traffic from the platform).
+pub const DIRECTION_INGRESS: u8 = 1;
+pub const DIRECTIONS: u32 = 2;
+
+pub const FAMILY_IPV4: u8 = 0;
+pub const FAMILY_IPV6: u8 = 1;
+pub const FAMILIES: u32 = 2;
+
+/// Rule protocol meaning "every IP protocol, ports ignored".
+pub const PROTOCOL_ANY: u8 = 0;
+pub const PROTOCOL_TCP: u8 = 6;
+pub const PROTOCOL_UDP: u8 = 17;
+/// Packet protocol used when the IPv6 extension-header walk could not reach the upper layer:
+/// only `PROTOCOL_ANY` rules can match it. 255 is reserved by IANA, so no real packet carries it.
+pub const PROTOCOL_UNKNOWN: u8 = 255;
+
+pub const PASS_NO_MATCH: u32 = 0;
+pub const PASS_NOT_IP: u32 = 1;
+pub const PASS_UNPARSED: u32 = 2;
+pub const PASS_REASONS: u32 = 3;
+
+/// Entries in the per-CPU match counter array.
+pub const MATCH_COUNTERS: u32 = MAX_PLATFORMS * ACTIONS * DIRECTIONS * FAMILIES;
+
+/// Value stored in the prefix tries: which rule slot applies, how many rules it holds, and the
+/// length of the policy prefix each of those rules came from (the longest prefix wins among
+/// rules of equal action). Lengths live here rather than in the rules so that prefixes of
+/// different lengths share one rule list.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RuleRef {
+    pub slot: u32,
+    pub count: u32,
+    pub prefix_lens: [u8; RULES_PER_SLOT],
+}
+
+/// One match condition of one platform entry. The user-space compiler gives each prefix the rules
+/// of every enclosing prefix too, so one longest-prefix lookup finds all rules for an address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Rule {
+    pub platform: u16,
+    pub action: u8,
+    /// `PROTOCOL_ANY`, `PROTOCOL_TCP` or `PROTOCOL_UDP`.
+    pub protocol: u8,
+    pub port_first: u16,
+    pub port_last: u16,
+    /// 1 when the rule names ports; a packet whose ports are unknown cannot match it.
+    pub has_ports: u8,
+    pub _pad: [u8; 7],
+}
+
+/// One slot of the rule table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RuleSlot {
+    pub rules: [Rule; RULES_PER_SLOT],
+}
+
+impl Default for RuleSlot {
+    fn default() -> Self {
+        Self {
+            rules: [Rule::default(); RULES_PER_SLOT],
+        }
+    }
+}
+
+/// Packets and bytes, one per CPU in the counter maps.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Index of a match counter; the layout is shared by the program and the metrics reader.
+pub const fn match_counter_index(platform: u16, action: u8, direction: u8, family: u8) -> u32 {
+    ((platform as u32 * ACTIONS + action as u32) * DIRECTIONS + direction as u32) * FAMILIES
+        + family as u32
+}
+
+const _: () = assert!(size_of::<RuleRef>() == 8 + RULES_PER_SLOT);
+const _: () = assert!(size_of::<Rule>() == 16);
+const _: () = assert!(size_of::<RuleSlot>() == 16 * RULES_PER_SLOT);
+const _: () = assert!(size_of::<Counter>() == 16);
+const _: () = assert!(match_counter_index(MAX_PLATFORMS as u16 - 1, 2, 1, 1) == MATCH_COUNTERS - 1);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are repr(C) structs of integers and byte arrays without implicit padding.
+    unsafe impl aya::Pod for super::RuleRef {}
+    unsafe impl aya::Pod for super::Rule {}
+    unsafe impl aya::Pod for super::RuleSlot {}
+    unsafe impl aya::Pod for super::Counter {}
+}

@@ -1,0 +1,164 @@
+//! `cargo xtask bench` (datapath part): ns per packet through BPF_PROG_TEST_RUN for a matching
+//! and a non-matching frame, with 1k and 100k prefixes per family, next to a program that only
+//! returns XDP_PASS, measured in the same run. Needs root.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Instant;
+
+use enforcer::compile;
+use enforcer::datapath::{Datapath, PASS_PROGRAM, PROGRAM};
+use enforcer::policy::{Action, Entry, Location, Platform, Policy, Protocol};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+
+const REPEAT: u32 = 2_000_000;
+const ROUNDS: usize = 5;
+
+fn main() -> anyhow::Result<()> {
+    let mut datapath = Datapath::load_unpinned()?;
+    println!("datapath: BPF_PROG_TEST_RUN, {REPEAT} runs per measurement, median of {ROUNDS}");
+    println!(
+        "{:>9} {:>6} {:>10} {:>12} {:>12} {:>7}",
+        "prefixes", "family", "frame", "enforcer ns", "xdp_pass ns", "ratio"
+    );
+    for per_family in [1_000usize, 100_000] {
+        let (policy, hit_v4, hit_v6) = generate_policy(per_family, 7);
+        let compiled = compile::compile(&policy)?;
+        let started = Instant::now();
+        let stats = datapath.apply(&compiled)?;
+        let applied = started.elapsed();
+        eprintln!(
+            "applied {} v4 + {} v6 prefixes in {:.2?} ({} inserted, {} removed)",
+            compiled.v4.len(),
+            compiled.v6.len(),
+            applied,
+            stats.inserted,
+            stats.removed
+        );
+        let miss_v4 = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1));
+        let miss_v6 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1));
+        let source_v4 = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2));
+        let source_v6 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2));
+        for (family, frame_kind, src, dst, expected) in [
+            ("ipv4", "match", source_v4, hit_v4, 1),
+            ("ipv4", "no-match", source_v4, miss_v4, 2),
+            ("ipv6", "match", source_v6, hit_v6, 1),
+            ("ipv6", "no-match", source_v6, miss_v6, 2),
+        ] {
+            let frame = udp_frame(src, dst, 40000, 443);
+            let (verdict, _) = datapath.test_run_repeat(PROGRAM, &frame, 1)?;
+            anyhow::ensure!(verdict == expected, "{family} {frame_kind}: verdict {verdict}, expected {expected}");
+            let enforcer_ns = median_ns(&mut datapath, PROGRAM, &frame)?;
+            let pass_ns = median_ns(&mut datapath, PASS_PROGRAM, &frame)?;
+            println!(
+                "{:>9} {:>6} {:>10} {:>12.1} {:>12.1} {:>7.2}",
+                per_family,
+                family,
+                frame_kind,
+                enforcer_ns,
+                pass_ns,
+                enforcer_ns / pass_ns
+            );
+        }
+    }
+    Ok(())
+}
+
+fn median_ns(datapath: &mut Datapath, program: &'static str, frame: &[u8]) -> anyhow::Result<f64> {
+    let mut samples = Vec::with_capacity(ROUNDS);
+    for _ in 0..ROUNDS {
+        let (_, mean) = datapath.test_run_repeat(program, frame, REPEAT)?;
+        samples.push(mean.as_nanos() as f64);
+    }
+    samples.sort_by(f64::total_cmp);
+    Ok(samples[ROUNDS / 2])
+}
+
+/// `per_family` prefixes of mixed lengths per family spread over the address space (outside
+/// 198.18.0.0/15 and 2001:db8::/32, which the non-matching frames use), in 8 drop platforms.
+/// Returns the policy and one address inside a generated prefix of each family.
+fn generate_policy(per_family: usize, seed: u64) -> (Policy, IpAddr, IpAddr) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut nets: Vec<Vec<IpNet>> = vec![Vec::new(); 8];
+    let mut hit_v4 = None;
+    let mut hit_v6 = None;
+    let mut v4 = 0;
+    while v4 < per_family {
+        let len = rng.random_range(12..=32u8);
+        let addr = Ipv4Addr::from(rng.random::<u32>());
+        let Ok(net) = Ipv4Net::new(addr, len).map(|n| n.trunc()) else { continue };
+        if net.contains(&Ipv4Addr::new(198, 18, 0, 1)) || net.contains(&Ipv4Addr::new(198, 18, 0, 2)) {
+            continue;
+        }
+        hit_v4.get_or_insert(IpAddr::V4(net.network()));
+        nets[v4 % 8].push(IpNet::V4(net));
+        v4 += 1;
+    }
+    let mut v6 = 0;
+    while v6 < per_family {
+        let len = rng.random_range(24..=128u8);
+        let addr = Ipv6Addr::from(rng.random::<u128>());
+        let Ok(net) = Ipv6Net::new(addr, len).map(|n| n.trunc()) else { continue };
+        let doc: Ipv6Net = Ipv6Net::new(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0), 32).unwrap_or_default();
+        if net.contains(&doc.network()) || doc.contains(&net.network()) {
+            continue;
+        }
+        hit_v6.get_or_insert(IpAddr::V6(net.network()));
+        nets[v6 % 8].push(IpNet::V6(net));
+        v6 += 1;
+    }
+    let location = Location { path: "bench".into(), line: 1, column: 1 };
+    let platforms = nets
+        .into_iter()
+        .enumerate()
+        .map(|(i, prefixes)| Platform {
+            name: format!("bench-{i}"),
+            description: None,
+            reference: None,
+            action: Action::Drop,
+            entries: vec![Entry {
+                index: 0,
+                domains: vec![],
+                prefixes,
+                protocol: Protocol::Any,
+                ports: vec![],
+                location: location.clone(),
+            }],
+            location: location.clone(),
+        })
+        .collect();
+    let fallback = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+    (Policy { platforms }, hit_v4.unwrap_or(fallback), hit_v6.unwrap_or(fallback))
+}
+
+/// An Ethernet + IP + UDP frame with an 18-byte payload.
+fn udp_frame(src: IpAddr, dst: IpAddr, sport: u16, dport: u16) -> Vec<u8> {
+    let mut f = vec![0u8; 12];
+    let payload = [0u8; 18];
+    let udp_len = (8 + payload.len()) as u16;
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            f.extend_from_slice(&0x0800u16.to_be_bytes());
+            f.extend_from_slice(&[0x45, 0]);
+            f.extend_from_slice(&(20 + udp_len).to_be_bytes());
+            f.extend_from_slice(&[0, 0, 0, 0, 64, 17, 0, 0]);
+            f.extend_from_slice(&s.octets());
+            f.extend_from_slice(&d.octets());
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            f.extend_from_slice(&0x86DDu16.to_be_bytes());
+            f.extend_from_slice(&[0x60, 0, 0, 0]);
+            f.extend_from_slice(&udp_len.to_be_bytes());
+            f.extend_from_slice(&[17, 64]);
+            f.extend_from_slice(&s.octets());
+            f.extend_from_slice(&d.octets());
+        }
+        _ => {}
+    }
+    f.extend_from_slice(&sport.to_be_bytes());
+    f.extend_from_slice(&dport.to_be_bytes());
+    f.extend_from_slice(&udp_len.to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.extend_from_slice(&payload);
+    f
+}

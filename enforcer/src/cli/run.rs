@@ -1,0 +1,274 @@
+//! `enforcer run`: the daemon. Loads the policy, programs the maps, attaches to the interfaces
+//! and keeps enforcing until SIGTERM. Exiting leaves everything pinned (fail-static).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use ipnet::IpNet;
+
+use crate::cli::config::{ConfigError, FileConfig};
+use crate::cli::detach::DEFAULT_BPFFS;
+use crate::compile::{self, CompileError};
+use crate::datapath::attach::{self, AttachError, ModeRequest};
+use crate::datapath::bpffs::{self, BpffsError};
+use crate::datapath::{Datapath, DatapathError};
+use crate::metrics::{self, DaemonState, MetricsError};
+use crate::netif;
+use crate::policy::{self, LoadOptions, Policy, PolicyError};
+
+pub const DEFAULT_RULES: &str = "/etc/enforcer/rules";
+pub const DEFAULT_METRICS: &str = "127.0.0.1:9464";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/enforcer";
+
+#[derive(Debug, Default, clap::Args)]
+pub struct RunArgs {
+    /// YAML file with any of these options (keys are the flag names); flags win.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Policy file or directory [default: /etc/enforcer/rules].
+    #[arg(long, value_name = "PATH")]
+    pub rules: Option<PathBuf>,
+    /// Interface to enforce on (repeatable; required here or in --config).
+    #[arg(long = "iface", value_name = "IF")]
+    pub interfaces: Vec<String>,
+    /// XDP attach mode [default: auto].
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub xdp_mode: Option<ModeRequest>,
+    /// DNS resolver ADDR[:PORT] (repeatable) [default: the system's].
+    #[arg(long = "resolver", value_name = "ADDR[:PORT]")]
+    pub resolvers: Vec<String>,
+    /// Prometheus endpoint ADDR:PORT, or `off` [default: 127.0.0.1:9464].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<String>,
+    /// Directory for the resolved-address state [default: /var/lib/enforcer].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Directory for pinned maps and links, on a BPF filesystem [default: /sys/fs/bpf/enforcer].
+    #[arg(long, value_name = "DIR")]
+    pub bpffs: Option<PathBuf>,
+    /// CIDR that no rule or answer may block, added to the built-in list (repeatable).
+    #[arg(long = "never-block", value_name = "CIDR")]
+    pub never_block: Vec<IpNet>,
+    /// Shortest time an address from DNS is kept, in seconds [default: 60].
+    #[arg(long, value_name = "SECS")]
+    pub ttl_floor: Option<u64>,
+    /// Longest time an address from DNS is kept, in seconds [default: 86400].
+    #[arg(long, value_name = "SECS")]
+    pub ttl_ceiling: Option<u64>,
+    /// How long an address stays blocked after DNS stops giving it, in seconds [default: 3600].
+    #[arg(long, value_name = "SECS")]
+    pub grace: Option<u64>,
+    /// Most addresses one name may resolve to before its answer is refused [default: 64].
+    #[arg(long, value_name = "N")]
+    pub max_addresses_per_name: Option<u64>,
+    /// Name whose subtree is a shared front end or CDN (repeatable).
+    #[arg(long = "shared-suffix", value_name = "NAME")]
+    pub shared_suffixes: Vec<String>,
+}
+
+/// Options after merging flags, the config file and defaults.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    pub rules: PathBuf,
+    pub interfaces: Vec<String>,
+    pub xdp_mode: ModeRequest,
+    pub resolvers: Vec<String>,
+    pub metrics: Option<SocketAddr>,
+    pub state_dir: PathBuf,
+    pub bpffs: PathBuf,
+    pub never_block: Vec<IpNet>,
+    pub ttl_floor: u64,
+    pub ttl_ceiling: u64,
+    pub grace: u64,
+    pub max_addresses_per_name: u64,
+    pub shared_suffixes: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("no interface given: pass --iface (or `iface:` in --config)")]
+    NoInterface,
+    #[error("--metrics {0}: expected ADDR:PORT or `off`")]
+    BadMetricsAddress(String),
+    #[error("--ttl-floor {floor} is above --ttl-ceiling {ceiling}")]
+    TtlBounds { floor: u64, ceiling: u64 },
+    #[error("policy refused, nothing was changed:\n{0}")]
+    Policy(#[from] PolicyError),
+    #[error("policy refused, nothing was changed: {0}")]
+    Compile(#[from] CompileError),
+    #[error("reading the gateway's addresses: {0}")]
+    LocalAddresses(std::io::Error),
+    #[error(transparent)]
+    Bpffs(#[from] BpffsError),
+    #[error(transparent)]
+    Datapath(#[from] DatapathError),
+    #[error(transparent)]
+    Attach(#[from] AttachError),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    #[error("starting the runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+impl RunArgs {
+    pub fn settings(self) -> Result<Settings, RunError> {
+        let file = match &self.config {
+            Some(path) => FileConfig::load(path)?,
+            None => FileConfig::default(),
+        };
+        let pick_list = |flags: Vec<String>, file: Option<Vec<String>>| {
+            if flags.is_empty() { file.unwrap_or_default() } else { flags }
+        };
+        let interfaces = pick_list(self.interfaces, file.iface);
+        if interfaces.is_empty() {
+            return Err(RunError::NoInterface);
+        }
+        let metrics_text = self
+            .metrics
+            .or(file.metrics)
+            .unwrap_or_else(|| DEFAULT_METRICS.to_string());
+        let metrics = if metrics_text == "off" {
+            None
+        } else {
+            Some(metrics_text.parse().map_err(|_| RunError::BadMetricsAddress(metrics_text.clone()))?)
+        };
+        let never_block = if self.never_block.is_empty() {
+            file.never_block.unwrap_or_default()
+        } else {
+            self.never_block
+        };
+        let settings = Settings {
+            rules: self.rules.or(file.rules).unwrap_or_else(|| DEFAULT_RULES.into()),
+            interfaces,
+            xdp_mode: self.xdp_mode.or(file.xdp_mode).unwrap_or(ModeRequest::Auto),
+            resolvers: pick_list(self.resolvers, file.resolver),
+            metrics,
+            state_dir: self.state_dir.or(file.state_dir).unwrap_or_else(|| DEFAULT_STATE_DIR.into()),
+            bpffs: self.bpffs.or(file.bpffs).unwrap_or_else(|| DEFAULT_BPFFS.into()),
+            never_block,
+            ttl_floor: self.ttl_floor.or(file.ttl_floor).unwrap_or(60),
+            ttl_ceiling: self.ttl_ceiling.or(file.ttl_ceiling).unwrap_or(86_400),
+            grace: self.grace.or(file.grace).unwrap_or(3_600),
+            max_addresses_per_name: self.max_addresses_per_name.or(file.max_addresses_per_name).unwrap_or(64),
+            shared_suffixes: pick_list(self.shared_suffixes, file.shared_suffix),
+        };
+        if settings.ttl_floor > settings.ttl_ceiling {
+            return Err(RunError::TtlBounds { floor: settings.ttl_floor, ceiling: settings.ttl_ceiling });
+        }
+        Ok(settings)
+    }
+}
+
+pub fn execute(args: RunArgs) -> Result<ExitCode, RunError> {
+    let settings = args.settings()?;
+    let policy = load_policy(&settings)?;
+    let compiled = compile::compile(&policy)?;
+
+    bpffs::ensure(&settings.bpffs)?;
+    let mut datapath = Datapath::load_pinned(&settings.bpffs)?;
+    let stats = datapath.apply(&compiled)?;
+    tracing::info!(
+        platforms = policy.platforms.len(),
+        prefixes_v4 = compiled.v4.len(),
+        prefixes_v6 = compiled.v6.len(),
+        inserted = stats.inserted,
+        updated = stats.updated,
+        removed = stats.removed,
+        unchanged = stats.unchanged,
+        "policy applied"
+    );
+    report_unenforced_domains(&policy);
+    let attached = attach::attach_all(
+        datapath.program_mut()?,
+        &settings.bpffs,
+        &settings.interfaces,
+        settings.xdp_mode,
+    )?;
+    for a in &attached {
+        tracing::info!(interface = %a.interface, mode = a.mode.as_str(), adopted = a.adopted, "enforcing");
+    }
+
+    let state = Arc::new(Mutex::new(DaemonState {
+        datapath,
+        policy,
+        compiled,
+        attached,
+        last_policy_update: SystemTime::now(),
+    }));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(RunError::Runtime)?;
+    runtime.block_on(serve(settings, state))?;
+    tracing::info!("stopping; the program, links and maps stay pinned and keep enforcing");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(settings: Settings, state: Arc<Mutex<DaemonState>>) -> Result<(), RunError> {
+    let metrics_task = match settings.metrics {
+        Some(addr) => Some(metrics::spawn(addr, state).await?),
+        None => None,
+    };
+    wait_for_termination().await.map_err(RunError::Runtime)?;
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
+    Ok(())
+}
+
+async fn wait_for_termination() -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    Ok(())
+}
+
+fn load_policy(settings: &Settings) -> Result<Policy, RunError> {
+    let mut never_block = settings.never_block.clone();
+    never_block.extend(netif::local_addresses().map_err(RunError::LocalAddresses)?);
+    never_block.extend(resolver_addresses(&settings.resolvers));
+    let options = LoadOptions { never_block };
+    Ok(policy::load_policy(std::slice::from_ref(&settings.rules), &options)?)
+}
+
+/// Host routes of the configured resolvers (ADDR or ADDR:PORT, IPv6 in brackets with a port).
+fn resolver_addresses(resolvers: &[String]) -> Vec<IpNet> {
+    resolvers
+        .iter()
+        .filter_map(|r| {
+            r.parse::<std::net::IpAddr>()
+                .ok()
+                .or_else(|| r.parse::<SocketAddr>().ok().map(|s| s.ip()))
+        })
+        .map(IpNet::from)
+        .collect()
+}
+
+/// Domains are accepted now and enforced once resolution exists; say so rather than pretend.
+fn report_unenforced_domains(policy: &Policy) {
+    for platform in &policy.platforms {
+        let domains: Vec<String> = platform
+            .entries
+            .iter()
+            .flat_map(|e| e.domains.iter().map(ToString::to_string))
+            .collect();
+        if !domains.is_empty() {
+            tracing::warn!(
+                platform = %platform.name,
+                domains = domains.len(),
+                first = %domains.iter().take(3).cloned().collect::<Vec<_>>().join(", "),
+                "domains are not yet enforced: only published prefixes are"
+            );
+        }
+    }
+}

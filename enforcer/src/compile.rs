@@ -1,0 +1,302 @@
+//! Compiles a policy into what the datapath looks up: per family, a map from prefix to the full
+//! list of rules that apply to addresses under it.
+//!
+//! The kernel does one longest-prefix lookup per address, so each prefix's list also carries the
+//! rules of every enclosing prefix, with the length of the prefix each rule came from (so
+//! precedence is unchanged). Lengths are kept beside the list, not in it, so that prefixes whose
+//! rules differ only in where they came from share one list in the rule table. The lookup structure stays behind this module: a faster one can replace the tries
+//! without touching the policy side.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use enforcer_common::{MAX_PLATFORMS, MAX_PREFIXES_V4, MAX_PREFIXES_V6, RULE_SLOTS, RULES_PER_SLOT, Rule};
+use ipnet::IpNet;
+
+use crate::policy::{Entry, Policy, Protocol};
+
+/// A prefix as the tries key it: network address bits and length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Prefix<A> {
+    pub addr: A,
+    pub len: u8,
+}
+
+pub type PrefixV4 = Prefix<u32>;
+pub type PrefixV6 = Prefix<u128>;
+
+/// Everything that applies to addresses under one prefix: the sorted, duplicate-free rules and,
+/// at the same positions, the length of the policy prefix each came from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PrefixRules {
+    pub rules: Vec<Rule>,
+    pub prefix_lens: Vec<u8>,
+}
+
+/// The compiled policy: every prefix with the rules that apply under it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CompiledPolicy {
+    pub v4: BTreeMap<PrefixV4, PrefixRules>,
+    pub v6: BTreeMap<PrefixV6, PrefixRules>,
+}
+
+impl CompiledPolicy {
+    /// The distinct rule lists, each of which needs one rule slot.
+    pub fn rule_lists(&self) -> BTreeSet<&[Rule]> {
+        self.v4
+            .values()
+            .chain(self.v6.values())
+            .map(|p| p.rules.as_slice())
+            .collect()
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CompileError {
+    #[error("{count} platforms exceed the datapath's limit of {limit}")]
+    TooManyPlatforms { count: usize, limit: u32 },
+    #[error("{prefix}: {count} rules apply to this prefix (with the prefixes that contain it); the datapath holds at most {limit}")]
+    TooManyRules { prefix: IpNet, count: usize, limit: usize },
+    #[error("{count} {family} prefixes exceed the datapath's capacity of {limit}")]
+    TooManyPrefixes { family: &'static str, count: usize, limit: u32 },
+    #[error("{count} distinct rule lists exceed the {limit} the rule table can switch atomically")]
+    TooManyRuleLists { count: usize, limit: u32 },
+}
+
+/// Address bits that `Prefix` can hold (u32 for IPv4, u128 for IPv6).
+pub trait Bits: Copy + Ord {
+    fn mask(self, len: u8) -> Self;
+}
+
+impl Bits for u32 {
+    fn mask(self, len: u8) -> Self {
+        if len == 0 { 0 } else { self & (u32::MAX << (32 - u32::from(len))) }
+    }
+}
+
+impl Bits for u128 {
+    fn mask(self, len: u8) -> Self {
+        if len == 0 { 0 } else { self & (u128::MAX << (128 - u32::from(len))) }
+    }
+}
+
+impl<A: Bits> Prefix<A> {
+    fn contains(&self, other: &Prefix<A>) -> bool {
+        self.len <= other.len && other.addr.mask(self.len) == self.addr
+    }
+}
+
+pub fn compile(policy: &Policy) -> Result<CompiledPolicy, CompileError> {
+    if policy.platforms.len() >= MAX_PLATFORMS as usize {
+        return Err(CompileError::TooManyPlatforms {
+            count: policy.platforms.len(),
+            limit: MAX_PLATFORMS - 1,
+        });
+    }
+    let mut own_v4: BTreeMap<PrefixV4, BTreeSet<Rule>> = BTreeMap::new();
+    let mut own_v6: BTreeMap<PrefixV6, BTreeSet<Rule>> = BTreeMap::new();
+    // Rules of one prefix share its length, which `inherit` attaches.
+    for (index, platform) in policy.platforms.iter().enumerate() {
+        let id = Policy::platform_id(index);
+        for entry in &platform.entries {
+            for net in &entry.prefixes {
+                let rules = entry_rules(id, platform.action.code(), entry);
+                match net {
+                    IpNet::V4(n) => own_v4
+                        .entry(Prefix { addr: u32::from(n.network()), len: n.prefix_len() })
+                        .or_default()
+                        .extend(rules),
+                    IpNet::V6(n) => own_v6
+                        .entry(Prefix { addr: u128::from(n.network()), len: n.prefix_len() })
+                        .or_default()
+                        .extend(rules),
+                }
+            }
+        }
+    }
+    check_capacity("IPv4", own_v4.len(), MAX_PREFIXES_V4)?;
+    check_capacity("IPv6", own_v6.len(), MAX_PREFIXES_V6)?;
+    let compiled = CompiledPolicy {
+        v4: inherit(own_v4, |p| IpNet::V4(ipv4_net(p)))?,
+        v6: inherit(own_v6, |p| IpNet::V6(ipv6_net(p)))?,
+    };
+    let lists = compiled.rule_lists().len();
+    // Half the table: a change writes its new lists beside the ones in force.
+    if lists > (RULE_SLOTS / 2) as usize {
+        return Err(CompileError::TooManyRuleLists { count: lists, limit: RULE_SLOTS / 2 });
+    }
+    Ok(compiled)
+}
+
+fn check_capacity(family: &'static str, count: usize, limit: u32) -> Result<(), CompileError> {
+    if count > limit as usize {
+        return Err(CompileError::TooManyPrefixes { family, count, limit });
+    }
+    Ok(())
+}
+
+/// The datapath rules of one entry: one per port range, or one for the whole protocol.
+fn entry_rules(platform: u16, action: u8, entry: &Entry) -> Vec<Rule> {
+    let base = Rule {
+        platform,
+        action,
+        protocol: entry.protocol.code(),
+        port_first: 0,
+        port_last: u16::MAX,
+        has_ports: 0,
+        _pad: [0; 7],
+    };
+    if entry.protocol == Protocol::Any || entry.ports.is_empty() {
+        return vec![base];
+    }
+    entry
+        .ports
+        .iter()
+        .map(|range| Rule { port_first: range.first, port_last: range.last, has_ports: 1, ..base })
+        .collect()
+}
+
+/// Adds to each prefix the rules of every prefix that contains it. Walking in address order,
+/// enclosing prefixes come first, so a stack of the current chain of containers suffices. A rule
+/// present at several levels keeps the longest length: it dominates the shorter copies.
+fn inherit<A: Bits>(
+    own: BTreeMap<Prefix<A>, BTreeSet<Rule>>,
+    display: impl Fn(Prefix<A>) -> IpNet,
+) -> Result<BTreeMap<Prefix<A>, PrefixRules>, CompileError> {
+    let mut chain: Vec<(Prefix<A>, BTreeMap<Rule, u8>)> = Vec::new();
+    let mut out = BTreeMap::new();
+    for (prefix, rules) in own {
+        while chain.last().is_some_and(|(outer, _)| !outer.contains(&prefix)) {
+            chain.pop();
+        }
+        let mut full = chain.last().map(|(_, outer)| outer.clone()).unwrap_or_default();
+        for rule in rules {
+            full.insert(rule, prefix.len);
+        }
+        if full.len() > RULES_PER_SLOT {
+            return Err(CompileError::TooManyRules {
+                prefix: display(prefix),
+                count: full.len(),
+                limit: RULES_PER_SLOT,
+            });
+        }
+        out.insert(
+            prefix,
+            PrefixRules {
+                rules: full.keys().copied().collect(),
+                prefix_lens: full.values().copied().collect(),
+            },
+        );
+        chain.push((prefix, full));
+    }
+    Ok(out)
+}
+
+fn ipv4_net(p: PrefixV4) -> ipnet::Ipv4Net {
+    ipnet::Ipv4Net::new(p.addr.into(), p.len).unwrap_or_default()
+}
+
+fn ipv6_net(p: PrefixV6) -> ipnet::Ipv6Net {
+    ipnet::Ipv6Net::new(p.addr.into(), p.len).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{Action, Location, Platform, PortRange};
+
+    fn entry(prefixes: &[&str], protocol: Protocol, ports: &[(u16, u16)]) -> Entry {
+        Entry {
+            index: 0,
+            domains: vec![],
+            prefixes: prefixes.iter().map(|p| p.parse().unwrap()).collect(),
+            protocol,
+            ports: ports.iter().map(|&(first, last)| PortRange { first, last }).collect(),
+            location: Location { path: "t.yaml".into(), line: 1, column: 1 },
+        }
+    }
+
+    fn platform(name: &str, action: Action, entries: Vec<Entry>) -> Platform {
+        Platform {
+            name: name.into(),
+            description: None,
+            reference: None,
+            action,
+            entries,
+            location: Location { path: "t.yaml".into(), line: 1, column: 1 },
+        }
+    }
+
+    fn v4(s: &str) -> PrefixV4 {
+        let n: ipnet::Ipv4Net = s.parse().unwrap();
+        Prefix { addr: n.network().into(), len: n.prefix_len() }
+    }
+
+    #[test]
+    fn nested_prefixes_inherit_enclosing_rules() {
+        let policy = Policy {
+            platforms: vec![
+                platform("a", Action::Drop, vec![entry(&["198.18.0.0/16"], Protocol::Any, &[])]),
+                platform("b", Action::Allow, vec![entry(&["198.18.5.0/24"], Protocol::Udp, &[(3478, 3478), (8801, 8810)])]),
+                platform("c", Action::Monitor, vec![entry(&["198.19.0.0/16"], Protocol::Tcp, &[])]),
+            ],
+        };
+        let c = compile(&policy).unwrap();
+        assert_eq!(c.v4.len(), 3);
+        let outer = &c.v4[&v4("198.18.0.0/16")];
+        assert_eq!(outer.rules.len(), 1);
+        assert_eq!((outer.rules[0].platform, outer.prefix_lens[0], outer.rules[0].has_ports), (1, 16, 0));
+        let inner = &c.v4[&v4("198.18.5.0/24")];
+        assert_eq!(inner.rules.len(), 3, "two port rules of b plus a's any-port rule");
+        let with_len: Vec<(u16, u8)> =
+            inner.rules.iter().zip(&inner.prefix_lens).map(|(r, l)| (r.platform, *l)).collect();
+        assert_eq!(with_len, vec![(1, 16), (2, 24), (2, 24)]);
+        assert!(inner.rules.iter().any(|r| r.platform == 2 && r.port_first == 8801 && r.port_last == 8810 && r.has_ports == 1));
+        let sibling = &c.v4[&v4("198.19.0.0/16")];
+        assert_eq!(sibling.rules.len(), 1, "a sibling prefix inherits nothing");
+        assert_eq!(sibling.rules[0].protocol, enforcer_common::PROTOCOL_TCP);
+    }
+
+    #[test]
+    fn same_prefix_in_two_platforms_keeps_both_rules() {
+        let policy = Policy {
+            platforms: vec![
+                platform("a", Action::Drop, vec![entry(&["2001:db8::/32"], Protocol::Udp, &[(3478, 3478)])]),
+                platform("b", Action::Drop, vec![entry(&["2001:db8::/32"], Protocol::Any, &[])]),
+            ],
+        };
+        let c = compile(&policy).unwrap();
+        assert_eq!(c.v6.len(), 1);
+        let rules = c.v6.values().next().unwrap();
+        assert_eq!(rules.rules.len(), 2);
+        assert_eq!(c.rule_lists().len(), 1);
+    }
+
+    #[test]
+    fn too_many_rules_for_one_prefix_is_an_error_naming_it() {
+        let ports: Vec<(u16, u16)> = (1..=40).map(|p| (p * 10, p * 10)).collect();
+        let policy = Policy {
+            platforms: vec![platform("a", Action::Drop, vec![entry(&["198.18.0.0/24"], Protocol::Udp, &ports)])],
+        };
+        let err = compile(&policy).unwrap_err();
+        assert!(err.to_string().starts_with("198.18.0.0/24: 40 rules"), "{err}");
+    }
+
+    #[test]
+    fn deep_chain_pops_back_to_the_right_container() {
+        let policy = Policy {
+            platforms: vec![platform(
+                "a",
+                Action::Drop,
+                vec![entry(&["198.18.0.0/15", "198.18.0.0/16", "198.18.1.0/24", "198.18.2.0/24", "198.19.0.0/16"], Protocol::Any, &[])],
+            )],
+        };
+        let c = compile(&policy).unwrap();
+        // One any-port rule of one platform: the innermost copy's length wins, and every prefix
+        // shares one rule list.
+        let lens = |p: &str| -> Vec<u8> { c.v4[&v4(p)].prefix_lens.clone() };
+        assert_eq!(lens("198.18.2.0/24"), vec![24]);
+        assert_eq!(lens("198.19.0.0/16"), vec![16]);
+        assert_eq!(lens("198.18.0.0/15"), vec![15]);
+        assert_eq!(c.rule_lists().len(), 1);
+    }
+}

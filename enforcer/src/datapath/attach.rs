@@ -1,0 +1,222 @@
+//! Attaching the program to interfaces through pinned BPF links, adopting links a previous
+//! daemon left behind (fail-static), and removing them (`detach`).
+//!
+//! Layout under the `--bpffs` directory: `maps/<MAP>` and `links/<interface>.<mode>`.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+use std::os::unix::ffi::OsStrExt as _;
+use std::path::{Path, PathBuf};
+
+use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::{Xdp, XdpMode};
+use aya::programs::xdp::XdpLink;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModeRequest {
+    /// Native (driver) mode where the driver supports it, else generic (skb) mode.
+    Auto,
+    Native,
+    Skb,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum AttachMode {
+    Native,
+    Skb,
+}
+
+impl AttachMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttachMode::Native => "native",
+            AttachMode::Skb => "skb",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "native" => Some(AttachMode::Native),
+            "skb" => Some(AttachMode::Skb),
+            _ => None,
+        }
+    }
+
+    fn xdp(self) -> XdpMode {
+        match self {
+            AttachMode::Native => XdpMode::Driver,
+            AttachMode::Skb => XdpMode::Skb,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attached {
+    pub interface: String,
+    pub mode: AttachMode,
+    /// The link was left by an earlier daemon and now runs this program.
+    pub adopted: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("interface {interface}: attaching in {mode} mode: {source}")]
+    Attach { interface: String, mode: &'static str, source: aya::programs::ProgramError },
+    #[error("interface {interface}: pinning the link: {message}")]
+    Pin { interface: String, message: String },
+}
+
+fn links_dir(bpffs: &Path) -> PathBuf {
+    bpffs.join("links")
+}
+
+/// Pinned links in `bpffs`: (interface, mode, pin path).
+pub fn pinned_links(bpffs: &Path) -> Result<Vec<(String, AttachMode, PathBuf)>, AttachError> {
+    let dir = links_dir(bpffs);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(AttachError::Io { path: dir, source }),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|source| AttachError::Io { path: dir.clone(), source })?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some((interface, mode)) = name.rsplit_once('.')
+            && let Some(mode) = AttachMode::parse(mode)
+        {
+            out.push((interface.to_string(), mode, entry.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Attaches `program` to every interface: an interface with a pinned link gets the program
+/// swapped in atomically (no moment without enforcement); others get a new pinned link.
+pub fn attach_all(
+    program: &mut Xdp,
+    bpffs: &Path,
+    interfaces: &[String],
+    request: ModeRequest,
+) -> Result<Vec<Attached>, AttachError> {
+    let dir = links_dir(bpffs);
+    std::fs::create_dir_all(&dir).map_err(|source| AttachError::Io { path: dir.clone(), source })?;
+    let pinned = pinned_links(bpffs)?;
+    let mut attached = Vec::new();
+    for interface in interfaces {
+        if let Some((_, mode, path)) = pinned.iter().find(|(i, _, _)| i == interface) {
+            match adopt(program, path) {
+                Ok(()) => {
+                    attached.push(Attached { interface: interface.clone(), mode: *mode, adopted: true });
+                    continue;
+                }
+                Err(reason) => {
+                    // A link whose interface went away cannot be updated: replace it.
+                    tracing::warn!(interface, %reason, "pinned link unusable; attaching anew");
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+        }
+        let mode = attach_new(program, &dir, interface, request)?;
+        attached.push(Attached { interface: interface.clone(), mode, adopted: false });
+    }
+    Ok(attached)
+}
+
+fn adopt(program: &mut Xdp, path: &Path) -> Result<(), String> {
+    let pinned = PinnedLink::from_pin(path).map_err(|e| e.to_string())?;
+    let link = XdpLink::try_from(FdLink::from(pinned)).map_err(|e| e.to_string())?;
+    program.attach_to_link(link).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+fn attach_new(
+    program: &mut Xdp,
+    dir: &Path,
+    interface: &str,
+    request: ModeRequest,
+) -> Result<AttachMode, AttachError> {
+    let candidates: &[AttachMode] = match request {
+        ModeRequest::Auto => &[AttachMode::Native, AttachMode::Skb],
+        ModeRequest::Native => &[AttachMode::Native],
+        ModeRequest::Skb => &[AttachMode::Skb],
+    };
+    let mut last_error = None;
+    for &mode in candidates {
+        match program.attach(interface, mode.xdp()) {
+            Ok(id) => {
+                let pin_error = |message: String| AttachError::Pin { interface: interface.to_string(), message };
+                let link = program.take_link(id).map_err(|e| pin_error(e.to_string()))?;
+                let fd_link = FdLink::try_from(link).map_err(|e| pin_error(e.to_string()))?;
+                let path = dir.join(format!("{interface}.{}", mode.as_str()));
+                fd_link.pin(&path).map_err(|e| pin_error(e.to_string()))?;
+                return Ok(mode);
+            }
+            Err(source) => {
+                tracing::debug!(interface, mode = mode.as_str(), %source, "attach failed");
+                last_error = Some(AttachError::Attach {
+                    interface: interface.to_string(),
+                    mode: mode.as_str(),
+                    source,
+                });
+            }
+        }
+    }
+    Err(last_error.unwrap_or_else(|| AttachError::Pin {
+        interface: interface.to_string(),
+        message: "no attach mode to try".into(),
+    }))
+}
+
+/// Detaches the pinned link at `path` from its interface at once (even if some process still
+/// holds it open) and removes the pin.
+pub fn detach_link(path: &Path) -> Result<(), AttachError> {
+    let io_err = |source| AttachError::Io { path: path.to_path_buf(), source };
+    let link = bpf_obj_get(path).map_err(io_err)?;
+    bpf_link_detach(link.as_raw_fd()).map_err(io_err)?;
+    drop(link);
+    std::fs::remove_file(path).map_err(io_err)
+}
+
+/// BPF_OBJ_GET: opens a pinned object.
+fn bpf_obj_get(path: &Path) -> io::Result<OwnedFd> {
+    const BPF_OBJ_GET: libc::c_long = 7;
+    #[repr(C)]
+    struct Attr {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+    }
+    let c_path = CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let attr = Attr { pathname: c_path.as_ptr() as u64, bpf_fd: 0, file_flags: 0 };
+    let fd = bpf_syscall(BPF_OBJ_GET, &attr)?;
+    // SAFETY: the kernel returned a new file descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// BPF_LINK_DETACH (kernel 5.9+), which aya does not expose.
+fn bpf_link_detach(link_fd: i32) -> io::Result<()> {
+    const BPF_LINK_DETACH: libc::c_long = 34;
+    #[repr(C)]
+    struct Attr {
+        link_fd: u32,
+    }
+    bpf_syscall(BPF_LINK_DETACH, &Attr { link_fd: link_fd as u32 }).map(|_| ())
+}
+
+fn bpf_syscall<T>(command: libc::c_long, attr: &T) -> io::Result<libc::c_long> {
+    // SAFETY: `attr` is a repr(C) prefix of `union bpf_attr` for `command`, valid for the call.
+    let rc = unsafe {
+        libc::syscall(libc::SYS_bpf, command, attr as *const T, size_of::<T>() as libc::c_uint)
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(rc)
+}

@@ -1,0 +1,362 @@
+//! The loaded XDP program and its maps: load (fresh or adopting pinned maps), apply a compiled
+//! policy as a diff, read counters, and run frames through BPF_PROG_TEST_RUN.
+
+pub mod attach;
+pub mod bpffs;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use aya::maps::{Array, LpmTrie, MapData, MapError, MapInfo, PerCpuArray, lpm_trie::Key};
+use aya::programs::{ProgramError, TestRun, TestRunOptions, Xdp};
+use aya::{Ebpf, EbpfError, EbpfLoader};
+use enforcer_common::{
+    ACTIONS, Counter, DIRECTIONS, FAMILIES, MATCH_COUNTERS, PASS_REASONS, RULE_SLOTS,
+    RULES_PER_SLOT, Rule, RuleRef, RuleSlot,
+};
+
+use crate::compile::{CompiledPolicy, Prefix, PrefixRules};
+
+/// The program object built by build.rs from enforcer-ebpf.
+static PROGRAM_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/enforcer"));
+
+pub const PROGRAM: &str = "enforcer";
+pub const PASS_PROGRAM: &str = "xdp_pass";
+const MAP_PREFIXES_V4: &str = "PREFIXES_V4";
+const MAP_PREFIXES_V6: &str = "PREFIXES_V6";
+const MAP_RULE_SLOTS: &str = "RULE_SLOTS_MAP";
+const MAP_MATCH_STATS: &str = "MATCH_STATS";
+const MAP_PASS_STATS: &str = "PASS_STATS";
+pub const MAPS: [&str; 5] = [
+    MAP_PREFIXES_V4,
+    MAP_PREFIXES_V6,
+    MAP_RULE_SLOTS,
+    MAP_MATCH_STATS,
+    MAP_PASS_STATS,
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    #[error("loading the XDP program: {0}")]
+    Load(#[from] EbpfError),
+    #[error("program {0} missing from the object")]
+    MissingProgram(&'static str),
+    #[error("map {0} missing from the object")]
+    MissingMap(&'static str),
+    #[error("map {name}: {source}")]
+    Map { name: &'static str, source: MapError },
+    #[error("program {name}: {source}")]
+    Program { name: &'static str, source: ProgramError },
+    #[error(
+        "pinned map {path} does not match this build (key {key}, value {value}, entries {entries}); \
+         run `enforcer detach --all` to remove the old installation first"
+    )]
+    IncompatiblePin { path: PathBuf, key: u32, value: u32, entries: u32 },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("no free rule slot: the table holds {RULE_SLOTS} lists")]
+    NoFreeSlot,
+}
+
+/// What `apply` changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ApplyStats {
+    pub inserted: usize,
+    pub updated: usize,
+    pub removed: usize,
+    pub unchanged: usize,
+    pub slots_written: usize,
+}
+
+/// Counter key as the datapath indexes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MatchKey {
+    pub platform: u16,
+    pub action: u8,
+    pub direction: u8,
+    pub family: u8,
+}
+
+/// Counters summed over CPUs. `matches` holds only non-zero entries.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CounterSnapshot {
+    pub matches: BTreeMap<MatchKey, Counter>,
+    pub passed: [Counter; PASS_REASONS as usize],
+}
+
+pub struct Datapath {
+    ebpf: Ebpf,
+    prefixes_v4: LpmTrie<MapData, [u8; 4], RuleRef>,
+    prefixes_v6: LpmTrie<MapData, [u8; 16], RuleRef>,
+    slots: Array<MapData, RuleSlot>,
+    match_stats: PerCpuArray<MapData, Counter>,
+    pass_stats: PerCpuArray<MapData, Counter>,
+}
+
+impl Datapath {
+    /// Loads the program with private maps: for tests and benchmarks.
+    pub fn load_unpinned() -> Result<Self, DatapathError> {
+        Self::from_ebpf(EbpfLoader::new().load(PROGRAM_OBJECT)?)
+    }
+
+    /// Loads the program, reusing the maps pinned in `dir` (so enforcement continues with the
+    /// sets in force) or creating and pinning them there.
+    pub fn load_pinned(dir: &Path) -> Result<Self, DatapathError> {
+        let maps_dir = dir.join("maps");
+        std::fs::create_dir_all(&maps_dir)?;
+        let paths: Vec<(&'static str, PathBuf)> =
+            MAPS.iter().map(|name| (*name, maps_dir.join(name))).collect();
+        let mut loader = EbpfLoader::new();
+        for (name, path) in &paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let datapath = Self::from_ebpf(loader.load(PROGRAM_OBJECT)?)?;
+        for (_, path) in &paths {
+            datapath.check_pinned(path)?;
+        }
+        Ok(datapath)
+    }
+
+    fn from_ebpf(mut ebpf: Ebpf) -> Result<Self, DatapathError> {
+        for name in [PROGRAM, PASS_PROGRAM] {
+            let program: &mut Xdp = ebpf
+                .program_mut(name)
+                .ok_or(DatapathError::MissingProgram(PROGRAM))?
+                .try_into()
+                .map_err(|source| DatapathError::Program { name: PROGRAM, source })?;
+            program
+                .load()
+                .map_err(|source| DatapathError::Program { name: PROGRAM, source })?;
+        }
+        let mut take = |name: &'static str| ebpf.take_map(name).ok_or(DatapathError::MissingMap(name));
+        let map_err = |name: &'static str| move |source| DatapathError::Map { name, source };
+        let prefixes_v4 = LpmTrie::try_from(take(MAP_PREFIXES_V4)?).map_err(map_err(MAP_PREFIXES_V4))?;
+        let prefixes_v6 = LpmTrie::try_from(take(MAP_PREFIXES_V6)?).map_err(map_err(MAP_PREFIXES_V6))?;
+        let slots = Array::try_from(take(MAP_RULE_SLOTS)?).map_err(map_err(MAP_RULE_SLOTS))?;
+        let match_stats = PerCpuArray::try_from(take(MAP_MATCH_STATS)?).map_err(map_err(MAP_MATCH_STATS))?;
+        let pass_stats = PerCpuArray::try_from(take(MAP_PASS_STATS)?).map_err(map_err(MAP_PASS_STATS))?;
+        Ok(Self { ebpf, prefixes_v4, prefixes_v6, slots, match_stats, pass_stats })
+    }
+
+    /// A pinned map left by an older build with another layout must not be adopted.
+    fn check_pinned(&self, path: &Path) -> Result<(), DatapathError> {
+        let info = MapInfo::from_pin(path).map_err(|source| DatapathError::Map { name: "pinned", source })?;
+        let expected = match path.file_name().and_then(|n| n.to_str()) {
+            Some(MAP_PREFIXES_V4) => (8, size_of::<RuleRef>() as u32, enforcer_common::MAX_PREFIXES_V4),
+            Some(MAP_PREFIXES_V6) => (20, size_of::<RuleRef>() as u32, enforcer_common::MAX_PREFIXES_V6),
+            Some(MAP_RULE_SLOTS) => (4, size_of::<RuleSlot>() as u32, RULE_SLOTS),
+            Some(MAP_MATCH_STATS) => (4, size_of::<Counter>() as u32, MATCH_COUNTERS),
+            _ => (4, size_of::<Counter>() as u32, PASS_REASONS),
+        };
+        let found = (info.key_size(), info.value_size(), info.max_entries());
+        if found != expected {
+            return Err(DatapathError::IncompatiblePin {
+                path: path.to_path_buf(),
+                key: found.0,
+                value: found.1,
+                entries: found.2,
+            });
+        }
+        Ok(())
+    }
+
+    pub fn program_mut(&mut self) -> Result<&mut Xdp, DatapathError> {
+        self.ebpf
+            .program_mut(PROGRAM)
+            .ok_or(DatapathError::MissingProgram(PROGRAM))?
+            .try_into()
+            .map_err(|source| DatapathError::Program { name: PROGRAM, source })
+    }
+
+    /// Makes the maps enforce `policy`, never leaving an address that both the old and the new
+    /// policy block unenforced: new rule lists go into free slots, then prefixes are inserted or
+    /// repointed, and only then are prefixes that left the policy removed.
+    pub fn apply(&mut self, policy: &CompiledPolicy) -> Result<ApplyStats, DatapathError> {
+        let current_v4 = read_trie(&self.prefixes_v4, MAP_PREFIXES_V4)?;
+        let current_v6 = read_trie(&self.prefixes_v6, MAP_PREFIXES_V6)?;
+        let mut stats = ApplyStats::default();
+
+        // Slots in use stay untouched; identical lists already in the table are reused.
+        let mut in_use: HashMap<u32, u32> = HashMap::new();
+        for r in current_v4.values().chain(current_v6.values()) {
+            in_use.insert(r.slot, r.count);
+        }
+        let mut by_content: HashMap<Vec<Rule>, u32> = HashMap::new();
+        for (&slot, &count) in &in_use {
+            let content = self
+                .slots
+                .get(&slot, 0)
+                .map_err(|source| DatapathError::Map { name: MAP_RULE_SLOTS, source })?;
+            let count = (count as usize).min(RULES_PER_SLOT);
+            by_content.insert(content.rules[..count].to_vec(), slot);
+        }
+        let mut free = (0..RULE_SLOTS).filter(|s| !in_use.contains_key(s));
+        let mut slots_of: HashMap<&[Rule], u32> = HashMap::new();
+        for list in policy.rule_lists() {
+            let slot = match by_content.get(list) {
+                Some(&slot) => slot,
+                None => {
+                    let slot = free.next().ok_or(DatapathError::NoFreeSlot)?;
+                    let mut value = RuleSlot::default();
+                    value.rules[..list.len()].copy_from_slice(list);
+                    self.slots
+                        .set(slot, value, 0)
+                        .map_err(|source| DatapathError::Map { name: MAP_RULE_SLOTS, source })?;
+                    stats.slots_written += 1;
+                    slot
+                }
+            };
+            slots_of.insert(list, slot);
+        }
+
+        let wanted_v4 = wanted(&policy.v4, &slots_of, |a| a.to_be_bytes());
+        let wanted_v6 = wanted(&policy.v6, &slots_of, |a| a.to_be_bytes());
+        upsert(&mut self.prefixes_v4, MAP_PREFIXES_V4, &current_v4, &wanted_v4, &mut stats)?;
+        upsert(&mut self.prefixes_v6, MAP_PREFIXES_V6, &current_v6, &wanted_v6, &mut stats)?;
+        remove_stale(&mut self.prefixes_v4, MAP_PREFIXES_V4, &current_v4, &wanted_v4, &mut stats)?;
+        remove_stale(&mut self.prefixes_v6, MAP_PREFIXES_V6, &current_v6, &wanted_v6, &mut stats)?;
+        Ok(stats)
+    }
+
+    /// Number of prefixes per family currently in the tries.
+    pub fn prefix_counts(&self) -> Result<(usize, usize), DatapathError> {
+        Ok((
+            read_trie(&self.prefixes_v4, MAP_PREFIXES_V4)?.len(),
+            read_trie(&self.prefixes_v6, MAP_PREFIXES_V6)?.len(),
+        ))
+    }
+
+    /// Counters of every platform id below `platforms_below` (all when `None`), summed over CPUs.
+    pub fn counters_up_to(&self, platforms_below: Option<u16>) -> Result<CounterSnapshot, DatapathError> {
+        let per_platform = ACTIONS * DIRECTIONS * FAMILIES;
+        let limit = platforms_below
+            .map(|p| (u32::from(p) * per_platform).min(MATCH_COUNTERS))
+            .unwrap_or(MATCH_COUNTERS);
+        let mut snapshot = CounterSnapshot::default();
+        for index in 0..limit {
+            let total = sum(&self.match_stats, index, MAP_MATCH_STATS)?;
+            if total != Counter::default() {
+                let key = MatchKey {
+                    platform: (index / per_platform) as u16,
+                    action: ((index / (DIRECTIONS * FAMILIES)) % ACTIONS) as u8,
+                    direction: ((index / FAMILIES) % DIRECTIONS) as u8,
+                    family: (index % FAMILIES) as u8,
+                };
+                snapshot.matches.insert(key, total);
+            }
+        }
+        for reason in 0..PASS_REASONS {
+            snapshot.passed[reason as usize] = sum(&self.pass_stats, reason, MAP_PASS_STATS)?;
+        }
+        Ok(snapshot)
+    }
+
+    pub fn counters(&self) -> Result<CounterSnapshot, DatapathError> {
+        self.counters_up_to(None)
+    }
+
+    /// Runs one frame through the program once and returns its XDP action.
+    pub fn test_run(&mut self, frame: &[u8]) -> Result<u32, DatapathError> {
+        Ok(self.test_run_repeat(PROGRAM, frame, 1)?.0)
+    }
+
+    /// Runs `frame` `repeat` times through `program` (`PROGRAM` or `PASS_PROGRAM`); returns the
+    /// action and the kernel's mean time per run.
+    pub fn test_run_repeat(
+        &mut self,
+        program: &'static str,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<(u32, Duration), DatapathError> {
+        let xdp: &mut Xdp = self
+            .ebpf
+            .program_mut(program)
+            .ok_or(DatapathError::MissingProgram(program))?
+            .try_into()
+            .map_err(|source| DatapathError::Program { name: program, source })?;
+        let mut options = TestRunOptions::new();
+        options.data_in = Some(frame);
+        options.repeat = repeat;
+        let result = xdp
+            .test_run(options)
+            .map_err(|source| DatapathError::Program { name: program, source })?;
+        Ok((result.return_value, result.duration))
+    }
+}
+
+fn sum(map: &PerCpuArray<MapData, Counter>, index: u32, name: &'static str) -> Result<Counter, DatapathError> {
+    let values = map.get(&index, 0).map_err(|source| DatapathError::Map { name, source })?;
+    Ok(values.iter().fold(Counter::default(), |acc, c| Counter {
+        packets: acc.packets + c.packets,
+        bytes: acc.bytes + c.bytes,
+    }))
+}
+
+fn read_trie<const N: usize>(
+    trie: &LpmTrie<MapData, [u8; N], RuleRef>,
+    name: &'static str,
+) -> Result<HashMap<(u32, [u8; N]), RuleRef>, DatapathError> {
+    let mut out = HashMap::new();
+    for item in trie.iter() {
+        let (key, value) = item.map_err(|source| DatapathError::Map { name, source })?;
+        out.insert((key.prefix_len(), key.data()), value);
+    }
+    Ok(out)
+}
+
+fn wanted<A: Copy, const N: usize>(
+    prefixes: &BTreeMap<Prefix<A>, PrefixRules>,
+    slots_of: &HashMap<&[Rule], u32>,
+    bytes: impl Fn(A) -> [u8; N],
+) -> HashMap<(u32, [u8; N]), RuleRef> {
+    prefixes
+        .iter()
+        .filter_map(|(p, entry)| {
+            let slot = *slots_of.get(entry.rules.as_slice())?;
+            let mut value = RuleRef { slot, count: entry.rules.len() as u32, prefix_lens: [0; RULES_PER_SLOT] };
+            value.prefix_lens[..entry.prefix_lens.len()].copy_from_slice(&entry.prefix_lens);
+            Some(((u32::from(p.len), bytes(p.addr)), value))
+        })
+        .collect()
+}
+
+fn upsert<const N: usize>(
+    trie: &mut LpmTrie<MapData, [u8; N], RuleRef>,
+    name: &'static str,
+    current: &HashMap<(u32, [u8; N]), RuleRef>,
+    wanted: &HashMap<(u32, [u8; N]), RuleRef>,
+    stats: &mut ApplyStats,
+) -> Result<(), DatapathError> {
+    for (&(len, addr), value) in wanted {
+        match current.get(&(len, addr)) {
+            Some(old) if old == value => stats.unchanged += 1,
+            old => {
+                trie.insert(&Key::new(len, addr), *value, 0)
+                    .map_err(|source| DatapathError::Map { name, source })?;
+                if old.is_some() {
+                    stats.updated += 1;
+                } else {
+                    stats.inserted += 1;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn remove_stale<const N: usize>(
+    trie: &mut LpmTrie<MapData, [u8; N], RuleRef>,
+    name: &'static str,
+    current: &HashMap<(u32, [u8; N]), RuleRef>,
+    wanted: &HashMap<(u32, [u8; N]), RuleRef>,
+    stats: &mut ApplyStats,
+) -> Result<(), DatapathError> {
+    let stale: HashSet<_> = current.keys().filter(|k| !wanted.contains_key(*k)).collect();
+    for &(len, addr) in stale {
+        trie.remove(&Key::new(len, addr))
+            .map_err(|source| DatapathError::Map { name, source })?;
+        stats.removed += 1;
+    }
+    Ok(())
+}

@@ -1,0 +1,10 @@
+//! The enforcer: policy, compiler, datapath loader and daemon.
+
+pub mod cli;
+pub mod compile;
+pub mod datapath;
+pub mod logging;
+pub mod metrics;
+pub mod netif;
+pub mod policy;
+pub mod reference;

@@ -1,0 +1,222 @@
+//! Prometheus exposition at `--metrics`: counters are read from the per-CPU maps at scrape time.
+//! No label ever carries an address or a name.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use enforcer_common::{
+    ACTION_ALLOW, ACTION_DROP, ACTION_MONITOR, DIRECTION_EGRESS, DIRECTION_INGRESS, FAMILY_IPV4,
+    FAMILY_IPV6, MAX_PREFIXES_V4, MAX_PREFIXES_V6, PASS_NO_MATCH, PASS_NOT_IP, PASS_UNPARSED,
+    RULE_SLOTS,
+};
+use ipnet::IpNet;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+use crate::compile::CompiledPolicy;
+use crate::datapath::attach::Attached;
+use crate::datapath::{Datapath, MatchKey};
+use crate::policy::Policy;
+
+/// What the daemon holds while it runs.
+pub struct DaemonState {
+    pub datapath: Datapath,
+    pub policy: Policy,
+    pub compiled: CompiledPolicy,
+    pub attached: Vec<Attached>,
+    pub last_policy_update: SystemTime,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("--metrics {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+}
+
+const MAX_REQUEST: usize = 8192;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub async fn spawn(addr: SocketAddr, state: Arc<Mutex<DaemonState>>) -> Result<JoinHandle<()>, MetricsError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| MetricsError::Bind { addr, source })?;
+    tracing::info!(%addr, "metrics listening");
+    Ok(tokio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    let state = Arc::clone(&state);
+                    tokio::spawn(async move {
+                        let _ = tokio::time::timeout(REQUEST_TIMEOUT, respond(stream, state)).await;
+                    });
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "metrics accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }))
+}
+
+/// A minimal HTTP/1.1 responder: GET /metrics answers, everything else is 404/405.
+async fn respond(mut stream: TcpStream, state: Arc<Mutex<DaemonState>>) -> std::io::Result<()> {
+    let mut request = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 || request.len() + n > MAX_REQUEST {
+            return Ok(());
+        }
+        request.extend_from_slice(&buf[..n]);
+    }
+    let line = request.split(|&b| b == b'\r').next().unwrap_or_default();
+    let mut parts = line.split(|&b| b == b' ');
+    let (method, path) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+    let (status, body) = match (method, path) {
+        (b"GET", b"/metrics") => {
+            let body = tokio::task::spawn_blocking(move || render(&state))
+                .await
+                .unwrap_or_else(|_| Err("render task failed".into()));
+            match body {
+                Ok(body) => ("200 OK", body),
+                Err(message) => ("500 Internal Server Error", message),
+            }
+        }
+        (b"GET", _) => ("404 Not Found", "not found\n".to_string()),
+        _ => ("405 Method Not Allowed", "only GET\n".to_string()),
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+const ACTIONS: [(u8, &str); 3] = [(ACTION_DROP, "drop"), (ACTION_MONITOR, "monitor"), (ACTION_ALLOW, "allow")];
+const DIRECTIONS: [(u8, &str); 2] = [(DIRECTION_EGRESS, "egress"), (DIRECTION_INGRESS, "ingress")];
+const FAMILIES: [(u8, &str); 2] = [(FAMILY_IPV4, "ipv4"), (FAMILY_IPV6, "ipv6")];
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+pub fn render(state: &Mutex<DaemonState>) -> Result<String, String> {
+    let state = state.lock().map_err(|_| "daemon state poisoned".to_string())?;
+    let platform_count = u16::try_from(state.policy.platforms.len() + 1).unwrap_or(u16::MAX);
+    let counters = state
+        .datapath
+        .counters_up_to(Some(platform_count))
+        .map_err(|e| e.to_string())?;
+    let mut out = String::with_capacity(8192);
+
+    for (name, help, bytes) in [
+        ("enforcer_packets_total", "Packets that matched a platform, by verdict.", false),
+        ("enforcer_bytes_total", "Bytes of packets that matched a platform, by verdict.", true),
+    ] {
+        header(&mut out, name, "counter", help);
+        for (index, platform) in state.policy.platforms.iter().enumerate() {
+            let id = Policy::platform_id(index);
+            let action = platform.action.code();
+            let action_name = platform.action.as_str();
+            for (direction, direction_name) in DIRECTIONS {
+                for (family, family_name) in FAMILIES {
+                    let key = MatchKey { platform: id, action, direction, family };
+                    let c = counters.matches.get(&key).copied().unwrap_or_default();
+                    let value = if bytes { c.bytes } else { c.packets };
+                    let _ = writeln!(
+                        out,
+                        "{name}{{platform=\"{}\",action=\"{action_name}\",direction=\"{direction_name}\",family=\"{family_name}\"}} {value}",
+                        platform.name
+                    );
+                }
+            }
+        }
+    }
+    debug_assert_eq!(ACTIONS.len(), 3);
+
+    header(&mut out, "enforcer_passed_packets_total", "counter", "Packets that matched no platform, by reason.");
+    for (reason, name) in [(PASS_NO_MATCH, "no_match"), (PASS_NOT_IP, "not_ip"), (PASS_UNPARSED, "unparsed")] {
+        let _ = writeln!(
+            out,
+            "enforcer_passed_packets_total{{reason=\"{name}\"}} {}",
+            counters.passed[reason as usize].packets
+        );
+    }
+
+    header(&mut out, "enforcer_prefixes", "gauge", "Prefixes enforced per platform, family and source.");
+    for platform in &state.policy.platforms {
+        let (mut v4, mut v6) = (0usize, 0usize);
+        for net in platform.entries.iter().flat_map(|e| e.prefixes.iter()) {
+            match net {
+                IpNet::V4(_) => v4 += 1,
+                IpNet::V6(_) => v6 += 1,
+            }
+        }
+        for (family, count) in [("ipv4", v4), ("ipv6", v6)] {
+            for source in ["dns", "published", "learned"] {
+                let value = if source == "published" { count } else { 0 };
+                let _ = writeln!(
+                    out,
+                    "enforcer_prefixes{{platform=\"{}\",family=\"{family}\",source=\"{source}\"}} {value}",
+                    platform.name
+                );
+            }
+        }
+    }
+
+    header(&mut out, "enforcer_policy_reloads_total", "counter", "Policy reloads by result.");
+    let _ = writeln!(out, "enforcer_policy_reloads_total{{result=\"ok\"}} 0");
+    let _ = writeln!(out, "enforcer_policy_reloads_total{{result=\"error\"}} 0");
+
+    header(
+        &mut out,
+        "enforcer_last_policy_update_timestamp_seconds",
+        "gauge",
+        "When the policy in force was applied.",
+    );
+    let updated = state
+        .last_policy_update
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default();
+    let _ = writeln!(out, "enforcer_last_policy_update_timestamp_seconds {updated}");
+
+    header(&mut out, "enforcer_xdp_attached", "gauge", "1 for each interface the program is attached to.");
+    for a in &state.attached {
+        let _ = writeln!(
+            out,
+            "enforcer_xdp_attached{{interface=\"{}\",mode=\"{}\"}} 1",
+            a.interface,
+            a.mode.as_str()
+        );
+    }
+
+    let rule_lists = state.compiled.rule_lists().len();
+    header(&mut out, "enforcer_map_entries", "gauge", "Entries in each datapath map.");
+    for (map, value) in [
+        ("prefixes_v4", state.compiled.v4.len()),
+        ("prefixes_v6", state.compiled.v6.len()),
+        ("rule_slots", rule_lists),
+    ] {
+        let _ = writeln!(out, "enforcer_map_entries{{map=\"{map}\"}} {value}");
+    }
+    header(&mut out, "enforcer_map_capacity", "gauge", "Capacity of each datapath map.");
+    for (map, value) in [
+        ("prefixes_v4", MAX_PREFIXES_V4),
+        ("prefixes_v6", MAX_PREFIXES_V6),
+        ("rule_slots", RULE_SLOTS),
+    ] {
+        let _ = writeln!(out, "enforcer_map_capacity{{map=\"{map}\"}} {value}");
+    }
+
+    header(&mut out, "enforcer_build_info", "gauge", "Version of the running enforcer.");
+    let _ = writeln!(out, "enforcer_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
+    Ok(out)
+}

@@ -1,0 +1,170 @@
+//! The validated policy: what `check` accepts and everything downstream consumes.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+
+/// What happens to a packet that matches a platform.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Action {
+    Drop,
+    Monitor,
+    Allow,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Drop => "drop",
+            Action::Monitor => "monitor",
+            Action::Allow => "allow",
+        }
+    }
+
+    /// The value shared with the datapath (`enforcer_common::ACTION_*`).
+    pub fn code(self) -> u8 {
+        match self {
+            Action::Drop => enforcer_common::ACTION_DROP,
+            Action::Monitor => enforcer_common::ACTION_MONITOR,
+            Action::Allow => enforcer_common::ACTION_ALLOW,
+        }
+    }
+
+    /// Precedence when several entries match one packet: allow, then drop, then monitor.
+    pub fn precedence(self) -> u8 {
+        match self {
+            Action::Allow => 3,
+            Action::Drop => 2,
+            Action::Monitor => 1,
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protocol {
+    Any,
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Any => "any",
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+
+    /// IP protocol number shared with the datapath (`enforcer_common::PROTOCOL_*`).
+    pub fn code(self) -> u8 {
+        match self {
+            Protocol::Any => enforcer_common::PROTOCOL_ANY,
+            Protocol::Tcp => enforcer_common::PROTOCOL_TCP,
+            Protocol::Udp => enforcer_common::PROTOCOL_UDP,
+        }
+    }
+}
+
+/// An inclusive port range; a single port has `first == last`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+impl PortRange {
+    pub fn contains(&self, port: u16) -> bool {
+        self.first <= port && port <= self.last
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.first == self.last {
+            write!(f, "{}", self.first)
+        } else {
+            write!(f, "{}-{}", self.first, self.last)
+        }
+    }
+}
+
+/// A domain of a rule: `Exact("zoom.us")` or `Wildcard("zoom.us")` for `*.zoom.us`.
+/// Stored lower-case, without a trailing dot.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DomainPattern {
+    Exact(String),
+    Wildcard(String),
+}
+
+impl fmt::Display for DomainPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DomainPattern::Exact(d) => f.write_str(d),
+            DomainPattern::Wildcard(d) => write!(f, "*.{d}"),
+        }
+    }
+}
+
+/// Where something was written in a rule file, for messages that point back at it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Location {
+    pub path: PathBuf,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.path.display(), self.line, self.column)
+    }
+}
+
+/// One item of a platform's `match` list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Position in the platform's `match` list, from 0.
+    pub index: usize,
+    pub domains: Vec<DomainPattern>,
+    /// Normalised (host bits are an error, so these are exactly as written).
+    pub prefixes: Vec<IpNet>,
+    pub protocol: Protocol,
+    /// Empty means every port of `protocol` (or no port check at all for `Any`).
+    pub ports: Vec<PortRange>,
+    pub location: Location,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Platform {
+    pub name: String,
+    pub description: Option<String>,
+    pub reference: Option<String>,
+    pub action: Action,
+    pub entries: Vec<Entry>,
+    pub location: Location,
+}
+
+/// A validated policy. Platforms are sorted by name; a platform's id in the datapath is its index
+/// here plus one, so "ties go to platform name order" and "lower id wins" are the same rule.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Policy {
+    pub platforms: Vec<Platform>,
+}
+
+impl Policy {
+    /// Datapath id of the platform at `index` in `platforms`.
+    pub fn platform_id(index: usize) -> u16 {
+        u16::try_from(index + 1).unwrap_or(u16::MAX)
+    }
+
+    pub fn platform_by_id(&self, id: u16) -> Option<&Platform> {
+        usize::from(id).checked_sub(1).and_then(|i| self.platforms.get(i))
+    }
+}
