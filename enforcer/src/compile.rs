@@ -85,7 +85,28 @@ impl<A: Bits> Prefix<A> {
     }
 }
 
+/// An address learned for one entry of a platform (from DNS), enforced like a host prefix of
+/// that entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EntryAddress {
+    /// Index into `Policy::platforms`.
+    pub platform: usize,
+    /// Index into that platform's `entries`.
+    pub entry: usize,
+    pub net: IpNet,
+}
+
+/// Compiles the policy's published prefixes.
 pub fn compile(policy: &Policy) -> Result<CompiledPolicy, CompileError> {
+    compile_with(policy, std::iter::empty())
+}
+
+/// Compiles the published prefixes plus addresses resolved or learned for the policy's domains.
+/// Addresses naming a platform or entry that does not exist are ignored.
+pub fn compile_with(
+    policy: &Policy,
+    addresses: impl IntoIterator<Item = EntryAddress>,
+) -> Result<CompiledPolicy, CompileError> {
     if policy.platforms.len() >= MAX_PLATFORMS as usize {
         return Err(CompileError::TooManyPlatforms {
             count: policy.platforms.len(),
@@ -95,22 +116,30 @@ pub fn compile(policy: &Policy) -> Result<CompiledPolicy, CompileError> {
     let mut own_v4: BTreeMap<PrefixV4, BTreeSet<Rule>> = BTreeMap::new();
     let mut own_v6: BTreeMap<PrefixV6, BTreeSet<Rule>> = BTreeMap::new();
     // Rules of one prefix share its length, which `inherit` attaches.
+    let mut add = |platform: usize, entry: &Entry, net: &IpNet| {
+        let action = policy.platforms[platform].action.code();
+        let rules = entry_rules(Policy::platform_id(platform), action, entry);
+        match net {
+            IpNet::V4(n) => own_v4
+                .entry(Prefix { addr: u32::from(n.network()), len: n.prefix_len() })
+                .or_default()
+                .extend(rules),
+            IpNet::V6(n) => own_v6
+                .entry(Prefix { addr: u128::from(n.network()), len: n.prefix_len() })
+                .or_default()
+                .extend(rules),
+        }
+    };
     for (index, platform) in policy.platforms.iter().enumerate() {
-        let id = Policy::platform_id(index);
         for entry in &platform.entries {
             for net in &entry.prefixes {
-                let rules = entry_rules(id, platform.action.code(), entry);
-                match net {
-                    IpNet::V4(n) => own_v4
-                        .entry(Prefix { addr: u32::from(n.network()), len: n.prefix_len() })
-                        .or_default()
-                        .extend(rules),
-                    IpNet::V6(n) => own_v6
-                        .entry(Prefix { addr: u128::from(n.network()), len: n.prefix_len() })
-                        .or_default()
-                        .extend(rules),
-                }
+                add(index, entry, net);
             }
+        }
+    }
+    for address in addresses {
+        if let Some(entry) = policy.platforms.get(address.platform).and_then(|p| p.entries.get(address.entry)) {
+            add(address.platform, entry, &address.net.trunc());
         }
     }
     check_capacity("IPv4", own_v4.len(), MAX_PREFIXES_V4)?;

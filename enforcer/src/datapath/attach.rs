@@ -1,7 +1,9 @@
 //! Attaching the program to interfaces through pinned BPF links, adopting links a previous
 //! daemon left behind (fail-static), and removing them (`detach`).
 //!
-//! Layout under the `--bpffs` directory: `maps/<MAP>` and `links/<interface>.<mode>`.
+//! Layout under the `--bpffs` directory: `maps/<MAP>` and `links/<mode>/<interface>`. BPF
+//! filesystems refuse names containing '.', so a '.' in an interface name (VLAN interfaces such
+//! as eth0.100) is stored as ':', which interface names cannot contain.
 
 use std::ffi::CString;
 use std::io;
@@ -36,13 +38,7 @@ impl AttachMode {
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
-        match s {
-            "native" => Some(AttachMode::Native),
-            "skb" => Some(AttachMode::Skb),
-            _ => None,
-        }
-    }
+    const ALL: [AttachMode; 2] = [AttachMode::Native, AttachMode::Skb];
 
     fn xdp(self) -> XdpMode {
         match self {
@@ -74,22 +70,28 @@ fn links_dir(bpffs: &Path) -> PathBuf {
     bpffs.join("links")
 }
 
+fn pin_name(interface: &str) -> String {
+    interface.replace('.', ":")
+}
+
+fn interface_of(pin_name: &str) -> String {
+    pin_name.replace(':', ".")
+}
+
 /// Pinned links in `bpffs`: (interface, mode, pin path).
 pub fn pinned_links(bpffs: &Path) -> Result<Vec<(String, AttachMode, PathBuf)>, AttachError> {
-    let dir = links_dir(bpffs);
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => return Err(AttachError::Io { path: dir, source }),
-    };
     let mut out = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|source| AttachError::Io { path: dir.clone(), source })?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some((interface, mode)) = name.rsplit_once('.')
-            && let Some(mode) = AttachMode::parse(mode)
-        {
-            out.push((interface.to_string(), mode, entry.path()));
+    for mode in AttachMode::ALL {
+        let dir = links_dir(bpffs).join(mode.as_str());
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(source) => return Err(AttachError::Io { path: dir, source }),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|source| AttachError::Io { path: dir.clone(), source })?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            out.push((interface_of(&name), mode, entry.path()));
         }
     }
     out.sort();
@@ -105,7 +107,6 @@ pub fn attach_all(
     request: ModeRequest,
 ) -> Result<Vec<Attached>, AttachError> {
     let dir = links_dir(bpffs);
-    std::fs::create_dir_all(&dir).map_err(|source| AttachError::Io { path: dir.clone(), source })?;
     let pinned = pinned_links(bpffs)?;
     let mut attached = Vec::new();
     for interface in interfaces {
@@ -153,8 +154,11 @@ fn attach_new(
                 let pin_error = |message: String| AttachError::Pin { interface: interface.to_string(), message };
                 let link = program.take_link(id).map_err(|e| pin_error(e.to_string()))?;
                 let fd_link = FdLink::try_from(link).map_err(|e| pin_error(e.to_string()))?;
-                let path = dir.join(format!("{interface}.{}", mode.as_str()));
-                fd_link.pin(&path).map_err(|e| pin_error(e.to_string()))?;
+                let mode_dir = dir.join(mode.as_str());
+                std::fs::create_dir_all(&mode_dir)
+                    .map_err(|source| AttachError::Io { path: mode_dir.clone(), source })?;
+                let path = mode_dir.join(pin_name(interface));
+                fd_link.pin(&path).map_err(|e| pin_error(format!("{}: {e:?}", path.display())))?;
                 return Ok(mode);
             }
             Err(source) => {

@@ -109,25 +109,22 @@ impl Datapath {
             MAPS.iter().map(|name| (*name, maps_dir.join(name))).collect();
         let mut loader = EbpfLoader::new();
         for (name, path) in &paths {
+            if path.exists() {
+                check_pinned(name, path)?;
+            }
             loader.map_pin_path(name, path.as_path());
         }
-        let datapath = Self::from_ebpf(loader.load(PROGRAM_OBJECT)?)?;
-        for (_, path) in &paths {
-            datapath.check_pinned(path)?;
-        }
-        Ok(datapath)
+        Self::from_ebpf(loader.load(PROGRAM_OBJECT)?)
     }
 
     fn from_ebpf(mut ebpf: Ebpf) -> Result<Self, DatapathError> {
         for name in [PROGRAM, PASS_PROGRAM] {
             let program: &mut Xdp = ebpf
                 .program_mut(name)
-                .ok_or(DatapathError::MissingProgram(PROGRAM))?
+                .ok_or(DatapathError::MissingProgram(name))?
                 .try_into()
-                .map_err(|source| DatapathError::Program { name: PROGRAM, source })?;
-            program
-                .load()
-                .map_err(|source| DatapathError::Program { name: PROGRAM, source })?;
+                .map_err(|source| DatapathError::Program { name, source })?;
+            program.load().map_err(|source| DatapathError::Program { name, source })?;
         }
         let mut take = |name: &'static str| ebpf.take_map(name).ok_or(DatapathError::MissingMap(name));
         let map_err = |name: &'static str| move |source| DatapathError::Map { name, source };
@@ -137,28 +134,6 @@ impl Datapath {
         let match_stats = PerCpuArray::try_from(take(MAP_MATCH_STATS)?).map_err(map_err(MAP_MATCH_STATS))?;
         let pass_stats = PerCpuArray::try_from(take(MAP_PASS_STATS)?).map_err(map_err(MAP_PASS_STATS))?;
         Ok(Self { ebpf, prefixes_v4, prefixes_v6, slots, match_stats, pass_stats })
-    }
-
-    /// A pinned map left by an older build with another layout must not be adopted.
-    fn check_pinned(&self, path: &Path) -> Result<(), DatapathError> {
-        let info = MapInfo::from_pin(path).map_err(|source| DatapathError::Map { name: "pinned", source })?;
-        let expected = match path.file_name().and_then(|n| n.to_str()) {
-            Some(MAP_PREFIXES_V4) => (8, size_of::<RuleRef>() as u32, enforcer_common::MAX_PREFIXES_V4),
-            Some(MAP_PREFIXES_V6) => (20, size_of::<RuleRef>() as u32, enforcer_common::MAX_PREFIXES_V6),
-            Some(MAP_RULE_SLOTS) => (4, size_of::<RuleSlot>() as u32, RULE_SLOTS),
-            Some(MAP_MATCH_STATS) => (4, size_of::<Counter>() as u32, MATCH_COUNTERS),
-            _ => (4, size_of::<Counter>() as u32, PASS_REASONS),
-        };
-        let found = (info.key_size(), info.value_size(), info.max_entries());
-        if found != expected {
-            return Err(DatapathError::IncompatiblePin {
-                path: path.to_path_buf(),
-                key: found.0,
-                value: found.1,
-                entries: found.2,
-            });
-        }
-        Ok(())
     }
 
     pub fn program_mut(&mut self) -> Result<&mut Xdp, DatapathError> {
@@ -283,6 +258,28 @@ impl Datapath {
             .map_err(|source| DatapathError::Program { name: program, source })?;
         Ok((result.return_value, result.duration))
     }
+}
+
+/// A pinned map left by an older build with another layout must not be adopted.
+fn check_pinned(name: &str, path: &Path) -> Result<(), DatapathError> {
+    let info = MapInfo::from_pin(path).map_err(|source| DatapathError::Map { name: "pinned", source })?;
+    let expected = match name {
+        MAP_PREFIXES_V4 => (8, size_of::<RuleRef>(), enforcer_common::MAX_PREFIXES_V4),
+        MAP_PREFIXES_V6 => (20, size_of::<RuleRef>(), enforcer_common::MAX_PREFIXES_V6),
+        MAP_RULE_SLOTS => (4, size_of::<RuleSlot>(), RULE_SLOTS),
+        MAP_MATCH_STATS => (4, size_of::<Counter>(), MATCH_COUNTERS),
+        _ => (4, size_of::<Counter>(), PASS_REASONS),
+    };
+    let found = (info.key_size(), info.value_size(), info.max_entries());
+    if found != (expected.0, expected.1 as u32, expected.2) {
+        return Err(DatapathError::IncompatiblePin {
+            path: path.to_path_buf(),
+            key: found.0,
+            value: found.1,
+            entries: found.2,
+        });
+    }
+    Ok(())
 }
 
 fn sum(map: &PerCpuArray<MapData, Counter>, index: u32, name: &'static str) -> Result<Counter, DatapathError> {
