@@ -22,6 +22,15 @@ pub const ACTION_MONITOR: u8 = 1;
 pub const ACTION_ALLOW: u8 = 2;
 pub const ACTIONS: u32 = 3;
 
+/// Precedence of an action when several rules match: allow, then drop, then monitor.
+pub const fn action_precedence(action: u8) -> u8 {
+    match action {
+        ACTION_ALLOW => 3,
+        ACTION_DROP => 2,
+        _ => 1,
+    }
+}
+
 /// The packet's destination matched (traffic leaving towards the platform).
 pub const DIRECTION_EGRESS: u8 = 0;
 /// The packet's source matched (return traffic from the platform).
@@ -48,16 +57,18 @@ pub const PASS_REASONS: u32 = 3;
 /// Entries in the per-CPU match counter array.
 pub const MATCH_COUNTERS: u32 = MAX_PLATFORMS * ACTIONS * DIRECTIONS * FAMILIES;
 
-/// Value stored in the prefix tries: which rule slot applies, how many rules it holds, and the
-/// length of the policy prefix each of those rules came from (the longest prefix wins among
-/// rules of equal action). Lengths live here rather than in the rules so that prefixes of
-/// different lengths share one rule list.
+/// Value stored in the prefix tries: which rule slot applies, how many rules it holds, the
+/// length of the policy prefix each rule came from, and the order in which to try the rules
+/// (best first: allow, drop, monitor; then longest prefix; then lowest platform id), so the
+/// first rule that matches a packet is the winner. Lengths and order live here rather than in
+/// the rules so that prefixes of different lengths share one rule list.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct RuleRef {
     pub slot: u32,
     pub count: u32,
     pub prefix_lens: [u8; RULES_PER_SLOT],
+    pub order: [u8; RULES_PER_SLOT],
 }
 
 /// One match condition of one platform entry. The user-space compiler gives each prefix the rules
@@ -105,7 +116,7 @@ pub const fn match_counter_index(platform: u16, action: u8, direction: u8, famil
         + family as u32
 }
 
-const _: () = assert!(size_of::<RuleRef>() == 8 + RULES_PER_SLOT);
+const _: () = assert!(size_of::<RuleRef>() == 8 + 2 * RULES_PER_SLOT);
 const _: () = assert!(size_of::<Rule>() == 16);
 const _: () = assert!(size_of::<RuleSlot>() == 16 * RULES_PER_SLOT);
 const _: () = assert!(size_of::<Counter>() == 16);

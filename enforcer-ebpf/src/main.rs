@@ -26,10 +26,10 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use enforcer_common::{
-    ACTION_ALLOW, ACTION_DROP, Counter, DIRECTION_EGRESS, DIRECTION_INGRESS, FAMILY_IPV4,
-    FAMILY_IPV6, MATCH_COUNTERS, MAX_PREFIXES_V4, MAX_PREFIXES_V6, PASS_NO_MATCH, PASS_NOT_IP,
-    PASS_REASONS, PASS_UNPARSED, PROTOCOL_ANY, RULE_SLOTS, RULES_PER_SLOT, RuleRef, RuleSlot,
-    match_counter_index,
+    ACTION_ALLOW, ACTION_DROP, ACTION_MONITOR, Counter, DIRECTION_EGRESS, DIRECTION_INGRESS,
+    FAMILY_IPV4, FAMILY_IPV6, MATCH_COUNTERS, MAX_PREFIXES_V4, MAX_PREFIXES_V6, PASS_NO_MATCH,
+    PASS_NOT_IP, PASS_REASONS, PASS_UNPARSED, PROTOCOL_ANY, RULE_SLOTS, RULES_PER_SLOT, RuleRef,
+    RuleSlot, match_counter_index,
 };
 
 use crate::parse::{Addresses, Parsed, Ports};
@@ -63,7 +63,6 @@ enum Outcome {
 
 #[derive(Clone, Copy)]
 struct Winner {
-    score: u64,
     platform: u16,
     action: u8,
     direction: u8,
@@ -114,55 +113,85 @@ fn finish(ctx: &XdpContext, outcome: Outcome) -> u32 {
 
 #[inline(always)]
 fn decide(addresses: &Addresses, protocol: u8, ports: Ports) -> Outcome {
-    let (family, dst_rules, src_rules) = match addresses {
+    let (family, dst, src) = match addresses {
         Addresses::V4 { src, dst } => (
             FAMILY_IPV4,
-            PREFIXES_V4.get(Key::new(32, *dst)),
-            PREFIXES_V4.get(Key::new(32, *src)),
+            (0, u32::from_be_bytes(*dst) as u64),
+            (0, u32::from_be_bytes(*src) as u64),
         ),
-        Addresses::V6 { src, dst } => (
-            FAMILY_IPV6,
-            PREFIXES_V6.get(Key::new(128, *dst)),
-            PREFIXES_V6.get(Key::new(128, *src)),
-        ),
+        Addresses::V6 { src, dst } => (FAMILY_IPV6, halves(dst), halves(src)),
     };
-    let mut best = Winner {
-        score: 0,
-        platform: 0,
-        action: 0,
-        direction: 0,
-        family,
+    // An unknown port is 0x10000: inside no rule's range, so rules with ports cannot match.
+    let query = |port: u16| -> u64 {
+        let port = if ports.known { port as u64 } else { 0x1_0000 };
+        (family as u64) << 40 | (protocol as u64) << 32 | port
     };
-    if let Some(r) = dst_rules {
-        best_rule(r, DIRECTION_EGRESS, protocol, ports.known, ports.dst, &mut best);
-    }
-    if let Some(r) = src_rules {
-        best_rule(r, DIRECTION_INGRESS, protocol, ports.known, ports.src, &mut best);
-    }
-    if best.score == 0 {
-        Outcome::Pass(PASS_NO_MATCH)
+    let egress = best_rule(dst.0, dst.1, query(ports.dst));
+    let ingress = best_rule(src.0, src.1, query(ports.src));
+    // On a complete tie the destination (egress) match wins.
+    let (score, direction) = if ingress > egress {
+        (ingress, DIRECTION_INGRESS)
     } else {
-        Outcome::Match(best)
+        (egress, DIRECTION_EGRESS)
+    };
+    if score == 0 {
+        return Outcome::Pass(PASS_NO_MATCH);
     }
+    Outcome::Match(Winner {
+        platform: 0xFFFF - ((score >> 16) & 0xFFFF) as u16,
+        action: (score & 0xFF) as u8,
+        direction,
+        family,
+    })
 }
 
-/// Scans one rule slot and keeps the highest-scoring matching rule in `best`.
 #[inline(always)]
-fn best_rule(
-    r: &RuleRef,
-    direction: u8,
-    protocol: u8,
-    ports_known: bool,
-    port: u16,
-    best: &mut Winner,
-) {
-    let Some(slot) = RULE_SLOTS_MAP.get(r.slot) else {
-        return;
+fn halves(addr: &[u8; 16]) -> (u64, u64) {
+    let v = u128::from_be_bytes(*addr);
+    ((v >> 64) as u64, v as u64)
+}
+
+/// Two bits of precedence per action code: drop (0) → 2, monitor (1) → 1, allow (2) → 3.
+const PRECEDENCE_BY_ACTION: u64 = (3 << (2 * ACTION_ALLOW as u64))
+    | (2 << (2 * ACTION_DROP as u64))
+    | (1 << (2 * ACTION_MONITOR as u64));
+
+/// The best rule for one address, as a score that orders winners: action precedence, then
+/// prefix length, then the lower platform id; the action sits in the low byte. 0: no rule.
+///
+/// A global function, so the verifier checks it once rather than once per parse path (parsing
+/// IPv6 extension headers alone yields hundreds of paths). Its arguments are plain scalars:
+/// the address as two halves (IPv4 in the low 32 bits of `addr_lo`) and `query` = family << 40 |
+/// protocol << 32 | port (0x10000 when unknown). The loop learns no constants (no branch on
+/// whether ports are known, no per-action branch, no running maximum), which keeps its
+/// verification linear in the number of rules.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn best_rule(addr_hi: u64, addr_lo: u64, query: u64) -> u64 {
+    let family = (query >> 40) as u8;
+    let protocol = (query >> 32) as u8;
+    let port = (query & 0x1_FFFF) as u32;
+    let found = if family == FAMILY_IPV4 {
+        PREFIXES_V4.get(Key::new(32, (addr_lo as u32).to_be_bytes()))
+    } else {
+        let addr = ((addr_hi as u128) << 64 | addr_lo as u128).to_be_bytes();
+        PREFIXES_V6.get(Key::new(128, addr))
     };
-    for i in 0..RULES_PER_SLOT {
-        if i as u32 >= r.count {
+    let Some(r) = found else {
+        return 0;
+    };
+    let Some(slot) = RULE_SLOTS_MAP.get(r.slot) else {
+        return 0;
+    };
+    // Rules are stored best first (see `RuleRef::order`): the first that matches wins.
+    for k in 0..RULES_PER_SLOT {
+        if k as u32 >= r.count {
             break;
         }
+        let Some(&position) = r.order.get(k) else {
+            break;
+        };
+        let i = (position as usize) & (RULES_PER_SLOT - 1);
         let (Some(rule), Some(&prefix_len)) = (slot.rules.get(i), r.prefix_lens.get(i)) else {
             break;
         };
@@ -170,29 +199,21 @@ fn best_rule(
             if rule.protocol != protocol {
                 continue;
             }
-            if rule.has_ports != 0 && !(ports_known && rule.port_first <= port && port <= rule.port_last) {
+            if rule.has_ports != 0
+                && !(rule.port_first as u32 <= port && port <= rule.port_last as u32)
+            {
                 continue;
             }
         }
-        let precedence: u64 = match rule.action {
-            ACTION_ALLOW => 3,
-            ACTION_DROP => 2,
-            _ => 1,
-        };
-        let score = (precedence << 40)
+        // Precedence by table lookup rather than by branches, which would multiply the
+        // verifier's states.
+        let precedence = (PRECEDENCE_BY_ACTION >> ((rule.action as u64 & 3) * 2)) & 3;
+        return (precedence << 40)
             | ((prefix_len as u64) << 32)
-            | (((0xFFFF - rule.platform) as u64) << 8)
-            | if direction == DIRECTION_EGRESS { 1 } else { 0 };
-        if score > best.score {
-            *best = Winner {
-                score,
-                platform: rule.platform,
-                action: rule.action,
-                direction,
-                family: best.family,
-            };
-        }
+            | (((0xFFFF - rule.platform) as u64) << 16)
+            | rule.action as u64;
     }
+    0
 }
 
 #[cfg(not(test))]

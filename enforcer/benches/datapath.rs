@@ -47,7 +47,10 @@ fn main() -> anyhow::Result<()> {
         ] {
             let frame = udp_frame(src, dst, 40000, 443);
             let (verdict, _) = datapath.test_run_repeat(PROGRAM, &frame, 1)?;
-            anyhow::ensure!(verdict == expected, "{family} {frame_kind}: verdict {verdict}, expected {expected}");
+            anyhow::ensure!(
+                verdict == expected,
+                "{family} {frame_kind}: verdict {verdict}, expected {expected}"
+            );
             let enforcer_ns = median_ns(&mut datapath, PROGRAM, &frame)?;
             let pass_ns = median_ns(&mut datapath, PASS_PROGRAM, &frame)?;
             println!(
@@ -86,8 +89,12 @@ fn generate_policy(per_family: usize, seed: u64) -> (Policy, IpAddr, IpAddr) {
     while v4 < per_family {
         let len = rng.random_range(12..=32u8);
         let addr = Ipv4Addr::from(rng.random::<u32>());
-        let Ok(net) = Ipv4Net::new(addr, len).map(|n| n.trunc()) else { continue };
-        if net.contains(&Ipv4Addr::new(198, 18, 0, 1)) || net.contains(&Ipv4Addr::new(198, 18, 0, 2)) {
+        let Ok(net) = Ipv4Net::new(addr, len).map(|n| n.trunc()) else {
+            continue;
+        };
+        if net.contains(&Ipv4Addr::new(198, 18, 0, 1))
+            || net.contains(&Ipv4Addr::new(198, 18, 0, 2))
+        {
             continue;
         }
         hit_v4.get_or_insert(IpAddr::V4(net.network()));
@@ -98,8 +105,11 @@ fn generate_policy(per_family: usize, seed: u64) -> (Policy, IpAddr, IpAddr) {
     while v6 < per_family {
         let len = rng.random_range(24..=128u8);
         let addr = Ipv6Addr::from(rng.random::<u128>());
-        let Ok(net) = Ipv6Net::new(addr, len).map(|n| n.trunc()) else { continue };
-        let doc: Ipv6Net = Ipv6Net::new(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0), 32).unwrap_or_default();
+        let Ok(net) = Ipv6Net::new(addr, len).map(|n| n.trunc()) else {
+            continue;
+        };
+        let doc: Ipv6Net =
+            Ipv6Net::new(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0), 32).unwrap_or_default();
         if net.contains(&doc.network()) || doc.contains(&net.network()) {
             continue;
         }
@@ -107,7 +117,11 @@ fn generate_policy(per_family: usize, seed: u64) -> (Policy, IpAddr, IpAddr) {
         nets[v6 % 8].push(IpNet::V6(net));
         v6 += 1;
     }
-    let location = Location { path: "bench".into(), line: 1, column: 1 };
+    let location = Location {
+        path: "bench".into(),
+        line: 1,
+        column: 1,
+    };
     let platforms = nets
         .into_iter()
         .enumerate()
@@ -128,7 +142,11 @@ fn generate_policy(per_family: usize, seed: u64) -> (Policy, IpAddr, IpAddr) {
         })
         .collect();
     let fallback = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
-    (Policy { platforms }, hit_v4.unwrap_or(fallback), hit_v6.unwrap_or(fallback))
+    (
+        Policy { platforms },
+        hit_v4.unwrap_or(fallback),
+        hit_v6.unwrap_or(fallback),
+    )
 }
 
 /// An Ethernet + IP + UDP frame with an 18-byte payload.

@@ -9,7 +9,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use enforcer_common::{MAX_PLATFORMS, MAX_PREFIXES_V4, MAX_PREFIXES_V6, RULE_SLOTS, RULES_PER_SLOT, Rule};
+use enforcer_common::{
+    MAX_PLATFORMS, MAX_PREFIXES_V4, MAX_PREFIXES_V6, RULE_SLOTS, RULES_PER_SLOT, Rule,
+};
 use ipnet::IpNet;
 
 use crate::policy::{Entry, Policy, Protocol};
@@ -24,12 +26,37 @@ pub struct Prefix<A> {
 pub type PrefixV4 = Prefix<u32>;
 pub type PrefixV6 = Prefix<u128>;
 
-/// Everything that applies to addresses under one prefix: the sorted, duplicate-free rules and,
-/// at the same positions, the length of the policy prefix each came from.
+/// Everything that applies to addresses under one prefix: the sorted, duplicate-free rules;
+/// at the same positions, the length of the policy prefix each came from; and the positions in
+/// the order the datapath tries them, best first, so that the first match wins.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PrefixRules {
     pub rules: Vec<Rule>,
     pub prefix_lens: Vec<u8>,
+    pub order: Vec<u8>,
+}
+
+impl PrefixRules {
+    fn new(full: &BTreeMap<Rule, u8>) -> Self {
+        let rules: Vec<Rule> = full.keys().copied().collect();
+        let prefix_lens: Vec<u8> = full.values().copied().collect();
+        let mut order: Vec<u8> = (0..rules.len() as u8).collect();
+        // Best first: action precedence, then the longer prefix, then the lower platform id.
+        order.sort_by_key(|&i| {
+            let (rule, len) = (rules[usize::from(i)], prefix_lens[usize::from(i)]);
+            (
+                std::cmp::Reverse(enforcer_common::action_precedence(rule.action)),
+                std::cmp::Reverse(len),
+                rule.platform,
+                i,
+            )
+        });
+        Self {
+            rules,
+            prefix_lens,
+            order,
+        }
+    }
 }
 
 /// The compiled policy: every prefix with the rules that apply under it.
@@ -54,10 +81,20 @@ impl CompiledPolicy {
 pub enum CompileError {
     #[error("{count} platforms exceed the datapath's limit of {limit}")]
     TooManyPlatforms { count: usize, limit: u32 },
-    #[error("{prefix}: {count} rules apply to this prefix (with the prefixes that contain it); the datapath holds at most {limit}")]
-    TooManyRules { prefix: IpNet, count: usize, limit: usize },
+    #[error(
+        "{prefix}: {count} rules apply to this prefix (with the prefixes that contain it); the datapath holds at most {limit}"
+    )]
+    TooManyRules {
+        prefix: IpNet,
+        count: usize,
+        limit: usize,
+    },
     #[error("{count} {family} prefixes exceed the datapath's capacity of {limit}")]
-    TooManyPrefixes { family: &'static str, count: usize, limit: u32 },
+    TooManyPrefixes {
+        family: &'static str,
+        count: usize,
+        limit: u32,
+    },
     #[error("{count} distinct rule lists exceed the {limit} the rule table can switch atomically")]
     TooManyRuleLists { count: usize, limit: u32 },
 }
@@ -69,13 +106,21 @@ pub trait Bits: Copy + Ord {
 
 impl Bits for u32 {
     fn mask(self, len: u8) -> Self {
-        if len == 0 { 0 } else { self & (u32::MAX << (32 - u32::from(len))) }
+        if len == 0 {
+            0
+        } else {
+            self & (u32::MAX << (32 - u32::from(len)))
+        }
     }
 }
 
 impl Bits for u128 {
     fn mask(self, len: u8) -> Self {
-        if len == 0 { 0 } else { self & (u128::MAX << (128 - u32::from(len))) }
+        if len == 0 {
+            0
+        } else {
+            self & (u128::MAX << (128 - u32::from(len)))
+        }
     }
 }
 
@@ -121,11 +166,17 @@ pub fn compile_with(
         let rules = entry_rules(Policy::platform_id(platform), action, entry);
         match net {
             IpNet::V4(n) => own_v4
-                .entry(Prefix { addr: u32::from(n.network()), len: n.prefix_len() })
+                .entry(Prefix {
+                    addr: u32::from(n.network()),
+                    len: n.prefix_len(),
+                })
                 .or_default()
                 .extend(rules),
             IpNet::V6(n) => own_v6
-                .entry(Prefix { addr: u128::from(n.network()), len: n.prefix_len() })
+                .entry(Prefix {
+                    addr: u128::from(n.network()),
+                    len: n.prefix_len(),
+                })
                 .or_default()
                 .extend(rules),
         }
@@ -138,7 +189,11 @@ pub fn compile_with(
         }
     }
     for address in addresses {
-        if let Some(entry) = policy.platforms.get(address.platform).and_then(|p| p.entries.get(address.entry)) {
+        if let Some(entry) = policy
+            .platforms
+            .get(address.platform)
+            .and_then(|p| p.entries.get(address.entry))
+        {
             add(address.platform, entry, &address.net.trunc());
         }
     }
@@ -151,14 +206,21 @@ pub fn compile_with(
     let lists = compiled.rule_lists().len();
     // Half the table: a change writes its new lists beside the ones in force.
     if lists > (RULE_SLOTS / 2) as usize {
-        return Err(CompileError::TooManyRuleLists { count: lists, limit: RULE_SLOTS / 2 });
+        return Err(CompileError::TooManyRuleLists {
+            count: lists,
+            limit: RULE_SLOTS / 2,
+        });
     }
     Ok(compiled)
 }
 
 fn check_capacity(family: &'static str, count: usize, limit: u32) -> Result<(), CompileError> {
     if count > limit as usize {
-        return Err(CompileError::TooManyPrefixes { family, count, limit });
+        return Err(CompileError::TooManyPrefixes {
+            family,
+            count,
+            limit,
+        });
     }
     Ok(())
 }
@@ -180,7 +242,12 @@ fn entry_rules(platform: u16, action: u8, entry: &Entry) -> Vec<Rule> {
     entry
         .ports
         .iter()
-        .map(|range| Rule { port_first: range.first, port_last: range.last, has_ports: 1, ..base })
+        .map(|range| Rule {
+            port_first: range.first,
+            port_last: range.last,
+            has_ports: 1,
+            ..base
+        })
         .collect()
 }
 
@@ -194,10 +261,16 @@ fn inherit<A: Bits>(
     let mut chain: Vec<(Prefix<A>, BTreeMap<Rule, u8>)> = Vec::new();
     let mut out = BTreeMap::new();
     for (prefix, rules) in own {
-        while chain.last().is_some_and(|(outer, _)| !outer.contains(&prefix)) {
+        while chain
+            .last()
+            .is_some_and(|(outer, _)| !outer.contains(&prefix))
+        {
             chain.pop();
         }
-        let mut full = chain.last().map(|(_, outer)| outer.clone()).unwrap_or_default();
+        let mut full = chain
+            .last()
+            .map(|(_, outer)| outer.clone())
+            .unwrap_or_default();
         for rule in rules {
             full.insert(rule, prefix.len);
         }
@@ -208,13 +281,7 @@ fn inherit<A: Bits>(
                 limit: RULES_PER_SLOT,
             });
         }
-        out.insert(
-            prefix,
-            PrefixRules {
-                rules: full.keys().copied().collect(),
-                prefix_lens: full.values().copied().collect(),
-            },
-        );
+        out.insert(prefix, PrefixRules::new(&full));
         chain.push((prefix, full));
     }
     Ok(out)
@@ -239,8 +306,15 @@ mod tests {
             domains: vec![],
             prefixes: prefixes.iter().map(|p| p.parse().unwrap()).collect(),
             protocol,
-            ports: ports.iter().map(|&(first, last)| PortRange { first, last }).collect(),
-            location: Location { path: "t.yaml".into(), line: 1, column: 1 },
+            ports: ports
+                .iter()
+                .map(|&(first, last)| PortRange { first, last })
+                .collect(),
+            location: Location {
+                path: "t.yaml".into(),
+                line: 1,
+                column: 1,
+            },
         }
     }
 
@@ -251,35 +325,86 @@ mod tests {
             reference: None,
             action,
             entries,
-            location: Location { path: "t.yaml".into(), line: 1, column: 1 },
+            location: Location {
+                path: "t.yaml".into(),
+                line: 1,
+                column: 1,
+            },
         }
     }
 
     fn v4(s: &str) -> PrefixV4 {
         let n: ipnet::Ipv4Net = s.parse().unwrap();
-        Prefix { addr: n.network().into(), len: n.prefix_len() }
+        Prefix {
+            addr: n.network().into(),
+            len: n.prefix_len(),
+        }
     }
 
     #[test]
     fn nested_prefixes_inherit_enclosing_rules() {
         let policy = Policy {
             platforms: vec![
-                platform("a", Action::Drop, vec![entry(&["198.18.0.0/16"], Protocol::Any, &[])]),
-                platform("b", Action::Allow, vec![entry(&["198.18.5.0/24"], Protocol::Udp, &[(3478, 3478), (8801, 8810)])]),
-                platform("c", Action::Monitor, vec![entry(&["198.19.0.0/16"], Protocol::Tcp, &[])]),
+                platform(
+                    "a",
+                    Action::Drop,
+                    vec![entry(&["198.18.0.0/16"], Protocol::Any, &[])],
+                ),
+                platform(
+                    "b",
+                    Action::Allow,
+                    vec![entry(
+                        &["198.18.5.0/24"],
+                        Protocol::Udp,
+                        &[(3478, 3478), (8801, 8810)],
+                    )],
+                ),
+                platform(
+                    "c",
+                    Action::Monitor,
+                    vec![entry(&["198.19.0.0/16"], Protocol::Tcp, &[])],
+                ),
             ],
         };
         let c = compile(&policy).unwrap();
         assert_eq!(c.v4.len(), 3);
         let outer = &c.v4[&v4("198.18.0.0/16")];
         assert_eq!(outer.rules.len(), 1);
-        assert_eq!((outer.rules[0].platform, outer.prefix_lens[0], outer.rules[0].has_ports), (1, 16, 0));
+        assert_eq!(
+            (
+                outer.rules[0].platform,
+                outer.prefix_lens[0],
+                outer.rules[0].has_ports
+            ),
+            (1, 16, 0)
+        );
         let inner = &c.v4[&v4("198.18.5.0/24")];
-        assert_eq!(inner.rules.len(), 3, "two port rules of b plus a's any-port rule");
-        let with_len: Vec<(u16, u8)> =
-            inner.rules.iter().zip(&inner.prefix_lens).map(|(r, l)| (r.platform, *l)).collect();
+        assert_eq!(
+            inner.rules.len(),
+            3,
+            "two port rules of b plus a's any-port rule"
+        );
+        let with_len: Vec<(u16, u8)> = inner
+            .rules
+            .iter()
+            .zip(&inner.prefix_lens)
+            .map(|(r, l)| (r.platform, *l))
+            .collect();
         assert_eq!(with_len, vec![(1, 16), (2, 24), (2, 24)]);
-        assert!(inner.rules.iter().any(|r| r.platform == 2 && r.port_first == 8801 && r.port_last == 8810 && r.has_ports == 1));
+        let tried: Vec<u16> = inner
+            .order
+            .iter()
+            .map(|&i| inner.rules[usize::from(i)].platform)
+            .collect();
+        assert_eq!(
+            tried,
+            vec![2, 2, 1],
+            "the allow exception is tried before the enclosing drop"
+        );
+        assert!(inner.rules.iter().any(|r| r.platform == 2
+            && r.port_first == 8801
+            && r.port_last == 8810
+            && r.has_ports == 1));
         let sibling = &c.v4[&v4("198.19.0.0/16")];
         assert_eq!(sibling.rules.len(), 1, "a sibling prefix inherits nothing");
         assert_eq!(sibling.rules[0].protocol, enforcer_common::PROTOCOL_TCP);
@@ -289,8 +414,16 @@ mod tests {
     fn same_prefix_in_two_platforms_keeps_both_rules() {
         let policy = Policy {
             platforms: vec![
-                platform("a", Action::Drop, vec![entry(&["2001:db8::/32"], Protocol::Udp, &[(3478, 3478)])]),
-                platform("b", Action::Drop, vec![entry(&["2001:db8::/32"], Protocol::Any, &[])]),
+                platform(
+                    "a",
+                    Action::Drop,
+                    vec![entry(&["2001:db8::/32"], Protocol::Udp, &[(3478, 3478)])],
+                ),
+                platform(
+                    "b",
+                    Action::Drop,
+                    vec![entry(&["2001:db8::/32"], Protocol::Any, &[])],
+                ),
             ],
         };
         let c = compile(&policy).unwrap();
@@ -304,10 +437,17 @@ mod tests {
     fn too_many_rules_for_one_prefix_is_an_error_naming_it() {
         let ports: Vec<(u16, u16)> = (1..=40).map(|p| (p * 10, p * 10)).collect();
         let policy = Policy {
-            platforms: vec![platform("a", Action::Drop, vec![entry(&["198.18.0.0/24"], Protocol::Udp, &ports)])],
+            platforms: vec![platform(
+                "a",
+                Action::Drop,
+                vec![entry(&["198.18.0.0/24"], Protocol::Udp, &ports)],
+            )],
         };
         let err = compile(&policy).unwrap_err();
-        assert!(err.to_string().starts_with("198.18.0.0/24: 40 rules"), "{err}");
+        assert!(
+            err.to_string().starts_with("198.18.0.0/24: 40 rules"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -316,7 +456,17 @@ mod tests {
             platforms: vec![platform(
                 "a",
                 Action::Drop,
-                vec![entry(&["198.18.0.0/15", "198.18.0.0/16", "198.18.1.0/24", "198.18.2.0/24", "198.19.0.0/16"], Protocol::Any, &[])],
+                vec![entry(
+                    &[
+                        "198.18.0.0/15",
+                        "198.18.0.0/16",
+                        "198.18.1.0/24",
+                        "198.18.2.0/24",
+                        "198.19.0.0/16",
+                    ],
+                    Protocol::Any,
+                    &[],
+                )],
             )],
         };
         let c = compile(&policy).unwrap();

@@ -33,13 +33,19 @@ pub struct DaemonState {
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
     #[error("--metrics {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 const MAX_REQUEST: usize = 8192;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub async fn spawn(addr: SocketAddr, state: Arc<Mutex<DaemonState>>) -> Result<JoinHandle<()>, MetricsError> {
+pub async fn spawn(
+    addr: SocketAddr,
+    state: Arc<Mutex<DaemonState>>,
+) -> Result<JoinHandle<()>, MetricsError> {
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| MetricsError::Bind { addr, source })?;
@@ -75,7 +81,10 @@ async fn respond(mut stream: TcpStream, state: Arc<Mutex<DaemonState>>) -> std::
     }
     let line = request.split(|&b| b == b'\r').next().unwrap_or_default();
     let mut parts = line.split(|&b| b == b' ');
-    let (method, path) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+    let (method, path) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
     let (status, body) = match (method, path) {
         (b"GET", b"/metrics") => {
             let body = tokio::task::spawn_blocking(move || render(&state))
@@ -98,7 +107,11 @@ async fn respond(mut stream: TcpStream, state: Arc<Mutex<DaemonState>>) -> std::
     stream.shutdown().await
 }
 
-const ACTIONS: [(u8, &str); 3] = [(ACTION_DROP, "drop"), (ACTION_MONITOR, "monitor"), (ACTION_ALLOW, "allow")];
+const ACTIONS: [(u8, &str); 3] = [
+    (ACTION_DROP, "drop"),
+    (ACTION_MONITOR, "monitor"),
+    (ACTION_ALLOW, "allow"),
+];
 const DIRECTIONS: [(u8, &str); 2] = [(DIRECTION_EGRESS, "egress"), (DIRECTION_INGRESS, "ingress")];
 const FAMILIES: [(u8, &str); 2] = [(FAMILY_IPV4, "ipv4"), (FAMILY_IPV6, "ipv6")];
 
@@ -108,7 +121,9 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 }
 
 pub fn render(state: &Mutex<DaemonState>) -> Result<String, String> {
-    let state = state.lock().map_err(|_| "daemon state poisoned".to_string())?;
+    let state = state
+        .lock()
+        .map_err(|_| "daemon state poisoned".to_string())?;
     let platform_count = u16::try_from(state.policy.platforms.len() + 1).unwrap_or(u16::MAX);
     let counters = state
         .datapath
@@ -117,8 +132,16 @@ pub fn render(state: &Mutex<DaemonState>) -> Result<String, String> {
     let mut out = String::with_capacity(8192);
 
     for (name, help, bytes) in [
-        ("enforcer_packets_total", "Packets that matched a platform, by verdict.", false),
-        ("enforcer_bytes_total", "Bytes of packets that matched a platform, by verdict.", true),
+        (
+            "enforcer_packets_total",
+            "Packets that matched a platform, by verdict.",
+            false,
+        ),
+        (
+            "enforcer_bytes_total",
+            "Bytes of packets that matched a platform, by verdict.",
+            true,
+        ),
     ] {
         header(&mut out, name, "counter", help);
         for (index, platform) in state.policy.platforms.iter().enumerate() {
@@ -127,7 +150,12 @@ pub fn render(state: &Mutex<DaemonState>) -> Result<String, String> {
             let action_name = platform.action.as_str();
             for (direction, direction_name) in DIRECTIONS {
                 for (family, family_name) in FAMILIES {
-                    let key = MatchKey { platform: id, action, direction, family };
+                    let key = MatchKey {
+                        platform: id,
+                        action,
+                        direction,
+                        family,
+                    };
                     let c = counters.matches.get(&key).copied().unwrap_or_default();
                     let value = if bytes { c.bytes } else { c.packets };
                     let _ = writeln!(
@@ -141,8 +169,17 @@ pub fn render(state: &Mutex<DaemonState>) -> Result<String, String> {
     }
     debug_assert_eq!(ACTIONS.len(), 3);
 
-    header(&mut out, "enforcer_passed_packets_total", "counter", "Packets that matched no platform, by reason.");
-    for (reason, name) in [(PASS_NO_MATCH, "no_match"), (PASS_NOT_IP, "not_ip"), (PASS_UNPARSED, "unparsed")] {
+    header(
+        &mut out,
+        "enforcer_passed_packets_total",
+        "counter",
+        "Packets that matched no platform, by reason.",
+    );
+    for (reason, name) in [
+        (PASS_NO_MATCH, "no_match"),
+        (PASS_NOT_IP, "not_ip"),
+        (PASS_UNPARSED, "unparsed"),
+    ] {
         let _ = writeln!(
             out,
             "enforcer_passed_packets_total{{reason=\"{name}\"}} {}",
@@ -150,7 +187,12 @@ pub fn render(state: &Mutex<DaemonState>) -> Result<String, String> {
         );
     }
 
-    header(&mut out, "enforcer_prefixes", "gauge", "Prefixes enforced per platform, family and source.");
+    header(
+        &mut out,
+        "enforcer_prefixes",
+        "gauge",
+        "Prefixes enforced per platform, family and source.",
+    );
     for platform in &state.policy.platforms {
         let (mut v4, mut v6) = (0usize, 0usize);
         for net in platform.entries.iter().flat_map(|e| e.prefixes.iter()) {
@@ -171,7 +213,12 @@ pub fn render(state: &Mutex<DaemonState>) -> Result<String, String> {
         }
     }
 
-    header(&mut out, "enforcer_policy_reloads_total", "counter", "Policy reloads by result.");
+    header(
+        &mut out,
+        "enforcer_policy_reloads_total",
+        "counter",
+        "Policy reloads by result.",
+    );
     let _ = writeln!(out, "enforcer_policy_reloads_total{{result=\"ok\"}} 0");
     let _ = writeln!(out, "enforcer_policy_reloads_total{{result=\"error\"}} 0");
 
@@ -186,9 +233,17 @@ pub fn render(state: &Mutex<DaemonState>) -> Result<String, String> {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or_default();
-    let _ = writeln!(out, "enforcer_last_policy_update_timestamp_seconds {updated}");
+    let _ = writeln!(
+        out,
+        "enforcer_last_policy_update_timestamp_seconds {updated}"
+    );
 
-    header(&mut out, "enforcer_xdp_attached", "gauge", "1 for each interface the program is attached to.");
+    header(
+        &mut out,
+        "enforcer_xdp_attached",
+        "gauge",
+        "1 for each interface the program is attached to.",
+    );
     for a in &state.attached {
         let _ = writeln!(
             out,
@@ -199,7 +254,12 @@ pub fn render(state: &Mutex<DaemonState>) -> Result<String, String> {
     }
 
     let rule_lists = state.compiled.rule_lists().len();
-    header(&mut out, "enforcer_map_entries", "gauge", "Entries in each datapath map.");
+    header(
+        &mut out,
+        "enforcer_map_entries",
+        "gauge",
+        "Entries in each datapath map.",
+    );
     for (map, value) in [
         ("prefixes_v4", state.compiled.v4.len()),
         ("prefixes_v6", state.compiled.v6.len()),
@@ -207,7 +267,12 @@ pub fn render(state: &Mutex<DaemonState>) -> Result<String, String> {
     ] {
         let _ = writeln!(out, "enforcer_map_entries{{map=\"{map}\"}} {value}");
     }
-    header(&mut out, "enforcer_map_capacity", "gauge", "Capacity of each datapath map.");
+    header(
+        &mut out,
+        "enforcer_map_capacity",
+        "gauge",
+        "Capacity of each datapath map.",
+    );
     for (map, value) in [
         ("prefixes_v4", MAX_PREFIXES_V4),
         ("prefixes_v6", MAX_PREFIXES_V6),
@@ -216,7 +281,16 @@ pub fn render(state: &Mutex<DaemonState>) -> Result<String, String> {
         let _ = writeln!(out, "enforcer_map_capacity{{map=\"{map}\"}} {value}");
     }
 
-    header(&mut out, "enforcer_build_info", "gauge", "Version of the running enforcer.");
-    let _ = writeln!(out, "enforcer_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
+    header(
+        &mut out,
+        "enforcer_build_info",
+        "gauge",
+        "Version of the running enforcer.",
+    );
+    let _ = writeln!(
+        out,
+        "enforcer_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
     Ok(out)
 }

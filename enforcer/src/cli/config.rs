@@ -10,7 +10,10 @@ use crate::datapath::attach::ModeRequest;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
 }
@@ -34,9 +37,14 @@ pub struct FileConfig {
 
 impl FileConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-        Self::parse(&text).map_err(|message| ConfigError::Invalid { path: path.to_path_buf(), message })
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        })
     }
 
     pub fn parse(text: &str) -> Result<Self, String> {
@@ -55,7 +63,9 @@ impl FileConfig {
             let bad = |what: &str| format!("{key}: expected {what}");
             match key.as_str() {
                 "rules" => config.rules = Some(string(&value).ok_or_else(|| bad("a path"))?.into()),
-                "iface" => config.iface = Some(strings(&value).ok_or_else(|| bad("interface names"))?),
+                "iface" => {
+                    config.iface = Some(strings(&value).ok_or_else(|| bad("interface names"))?)
+                }
                 "xdp-mode" => {
                     config.xdp_mode = Some(match string(&value).as_deref() {
                         Some("auto") => ModeRequest::Auto,
@@ -64,25 +74,41 @@ impl FileConfig {
                         _ => return Err(bad("auto, native or skb")),
                     })
                 }
-                "resolver" => config.resolver = Some(strings(&value).ok_or_else(|| bad("addresses"))?),
-                "metrics" => config.metrics = Some(string(&value).ok_or_else(|| bad("ADDR:PORT or off"))?),
-                "state-dir" => config.state_dir = Some(string(&value).ok_or_else(|| bad("a path"))?.into()),
+                "resolver" => {
+                    config.resolver = Some(strings(&value).ok_or_else(|| bad("addresses"))?)
+                }
+                "metrics" => {
+                    config.metrics = Some(string(&value).ok_or_else(|| bad("ADDR:PORT or off"))?)
+                }
+                "state-dir" => {
+                    config.state_dir = Some(string(&value).ok_or_else(|| bad("a path"))?.into())
+                }
                 "bpffs" => config.bpffs = Some(string(&value).ok_or_else(|| bad("a path"))?.into()),
                 "never-block" => {
                     let items = strings(&value).ok_or_else(|| bad("CIDRs"))?;
                     let nets = items
                         .iter()
-                        .map(|s| s.parse::<IpNet>().map_err(|_| format!("{key}: {s:?} is not a CIDR")))
+                        .map(|s| {
+                            s.parse::<IpNet>()
+                                .map_err(|_| format!("{key}: {s:?} is not a CIDR"))
+                        })
                         .collect::<Result<Vec<_>, _>>()?;
                     config.never_block = Some(nets);
                 }
-                "ttl-floor" => config.ttl_floor = Some(number(&value).ok_or_else(|| bad("seconds"))?),
-                "ttl-ceiling" => config.ttl_ceiling = Some(number(&value).ok_or_else(|| bad("seconds"))?),
+                "ttl-floor" => {
+                    config.ttl_floor = Some(number(&value).ok_or_else(|| bad("seconds"))?)
+                }
+                "ttl-ceiling" => {
+                    config.ttl_ceiling = Some(number(&value).ok_or_else(|| bad("seconds"))?)
+                }
                 "grace" => config.grace = Some(number(&value).ok_or_else(|| bad("seconds"))?),
                 "max-addresses-per-name" => {
-                    config.max_addresses_per_name = Some(number(&value).ok_or_else(|| bad("a count"))?)
+                    config.max_addresses_per_name =
+                        Some(number(&value).ok_or_else(|| bad("a count"))?)
                 }
-                "shared-suffix" => config.shared_suffix = Some(strings(&value).ok_or_else(|| bad("names"))?),
+                "shared-suffix" => {
+                    config.shared_suffix = Some(strings(&value).ok_or_else(|| bad("names"))?)
+                }
                 other => return Err(format!("unknown option {other:?}")),
             }
         }
@@ -132,8 +158,18 @@ mod tests {
 
     #[test]
     fn unknown_and_mistyped_options_are_errors() {
-        assert_eq!(FileConfig::parse("ifaces: [eth0]").unwrap_err(), "unknown option \"ifaces\"");
-        assert_eq!(FileConfig::parse("grace: soon").unwrap_err(), "grace: expected seconds");
-        assert!(FileConfig::parse("xdp-mode: fast").unwrap_err().starts_with("xdp-mode"));
+        assert_eq!(
+            FileConfig::parse("ifaces: [eth0]").unwrap_err(),
+            "unknown option \"ifaces\""
+        );
+        assert_eq!(
+            FileConfig::parse("grace: soon").unwrap_err(),
+            "grace: expected seconds"
+        );
+        assert!(
+            FileConfig::parse("xdp-mode: fast")
+                .unwrap_err()
+                .starts_with("xdp-mode")
+        );
     }
 }

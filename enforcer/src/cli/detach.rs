@@ -26,7 +26,10 @@ pub enum DetachError {
     #[error(transparent)]
     Attach(#[from] AttachError),
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("no pinned link for interface {0} under the --bpffs directory")]
     NotAttached(String),
 }
@@ -58,6 +61,9 @@ fn remove_tree(dir: &std::path::Path) -> Result<(), DetachError> {
     match std::fs::remove_dir_all(dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(DetachError::Io { path: dir.to_path_buf(), source }),
+        Err(source) => Err(DetachError::Io {
+            path: dir.to_path_buf(),
+            source,
+        }),
     }
 }

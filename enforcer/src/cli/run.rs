@@ -122,7 +122,11 @@ impl RunArgs {
             None => FileConfig::default(),
         };
         let pick_list = |flags: Vec<String>, file: Option<Vec<String>>| {
-            if flags.is_empty() { file.unwrap_or_default() } else { flags }
+            if flags.is_empty() {
+                file.unwrap_or_default()
+            } else {
+                flags
+            }
         };
         let interfaces = pick_list(self.interfaces, file.iface);
         if interfaces.is_empty() {
@@ -135,7 +139,11 @@ impl RunArgs {
         let metrics = if metrics_text == "off" {
             None
         } else {
-            Some(metrics_text.parse().map_err(|_| RunError::BadMetricsAddress(metrics_text.clone()))?)
+            Some(
+                metrics_text
+                    .parse()
+                    .map_err(|_| RunError::BadMetricsAddress(metrics_text.clone()))?,
+            )
         };
         let never_block = if self.never_block.is_empty() {
             file.never_block.unwrap_or_default()
@@ -143,22 +151,37 @@ impl RunArgs {
             self.never_block
         };
         let settings = Settings {
-            rules: self.rules.or(file.rules).unwrap_or_else(|| DEFAULT_RULES.into()),
+            rules: self
+                .rules
+                .or(file.rules)
+                .unwrap_or_else(|| DEFAULT_RULES.into()),
             interfaces,
             xdp_mode: self.xdp_mode.or(file.xdp_mode).unwrap_or(ModeRequest::Auto),
             resolvers: pick_list(self.resolvers, file.resolver),
             metrics,
-            state_dir: self.state_dir.or(file.state_dir).unwrap_or_else(|| DEFAULT_STATE_DIR.into()),
-            bpffs: self.bpffs.or(file.bpffs).unwrap_or_else(|| DEFAULT_BPFFS.into()),
+            state_dir: self
+                .state_dir
+                .or(file.state_dir)
+                .unwrap_or_else(|| DEFAULT_STATE_DIR.into()),
+            bpffs: self
+                .bpffs
+                .or(file.bpffs)
+                .unwrap_or_else(|| DEFAULT_BPFFS.into()),
             never_block,
             ttl_floor: self.ttl_floor.or(file.ttl_floor).unwrap_or(60),
             ttl_ceiling: self.ttl_ceiling.or(file.ttl_ceiling).unwrap_or(86_400),
             grace: self.grace.or(file.grace).unwrap_or(3_600),
-            max_addresses_per_name: self.max_addresses_per_name.or(file.max_addresses_per_name).unwrap_or(64),
+            max_addresses_per_name: self
+                .max_addresses_per_name
+                .or(file.max_addresses_per_name)
+                .unwrap_or(64),
             shared_suffixes: pick_list(self.shared_suffixes, file.shared_suffix),
         };
         if settings.ttl_floor > settings.ttl_ceiling {
-            return Err(RunError::TtlBounds { floor: settings.ttl_floor, ceiling: settings.ttl_ceiling });
+            return Err(RunError::TtlBounds {
+                floor: settings.ttl_floor,
+                ceiling: settings.ttl_ceiling,
+            });
         }
         Ok(settings)
     }
@@ -238,7 +261,10 @@ fn load_policy(settings: &Settings) -> Result<Policy, RunError> {
     never_block.extend(netif::local_addresses().map_err(RunError::LocalAddresses)?);
     never_block.extend(resolver_addresses(&settings.resolvers));
     let options = LoadOptions { never_block };
-    Ok(policy::load_policy(std::slice::from_ref(&settings.rules), &options)?)
+    Ok(policy::load_policy(
+        std::slice::from_ref(&settings.rules),
+        &options,
+    )?)
 }
 
 /// Host routes of the configured resolvers (ADDR or ADDR:PORT, IPv6 in brackets with a port).

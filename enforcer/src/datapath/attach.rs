@@ -12,8 +12,8 @@ use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 
 use aya::programs::links::{FdLink, PinnedLink};
-use aya::programs::{Xdp, XdpMode};
 use aya::programs::xdp::XdpLink;
+use aya::programs::{Xdp, XdpMode};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -61,7 +61,11 @@ pub enum AttachError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
     #[error("interface {interface}: attaching in {mode} mode: {source}")]
-    Attach { interface: String, mode: &'static str, source: aya::programs::ProgramError },
+    Attach {
+        interface: String,
+        mode: &'static str,
+        source: aya::programs::ProgramError,
+    },
     #[error("interface {interface}: pinning the link: {message}")]
     Pin { interface: String, message: String },
 }
@@ -89,7 +93,10 @@ pub fn pinned_links(bpffs: &Path) -> Result<Vec<(String, AttachMode, PathBuf)>, 
             Err(source) => return Err(AttachError::Io { path: dir, source }),
         };
         for entry in entries {
-            let entry = entry.map_err(|source| AttachError::Io { path: dir.clone(), source })?;
+            let entry = entry.map_err(|source| AttachError::Io {
+                path: dir.clone(),
+                source,
+            })?;
             let name = entry.file_name().to_string_lossy().into_owned();
             out.push((interface_of(&name), mode, entry.path()));
         }
@@ -113,7 +120,11 @@ pub fn attach_all(
         if let Some((_, mode, path)) = pinned.iter().find(|(i, _, _)| i == interface) {
             match adopt(program, path) {
                 Ok(()) => {
-                    attached.push(Attached { interface: interface.clone(), mode: *mode, adopted: true });
+                    attached.push(Attached {
+                        interface: interface.clone(),
+                        mode: *mode,
+                        adopted: true,
+                    });
                     continue;
                 }
                 Err(reason) => {
@@ -124,7 +135,11 @@ pub fn attach_all(
             }
         }
         let mode = attach_new(program, &dir, interface, request)?;
-        attached.push(Attached { interface: interface.clone(), mode, adopted: false });
+        attached.push(Attached {
+            interface: interface.clone(),
+            mode,
+            adopted: false,
+        });
     }
     Ok(attached)
 }
@@ -151,14 +166,23 @@ fn attach_new(
     for &mode in candidates {
         match program.attach(interface, mode.xdp()) {
             Ok(id) => {
-                let pin_error = |message: String| AttachError::Pin { interface: interface.to_string(), message };
-                let link = program.take_link(id).map_err(|e| pin_error(e.to_string()))?;
+                let pin_error = |message: String| AttachError::Pin {
+                    interface: interface.to_string(),
+                    message,
+                };
+                let link = program
+                    .take_link(id)
+                    .map_err(|e| pin_error(e.to_string()))?;
                 let fd_link = FdLink::try_from(link).map_err(|e| pin_error(e.to_string()))?;
                 let mode_dir = dir.join(mode.as_str());
-                std::fs::create_dir_all(&mode_dir)
-                    .map_err(|source| AttachError::Io { path: mode_dir.clone(), source })?;
+                std::fs::create_dir_all(&mode_dir).map_err(|source| AttachError::Io {
+                    path: mode_dir.clone(),
+                    source,
+                })?;
                 let path = mode_dir.join(pin_name(interface));
-                fd_link.pin(&path).map_err(|e| pin_error(format!("{}: {e:?}", path.display())))?;
+                fd_link
+                    .pin(&path)
+                    .map_err(|e| pin_error(format!("{}: {e:?}", path.display())))?;
                 return Ok(mode);
             }
             Err(source) => {
@@ -180,7 +204,10 @@ fn attach_new(
 /// Detaches the pinned link at `path` from its interface at once (even if some process still
 /// holds it open) and removes the pin.
 pub fn detach_link(path: &Path) -> Result<(), AttachError> {
-    let io_err = |source| AttachError::Io { path: path.to_path_buf(), source };
+    let io_err = |source| AttachError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let link = bpf_obj_get(path).map_err(io_err)?;
     bpf_link_detach(link.as_raw_fd()).map_err(io_err)?;
     drop(link);
@@ -198,7 +225,11 @@ fn bpf_obj_get(path: &Path) -> io::Result<OwnedFd> {
     }
     let c_path = CString::new(path.as_os_str().as_bytes())
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let attr = Attr { pathname: c_path.as_ptr() as u64, bpf_fd: 0, file_flags: 0 };
+    let attr = Attr {
+        pathname: c_path.as_ptr() as u64,
+        bpf_fd: 0,
+        file_flags: 0,
+    };
     let fd = bpf_syscall(BPF_OBJ_GET, &attr)?;
     // SAFETY: the kernel returned a new file descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
@@ -211,13 +242,24 @@ fn bpf_link_detach(link_fd: i32) -> io::Result<()> {
     struct Attr {
         link_fd: u32,
     }
-    bpf_syscall(BPF_LINK_DETACH, &Attr { link_fd: link_fd as u32 }).map(|_| ())
+    bpf_syscall(
+        BPF_LINK_DETACH,
+        &Attr {
+            link_fd: link_fd as u32,
+        },
+    )
+    .map(|_| ())
 }
 
 fn bpf_syscall<T>(command: libc::c_long, attr: &T) -> io::Result<libc::c_long> {
     // SAFETY: `attr` is a repr(C) prefix of `union bpf_attr` for `command`, valid for the call.
     let rc = unsafe {
-        libc::syscall(libc::SYS_bpf, command, attr as *const T, size_of::<T>() as libc::c_uint)
+        libc::syscall(
+            libc::SYS_bpf,
+            command,
+            attr as *const T,
+            size_of::<T>() as libc::c_uint,
+        )
     };
     if rc < 0 {
         return Err(io::Error::last_os_error());

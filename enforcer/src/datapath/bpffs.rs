@@ -17,7 +17,10 @@ pub enum BpffsError {
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> BpffsError + '_ {
-    move |source| BpffsError::Io { path: path.display().to_string(), source }
+    move |source| BpffsError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 pub fn is_bpffs(path: &Path) -> Result<bool, BpffsError> {
@@ -64,7 +67,13 @@ fn mount_bpffs(at: &Path) -> Result<(), BpffsError> {
     let options = c"mode=0700";
     // SAFETY: all pointers are valid NUL-terminated strings.
     let rc = unsafe {
-        libc::mount(kind.as_ptr(), target.as_ptr(), kind.as_ptr(), 0, options.as_ptr().cast())
+        libc::mount(
+            kind.as_ptr(),
+            target.as_ptr(),
+            kind.as_ptr(),
+            0,
+            options.as_ptr().cast(),
+        )
     };
     if rc != 0 {
         return Err(io_at(at)(io::Error::last_os_error()));
@@ -74,7 +83,10 @@ fn mount_bpffs(at: &Path) -> Result<(), BpffsError> {
 
 /// True when this process does not share PID 1's mount namespace.
 fn private_mount_namespace() -> bool {
-    match (std::fs::read_link("/proc/self/ns/mnt"), std::fs::read_link("/proc/1/ns/mnt")) {
+    match (
+        std::fs::read_link("/proc/self/ns/mnt"),
+        std::fs::read_link("/proc/1/ns/mnt"),
+    ) {
         (Ok(own), Ok(init)) => own != init,
         _ => false,
     }

@@ -45,14 +45,25 @@ pub enum DatapathError {
     #[error("map {0} missing from the object")]
     MissingMap(&'static str),
     #[error("map {name}: {source}")]
-    Map { name: &'static str, source: MapError },
+    Map {
+        name: &'static str,
+        source: MapError,
+    },
     #[error("program {name}: {source}")]
-    Program { name: &'static str, source: ProgramError },
+    Program {
+        name: &'static str,
+        source: ProgramError,
+    },
     #[error(
         "pinned map {path} does not match this build (key {key}, value {value}, entries {entries}); \
          run `enforcer detach --all` to remove the old installation first"
     )]
-    IncompatiblePin { path: PathBuf, key: u32, value: u32, entries: u32 },
+    IncompatiblePin {
+        path: PathBuf,
+        key: u32,
+        value: u32,
+        entries: u32,
+    },
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("no free rule slot: the table holds {RULE_SLOTS} lists")]
@@ -105,8 +116,10 @@ impl Datapath {
     pub fn load_pinned(dir: &Path) -> Result<Self, DatapathError> {
         let maps_dir = dir.join("maps");
         std::fs::create_dir_all(&maps_dir)?;
-        let paths: Vec<(&'static str, PathBuf)> =
-            MAPS.iter().map(|name| (*name, maps_dir.join(name))).collect();
+        let paths: Vec<(&'static str, PathBuf)> = MAPS
+            .iter()
+            .map(|name| (*name, maps_dir.join(name)))
+            .collect();
         let mut loader = EbpfLoader::new();
         for (name, path) in &paths {
             if path.exists() {
@@ -124,16 +137,30 @@ impl Datapath {
                 .ok_or(DatapathError::MissingProgram(name))?
                 .try_into()
                 .map_err(|source| DatapathError::Program { name, source })?;
-            program.load().map_err(|source| DatapathError::Program { name, source })?;
+            program
+                .load()
+                .map_err(|source| DatapathError::Program { name, source })?;
         }
-        let mut take = |name: &'static str| ebpf.take_map(name).ok_or(DatapathError::MissingMap(name));
+        let mut take =
+            |name: &'static str| ebpf.take_map(name).ok_or(DatapathError::MissingMap(name));
         let map_err = |name: &'static str| move |source| DatapathError::Map { name, source };
-        let prefixes_v4 = LpmTrie::try_from(take(MAP_PREFIXES_V4)?).map_err(map_err(MAP_PREFIXES_V4))?;
-        let prefixes_v6 = LpmTrie::try_from(take(MAP_PREFIXES_V6)?).map_err(map_err(MAP_PREFIXES_V6))?;
+        let prefixes_v4 =
+            LpmTrie::try_from(take(MAP_PREFIXES_V4)?).map_err(map_err(MAP_PREFIXES_V4))?;
+        let prefixes_v6 =
+            LpmTrie::try_from(take(MAP_PREFIXES_V6)?).map_err(map_err(MAP_PREFIXES_V6))?;
         let slots = Array::try_from(take(MAP_RULE_SLOTS)?).map_err(map_err(MAP_RULE_SLOTS))?;
-        let match_stats = PerCpuArray::try_from(take(MAP_MATCH_STATS)?).map_err(map_err(MAP_MATCH_STATS))?;
-        let pass_stats = PerCpuArray::try_from(take(MAP_PASS_STATS)?).map_err(map_err(MAP_PASS_STATS))?;
-        Ok(Self { ebpf, prefixes_v4, prefixes_v6, slots, match_stats, pass_stats })
+        let match_stats =
+            PerCpuArray::try_from(take(MAP_MATCH_STATS)?).map_err(map_err(MAP_MATCH_STATS))?;
+        let pass_stats =
+            PerCpuArray::try_from(take(MAP_PASS_STATS)?).map_err(map_err(MAP_PASS_STATS))?;
+        Ok(Self {
+            ebpf,
+            prefixes_v4,
+            prefixes_v6,
+            slots,
+            match_stats,
+            pass_stats,
+        })
     }
 
     pub fn program_mut(&mut self) -> Result<&mut Xdp, DatapathError> {
@@ -141,7 +168,10 @@ impl Datapath {
             .program_mut(PROGRAM)
             .ok_or(DatapathError::MissingProgram(PROGRAM))?
             .try_into()
-            .map_err(|source| DatapathError::Program { name: PROGRAM, source })
+            .map_err(|source| DatapathError::Program {
+                name: PROGRAM,
+                source,
+            })
     }
 
     /// Makes the maps enforce `policy`, never leaving an address that both the old and the new
@@ -162,7 +192,10 @@ impl Datapath {
             let content = self
                 .slots
                 .get(&slot, 0)
-                .map_err(|source| DatapathError::Map { name: MAP_RULE_SLOTS, source })?;
+                .map_err(|source| DatapathError::Map {
+                    name: MAP_RULE_SLOTS,
+                    source,
+                })?;
             let count = (count as usize).min(RULES_PER_SLOT);
             by_content.insert(content.rules[..count].to_vec(), slot);
         }
@@ -177,7 +210,10 @@ impl Datapath {
                     value.rules[..list.len()].copy_from_slice(list);
                     self.slots
                         .set(slot, value, 0)
-                        .map_err(|source| DatapathError::Map { name: MAP_RULE_SLOTS, source })?;
+                        .map_err(|source| DatapathError::Map {
+                            name: MAP_RULE_SLOTS,
+                            source,
+                        })?;
                     stats.slots_written += 1;
                     slot
                 }
@@ -187,10 +223,34 @@ impl Datapath {
 
         let wanted_v4 = wanted(&policy.v4, &slots_of, |a| a.to_be_bytes());
         let wanted_v6 = wanted(&policy.v6, &slots_of, |a| a.to_be_bytes());
-        upsert(&mut self.prefixes_v4, MAP_PREFIXES_V4, &current_v4, &wanted_v4, &mut stats)?;
-        upsert(&mut self.prefixes_v6, MAP_PREFIXES_V6, &current_v6, &wanted_v6, &mut stats)?;
-        remove_stale(&mut self.prefixes_v4, MAP_PREFIXES_V4, &current_v4, &wanted_v4, &mut stats)?;
-        remove_stale(&mut self.prefixes_v6, MAP_PREFIXES_V6, &current_v6, &wanted_v6, &mut stats)?;
+        upsert(
+            &mut self.prefixes_v4,
+            MAP_PREFIXES_V4,
+            &current_v4,
+            &wanted_v4,
+            &mut stats,
+        )?;
+        upsert(
+            &mut self.prefixes_v6,
+            MAP_PREFIXES_V6,
+            &current_v6,
+            &wanted_v6,
+            &mut stats,
+        )?;
+        remove_stale(
+            &mut self.prefixes_v4,
+            MAP_PREFIXES_V4,
+            &current_v4,
+            &wanted_v4,
+            &mut stats,
+        )?;
+        remove_stale(
+            &mut self.prefixes_v6,
+            MAP_PREFIXES_V6,
+            &current_v6,
+            &wanted_v6,
+            &mut stats,
+        )?;
         Ok(stats)
     }
 
@@ -203,7 +263,10 @@ impl Datapath {
     }
 
     /// Counters of every platform id below `platforms_below` (all when `None`), summed over CPUs.
-    pub fn counters_up_to(&self, platforms_below: Option<u16>) -> Result<CounterSnapshot, DatapathError> {
+    pub fn counters_up_to(
+        &self,
+        platforms_below: Option<u16>,
+    ) -> Result<CounterSnapshot, DatapathError> {
         let per_platform = ACTIONS * DIRECTIONS * FAMILIES;
         let limit = platforms_below
             .map(|p| (u32::from(p) * per_platform).min(MATCH_COUNTERS))
@@ -249,20 +312,29 @@ impl Datapath {
             .program_mut(program)
             .ok_or(DatapathError::MissingProgram(program))?
             .try_into()
-            .map_err(|source| DatapathError::Program { name: program, source })?;
+            .map_err(|source| DatapathError::Program {
+                name: program,
+                source,
+            })?;
         let mut options = TestRunOptions::new();
         options.data_in = Some(frame);
         options.repeat = repeat;
         let result = xdp
             .test_run(options)
-            .map_err(|source| DatapathError::Program { name: program, source })?;
+            .map_err(|source| DatapathError::Program {
+                name: program,
+                source,
+            })?;
         Ok((result.return_value, result.duration))
     }
 }
 
 /// A pinned map left by an older build with another layout must not be adopted.
 fn check_pinned(name: &str, path: &Path) -> Result<(), DatapathError> {
-    let info = MapInfo::from_pin(path).map_err(|source| DatapathError::Map { name: "pinned", source })?;
+    let info = MapInfo::from_pin(path).map_err(|source| DatapathError::Map {
+        name: "pinned",
+        source,
+    })?;
     let expected = match name {
         MAP_PREFIXES_V4 => (8, size_of::<RuleRef>(), enforcer_common::MAX_PREFIXES_V4),
         MAP_PREFIXES_V6 => (20, size_of::<RuleRef>(), enforcer_common::MAX_PREFIXES_V6),
@@ -282,8 +354,14 @@ fn check_pinned(name: &str, path: &Path) -> Result<(), DatapathError> {
     Ok(())
 }
 
-fn sum(map: &PerCpuArray<MapData, Counter>, index: u32, name: &'static str) -> Result<Counter, DatapathError> {
-    let values = map.get(&index, 0).map_err(|source| DatapathError::Map { name, source })?;
+fn sum(
+    map: &PerCpuArray<MapData, Counter>,
+    index: u32,
+    name: &'static str,
+) -> Result<Counter, DatapathError> {
+    let values = map
+        .get(&index, 0)
+        .map_err(|source| DatapathError::Map { name, source })?;
     Ok(values.iter().fold(Counter::default(), |acc, c| Counter {
         packets: acc.packets + c.packets,
         bytes: acc.bytes + c.bytes,
@@ -311,8 +389,14 @@ fn wanted<A: Copy, const N: usize>(
         .iter()
         .filter_map(|(p, entry)| {
             let slot = *slots_of.get(entry.rules.as_slice())?;
-            let mut value = RuleRef { slot, count: entry.rules.len() as u32, prefix_lens: [0; RULES_PER_SLOT] };
+            let mut value = RuleRef {
+                slot,
+                count: entry.rules.len() as u32,
+                prefix_lens: [0; RULES_PER_SLOT],
+                order: [0; RULES_PER_SLOT],
+            };
             value.prefix_lens[..entry.prefix_lens.len()].copy_from_slice(&entry.prefix_lens);
+            value.order[..entry.order.len()].copy_from_slice(&entry.order);
             Some(((u32::from(p.len), bytes(p.addr)), value))
         })
         .collect()
@@ -349,7 +433,10 @@ fn remove_stale<const N: usize>(
     wanted: &HashMap<(u32, [u8; N]), RuleRef>,
     stats: &mut ApplyStats,
 ) -> Result<(), DatapathError> {
-    let stale: HashSet<_> = current.keys().filter(|k| !wanted.contains_key(*k)).collect();
+    let stale: HashSet<_> = current
+        .keys()
+        .filter(|k| !wanted.contains_key(*k))
+        .collect();
     for &(len, addr) in stale {
         trie.remove(&Key::new(len, addr))
             .map_err(|source| DatapathError::Map { name, source })?;

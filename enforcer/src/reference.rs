@@ -1,0 +1,943 @@
+//! The reference matcher: what the XDP program decides for a frame, computed the slow and obvious
+//! way straight from the [`Policy`] (a linear scan over every platform, entry and prefix).
+//!
+//! It exists for two reasons: the differential test runs it next to the real datapath on random
+//! policies and frames, and `explain` uses [`Matcher::matches_for_ip`] to show an operator every
+//! entry that covers an address. It is deliberately written without tries or compiled tables so
+//! that it can be checked by reading it.
+
+use std::cmp::{Ordering, Reverse};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use enforcer_common::{
+    ACTION_DROP, DIRECTION_EGRESS, DIRECTION_INGRESS, FAMILY_IPV4, FAMILY_IPV6, PASS_NO_MATCH,
+    PASS_NOT_IP, PASS_UNPARSED, PROTOCOL_TCP, PROTOCOL_UDP, PROTOCOL_UNKNOWN,
+};
+use ipnet::IpNet;
+
+use crate::compile::EntryAddress;
+use crate::policy::model::{Action, Entry, Platform, Policy, PortRange, Protocol};
+
+/// XDP return codes (from `enum xdp_action` in the kernel UAPI).
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+
+const ETHERNET_HEADER_LEN: usize = 14;
+const ETHERTYPE_IPV4: u16 = 0x0800;
+const ETHERTYPE_IPV6: u16 = 0x86DD;
+const ETHERTYPE_VLAN: u16 = 0x8100;
+const ETHERTYPE_QINQ: u16 = 0x88A8;
+/// The datapath skips at most this many VLAN tags.
+const MAX_VLAN_TAGS: usize = 2;
+/// The datapath walks at most this many IPv6 extension headers.
+const MAX_IPV6_EXTENSION_HEADERS: usize = 8;
+
+const IPV6_HOP_BY_HOP: u8 = 0;
+const IPV6_ROUTING: u8 = 43;
+const IPV6_FRAGMENT: u8 = 44;
+const IPV6_AUTH: u8 = 51;
+const IPV6_DEST_OPTIONS: u8 = 60;
+
+/// Minimal upper-layer header that must be inside the frame for its ports to count as known.
+const TCP_HEADER_LEN: usize = 20;
+const UDP_HEADER_LEN: usize = 8;
+
+/// What the datapath's parser makes of a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParsedFrame {
+    /// A well-formed Ethernet frame that carries neither IPv4 nor IPv6.
+    NotIp,
+    /// Too short, too many VLAN tags, or a malformed IP header.
+    Unparsed,
+    Ip(Packet),
+}
+
+/// The fields of an IP packet that matching looks at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Packet {
+    /// `FAMILY_IPV4` or `FAMILY_IPV6`.
+    pub family: u8,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// Upper-layer protocol; `PROTOCOL_UNKNOWN` when the IPv6 header chain could not be walked.
+    pub protocol: u8,
+    /// `(source port, destination port)` of a TCP or UDP packet whose header is in the frame and
+    /// that is not a non-first fragment.
+    pub ports: Option<(u16, u16)>,
+}
+
+/// What the datapath does with a frame, and which counter it bumps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Decision {
+    /// Passed without a match; the reason is one of `PASS_*`.
+    Pass(u32),
+    /// Matched: the winning platform's id, its action (`ACTION_*`), the direction (`DIRECTION_*`)
+    /// and the packet's family (`FAMILY_*`).
+    Match {
+        platform: u16,
+        action: u8,
+        direction: u8,
+        family: u8,
+    },
+}
+
+impl Decision {
+    /// The XDP action the program returns: only a winning `drop` drops.
+    pub fn xdp_action(&self) -> u32 {
+        match self {
+            Decision::Match { action, .. } if *action == ACTION_DROP => XDP_DROP,
+            _ => XDP_PASS,
+        }
+    }
+}
+
+fn be16(frame: &[u8], at: usize) -> Option<u16> {
+    let bytes = frame.get(at..at.checked_add(2)?)?;
+    Some(u16::from_be_bytes([bytes[0], bytes[1]]))
+}
+
+/// True when `len` bytes starting at `at` lie inside the frame.
+fn fits(frame: &[u8], at: usize, len: usize) -> bool {
+    at.checked_add(len).is_some_and(|end| end <= frame.len())
+}
+
+/// Parses a frame exactly as the datapath does (see the module docs of the XDP program and
+/// `interface.md`): Ethernet, up to two VLAN tags, IPv4 or IPv6 with its extension headers, and
+/// the ports of TCP and UDP.
+pub fn parse_frame(frame: &[u8]) -> ParsedFrame {
+    if frame.len() < ETHERNET_HEADER_LEN {
+        return ParsedFrame::Unparsed;
+    }
+    let mut offset = 12;
+    let Some(mut ethertype) = be16(frame, offset) else {
+        return ParsedFrame::Unparsed;
+    };
+    offset += 2;
+    for _ in 0..MAX_VLAN_TAGS {
+        if ethertype != ETHERTYPE_VLAN && ethertype != ETHERTYPE_QINQ {
+            break;
+        }
+        // A tag is TCI (2 bytes) then the inner ethertype (2 bytes).
+        if !fits(frame, offset, 4) {
+            return ParsedFrame::Unparsed;
+        }
+        let Some(inner) = be16(frame, offset + 2) else {
+            return ParsedFrame::Unparsed;
+        };
+        ethertype = inner;
+        offset += 4;
+    }
+    match ethertype {
+        ETHERTYPE_VLAN | ETHERTYPE_QINQ => ParsedFrame::Unparsed,
+        ETHERTYPE_IPV4 => parse_ipv4(frame, offset),
+        ETHERTYPE_IPV6 => parse_ipv6(frame, offset),
+        _ => ParsedFrame::NotIp,
+    }
+}
+
+fn parse_ipv4(frame: &[u8], l3: usize) -> ParsedFrame {
+    let Some(header) = frame.get(l3..l3 + 20) else {
+        return ParsedFrame::Unparsed;
+    };
+    let version = header[0] >> 4;
+    let ihl = usize::from(header[0] & 0x0F);
+    if version != 4 || ihl < 5 || !fits(frame, l3, ihl * 4) {
+        return ParsedFrame::Unparsed;
+    }
+    let protocol = header[9];
+    let src = Ipv4Addr::new(header[12], header[13], header[14], header[15]);
+    let dst = Ipv4Addr::new(header[16], header[17], header[18], header[19]);
+    let fragment_offset = u16::from_be_bytes([header[6], header[7]]) & 0x1FFF;
+    // Only the first fragment carries the upper-layer header.
+    let ports = if fragment_offset != 0 {
+        None
+    } else {
+        l4_ports(frame, l3 + ihl * 4, protocol)
+    };
+    ParsedFrame::Ip(Packet {
+        family: FAMILY_IPV4,
+        src: IpAddr::V4(src),
+        dst: IpAddr::V4(dst),
+        protocol,
+        ports,
+    })
+}
+
+fn parse_ipv6(frame: &[u8], l3: usize) -> ParsedFrame {
+    let Some(header) = frame.get(l3..l3 + 40) else {
+        return ParsedFrame::Unparsed;
+    };
+    if header[0] >> 4 != 6 {
+        return ParsedFrame::Unparsed;
+    }
+    let mut src = [0u8; 16];
+    src.copy_from_slice(&header[8..24]);
+    let mut dst = [0u8; 16];
+    dst.copy_from_slice(&header[24..40]);
+    let (protocol, ports) = walk_ipv6_chain(frame, header[6], l3 + 40);
+    ParsedFrame::Ip(Packet {
+        family: FAMILY_IPV6,
+        src: IpAddr::V6(Ipv6Addr::from(src)),
+        dst: IpAddr::V6(Ipv6Addr::from(dst)),
+        protocol,
+        ports,
+    })
+}
+
+/// Follows the IPv6 extension headers from `cursor` and returns the upper-layer protocol and
+/// ports.
+fn walk_ipv6_chain(frame: &[u8], first: u8, mut cursor: usize) -> (u8, Option<(u16, u16)>) {
+    const UNKNOWN: (u8, Option<(u16, u16)>) = (PROTOCOL_UNKNOWN, None);
+    let mut next = first;
+    let mut walked = 0;
+    loop {
+        let length = match next {
+            IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DEST_OPTIONS | IPV6_AUTH | IPV6_FRAGMENT => {
+                if walked == MAX_IPV6_EXTENSION_HEADERS {
+                    // More headers than the datapath is willing to walk.
+                    return UNKNOWN;
+                }
+                walked += 1;
+                match next {
+                    IPV6_FRAGMENT => {
+                        if !fits(frame, cursor, 8) {
+                            return UNKNOWN;
+                        }
+                        let inner = frame[cursor];
+                        let offset = u16::from_be_bytes([frame[cursor + 2], frame[cursor + 3]]) >> 3;
+                        if offset != 0 {
+                            // A non-first fragment: the protocol is known, its header is not here.
+                            return (inner, None);
+                        }
+                        next = inner;
+                        8
+                    }
+                    _ => {
+                        if !fits(frame, cursor, 2) {
+                            return UNKNOWN;
+                        }
+                        let units = usize::from(frame[cursor + 1]);
+                        let length = if next == IPV6_AUTH {
+                            (units + 2) * 4
+                        } else {
+                            (units + 1) * 8
+                        };
+                        next = frame[cursor];
+                        length
+                    }
+                }
+            }
+            _ => break,
+        };
+        // A header that would extend past the end of the frame is truncated.
+        if !fits(frame, cursor, length) {
+            return UNKNOWN;
+        }
+        cursor += length;
+    }
+    (next, l4_ports(frame, cursor, next))
+}
+
+/// Ports of a TCP or UDP header at `l4`, when its minimal header is inside the frame.
+fn l4_ports(frame: &[u8], l4: usize, protocol: u8) -> Option<(u16, u16)> {
+    let needed = match protocol {
+        PROTOCOL_TCP => TCP_HEADER_LEN,
+        PROTOCOL_UDP => UDP_HEADER_LEN,
+        _ => return None,
+    };
+    if !fits(frame, l4, needed) {
+        return None;
+    }
+    Some((be16(frame, l4)?, be16(frame, l4 + 2)?))
+}
+
+/// Where a matching prefix comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PrefixSource {
+    /// Written in the entry's `prefixes`.
+    Published,
+    /// An address resolved or learned for one of the entry's domains.
+    Address,
+}
+
+/// One entry prefix that contains an address (see [`Matcher::matches_for_ip`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IpMatch<'a> {
+    /// Datapath id (index in the policy plus one).
+    pub platform_id: u16,
+    pub platform: &'a str,
+    pub action: Action,
+    /// Position of the entry in the platform's `match` list.
+    pub entry: usize,
+    pub prefix: IpNet,
+    pub source: PrefixSource,
+    pub protocol: Protocol,
+    /// Empty: every port.
+    pub ports: &'a [PortRange],
+}
+
+/// One entry prefix that matched one side of a packet.
+#[derive(Clone, Copy, Debug)]
+struct Candidate {
+    platform: u16,
+    action: Action,
+    prefix_len: u8,
+    direction: u8,
+}
+
+impl Candidate {
+    /// Greater wins: action precedence, then the longer prefix, then the smaller platform id,
+    /// then egress before ingress.
+    fn rank(&self) -> (u8, u8, Reverse<u16>, bool) {
+        (
+            self.action.precedence(),
+            self.prefix_len,
+            Reverse(self.platform),
+            self.direction == DIRECTION_EGRESS,
+        )
+    }
+}
+
+/// The reference matcher over one policy (and optionally the addresses resolved for its domains).
+#[derive(Clone, Debug)]
+pub struct Matcher<'a> {
+    policy: &'a Policy,
+    /// `(platform index, entry index in `entries`, address)`.
+    addresses: Vec<(usize, usize, IpNet)>,
+}
+
+impl<'a> Matcher<'a> {
+    /// A matcher over the policy's published prefixes (domains match nothing).
+    pub fn new(policy: &'a Policy) -> Self {
+        Self {
+            policy,
+            addresses: Vec::new(),
+        }
+    }
+
+    /// A matcher that also treats each resolved address as a prefix of its entry, like
+    /// `compile::compile_with`. Addresses naming a missing platform or entry are ignored.
+    pub fn with_addresses(
+        policy: &'a Policy,
+        addresses: impl IntoIterator<Item = EntryAddress>,
+    ) -> Self {
+        let addresses = addresses
+            .into_iter()
+            .filter(|a| {
+                policy
+                    .platforms
+                    .get(a.platform)
+                    .is_some_and(|p| a.entry < p.entries.len())
+            })
+            .map(|a| (a.platform, a.entry, a.net))
+            .collect();
+        Self { policy, addresses }
+    }
+
+    /// Every (platform, entry, prefix) of the policy with where the prefix came from.
+    fn prefixes(&self) -> impl Iterator<Item = (usize, &'a Platform, &'a Entry, IpNet, PrefixSource)> {
+        let policy = self.policy;
+        let published = policy.platforms.iter().enumerate().flat_map(|(p, platform)| {
+            platform.entries.iter().flat_map(move |entry| {
+                entry
+                    .prefixes
+                    .iter()
+                    .map(move |net| (p, platform, entry, *net, PrefixSource::Published))
+            })
+        });
+        let addresses = self.addresses.iter().filter_map(move |&(p, e, net)| {
+            let platform = policy.platforms.get(p)?;
+            let entry = platform.entries.get(e)?;
+            Some((p, platform, entry, net, PrefixSource::Address))
+        });
+        published.chain(addresses)
+    }
+
+    /// The datapath's decision for a raw Ethernet frame.
+    pub fn decide(&self, frame: &[u8]) -> Decision {
+        match parse_frame(frame) {
+            ParsedFrame::NotIp => Decision::Pass(PASS_NOT_IP),
+            ParsedFrame::Unparsed => Decision::Pass(PASS_UNPARSED),
+            ParsedFrame::Ip(packet) => self.decide_packet(&packet),
+        }
+    }
+
+    /// The datapath's decision for a parsed IP packet.
+    pub fn decide_packet(&self, packet: &Packet) -> Decision {
+        let mut best: Option<Candidate> = None;
+        for (p, platform, entry, net, _) in self.prefixes() {
+            let sides = [
+                (packet.dst, DIRECTION_EGRESS, packet.ports.map(|(_, dst)| dst)),
+                (packet.src, DIRECTION_INGRESS, packet.ports.map(|(src, _)| src)),
+            ];
+            for (addr, direction, port) in sides {
+                if !net.contains(&addr) || !entry_accepts(entry, packet.protocol, port) {
+                    continue;
+                }
+                let candidate = Candidate {
+                    platform: Policy::platform_id(p),
+                    action: platform.action,
+                    prefix_len: net.prefix_len(),
+                    direction,
+                };
+                if best.is_none_or(|b| candidate.rank().cmp(&b.rank()) == Ordering::Greater) {
+                    best = Some(candidate);
+                }
+            }
+        }
+        match best {
+            None => Decision::Pass(PASS_NO_MATCH),
+            Some(c) => Decision::Match {
+                platform: c.platform,
+                action: c.action.code(),
+                direction: c.direction,
+                family: packet.family,
+            },
+        }
+    }
+
+    /// Every entry prefix containing `ip`, whatever its protocol and ports, best first (in the
+    /// order the datapath ranks them: action precedence, longer prefix, earlier platform).
+    pub fn matches_for_ip(&self, ip: IpAddr) -> Vec<IpMatch<'a>> {
+        let mut matches: Vec<IpMatch<'a>> = self
+            .prefixes()
+            .filter(|(_, _, _, net, _)| net.contains(&ip))
+            .map(|(p, platform, entry, net, source)| IpMatch {
+                platform_id: Policy::platform_id(p),
+                platform: platform.name.as_str(),
+                action: platform.action,
+                entry: entry.index,
+                prefix: net,
+                source,
+                protocol: entry.protocol,
+                ports: entry.ports.as_slice(),
+            })
+            .collect();
+        matches.sort_by_key(|m| {
+            (
+                Reverse(m.action.precedence()),
+                Reverse(m.prefix.prefix_len()),
+                m.platform_id,
+                m.entry,
+            )
+        });
+        matches
+    }
+}
+
+/// Whether an entry's protocol and ports accept a packet, given the port on the matched side.
+fn entry_accepts(entry: &Entry, protocol: u8, port: Option<u16>) -> bool {
+    match entry.protocol {
+        // `any` ignores ports altogether.
+        Protocol::Any => true,
+        Protocol::Tcp | Protocol::Udp => {
+            if protocol != entry.protocol.code() {
+                return false;
+            }
+            if entry.ports.is_empty() {
+                return true;
+            }
+            // Ports named but unknown (non-first fragment, truncated header): no match.
+            port.is_some_and(|port| entry.ports.iter().any(|range| range.contains(port)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::model::Location;
+    use enforcer_common::{ACTION_ALLOW, ACTION_MONITOR};
+
+    fn eth(ethertype: u16) -> Vec<u8> {
+        let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2];
+        f.extend_from_slice(&ethertype.to_be_bytes());
+        f
+    }
+
+    fn ipv4(src: [u8; 4], dst: [u8; 4], protocol: u8, frag: u16) -> Vec<u8> {
+        let mut h = vec![0x45, 0, 0, 0, 0, 0];
+        h.extend_from_slice(&frag.to_be_bytes());
+        h.extend_from_slice(&[64, protocol, 0, 0]);
+        h.extend_from_slice(&src);
+        h.extend_from_slice(&dst);
+        h
+    }
+
+    fn ipv6(src: Ipv6Addr, dst: Ipv6Addr, next: u8) -> Vec<u8> {
+        let mut h = vec![0x60, 0, 0, 0, 0, 0, next, 64];
+        h.extend_from_slice(&src.octets());
+        h.extend_from_slice(&dst.octets());
+        h
+    }
+
+    fn udp(src: u16, dst: u16) -> Vec<u8> {
+        let mut h = src.to_be_bytes().to_vec();
+        h.extend_from_slice(&dst.to_be_bytes());
+        h.extend_from_slice(&[0, 8, 0, 0]);
+        h
+    }
+
+    fn tcp(src: u16, dst: u16) -> Vec<u8> {
+        let mut h = src.to_be_bytes().to_vec();
+        h.extend_from_slice(&dst.to_be_bytes());
+        h.extend_from_slice(&[0; 16]);
+        h
+    }
+
+    fn v4_udp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
+        let mut f = eth(ETHERTYPE_IPV4);
+        f.extend(ipv4(src, dst, 17, 0));
+        f.extend(udp(sport, dport));
+        f
+    }
+
+    fn v4_tcp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
+        let mut f = eth(ETHERTYPE_IPV4);
+        f.extend(ipv4(src, dst, 6, 0));
+        f.extend(tcp(sport, dport));
+        f
+    }
+
+    const CLIENT: [u8; 4] = [10, 0, 0, 1];
+    const A: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+    const B: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 2);
+
+    fn packet(frame: &[u8]) -> Packet {
+        match parse_frame(frame) {
+            ParsedFrame::Ip(p) => p,
+            other => panic!("expected an IP packet, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn short_and_non_ip_frames() {
+        assert_eq!(parse_frame(&[]), ParsedFrame::Unparsed);
+        assert_eq!(parse_frame(&[0; 13]), ParsedFrame::Unparsed);
+        assert_eq!(parse_frame(&eth(0x0806)), ParsedFrame::NotIp);
+        assert_eq!(parse_frame(&eth(0x88cc)), ParsedFrame::NotIp);
+        // Exactly an Ethernet header announcing IPv4: the IP header is missing.
+        assert_eq!(parse_frame(&eth(ETHERTYPE_IPV4)), ParsedFrame::Unparsed);
+        assert_eq!(parse_frame(&eth(ETHERTYPE_IPV6)), ParsedFrame::Unparsed);
+    }
+
+    #[test]
+    fn vlan_tags() {
+        let inner = {
+            let mut h = ipv4(CLIENT, [198, 18, 0, 1], 17, 0);
+            h.extend(udp(1000, 53));
+            h
+        };
+        for tags in [
+            &[][..],
+            &[ETHERTYPE_VLAN][..],
+            &[ETHERTYPE_QINQ, ETHERTYPE_VLAN][..],
+        ] {
+            let mut f = eth(*tags.first().unwrap_or(&ETHERTYPE_IPV4));
+            for i in 0..tags.len() {
+                f.extend_from_slice(&[0, 5]);
+                let next = tags.get(i + 1).copied().unwrap_or(ETHERTYPE_IPV4);
+                f.extend_from_slice(&next.to_be_bytes());
+            }
+            f.extend_from_slice(&inner);
+            assert_eq!(packet(&f).ports, Some((1000, 53)), "{} tags", tags.len());
+        }
+        // A third tag is not skipped.
+        let mut f = eth(ETHERTYPE_VLAN);
+        f.extend_from_slice(&[0, 5, 0x81, 0x00, 0, 6, 0x88, 0xa8, 0, 7, 0x08, 0x00]);
+        f.extend_from_slice(&inner);
+        assert_eq!(parse_frame(&f), ParsedFrame::Unparsed);
+        // A truncated tag.
+        let mut f = eth(ETHERTYPE_VLAN);
+        f.extend_from_slice(&[0, 5, 0x08]);
+        assert_eq!(parse_frame(&f), ParsedFrame::Unparsed);
+        // A tag followed by something that is not IP.
+        let mut f = eth(ETHERTYPE_QINQ);
+        f.extend_from_slice(&[0, 5, 0x08, 0x06, 0, 0]);
+        assert_eq!(parse_frame(&f), ParsedFrame::NotIp);
+    }
+
+    #[test]
+    fn ipv4_header_checks() {
+        let good = v4_udp(CLIENT, [198, 18, 0, 1], 1000, 53);
+        assert_eq!(
+            packet(&good),
+            Packet {
+                family: FAMILY_IPV4,
+                src: IpAddr::from(CLIENT),
+                dst: IpAddr::from([198, 18, 0, 1]),
+                protocol: 17,
+                ports: Some((1000, 53)),
+            }
+        );
+        let mut bad_version = good.clone();
+        bad_version[14] = 0x65;
+        assert_eq!(parse_frame(&bad_version), ParsedFrame::Unparsed);
+        let mut short_ihl = good.clone();
+        short_ihl[14] = 0x44;
+        assert_eq!(parse_frame(&short_ihl), ParsedFrame::Unparsed);
+        // IHL 15 = 60 bytes of header: longer than the frame.
+        let mut long_ihl = good.clone();
+        long_ihl[14] = 0x4f;
+        assert_eq!(parse_frame(&long_ihl), ParsedFrame::Unparsed);
+        // IHL 7: ports are read after the options.
+        let mut options = eth(ETHERTYPE_IPV4);
+        let mut h = ipv4(CLIENT, [198, 18, 0, 1], 17, 0);
+        h[0] = 0x47;
+        options.extend(h);
+        options.extend_from_slice(&[1; 8]);
+        options.extend(udp(7, 9));
+        assert_eq!(packet(&options).ports, Some((7, 9)));
+        // The IP header alone, 19 bytes of it: unparsed; 20: parsed without ports.
+        assert_eq!(parse_frame(&good[..33]), ParsedFrame::Unparsed);
+        assert_eq!(packet(&good[..34]).ports, None);
+        // UDP needs 8 bytes, TCP 20.
+        assert_eq!(packet(&good[..41]).ports, None);
+        assert_eq!(packet(&good[..42]).ports, Some((1000, 53)));
+        let t = v4_tcp(CLIENT, [198, 18, 0, 1], 1000, 443);
+        assert_eq!(packet(&t[..53]).ports, None);
+        assert_eq!(packet(&t).ports, Some((1000, 443)));
+        // Ethernet padding after the packet is ignored.
+        let mut padded = good.clone();
+        padded.extend_from_slice(&[0; 20]);
+        assert_eq!(packet(&padded).ports, Some((1000, 53)));
+    }
+
+    #[test]
+    fn ipv4_fragments() {
+        let mut f = eth(ETHERTYPE_IPV4);
+        // More-fragments set, offset 0: the first fragment keeps its ports.
+        f.extend(ipv4(CLIENT, [198, 18, 0, 1], 17, 0x2000));
+        f.extend(udp(1, 2));
+        assert_eq!(packet(&f).ports, Some((1, 2)));
+        // Offset 1 (8 bytes): ports unknown, protocol still UDP.
+        f[20..22].copy_from_slice(&0x0001u16.to_be_bytes());
+        assert_eq!(packet(&f).ports, None);
+        assert_eq!(packet(&f).protocol, 17);
+        // Don't-fragment alone is not a fragment.
+        f[20..22].copy_from_slice(&0x4000u16.to_be_bytes());
+        assert_eq!(packet(&f).ports, Some((1, 2)));
+    }
+
+    fn ext(next: u8, len_units: u8, total: usize) -> Vec<u8> {
+        let mut h = vec![next, len_units];
+        h.resize(total, 0);
+        h
+    }
+
+    fn frag(next: u8, offset: u16) -> Vec<u8> {
+        let mut h = vec![next, 0];
+        h.extend_from_slice(&(offset << 3).to_be_bytes());
+        h.extend_from_slice(&[0, 0, 0, 1]);
+        h
+    }
+
+    #[test]
+    fn ipv6_extension_headers() {
+        let mut f = eth(ETHERTYPE_IPV6);
+        f.extend(ipv6(A, B, IPV6_HOP_BY_HOP));
+        f.extend(ext(IPV6_ROUTING, 1, 16));
+        f.extend(ext(IPV6_AUTH, 0, 8));
+        f.extend(ext(IPV6_FRAGMENT, 1, 12)); // AH: (1 + 2) * 4
+        f.extend(frag(IPV6_DEST_OPTIONS, 0));
+        f.extend(ext(17, 0, 8));
+        f.extend(udp(5353, 3478));
+        let p = packet(&f);
+        assert_eq!((p.src, p.dst), (IpAddr::V6(A), IpAddr::V6(B)));
+        assert_eq!((p.protocol, p.ports), (17, Some((5353, 3478))));
+        // Cut inside the UDP header: protocol known, ports unknown.
+        assert_eq!(packet(&f[..f.len() - 1]).protocol, 17);
+        assert_eq!(packet(&f[..f.len() - 1]).ports, None);
+        // Cut inside the destination options: the chain cannot be walked.
+        let cut = f.len() - 8 - 3;
+        assert_eq!(packet(&f[..cut]).protocol, PROTOCOL_UNKNOWN);
+        // Only the fixed header.
+        assert_eq!(packet(&f[..54]).protocol, PROTOCOL_UNKNOWN);
+        let mut bad_version = f.clone();
+        bad_version[14] = 0x40;
+        assert_eq!(parse_frame(&bad_version), ParsedFrame::Unparsed);
+        assert_eq!(parse_frame(&f[..53]), ParsedFrame::Unparsed);
+    }
+
+    #[test]
+    fn ipv6_fragments() {
+        let mut f = eth(ETHERTYPE_IPV6);
+        f.extend(ipv6(A, B, IPV6_FRAGMENT));
+        f.extend(frag(6, 0));
+        f.extend(tcp(1, 443));
+        assert_eq!(packet(&f).ports, Some((1, 443)));
+        let mut later = eth(ETHERTYPE_IPV6);
+        later.extend(ipv6(A, B, IPV6_FRAGMENT));
+        later.extend(frag(6, 185));
+        later.extend(tcp(1, 443));
+        assert_eq!((packet(&later).protocol, packet(&later).ports), (6, None));
+        // A non-first fragment stops the walk even when its next header is another extension.
+        let mut ext_next = eth(ETHERTYPE_IPV6);
+        ext_next.extend(ipv6(A, B, IPV6_FRAGMENT));
+        ext_next.extend(frag(IPV6_DEST_OPTIONS, 3));
+        assert_eq!(packet(&ext_next).protocol, IPV6_DEST_OPTIONS);
+    }
+
+    #[test]
+    fn ipv6_extension_limit() {
+        for count in [7usize, 8, 9] {
+            let mut f = eth(ETHERTYPE_IPV6);
+            f.extend(ipv6(A, B, IPV6_DEST_OPTIONS));
+            for i in 0..count {
+                let next = if i + 1 == count { 17 } else { IPV6_DEST_OPTIONS };
+                f.extend(ext(next, 0, 8));
+            }
+            f.extend(udp(1, 2));
+            let expected = if count <= 8 {
+                (17, Some((1, 2)))
+            } else {
+                (PROTOCOL_UNKNOWN, None)
+            };
+            let p = packet(&f);
+            assert_eq!((p.protocol, p.ports), expected, "{count} headers");
+        }
+    }
+
+    fn location() -> Location {
+        Location {
+            path: "test.yaml".into(),
+            line: 1,
+            column: 1,
+        }
+    }
+
+    fn entry(index: usize, prefixes: &[&str], protocol: Protocol, ports: &[(u16, u16)]) -> Entry {
+        Entry {
+            index,
+            domains: Vec::new(),
+            prefixes: prefixes.iter().filter_map(|p| p.parse().ok()).collect(),
+            protocol,
+            ports: ports
+                .iter()
+                .map(|&(first, last)| PortRange { first, last })
+                .collect(),
+            location: location(),
+        }
+    }
+
+    fn platform(name: &str, action: Action, entries: Vec<Entry>) -> Platform {
+        Platform {
+            name: name.to_string(),
+            description: None,
+            reference: None,
+            action,
+            entries,
+            location: location(),
+        }
+    }
+
+    fn matched(platform: u16, action: u8, direction: u8, family: u8) -> Decision {
+        Decision::Match {
+            platform,
+            action,
+            direction,
+            family,
+        }
+    }
+
+    #[test]
+    fn ports_select_between_platforms_on_one_prefix() {
+        // Same prefix: "a" allows udp 3478, "b" drops everything.
+        let policy = Policy {
+            platforms: vec![
+                platform(
+                    "a",
+                    Action::Allow,
+                    vec![entry(0, &["198.18.0.0/24"], Protocol::Udp, &[(3478, 3478)])],
+                ),
+                platform(
+                    "b",
+                    Action::Drop,
+                    vec![entry(0, &["198.18.0.0/24"], Protocol::Any, &[])],
+                ),
+            ],
+        };
+        let m = Matcher::new(&policy);
+        let turn = m.decide(&v4_udp(CLIENT, [198, 18, 0, 9], 40000, 3478));
+        assert_eq!(turn, matched(1, ACTION_ALLOW, DIRECTION_EGRESS, FAMILY_IPV4));
+        assert_eq!(turn.xdp_action(), XDP_PASS);
+        let other = m.decide(&v4_udp(CLIENT, [198, 18, 0, 9], 40000, 3479));
+        assert_eq!(other, matched(2, ACTION_DROP, DIRECTION_EGRESS, FAMILY_IPV4));
+        assert_eq!(other.xdp_action(), XDP_DROP);
+        // TCP to 3478 is not the allowed UDP.
+        let tcp = m.decide(&v4_tcp(CLIENT, [198, 18, 0, 9], 40000, 3478));
+        assert_eq!(tcp.xdp_action(), XDP_DROP);
+        // A non-first fragment has no ports: only the any-port drop applies.
+        let mut frag = eth(ETHERTYPE_IPV4);
+        frag.extend(ipv4(CLIENT, [198, 18, 0, 9], 17, 10));
+        frag.extend(udp(40000, 3478));
+        assert_eq!(m.decide(&frag).xdp_action(), XDP_DROP);
+        // Outside the prefix.
+        let miss = m.decide(&v4_udp(CLIENT, [198, 18, 1, 9], 40000, 3478));
+        assert_eq!(miss, Decision::Pass(PASS_NO_MATCH));
+        assert_eq!(miss.xdp_action(), XDP_PASS);
+    }
+
+    #[test]
+    fn precedence_rules() {
+        let policy = Policy {
+            platforms: vec![
+                platform(
+                    "alpha",
+                    Action::Drop,
+                    vec![entry(0, &["198.18.0.0/16", "2001:db8::/32"], Protocol::Any, &[])],
+                ),
+                platform(
+                    "beta",
+                    Action::Allow,
+                    vec![entry(0, &["198.18.5.0/24"], Protocol::Any, &[])],
+                ),
+                platform(
+                    "gamma",
+                    Action::Monitor,
+                    vec![entry(0, &["198.18.5.7/32", "198.19.0.0/16"], Protocol::Any, &[])],
+                ),
+                platform(
+                    "delta",
+                    Action::Drop,
+                    vec![entry(0, &["198.18.0.0/16"], Protocol::Tcp, &[])],
+                ),
+            ],
+        };
+        let m = Matcher::new(&policy);
+        let v4 = |dst: [u8; 4]| m.decide(&v4_udp(CLIENT, dst, 1, 2));
+        // Allow nested inside drop wins, even against a longer monitor prefix.
+        assert_eq!(v4([198, 18, 5, 7]), matched(2, ACTION_ALLOW, DIRECTION_EGRESS, FAMILY_IPV4));
+        // Drop beats a longer monitor prefix.
+        let m2 = Policy {
+            platforms: vec![policy.platforms[0].clone(), policy.platforms[2].clone()],
+        };
+        let m2 = Matcher::new(&m2);
+        assert_eq!(
+            m2.decide(&v4_udp(CLIENT, [198, 18, 5, 7], 1, 2)),
+            matched(1, ACTION_DROP, DIRECTION_EGRESS, FAMILY_IPV4)
+        );
+        // Monitor alone passes.
+        let monitor = v4([198, 19, 1, 1]);
+        assert_eq!(monitor, matched(3, ACTION_MONITOR, DIRECTION_EGRESS, FAMILY_IPV4));
+        assert_eq!(monitor.xdp_action(), XDP_PASS);
+        // Equal action and length: the earlier platform (lower id) wins.
+        assert_eq!(
+            m.decide(&v4_tcp(CLIENT, [198, 18, 9, 9], 1, 2)),
+            matched(1, ACTION_DROP, DIRECTION_EGRESS, FAMILY_IPV4)
+        );
+        // Source match: ingress. When both sides match with equal rank, egress wins.
+        assert_eq!(
+            m.decide(&v4_udp([198, 18, 9, 9], CLIENT, 1, 2)),
+            matched(1, ACTION_DROP, DIRECTION_INGRESS, FAMILY_IPV4)
+        );
+        assert_eq!(
+            m.decide(&v4_udp([198, 18, 9, 9], [198, 18, 9, 10], 1, 2)),
+            matched(1, ACTION_DROP, DIRECTION_EGRESS, FAMILY_IPV4)
+        );
+        // A better source match beats a worse destination match.
+        assert_eq!(
+            m.decide(&v4_udp([198, 18, 5, 1], [198, 18, 9, 10], 1, 2)),
+            matched(2, ACTION_ALLOW, DIRECTION_INGRESS, FAMILY_IPV4)
+        );
+        let mut f = eth(ETHERTYPE_IPV6);
+        f.extend(ipv6(A, B, 58));
+        f.extend_from_slice(&[128, 0, 0, 0]);
+        assert_eq!(m.decide(&f), matched(1, ACTION_DROP, DIRECTION_EGRESS, FAMILY_IPV6));
+    }
+
+    #[test]
+    fn ingress_uses_the_source_port() {
+        let policy = Policy {
+            platforms: vec![platform(
+                "voip",
+                Action::Drop,
+                vec![entry(0, &["198.18.0.0/15"], Protocol::Udp, &[(3478, 3481), (8801, 8801)])],
+            )],
+        };
+        let m = Matcher::new(&policy);
+        assert_eq!(
+            m.decide(&v4_udp([198, 18, 0, 1], CLIENT, 3480, 50000)),
+            matched(1, ACTION_DROP, DIRECTION_INGRESS, FAMILY_IPV4)
+        );
+        assert_eq!(
+            m.decide(&v4_udp([198, 18, 0, 1], CLIENT, 50000, 3480)),
+            Decision::Pass(PASS_NO_MATCH)
+        );
+        assert_eq!(
+            m.decide(&v4_udp(CLIENT, [198, 19, 0, 1], 50000, 8801)),
+            matched(1, ACTION_DROP, DIRECTION_EGRESS, FAMILY_IPV4)
+        );
+        // Protocol unknown (IPv6 chain too long): only `any` entries can match.
+        let mut f = eth(ETHERTYPE_IPV6);
+        f.extend(ipv6(A, B, IPV6_HOP_BY_HOP));
+        f.extend_from_slice(&[17, 0]);
+        let any = Policy {
+            platforms: vec![
+                platform("a", Action::Drop, vec![entry(0, &["2001:db8::/48"], Protocol::Udp, &[])]),
+                platform("b", Action::Monitor, vec![entry(0, &["2001:db8::/32"], Protocol::Any, &[])]),
+            ],
+        };
+        // Both addresses are in the /32: equal rank, egress wins.
+        assert_eq!(
+            Matcher::new(&any).decide(&f),
+            matched(2, ACTION_MONITOR, DIRECTION_EGRESS, FAMILY_IPV6)
+        );
+    }
+
+    #[test]
+    fn decisions_for_non_ip() {
+        let empty = Policy::default();
+        let m = Matcher::new(&empty);
+        assert_eq!(m.decide(&eth(0x0806)), Decision::Pass(PASS_NOT_IP));
+        assert_eq!(m.decide(&[0; 10]), Decision::Pass(PASS_UNPARSED));
+        assert_eq!(Decision::Pass(PASS_UNPARSED).xdp_action(), XDP_PASS);
+    }
+
+    #[test]
+    fn matches_for_ip_lists_every_covering_prefix() {
+        let policy = Policy {
+            platforms: vec![
+                platform(
+                    "a",
+                    Action::Monitor,
+                    vec![entry(0, &["198.18.0.0/15"], Protocol::Any, &[])],
+                ),
+                platform(
+                    "b",
+                    Action::Drop,
+                    vec![
+                        entry(0, &["198.18.0.0/16", "198.19.0.0/16"], Protocol::Any, &[]),
+                        entry(1, &["198.18.4.0/22"], Protocol::Udp, &[(53, 53)]),
+                    ],
+                ),
+            ],
+        };
+        let addresses = [EntryAddress {
+            platform: 0,
+            entry: 0,
+            net: "198.18.4.4/32".parse().unwrap_or_else(|_| unreachable!()),
+        }];
+        let m = Matcher::with_addresses(&policy, addresses);
+        let found: Vec<(u16, usize, String, PrefixSource)> = m
+            .matches_for_ip(IpAddr::from([198, 18, 4, 4]))
+            .into_iter()
+            .map(|x| (x.platform_id, x.entry, x.prefix.to_string(), x.source))
+            .collect();
+        assert_eq!(
+            found,
+            vec![
+                (2, 1, "198.18.4.0/22".to_string(), PrefixSource::Published),
+                (2, 0, "198.18.0.0/16".to_string(), PrefixSource::Published),
+                (1, 0, "198.18.4.4/32".to_string(), PrefixSource::Address),
+                (1, 0, "198.18.0.0/15".to_string(), PrefixSource::Published),
+            ]
+        );
+        assert!(m.matches_for_ip(IpAddr::from([192, 0, 2, 1])).is_empty());
+        // The learned /32 makes monitor the longest match; drop still outranks it.
+        assert_eq!(
+            m.decide(&v4_tcp(CLIENT, [198, 18, 4, 4], 1, 2)),
+            matched(2, ACTION_DROP, DIRECTION_EGRESS, FAMILY_IPV4)
+        );
+    }
+}
