@@ -181,7 +181,8 @@ fn upper_layer(cursor: &Cursor, mut offset: usize, mut next: u8) -> (u8, Ports) 
             _ => return (next, transport_ports(cursor, offset, next)),
         };
         offset += header_len;
-        if offset > MAX_OFFSET {
+        // A header that runs past the end of the frame is truncated: nothing after it is known.
+        if offset > MAX_OFFSET || offset > cursor.len() {
             return (PROTOCOL_UNKNOWN, UNKNOWN_PORTS);
         }
         // A no-op after the check above, but it gives every header kind the same offset range,

@@ -8,3 +8,4 @@ pub mod metrics;
 pub mod netif;
 pub mod policy;
 pub mod reference;
+pub mod resolve;

@@ -190,44 +190,39 @@ fn walk_ipv6_chain(frame: &[u8], first: u8, mut cursor: usize) -> (u8, Option<(u
     const UNKNOWN: (u8, Option<(u16, u16)>) = (PROTOCOL_UNKNOWN, None);
     let mut next = first;
     let mut walked = 0;
-    loop {
-        let length = match next {
-            IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DEST_OPTIONS | IPV6_AUTH | IPV6_FRAGMENT => {
-                if walked == MAX_IPV6_EXTENSION_HEADERS {
-                    // More headers than the datapath is willing to walk.
-                    return UNKNOWN;
-                }
-                walked += 1;
-                match next {
-                    IPV6_FRAGMENT => {
-                        if !fits(frame, cursor, 8) {
-                            return UNKNOWN;
-                        }
-                        let inner = frame[cursor];
-                        let offset = u16::from_be_bytes([frame[cursor + 2], frame[cursor + 3]]) >> 3;
-                        if offset != 0 {
-                            // A non-first fragment: the protocol is known, its header is not here.
-                            return (inner, None);
-                        }
-                        next = inner;
-                        8
-                    }
-                    _ => {
-                        if !fits(frame, cursor, 2) {
-                            return UNKNOWN;
-                        }
-                        let units = usize::from(frame[cursor + 1]);
-                        let length = if next == IPV6_AUTH {
-                            (units + 2) * 4
-                        } else {
-                            (units + 1) * 8
-                        };
-                        next = frame[cursor];
-                        length
-                    }
-                }
+    while matches!(
+        next,
+        IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DEST_OPTIONS | IPV6_AUTH | IPV6_FRAGMENT
+    ) {
+        if walked == MAX_IPV6_EXTENSION_HEADERS {
+            // More headers than the datapath is willing to walk.
+            return UNKNOWN;
+        }
+        walked += 1;
+        let length = if next == IPV6_FRAGMENT {
+            if !fits(frame, cursor, 8) {
+                return UNKNOWN;
             }
-            _ => break,
+            let inner = frame[cursor];
+            let offset = u16::from_be_bytes([frame[cursor + 2], frame[cursor + 3]]) >> 3;
+            if offset != 0 {
+                // A non-first fragment: the protocol is known, its header is not here.
+                return (inner, None);
+            }
+            next = inner;
+            8
+        } else {
+            if !fits(frame, cursor, 2) {
+                return UNKNOWN;
+            }
+            let units = usize::from(frame[cursor + 1]);
+            let length = if next == IPV6_AUTH {
+                (units + 2) * 4
+            } else {
+                (units + 1) * 8
+            };
+            next = frame[cursor];
+            length
         };
         // A header that would extend past the end of the frame is truncated.
         if !fits(frame, cursor, length) {
@@ -335,16 +330,22 @@ impl<'a> Matcher<'a> {
     }
 
     /// Every (platform, entry, prefix) of the policy with where the prefix came from.
-    fn prefixes(&self) -> impl Iterator<Item = (usize, &'a Platform, &'a Entry, IpNet, PrefixSource)> {
+    fn prefixes(
+        &self,
+    ) -> impl Iterator<Item = (usize, &'a Platform, &'a Entry, IpNet, PrefixSource)> {
         let policy = self.policy;
-        let published = policy.platforms.iter().enumerate().flat_map(|(p, platform)| {
-            platform.entries.iter().flat_map(move |entry| {
-                entry
-                    .prefixes
-                    .iter()
-                    .map(move |net| (p, platform, entry, *net, PrefixSource::Published))
-            })
-        });
+        let published = policy
+            .platforms
+            .iter()
+            .enumerate()
+            .flat_map(|(p, platform)| {
+                platform.entries.iter().flat_map(move |entry| {
+                    entry
+                        .prefixes
+                        .iter()
+                        .map(move |net| (p, platform, entry, *net, PrefixSource::Published))
+                })
+            });
         let addresses = self.addresses.iter().filter_map(move |&(p, e, net)| {
             let platform = policy.platforms.get(p)?;
             let entry = platform.entries.get(e)?;
@@ -367,8 +368,16 @@ impl<'a> Matcher<'a> {
         let mut best: Option<Candidate> = None;
         for (p, platform, entry, net, _) in self.prefixes() {
             let sides = [
-                (packet.dst, DIRECTION_EGRESS, packet.ports.map(|(_, dst)| dst)),
-                (packet.src, DIRECTION_INGRESS, packet.ports.map(|(src, _)| src)),
+                (
+                    packet.dst,
+                    DIRECTION_EGRESS,
+                    packet.ports.map(|(_, dst)| dst),
+                ),
+                (
+                    packet.src,
+                    DIRECTION_INGRESS,
+                    packet.ports.map(|(src, _)| src),
+                ),
             ];
             for (addr, direction, port) in sides {
                 if !net.contains(&addr) || !entry_accepts(entry, packet.protocol, port) {
@@ -684,7 +693,11 @@ mod tests {
             let mut f = eth(ETHERTYPE_IPV6);
             f.extend(ipv6(A, B, IPV6_DEST_OPTIONS));
             for i in 0..count {
-                let next = if i + 1 == count { 17 } else { IPV6_DEST_OPTIONS };
+                let next = if i + 1 == count {
+                    17
+                } else {
+                    IPV6_DEST_OPTIONS
+                };
                 f.extend(ext(next, 0, 8));
             }
             f.extend(udp(1, 2));
@@ -759,10 +772,16 @@ mod tests {
         };
         let m = Matcher::new(&policy);
         let turn = m.decide(&v4_udp(CLIENT, [198, 18, 0, 9], 40000, 3478));
-        assert_eq!(turn, matched(1, ACTION_ALLOW, DIRECTION_EGRESS, FAMILY_IPV4));
+        assert_eq!(
+            turn,
+            matched(1, ACTION_ALLOW, DIRECTION_EGRESS, FAMILY_IPV4)
+        );
         assert_eq!(turn.xdp_action(), XDP_PASS);
         let other = m.decide(&v4_udp(CLIENT, [198, 18, 0, 9], 40000, 3479));
-        assert_eq!(other, matched(2, ACTION_DROP, DIRECTION_EGRESS, FAMILY_IPV4));
+        assert_eq!(
+            other,
+            matched(2, ACTION_DROP, DIRECTION_EGRESS, FAMILY_IPV4)
+        );
         assert_eq!(other.xdp_action(), XDP_DROP);
         // TCP to 3478 is not the allowed UDP.
         let tcp = m.decide(&v4_tcp(CLIENT, [198, 18, 0, 9], 40000, 3478));
@@ -785,7 +804,12 @@ mod tests {
                 platform(
                     "alpha",
                     Action::Drop,
-                    vec![entry(0, &["198.18.0.0/16", "2001:db8::/32"], Protocol::Any, &[])],
+                    vec![entry(
+                        0,
+                        &["198.18.0.0/16", "2001:db8::/32"],
+                        Protocol::Any,
+                        &[],
+                    )],
                 ),
                 platform(
                     "beta",
@@ -795,7 +819,12 @@ mod tests {
                 platform(
                     "gamma",
                     Action::Monitor,
-                    vec![entry(0, &["198.18.5.7/32", "198.19.0.0/16"], Protocol::Any, &[])],
+                    vec![entry(
+                        0,
+                        &["198.18.5.7/32", "198.19.0.0/16"],
+                        Protocol::Any,
+                        &[],
+                    )],
                 ),
                 platform(
                     "delta",
@@ -807,7 +836,10 @@ mod tests {
         let m = Matcher::new(&policy);
         let v4 = |dst: [u8; 4]| m.decide(&v4_udp(CLIENT, dst, 1, 2));
         // Allow nested inside drop wins, even against a longer monitor prefix.
-        assert_eq!(v4([198, 18, 5, 7]), matched(2, ACTION_ALLOW, DIRECTION_EGRESS, FAMILY_IPV4));
+        assert_eq!(
+            v4([198, 18, 5, 7]),
+            matched(2, ACTION_ALLOW, DIRECTION_EGRESS, FAMILY_IPV4)
+        );
         // Drop beats a longer monitor prefix.
         let m2 = Policy {
             platforms: vec![policy.platforms[0].clone(), policy.platforms[2].clone()],
@@ -819,7 +851,10 @@ mod tests {
         );
         // Monitor alone passes.
         let monitor = v4([198, 19, 1, 1]);
-        assert_eq!(monitor, matched(3, ACTION_MONITOR, DIRECTION_EGRESS, FAMILY_IPV4));
+        assert_eq!(
+            monitor,
+            matched(3, ACTION_MONITOR, DIRECTION_EGRESS, FAMILY_IPV4)
+        );
         assert_eq!(monitor.xdp_action(), XDP_PASS);
         // Equal action and length: the earlier platform (lower id) wins.
         assert_eq!(
@@ -843,7 +878,10 @@ mod tests {
         let mut f = eth(ETHERTYPE_IPV6);
         f.extend(ipv6(A, B, 58));
         f.extend_from_slice(&[128, 0, 0, 0]);
-        assert_eq!(m.decide(&f), matched(1, ACTION_DROP, DIRECTION_EGRESS, FAMILY_IPV6));
+        assert_eq!(
+            m.decide(&f),
+            matched(1, ACTION_DROP, DIRECTION_EGRESS, FAMILY_IPV6)
+        );
     }
 
     #[test]
@@ -852,7 +890,12 @@ mod tests {
             platforms: vec![platform(
                 "voip",
                 Action::Drop,
-                vec![entry(0, &["198.18.0.0/15"], Protocol::Udp, &[(3478, 3481), (8801, 8801)])],
+                vec![entry(
+                    0,
+                    &["198.18.0.0/15"],
+                    Protocol::Udp,
+                    &[(3478, 3481), (8801, 8801)],
+                )],
             )],
         };
         let m = Matcher::new(&policy);
@@ -874,8 +917,16 @@ mod tests {
         f.extend_from_slice(&[17, 0]);
         let any = Policy {
             platforms: vec![
-                platform("a", Action::Drop, vec![entry(0, &["2001:db8::/48"], Protocol::Udp, &[])]),
-                platform("b", Action::Monitor, vec![entry(0, &["2001:db8::/32"], Protocol::Any, &[])]),
+                platform(
+                    "a",
+                    Action::Drop,
+                    vec![entry(0, &["2001:db8::/48"], Protocol::Udp, &[])],
+                ),
+                platform(
+                    "b",
+                    Action::Monitor,
+                    vec![entry(0, &["2001:db8::/32"], Protocol::Any, &[])],
+                ),
             ],
         };
         // Both addresses are in the /32: equal rank, egress wins.

@@ -1,1 +1,4 @@
+//! Test support: the namespace lab (`lab`) and the differential test's generators (`gen`).
 
+pub mod r#gen;
+pub mod lab;

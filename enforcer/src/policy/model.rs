@@ -165,6 +165,8 @@ impl Policy {
     }
 
     pub fn platform_by_id(&self, id: u16) -> Option<&Platform> {
-        usize::from(id).checked_sub(1).and_then(|i| self.platforms.get(i))
+        usize::from(id)
+            .checked_sub(1)
+            .and_then(|i| self.platforms.get(i))
     }
 }

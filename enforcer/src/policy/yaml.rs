@@ -26,13 +26,18 @@ impl Pos {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Value {
     /// `plain` is false for quoted and block scalars, which are always strings (never null).
-    Scalar { text: String, plain: bool },
+    Scalar {
+        text: String,
+        plain: bool,
+    },
     Seq(Vec<Node>),
     Map(Vec<(Node, Node)>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Node {
+    /// The first character of the node; for an empty mapping value (`key:`) only approximate,
+    /// so callers report those at the key.
     pub pos: Pos,
     pub value: Value,
 }
@@ -82,6 +87,8 @@ const MAX_NODES: usize = 1_000_000;
 
 /// Parses every document of `text`.
 pub fn parse(text: &str) -> Result<Vec<Document>, SyntaxError> {
+    // A byte-order mark is not part of the first key.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut builder = Builder {
         lines: text.split('\n').collect(),
         ..Builder::default()
@@ -132,18 +139,43 @@ impl Builder<'_> {
         let Some(line) = self.lines.get(pos.line.wrapping_sub(1)) else {
             return pos;
         };
-        let before: Vec<char> = line.chars().take(pos.column).collect();
-        match before.last() {
-            Some('-' | '[') | None => pos,
-            Some(_) => before
-                .iter()
-                .rposition(|&c| c == '-')
-                .filter(|&i| before[i + 1..].iter().all(|c| c.is_whitespace()))
-                .map_or(pos, |i| Pos {
-                    line: pos.line,
-                    column: i + 1,
-                }),
+        let chars: Vec<char> = line.chars().collect();
+        let at = pos.column - 1;
+        if matches!(chars.get(at), Some('-' | '[')) {
+            return pos;
         }
+        let before = chars.get(..at).unwrap_or_default();
+        before
+            .iter()
+            .rposition(|&c| c == '-')
+            .filter(|&i| before[i + 1..].iter().all(|c| c.is_whitespace()))
+            .map_or(pos, |i| Pos {
+                line: pos.line,
+                column: i + 1,
+            })
+    }
+
+    /// Where the dash of item `index` of the block sequence at `seq` is. An empty item (a bare
+    /// `-`) is marked by the parser at a later token, so it is found by counting the dashes in
+    /// the sequence's column: nested content is always indented further.
+    fn dash_pos(&self, seq: Pos, index: usize) -> Option<Pos> {
+        let col = seq.column - 1;
+        let first = seq.line.checked_sub(1)?;
+        self.lines
+            .iter()
+            .enumerate()
+            .skip(first)
+            .filter(|&(i, line)| {
+                let chars: Vec<char> = line.chars().take(col + 2).collect();
+                chars.get(col) == Some(&'-')
+                    && chars.get(col + 1).is_none_or(|c| c.is_whitespace())
+                    && (i == first || chars[..col].iter().all(|c| c.is_whitespace()))
+            })
+            .nth(index)
+            .map(|(i, _)| Pos {
+                line: i + 1,
+                column: seq.column,
+            })
     }
 
     fn finish(&mut self, node: Node, anchor: usize) {
@@ -186,6 +218,15 @@ impl MarkedEventReceiver for Builder<'_> {
             Event::DocumentStart => self.document_start = Some(pos),
             Event::Scalar(text, style, anchor, _) => {
                 let plain = style == TScalarStyle::Plain;
+                // Empty values are marked at a later token; a bare `-` is found by its dash.
+                let pos = match self.stack.last() {
+                    Some(Frame::Seq {
+                        pos: seq, items, ..
+                    }) if plain && text.is_empty() => {
+                        self.dash_pos(*seq, items.len()).unwrap_or(pos)
+                    }
+                    _ => pos,
+                };
                 let node = Node {
                     pos,
                     value: Value::Scalar { text, plain },
@@ -307,6 +348,31 @@ mod tests {
         assert_eq!(e[2].1.as_str(), Some(""));
         assert_eq!(e[3].1.as_str(), Some("null"));
         assert!(e[4].1.is_null());
+    }
+
+    #[test]
+    fn empty_items_point_at_their_dash() {
+        let text = "l:\n  -\n  - # none\n\n  - x:\n    - y\n  -\nm:\n- - a\n  -\n";
+        let docs = parse(text).unwrap();
+        let items = seq(&map(&docs[0].root)[0].1);
+        assert!(items[0].is_null());
+        assert_eq!(items[0].pos, Pos { line: 2, column: 3 });
+        assert_eq!(items[1].pos, Pos { line: 3, column: 3 });
+        assert_eq!(items[3].pos, Pos { line: 7, column: 3 });
+        let outer = seq(&map(&docs[0].root)[1].1);
+        assert_eq!(
+            seq(&outer[0])[1].pos,
+            Pos {
+                line: 10,
+                column: 3
+            }
+        );
+    }
+
+    #[test]
+    fn byte_order_mark_is_skipped() {
+        let docs = parse("\u{feff}a: 1\n").unwrap();
+        assert_eq!(scalar(&map(&docs[0].root)[0].0), ("a", 1, 1));
     }
 
     #[test]

@@ -1,0 +1,1280 @@
+//! Validation of rule files into the model, and merging of the files into one policy.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+
+use super::sources::{self, Source};
+use super::values;
+use super::yaml::{self, Node, Pos, Value};
+use super::{
+    Action, Diagnostic, Entry, LoadOptions, Location, Platform, Policy, PolicyError, Protocol,
+    builtin_never_block,
+};
+
+const PLATFORM_KEYS: &[&str] = &["platform", "description", "reference", "action", "match"];
+const ENTRY_KEYS: &[&str] = &["domains", "prefixes", "protocol", "ports"];
+
+/// Reads and validates the policy at `paths` (files, or directories of `*.yaml` files).
+pub fn load_policy(paths: &[PathBuf], options: &LoadOptions) -> Result<Policy, PolicyError> {
+    let mut diagnostics = Vec::new();
+    let sources = sources::read_sources(paths, &mut diagnostics)?;
+    build(&sources, options, diagnostics)
+}
+
+/// Validates a single rule file given as text; `path` is only used in messages.
+pub fn parse_policy_str(
+    path: &Path,
+    text: &str,
+    options: &LoadOptions,
+) -> Result<Policy, PolicyError> {
+    let source = Source {
+        path: path.to_path_buf(),
+        text: text.to_owned(),
+        managed: false,
+    };
+    build(std::slice::from_ref(&source), options, Vec::new())
+}
+
+fn build(
+    sources: &[Source],
+    options: &LoadOptions,
+    mut diagnostics: Vec<Diagnostic>,
+) -> Result<Policy, PolicyError> {
+    let never_block = never_block_list(options);
+    let mut parsed = Vec::new();
+    for source in sources {
+        let mut checker = Checker {
+            path: &source.path,
+            never_block: &never_block,
+            diagnostics: Vec::new(),
+        };
+        if let Some((platform, action_at)) = checker.document(&source.text) {
+            parsed.push(Parsed {
+                platform,
+                action_at,
+                managed: source.managed,
+            });
+        }
+        diagnostics.append(&mut checker.diagnostics);
+    }
+    let policy = merge(parsed, &mut diagnostics);
+    if diagnostics.is_empty() {
+        return Ok(policy);
+    }
+    // File order, then position; paths that are not files (directories) first.
+    let rank: HashMap<&Path, usize> = sources
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.path.as_path(), i + 1))
+        .collect();
+    diagnostics.sort_by_key(|d| {
+        let file = rank.get(d.location.path.as_path()).copied().unwrap_or(0);
+        (file, d.location.line, d.location.column)
+    });
+    Err(PolicyError::Invalid(diagnostics))
+}
+
+/// The built-in list plus the caller's ranges, without repeats so messages list each once.
+fn never_block_list(options: &LoadOptions) -> Vec<IpNet> {
+    let mut list = builtin_never_block();
+    for net in &options.never_block {
+        let net = net.trunc();
+        if !list.contains(&net) {
+            list.push(net);
+        }
+    }
+    list
+}
+
+/// A platform of one file, before files are merged.
+struct Parsed {
+    platform: Platform,
+    /// Where `action` was written, if it was.
+    action_at: Option<Location>,
+    managed: bool,
+}
+
+/// Merges the platforms of all files: names are unique, except that a platform of the managed
+/// file extends the platform of the same name from a regular file.
+fn merge(parsed: Vec<Parsed>, diagnostics: &mut Vec<Diagnostic>) -> Policy {
+    let (managed, regular): (Vec<_>, Vec<_>) = parsed.into_iter().partition(|p| p.managed);
+    let mut platforms: BTreeMap<String, Platform> = BTreeMap::new();
+    for p in regular {
+        insert_unique(&mut platforms, p.platform, diagnostics);
+    }
+    let extensible: HashSet<String> = platforms.keys().cloned().collect();
+    for p in managed {
+        match platforms.get_mut(&p.platform.name) {
+            Some(base) if extensible.contains(&p.platform.name) => extend(base, p, diagnostics),
+            _ => insert_unique(&mut platforms, p.platform, diagnostics),
+        }
+    }
+    // BTreeMap order is name order, which the datapath ids rely on.
+    Policy {
+        platforms: platforms.into_values().collect(),
+    }
+}
+
+fn insert_unique(
+    platforms: &mut BTreeMap<String, Platform>,
+    platform: Platform,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    if let Some(first) = platforms.get(&platform.name) {
+        diagnostics.push(Diagnostic {
+            message: format!(
+                "duplicate platform `{}` (first defined at {})",
+                platform.name, first.location
+            ),
+            location: platform.location,
+        });
+    } else {
+        platforms.insert(platform.name.clone(), platform);
+    }
+}
+
+fn extend(base: &mut Platform, extension: Parsed, diagnostics: &mut Vec<Diagnostic>) {
+    let Parsed {
+        platform,
+        action_at,
+        ..
+    } = extension;
+    if let Some(location) = action_at
+        && platform.action != base.action
+    {
+        diagnostics.push(Diagnostic {
+            message: format!(
+                "action `{}` differs from the action `{}` of platform `{}` defined at {}",
+                platform.action, base.action, base.name, base.location
+            ),
+            location,
+        });
+    }
+    if base.description.is_none() {
+        base.description = platform.description;
+    }
+    if base.reference.is_none() {
+        base.reference = platform.reference;
+    }
+    for mut entry in platform.entries {
+        entry.index = base.entries.len();
+        base.entries.push(entry);
+    }
+}
+
+/// The keys of one mapping, after unknown and repeated keys have been reported.
+struct Fields<'n>(Vec<(&'static str, &'n Node, &'n Node)>);
+
+impl<'n> Fields<'n> {
+    fn get(&self, key: &str) -> Option<(&'n Node, &'n Node)> {
+        self.0
+            .iter()
+            .find(|(k, _, _)| *k == key)
+            .map(|&(_, k, v)| (k, v))
+    }
+}
+
+/// Validates the documents of one file, collecting its diagnostics.
+struct Checker<'a> {
+    path: &'a Path,
+    never_block: &'a [IpNet],
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl Checker<'_> {
+    fn location(&self, pos: Pos) -> Location {
+        Location {
+            path: self.path.to_path_buf(),
+            line: pos.line,
+            column: pos.column,
+        }
+    }
+
+    fn error(&mut self, pos: Pos, message: impl Into<String>) {
+        let location = self.location(pos);
+        self.diagnostics.push(Diagnostic {
+            location,
+            message: message.into(),
+        });
+    }
+
+    /// The platform of a file, if it has a valid name (even when other parts are invalid, so
+    /// that duplicates are still reported), and where its `action` was written.
+    fn document(&mut self, text: &str) -> Option<(Platform, Option<Location>)> {
+        const EMPTY: &str =
+            "the file is empty; expected a platform (a mapping with `platform` and `match`)";
+        let documents = match yaml::parse(text) {
+            Ok(documents) => documents,
+            Err(e) => {
+                self.error(e.pos, format!("YAML syntax error: {}", e.message));
+                return None;
+            }
+        };
+        let Some(first) = documents.first() else {
+            self.error(Pos { line: 1, column: 1 }, EMPTY);
+            return None;
+        };
+        if let Some(second) = documents.get(1) {
+            self.error(
+                second.start,
+                "a rule file holds one YAML document (one platform); remove this `---` or \
+                 split the file",
+            );
+        }
+        let root = &first.root;
+        if root.is_null() {
+            // An empty root is marked where the parser stopped; the document start is clearer.
+            self.error(first.start, EMPTY);
+            return None;
+        }
+        let Value::Map(pairs) = &root.value else {
+            self.error(
+                root.pos,
+                format!(
+                    "expected a platform (a mapping with `platform` and `match`), found {}",
+                    root.kind()
+                ),
+            );
+            return None;
+        };
+        let fields = self.fields(pairs, PLATFORM_KEYS, "a platform");
+
+        let name = match fields.get("platform") {
+            None => {
+                self.error(root.pos, "missing required key `platform`");
+                None
+            }
+            Some((key, value)) => self.platform_name(key, value),
+        };
+        let description = fields
+            .get("description")
+            .and_then(|(k, v)| self.optional_string(k, v, "description"));
+        let reference = fields
+            .get("reference")
+            .and_then(|(k, v)| self.optional_string(k, v, "reference"));
+        let action = fields.get("action").and_then(|(k, v)| {
+            let text = self.string(k, v, "action", "drop, monitor or allow")?;
+            let action = match text {
+                "drop" => Action::Drop,
+                "monitor" => Action::Monitor,
+                "allow" => Action::Allow,
+                _ => {
+                    self.error(
+                        v.pos,
+                        format!("invalid action `{text}`: expected drop, monitor or allow"),
+                    );
+                    return None;
+                }
+            };
+            Some((action, self.location(v.pos)))
+        });
+        let entries = match fields.get("match") {
+            None => {
+                self.error(root.pos, "missing required key `match`");
+                Vec::new()
+            }
+            Some((key, value)) => self.entries(key, value),
+        };
+
+        let (name, name_pos) = name?;
+        let (action, action_at) = action.map_or((Action::Drop, None), |(a, l)| (a, Some(l)));
+        let platform = Platform {
+            name,
+            description,
+            reference,
+            action,
+            entries,
+            location: self.location(name_pos),
+        };
+        Some((platform, action_at))
+    }
+
+    /// Reports keys that are not names, unknown or repeated; keeps the first of each.
+    fn fields<'n>(
+        &mut self,
+        pairs: &'n [(Node, Node)],
+        allowed: &[&'static str],
+        what: &str,
+    ) -> Fields<'n> {
+        let mut fields = Fields(Vec::new());
+        for (key, value) in pairs {
+            let Some(name) = key.as_str() else {
+                self.error(
+                    key.pos,
+                    format!("expected a key name, found {}", key.kind()),
+                );
+                continue;
+            };
+            let Some(&known) = allowed.iter().find(|&&a| a == name) else {
+                self.error(
+                    key.pos,
+                    format!(
+                        "unknown key `{name}` in {what} (expected one of: {})",
+                        allowed.join(", ")
+                    ),
+                );
+                continue;
+            };
+            if let Some((first, _)) = fields.get(known) {
+                let at = first.pos;
+                self.error(
+                    key.pos,
+                    format!(
+                        "duplicate key `{name}` (first at line {}, column {})",
+                        at.line, at.column
+                    ),
+                );
+                continue;
+            }
+            fields.0.push((known, key, value));
+        }
+        fields
+    }
+
+    /// A scalar's text; null is reported at the key, other types at the value.
+    fn string<'n>(
+        &mut self,
+        key: &Node,
+        value: &'n Node,
+        name: &str,
+        expected: &str,
+    ) -> Option<&'n str> {
+        if value.is_null() {
+            self.error(
+                key.pos,
+                format!("`{name}` has no value; expected {expected}"),
+            );
+            return None;
+        }
+        match &value.value {
+            Value::Scalar { text, .. } => Some(text),
+            _ => {
+                self.error(
+                    value.pos,
+                    format!("`{name}` must be {expected}, found {}", value.kind()),
+                );
+                None
+            }
+        }
+    }
+
+    /// Free text that may be left empty.
+    fn optional_string(&mut self, key: &Node, value: &Node, name: &str) -> Option<String> {
+        if value.is_null() {
+            return None;
+        }
+        self.string(key, value, name, "a string").map(str::to_owned)
+    }
+
+    fn list<'n>(
+        &mut self,
+        key: &Node,
+        value: &'n Node,
+        name: &str,
+        expected: &str,
+    ) -> Option<&'n [Node]> {
+        if value.is_null() {
+            self.error(
+                key.pos,
+                format!("`{name}` has no value; expected {expected}"),
+            );
+            return None;
+        }
+        match &value.value {
+            Value::Seq(items) => Some(items),
+            _ => {
+                self.error(
+                    value.pos,
+                    format!("`{name}` must be {expected}, found {}", value.kind()),
+                );
+                None
+            }
+        }
+    }
+
+    fn platform_name(&mut self, key: &Node, value: &Node) -> Option<(String, Pos)> {
+        let name = self.string(key, value, "platform", "a platform name")?;
+        let mut chars = name.chars();
+        let valid = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if !valid {
+            self.error(
+                value.pos,
+                format!(
+                    "invalid platform name `{name}`: use lower-case letters, digits and `-`, \
+                     starting with a letter or digit"
+                ),
+            );
+            return None;
+        }
+        Some((name.to_owned(), value.pos))
+    }
+
+    fn entries(&mut self, key: &Node, value: &Node) -> Vec<Entry> {
+        let Some(items) = self.list(key, value, "match", "a list of entries") else {
+            return Vec::new();
+        };
+        if items.is_empty() {
+            self.error(
+                value.pos,
+                "`match` is empty; a platform needs at least one entry",
+            );
+        }
+        items
+            .iter()
+            .enumerate()
+            .filter_map(|(index, item)| self.entry(index, item))
+            .collect()
+    }
+
+    fn entry(&mut self, index: usize, node: &Node) -> Option<Entry> {
+        let Value::Map(pairs) = &node.value else {
+            self.error(
+                node.pos,
+                format!(
+                    "a match entry must be a mapping with `domains` and/or `prefixes`, found {}",
+                    node.kind()
+                ),
+            );
+            return None;
+        };
+        let fields = self.fields(pairs, ENTRY_KEYS, "a match entry");
+        // Items written (valid or not) or a malformed list: either way, the "names nothing"
+        // error would only repeat a problem already reported.
+        let mut named = false;
+
+        let mut domains = Vec::new();
+        if let Some((k, v)) = fields.get("domains") {
+            let items = self.list(k, v, "domains", "a list of domain names");
+            named |= items.is_none_or(|items| !items.is_empty());
+            for item in items.unwrap_or_default() {
+                if let Some(text) = self.item(item, "a domain must be a string") {
+                    match values::parse_domain(text) {
+                        Ok(domain) => domains.push(domain),
+                        Err(message) => self.error(item.pos, message),
+                    }
+                }
+            }
+        }
+
+        let mut prefixes = Vec::new();
+        if let Some((k, v)) = fields.get("prefixes") {
+            let items = self.list(k, v, "prefixes", "a list of CIDR prefixes");
+            named |= items.is_none_or(|items| !items.is_empty());
+            for item in items.unwrap_or_default() {
+                if let Some(text) = self.item(item, "a prefix must be a string") {
+                    match values::parse_prefix(text) {
+                        Ok(prefix) => self.check_never_block(item.pos, text, prefix, &mut prefixes),
+                        Err(message) => self.error(item.pos, message),
+                    }
+                }
+            }
+        }
+
+        // None when the value is invalid (already reported).
+        let protocol = match fields.get("protocol") {
+            None => Some(Protocol::Any),
+            Some((k, v)) => self
+                .string(k, v, "protocol", "tcp, udp or any")
+                .and_then(|text| match text {
+                    "tcp" => Some(Protocol::Tcp),
+                    "udp" => Some(Protocol::Udp),
+                    "any" => Some(Protocol::Any),
+                    _ => {
+                        self.error(
+                            v.pos,
+                            format!("invalid protocol `{text}`: expected tcp, udp or any"),
+                        );
+                        None
+                    }
+                }),
+        };
+
+        let mut ports = Vec::new();
+        if let Some((k, v)) = fields.get("ports") {
+            if protocol == Some(Protocol::Any) {
+                self.error(
+                    k.pos,
+                    "`ports` needs `protocol: tcp` or `protocol: udp`; ports are only checked \
+                     for one of them",
+                );
+            }
+            let items = self.list(k, v, "ports", "a list of ports and port ranges");
+            if items.is_some_and(<[Node]>::is_empty) {
+                self.error(v.pos, "`ports` is empty; leave it out to match every port");
+            }
+            for item in items.unwrap_or_default() {
+                let expected = "a port must be a number or a range like 8801-8810";
+                if let Some(text) = self.item(item, expected) {
+                    match values::parse_ports(text) {
+                        Ok(range) => ports.push(range),
+                        Err(message) => self.error(item.pos, message),
+                    }
+                }
+            }
+        }
+
+        if !named {
+            self.error(
+                node.pos,
+                "entry has neither `domains` nor `prefixes`; name at least one (nothing is \
+                 blocked by port alone)",
+            );
+        }
+        Some(Entry {
+            index,
+            domains,
+            prefixes,
+            protocol: protocol.unwrap_or(Protocol::Any),
+            ports,
+            location: self.location(node.pos),
+        })
+    }
+
+    /// The text of a list item that must be a scalar.
+    fn item<'n>(&mut self, item: &'n Node, expected: &str) -> Option<&'n str> {
+        match &item.value {
+            Value::Scalar { text, .. } if !item.is_null() => Some(text),
+            _ => {
+                self.error(item.pos, format!("{expected}, found {}", item.kind()));
+                None
+            }
+        }
+    }
+
+    fn check_never_block(
+        &mut self,
+        pos: Pos,
+        text: &str,
+        prefix: IpNet,
+        prefixes: &mut Vec<IpNet>,
+    ) {
+        let overlaps = values::never_block_overlaps(&prefix, self.never_block);
+        if overlaps.is_empty() {
+            prefixes.push(prefix);
+            return;
+        }
+        let list = overlaps
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let ranges = if overlaps.len() == 1 {
+            "range"
+        } else {
+            "ranges"
+        };
+        self.error(
+            pos,
+            format!("prefix `{text}` overlaps the never-block {ranges} {list}"),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::policy::{DomainPattern, PortRange};
+
+    fn parse(text: &str) -> Result<Policy, PolicyError> {
+        parse_policy_str(Path::new("p.yaml"), text, &LoadOptions::default())
+    }
+
+    /// The diagnostics of an invalid document, as printed.
+    fn errors(text: &str) -> Vec<String> {
+        match parse(text) {
+            Err(PolicyError::Invalid(d)) => d.iter().map(ToString::to_string).collect(),
+            other => panic!("expected diagnostics, got {other:?}"),
+        }
+    }
+
+    /// Asserts a single diagnostic at `line:column` whose message contains `needle`.
+    #[track_caller]
+    fn error_at(text: &str, line: usize, column: usize, needle: &str) {
+        let errors = errors(text);
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        let prefix = format!("p.yaml:{line}:{column}: ");
+        assert!(
+            errors[0].starts_with(&prefix) && errors[0].contains(needle),
+            "expected {prefix}…{needle}…, got {}",
+            errors[0]
+        );
+    }
+
+    fn loc(path: &str, line: usize, column: usize) -> Location {
+        Location {
+            path: path.into(),
+            line,
+            column,
+        }
+    }
+
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn valid_policy_parses_to_the_model() {
+        let text = r#"platform: zoom
+description: Zoom meetings
+reference: https://example.com/zoom
+action: monitor
+match:
+  - domains: [Zoom.US., "*.zoom.us"]
+  - prefixes: [170.114.0.0/16, "2407:30c0::/32", 198.51.100.9]
+  - prefixes:
+      - 198.51.100.0/24
+    protocol: udp
+    ports: [8801-8810, 3478, "5000"]
+"#;
+        let policy = parse(text).unwrap();
+        let expected = Platform {
+            name: "zoom".into(),
+            description: Some("Zoom meetings".into()),
+            reference: Some("https://example.com/zoom".into()),
+            action: Action::Monitor,
+            entries: vec![
+                Entry {
+                    index: 0,
+                    domains: vec![
+                        DomainPattern::Exact("zoom.us".into()),
+                        DomainPattern::Wildcard("zoom.us".into()),
+                    ],
+                    prefixes: vec![],
+                    protocol: Protocol::Any,
+                    ports: vec![],
+                    location: loc("p.yaml", 6, 5),
+                },
+                Entry {
+                    index: 1,
+                    domains: vec![],
+                    prefixes: vec![
+                        net("170.114.0.0/16"),
+                        net("2407:30c0::/32"),
+                        net("198.51.100.9/32"),
+                    ],
+                    protocol: Protocol::Any,
+                    ports: vec![],
+                    location: loc("p.yaml", 7, 5),
+                },
+                Entry {
+                    index: 2,
+                    domains: vec![],
+                    prefixes: vec![net("198.51.100.0/24")],
+                    protocol: Protocol::Udp,
+                    ports: vec![
+                        PortRange {
+                            first: 8801,
+                            last: 8810,
+                        },
+                        PortRange {
+                            first: 3478,
+                            last: 3478,
+                        },
+                        PortRange {
+                            first: 5000,
+                            last: 5000,
+                        },
+                    ],
+                    location: loc("p.yaml", 8, 5),
+                },
+            ],
+            location: loc("p.yaml", 1, 11),
+        };
+        assert_eq!(policy.platforms, vec![expected]);
+    }
+
+    #[test]
+    fn defaults_and_empty_lists_next_to_items() {
+        let text =
+            "platform: a\ndescription:\nmatch:\n- domains: []\n  prefixes: [198.18.0.0/15]\n";
+        let policy = parse(text).unwrap();
+        let p = &policy.platforms[0];
+        assert_eq!(p.action, Action::Drop);
+        assert_eq!(p.description, None);
+        assert_eq!(p.entries[0].protocol, Protocol::Any);
+        assert_eq!(p.entries[0].prefixes, vec![net("198.18.0.0/15")]);
+    }
+
+    #[test]
+    fn unknown_keys() {
+        error_at(
+            "platform: a\nmatch:\n  - domains: [a.com]\nacton: drop\n",
+            4,
+            1,
+            "unknown key `acton` in a platform (expected one of: platform, description, \
+             reference, action, match)",
+        );
+        error_at(
+            "platform: a\nmatch:\n  - domains: [a.com]\n    \"port\": [1]\n",
+            4,
+            5,
+            "unknown key `port` in a match entry (expected one of: domains, prefixes, protocol, ports)",
+        );
+        error_at(
+            "platform: a\nmatch:\n  - domains: [a.com]\n    ? [x]\n    : 1\n",
+            4,
+            7,
+            "expected a key name, found a list",
+        );
+        error_at(
+            "platform: a\nmatch: [{domains: [a.com]}]\nplatform: b\n",
+            3,
+            1,
+            "duplicate key `platform` (first at line 1, column 1)",
+        );
+    }
+
+    #[test]
+    fn missing_keys() {
+        error_at(
+            "match:\n  - domains: [a.com]\n",
+            1,
+            1,
+            "missing required key `platform`",
+        );
+        error_at(
+            "# zoom\n\ndescription: x\nplatform: a\n",
+            3,
+            1,
+            "missing required key `match`",
+        );
+        error_at("{platform: a}", 1, 1, "missing required key `match`");
+    }
+
+    #[test]
+    fn platform_names() {
+        error_at(
+            "platform: \"Zoom\"\nmatch: [{domains: [a.com]}]\n",
+            1,
+            11,
+            "invalid platform name `Zoom`: use lower-case letters, digits and `-`",
+        );
+        error_at(
+            "platform: -a\nmatch: [{domains: [a.com]}]\n",
+            1,
+            11,
+            "invalid platform name `-a`",
+        );
+        error_at(
+            "platform: a_b\nmatch: [{domains: [a.com]}]\n",
+            1,
+            11,
+            "invalid platform name",
+        );
+        error_at(
+            "platform: {x: y}\nmatch: [{domains: [a.com]}]\n",
+            1,
+            11,
+            "`platform` must be a platform name, found a mapping",
+        );
+        error_at(
+            "platform:\nmatch: [{domains: [a.com]}]\n",
+            1,
+            1,
+            "`platform` has no value",
+        );
+        // Digits first and quoted numbers are fine.
+        assert!(parse("platform: 9gag\nmatch: [{domains: [a.com]}]\n").is_ok());
+        assert!(parse("platform: \"123\"\nmatch: [{domains: [a.com]}]\n").is_ok());
+    }
+
+    #[test]
+    fn match_shape() {
+        error_at(
+            "platform: a\nmatch: []\n",
+            2,
+            8,
+            "`match` is empty; a platform needs at least one entry",
+        );
+        error_at(
+            "platform: a\nmatch:\n",
+            2,
+            1,
+            "`match` has no value; expected a list of entries",
+        );
+        error_at(
+            "platform: a\nmatch: zoom.us\n",
+            2,
+            8,
+            "`match` must be a list of entries, found a scalar",
+        );
+        error_at(
+            "platform: a\nmatch:\n  domains: [a.com]\n",
+            3,
+            3,
+            "`match` must be a list of entries, found a mapping",
+        );
+        error_at(
+            "platform: a\nmatch:\n  - zoom.us\n",
+            3,
+            5,
+            "a match entry must be a mapping with `domains` and/or `prefixes`, found a scalar",
+        );
+        error_at(
+            "platform: a\nmatch:\n  -\n  - domains: [a.com]\n",
+            3,
+            3,
+            "a match entry must be a mapping with `domains` and/or `prefixes`, found nothing",
+        );
+    }
+
+    #[test]
+    fn entries_must_name_something() {
+        let neither = "entry has neither `domains` nor `prefixes`";
+        error_at(
+            "platform: a\nmatch:\n  - protocol: tcp\n    ports: [443]\n",
+            3,
+            5,
+            neither,
+        );
+        error_at(
+            "platform: a\nmatch:\n  - domains: []\n    prefixes: []\n",
+            3,
+            5,
+            neither,
+        );
+        error_at("platform: a\nmatch: [{}]\n", 2, 9, neither);
+        // An invalid item or a malformed list is reported once, without the "neither" error.
+        error_at(
+            "platform: a\nmatch:\n  - domains: [\"*\"]\n",
+            3,
+            15,
+            "invalid domain `*`",
+        );
+        error_at(
+            "platform: a\nmatch:\n  - prefixes: 198.51.100.0/24\n",
+            3,
+            15,
+            "`prefixes` must be a list of CIDR prefixes, found a scalar",
+        );
+        error_at(
+            "platform: a\nmatch:\n  - domains:\n",
+            3,
+            5,
+            "`domains` has no value; expected a list of domain names",
+        );
+    }
+
+    #[test]
+    fn bad_prefixes() {
+        error_at(
+            "platform: a\nmatch:\n  - prefixes: [198.51.100.0/24, \"198.51.100.0/33\"]\n",
+            3,
+            33,
+            "invalid prefix `198.51.100.0/33`",
+        );
+        error_at(
+            "platform: a\nmatch:\n  - prefixes:\n      - 198.51.100.1/24\n",
+            4,
+            9,
+            "prefix `198.51.100.1/24` has host bits set; did you mean `198.51.100.0/24`?",
+        );
+        error_at(
+            "platform: a\nmatch:\n  - prefixes: [{a: b}]\n",
+            3,
+            16,
+            "a prefix must be a string, found a mapping",
+        );
+    }
+
+    #[test]
+    fn bad_domains() {
+        for (domain, needle) in [
+            ("\"*.com\"", "at least two labels"),
+            ("a.*.b", "only allowed as the whole first label"),
+            ("192.0.2.1", "IP address"),
+            ("'bad_name.com'", "character `_`"),
+        ] {
+            let text = format!("platform: a\nmatch:\n  - domains: [ok.com, {domain}]\n");
+            error_at(&text, 3, 23, needle);
+        }
+    }
+
+    #[test]
+    fn action_and_protocol_values() {
+        error_at(
+            "platform: a\naction: block\nmatch: [{domains: [a.com]}]\n",
+            2,
+            9,
+            "invalid action `block`: expected drop, monitor or allow",
+        );
+        error_at(
+            "platform: a\naction: [drop]\nmatch: [{domains: [a.com]}]\n",
+            2,
+            9,
+            "`action` must be drop, monitor or allow, found a list",
+        );
+        error_at(
+            "platform: a\nmatch:\n  - domains: [a.com]\n    protocol: 'icmp'\n",
+            4,
+            15,
+            "invalid protocol `icmp`: expected tcp, udp or any",
+        );
+    }
+
+    #[test]
+    fn bad_ports() {
+        let entry = |ports: &str| {
+            format!(
+                "platform: a\nmatch:\n  - domains: [a.com]\n    protocol: tcp\n    ports: {ports}\n"
+            )
+        };
+        error_at(
+            &entry("[443, 0]"),
+            5,
+            18,
+            "port `0` is out of range 1-65535",
+        );
+        error_at(
+            &entry("[70000]"),
+            5,
+            13,
+            "port `70000` is out of range 1-65535",
+        );
+        error_at(&entry("[https]"), 5, 13, "invalid port `https`");
+        error_at(&entry("[\"10-5\"]"), 5, 13, "port range `10-5` is reversed");
+        error_at(&entry("['5-']"), 5, 13, "invalid port range `5-`");
+        error_at(
+            &entry("443"),
+            5,
+            12,
+            "`ports` must be a list of ports and port ranges, found a scalar",
+        );
+        error_at(
+            &entry("[[1, 2]]"),
+            5,
+            13,
+            "a port must be a number or a range like 8801-8810, found a list",
+        );
+        error_at(&entry("[]"), 5, 12, "`ports` is empty");
+    }
+
+    #[test]
+    fn ports_need_tcp_or_udp() {
+        let message = "`ports` needs `protocol: tcp` or `protocol: udp`";
+        error_at(
+            "platform: a\nmatch:\n  - domains: [a.com]\n    ports: [443]\n",
+            4,
+            5,
+            message,
+        );
+        error_at(
+            "platform: a\nmatch:\n  - domains: [a.com]\n    protocol: any\n    ports: [443]\n",
+            5,
+            5,
+            message,
+        );
+        // An invalid protocol is reported alone.
+        error_at(
+            "platform: a\nmatch:\n  - domains: [a.com]\n    protocol: sctp\n    ports: [443]\n",
+            4,
+            15,
+            "invalid protocol",
+        );
+    }
+
+    #[test]
+    fn never_block_overlap_both_directions() {
+        // A wider rule containing never-block ranges.
+        error_at(
+            "platform: a\nmatch:\n  - prefixes: [8.0.0.0/5]\n",
+            3,
+            16,
+            "prefix `8.0.0.0/5` overlaps the never-block range 10.0.0.0/8",
+        );
+        // A narrower rule inside one.
+        error_at(
+            "platform: a\nmatch:\n  - prefixes: [\"fe80::1\"]\n",
+            3,
+            16,
+            "prefix `fe80::1` overlaps the never-block range fe80::/10",
+        );
+        error_at(
+            "platform: a\nmatch:\n  - prefixes: [0.0.0.0/0]\n",
+            3,
+            16,
+            "overlaps the never-block ranges 0.0.0.0/8, 10.0.0.0/8, 100.64.0.0/10, 127.0.0.0/8, \
+             169.254.0.0/16, 172.16.0.0/12, 192.168.0.0/16, 224.0.0.0/4, 255.255.255.255/32",
+        );
+        // Ranges from the options count too, in both directions.
+        let options = LoadOptions {
+            never_block: vec![net("198.51.100.53/32"), net("203.0.113.0/24")],
+        };
+        let text = "platform: a\nmatch:\n  - prefixes: [198.51.100.0/24, 203.0.113.128/25, 198.18.0.0/15]\n";
+        let err = parse_policy_str(Path::new("p.yaml"), text, &options).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "p.yaml:3:16: prefix `198.51.100.0/24` overlaps the never-block range 198.51.100.53/32\n\
+             p.yaml:3:33: prefix `203.0.113.128/25` overlaps the never-block range 203.0.113.0/24"
+        );
+    }
+
+    #[test]
+    fn file_shape_and_syntax() {
+        error_at("", 1, 1, "the file is empty");
+        error_at("# nothing\n", 1, 1, "the file is empty");
+        error_at("---\n", 1, 1, "the file is empty");
+        error_at(
+            "- a\n- b\n",
+            1,
+            1,
+            "expected a platform (a mapping with `platform` and `match`), found a list",
+        );
+        error_at("zoom\n", 1, 1, "found a scalar");
+        error_at(
+            "platform: a\nmatch:\n  - domains: [a.com\n",
+            4,
+            1,
+            "YAML syntax error: while parsing a flow sequence, expected ',' or ']'",
+        );
+        error_at(
+            "platform: a: b\n",
+            1,
+            12,
+            "YAML syntax error: mapping values are not allowed",
+        );
+        error_at(
+            "platform: a\nmatch: [{domains: [a.com]}]\n---\nplatform: b\n",
+            3,
+            1,
+            "a rule file holds one YAML document",
+        );
+    }
+
+    #[test]
+    fn all_errors_are_reported_in_order() {
+        let text = r#"platform: Bad
+colour: red
+action: stop
+match:
+  - domains: ["*", ok.com]
+    prefixes: [10.1.0.0/16, 198.51.100.1/24]
+  - ports: [80]
+  - prefixes: [198.18.0.0/15]
+    protocol: tcp
+    ports: [0, 1-2-3]
+"#;
+        assert_eq!(
+            errors(text),
+            vec![
+                "p.yaml:1:11: invalid platform name `Bad`: use lower-case letters, digits and `-`, starting with a letter or digit",
+                "p.yaml:2:1: unknown key `colour` in a platform (expected one of: platform, description, reference, action, match)",
+                "p.yaml:3:9: invalid action `stop`: expected drop, monitor or allow",
+                "p.yaml:5:15: invalid domain `*`: a wildcard needs a domain after it, like `*.example.com`",
+                "p.yaml:6:16: prefix `10.1.0.0/16` overlaps the never-block range 10.0.0.0/8",
+                "p.yaml:6:29: prefix `198.51.100.1/24` has host bits set; did you mean `198.51.100.0/24`?",
+                "p.yaml:7:5: `ports` needs `protocol: tcp` or `protocol: udp`; ports are only checked for one of them",
+                "p.yaml:7:5: entry has neither `domains` nor `prefixes`; name at least one (nothing is blocked by port alone)",
+                "p.yaml:10:13: port `0` is out of range 1-65535",
+                "p.yaml:10:16: invalid port range `1-2-3`: expected FIRST-LAST, like 8801-8810",
+            ]
+        );
+    }
+
+    fn load(path: &Path) -> Result<Policy, PolicyError> {
+        load_policy(&[path.to_path_buf()], &LoadOptions::default())
+    }
+
+    /// A fresh directory under the system's temporary directory.
+    fn temp_dir() -> PathBuf {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("enforcer-policy-{}-{n}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn invalid(result: Result<Policy, PolicyError>) -> Vec<String> {
+        match result {
+            Err(PolicyError::Invalid(d)) => d.iter().map(ToString::to_string).collect(),
+            other => panic!("expected diagnostics, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn directory_is_read_in_name_order_and_sorted_by_platform() {
+        let dir = temp_dir();
+        fs::write(
+            dir.join("b.yaml"),
+            "platform: alpha\nmatch: [{prefixes: [198.18.1.0/24]}]\n",
+        )
+        .unwrap();
+        fs::write(
+            dir.join("a.yaml"),
+            "platform: zeta\nmatch: [{prefixes: [198.18.0.0/24]}]\n",
+        )
+        .unwrap();
+        // Not rule files: wrong extension, hidden, a directory.
+        fs::write(dir.join("notes.txt"), "not yaml").unwrap();
+        fs::write(dir.join("c.yml"), "platform: [").unwrap();
+        fs::write(dir.join(".swap.yaml"), "platform: [").unwrap();
+        fs::create_dir(dir.join("sub.yaml")).unwrap();
+        let policy = load(&dir).unwrap();
+        let names: Vec<_> = policy.platforms.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["alpha", "zeta"]);
+        assert_eq!(policy.platforms[0].location.path, dir.join("b.yaml"));
+
+        // Duplicates point at the file read second (a.yaml before b.yaml) and name the first.
+        fs::write(
+            dir.join("c.yaml"),
+            "platform: zeta\nmatch: [{domains: [z.com]}]\n",
+        )
+        .unwrap();
+        fs::write(dir.join("d.yaml"), "").unwrap();
+        let a = dir.join("a.yaml").display().to_string();
+        let c = dir.join("c.yaml").display().to_string();
+        let d = dir.join("d.yaml").display().to_string();
+        assert_eq!(
+            invalid(load(&dir)),
+            vec![
+                format!("{c}:1:11: duplicate platform `zeta` (first defined at {a}:1:11)"),
+                format!(
+                    "{d}:1:1: the file is empty; expected a platform (a mapping with `platform` and `match`)"
+                ),
+            ]
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn several_paths_form_one_policy_and_all_files_are_checked() {
+        let (one, two) = (temp_dir(), temp_dir());
+        let empty = temp_dir();
+        fs::write(
+            one.join("x.yaml"),
+            "platform: x\nmatch: [{domains: [\"-x.com\"]}]\n",
+        )
+        .unwrap();
+        let file = two.join("y.yaml");
+        fs::write(&file, "platform: y\nmatch: []\n").unwrap();
+        let x = one.join("x.yaml").display().to_string();
+        let y = file.display().to_string();
+        assert_eq!(
+            invalid(load_policy(
+                &[one.clone(), file.clone(), empty.clone()],
+                &LoadOptions::default()
+            )),
+            vec![
+                format!(
+                    "{}: directory contains no *.yaml rule files",
+                    empty.display()
+                ),
+                format!("{x}:2:20: invalid domain `-x.com`: label `-x` starts or ends with `-`"),
+                format!("{y}:2:8: `match` is empty; a platform needs at least one entry"),
+            ]
+        );
+        fs::write(
+            one.join("x.yaml"),
+            "platform: x\nmatch: [{domains: [x.com]}]\n",
+        )
+        .unwrap();
+        fs::write(&file, "platform: y\nmatch: [{domains: [y.com]}]\n").unwrap();
+        let policy = load_policy(&[file.clone(), one.clone()], &LoadOptions::default()).unwrap();
+        assert_eq!(policy.platforms.len(), 2);
+        assert_eq!(policy.platforms[0].name, "x");
+        for dir in [one, two, empty] {
+            fs::remove_dir_all(dir).unwrap();
+        }
+    }
+
+    #[test]
+    fn unreadable_paths_are_io_errors() {
+        let dir = temp_dir();
+        let missing = dir.join("missing.yaml");
+        match load(&missing) {
+            Err(e @ PolicyError::Io { .. }) => {
+                assert!(
+                    e.to_string()
+                        .starts_with(&format!("{}: ", missing.display())),
+                    "{e}"
+                );
+            }
+            other => panic!("expected an I/O error, got {other:?}"),
+        }
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn managed_file_extends_platforms() {
+        let dir = temp_dir();
+        fs::write(
+            dir.join("zoom.yaml"),
+            "platform: zoom\naction: monitor\nmatch:\n  - domains: [zoom.us]\n",
+        )
+        .unwrap();
+        fs::write(
+            dir.join(sources::MANAGED_FILE),
+            "platform: zoom\naction: monitor\nmatch:\n  - prefixes: [198.18.0.0/24]\n",
+        )
+        .unwrap();
+        let policy = load(&dir).unwrap();
+        assert_eq!(policy.platforms.len(), 1);
+        let zoom = &policy.platforms[0];
+        assert_eq!(zoom.action, Action::Monitor);
+        assert_eq!(zoom.location.path, dir.join("zoom.yaml"));
+        assert_eq!(zoom.entries.len(), 2);
+        assert_eq!(zoom.entries[1].index, 1);
+        assert_eq!(zoom.entries[1].prefixes, vec![net("198.18.0.0/24")]);
+        assert_eq!(
+            zoom.entries[1].location.path,
+            dir.join(sources::MANAGED_FILE)
+        );
+
+        // Without an action the managed extension takes the platform's; a new platform there
+        // is an ordinary platform.
+        fs::write(
+            dir.join(sources::MANAGED_FILE),
+            "platform: zoom\nmatch: [{domains: [zoom.com]}]\n",
+        )
+        .unwrap();
+        assert_eq!(load(&dir).unwrap().platforms[0].entries.len(), 2);
+        fs::write(
+            dir.join(sources::MANAGED_FILE),
+            "platform: extra\naction: allow\nmatch: [{domains: [extra.com]}]\n",
+        )
+        .unwrap();
+        let policy = load(&dir).unwrap();
+        assert_eq!(policy.platforms.len(), 2);
+        assert_eq!(policy.platforms[0].name, "extra");
+        assert_eq!(policy.platforms[0].action, Action::Allow);
+
+        // A different action is an error at the managed file's `action` value.
+        fs::write(
+            dir.join(sources::MANAGED_FILE),
+            "platform: zoom\naction: drop\nmatch: [{domains: [zoom.com]}]\n",
+        )
+        .unwrap();
+        let managed = dir.join(sources::MANAGED_FILE).display().to_string();
+        let zoom = dir.join("zoom.yaml").display().to_string();
+        assert_eq!(
+            invalid(load(&dir)),
+            vec![format!(
+                "{managed}:2:9: action `drop` differs from the action `monitor` of platform `zoom` defined at {zoom}:1:11"
+            )]
+        );
+
+        // Outside a directory the file is an ordinary rule file: a repeat is a duplicate.
+        fs::write(
+            dir.join(sources::MANAGED_FILE),
+            "platform: zoom\nmatch: [{domains: [zoom.com]}]\n",
+        )
+        .unwrap();
+        let paths = [dir.join("zoom.yaml"), dir.join(sources::MANAGED_FILE)];
+        assert_eq!(
+            invalid(load_policy(&paths, &LoadOptions::default())),
+            vec![format!(
+                "{managed}:1:11: duplicate platform `zoom` (first defined at {zoom}:1:11)"
+            )]
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

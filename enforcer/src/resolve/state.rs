@@ -1,0 +1,392 @@
+//! Persistence of the address book in `<state-dir>/addresses.json`, so a cold start enforces the
+//! last known addresses before the first DNS answer arrives.
+//!
+//! The file is replaced atomically: written to a temporary file in the same directory, flushed to
+//! disk, renamed over the old one, and the directory flushed, so a crash leaves either the old or
+//! the new file, never a partial one. Times are wall-clock UNIX seconds (with milliseconds).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write as _};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use super::book::{AddressBook, AddressState, BookSettings, NameState, Use, stamp};
+
+/// The file name inside the state directory.
+pub const STATE_FILE: &str = "addresses.json";
+const VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: not a valid address state file: {source}")]
+    Corrupt {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("{path}: unsupported state file version {version} (this build reads {VERSION})")]
+    Version { path: PathBuf, version: u32 },
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileV1 {
+    version: u32,
+    saved_at: f64,
+    names: Vec<FileName>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileName {
+    name: String,
+    uses: Vec<FileUse>,
+    cname_chain: Vec<String>,
+    /// Clamped TTL of the last good answer, seconds.
+    ttl: Option<f64>,
+    answered_at: Option<f64>,
+    refresh_at: f64,
+    failures: u32,
+    addresses: Vec<FileAddress>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileUse {
+    platform: String,
+    entry: usize,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAddress {
+    address: String,
+    cname_chain: Vec<String>,
+    seen_at: f64,
+    expires_at: f64,
+    missing_since: Option<f64>,
+}
+
+/// Distinguishes temporary files of concurrent saves within one process.
+static SAVE_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl AddressBook {
+    /// The path `save` and `load` use inside `dir`.
+    pub fn state_path(dir: &Path) -> PathBuf {
+        dir.join(STATE_FILE)
+    }
+
+    /// Writes the whole book to `<dir>/addresses.json` atomically, creating `dir` if needed.
+    pub fn save(&self, dir: &Path) -> Result<(), StateError> {
+        let path = Self::state_path(dir);
+        let io_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StateError::Io { path, source }
+        };
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let json =
+            serde_json::to_vec_pretty(&self.to_file()).map_err(|source| StateError::Corrupt {
+                path: path.clone(),
+                source,
+            })?;
+        let tmp = dir.join(format!(
+            ".{STATE_FILE}.{}.{}.tmp",
+            std::process::id(),
+            SAVE_COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let written = (|| {
+            let mut file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            file.write_all(&json)?;
+            file.write_all(b"\n")?;
+            file.sync_all()?;
+            fs::rename(&tmp, &path)
+        })();
+        if let Err(source) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(StateError::Io { path, source });
+        }
+        // The rename is durable only once the directory itself is on disk.
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(dir))
+    }
+
+    /// Reads `<dir>/addresses.json`: a missing file is an empty book; anything unreadable is an
+    /// error naming the file (the caller logs it and starts empty).
+    pub fn load(dir: &Path, settings: BookSettings) -> Result<Self, StateError> {
+        let path = Self::state_path(dir);
+        let text = match fs::read(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Ok(Self::new(settings));
+            }
+            Err(source) => return Err(StateError::Io { path, source }),
+        };
+        // Look at the version first so a future format gets a clear message.
+        #[derive(Deserialize)]
+        struct Versioned {
+            version: u32,
+        }
+        let versioned: Versioned =
+            serde_json::from_slice(&text).map_err(|source| StateError::Corrupt {
+                path: path.clone(),
+                source,
+            })?;
+        if versioned.version != VERSION {
+            return Err(StateError::Version {
+                path,
+                version: versioned.version,
+            });
+        }
+        let file: FileV1 = serde_json::from_slice(&text).map_err(|source| StateError::Corrupt {
+            path: path.clone(),
+            source,
+        })?;
+        let names = from_file(file).map_err(|message| StateError::Invalid { path, message })?;
+        Ok(Self::from_names(settings, names))
+    }
+
+    fn to_file(&self) -> FileV1 {
+        let names = self
+            .names
+            .iter()
+            .map(|(name, s)| FileName {
+                name: name.clone(),
+                uses: s
+                    .uses
+                    .iter()
+                    .map(|u| FileUse {
+                        platform: u.platform.clone(),
+                        entry: u.entry,
+                    })
+                    .collect(),
+                cname_chain: s.cname_chain.clone(),
+                ttl: s.ttl_ms.map(secs),
+                answered_at: s.answered_at.map(secs),
+                refresh_at: secs(s.refresh_at),
+                failures: s.failures,
+                addresses: s
+                    .addresses
+                    .iter()
+                    .map(|(address, a)| FileAddress {
+                        address: address.to_string(),
+                        cname_chain: a.cname_chain.clone(),
+                        seen_at: secs(a.seen_at),
+                        expires_at: secs(a.expires_at),
+                        missing_since: a.missing_since.map(secs),
+                    })
+                    .collect(),
+            })
+            .collect();
+        FileV1 {
+            version: VERSION,
+            saved_at: secs(stamp(SystemTime::now())),
+            names,
+        }
+    }
+}
+
+fn from_file(file: FileV1) -> Result<BTreeMap<String, NameState>, String> {
+    let mut names = BTreeMap::new();
+    for n in file.names {
+        let mut addresses = BTreeMap::new();
+        for a in n.addresses {
+            let address: IpAddr = a
+                .address
+                .parse()
+                .map_err(|_| format!("{}: `{}` is not an address", n.name, a.address))?;
+            addresses.insert(
+                address,
+                AddressState {
+                    cname_chain: a.cname_chain,
+                    seen_at: ms(a.seen_at)?,
+                    expires_at: ms(a.expires_at)?,
+                    missing_since: a.missing_since.map(ms).transpose()?,
+                },
+            );
+        }
+        let uses: BTreeSet<Use> = n
+            .uses
+            .into_iter()
+            .map(|u| Use {
+                platform: u.platform,
+                entry: u.entry,
+            })
+            .collect();
+        let state = NameState {
+            uses,
+            cname_chain: n.cname_chain,
+            ttl_ms: n.ttl.map(ms).transpose()?,
+            answered_at: n.answered_at.map(ms).transpose()?,
+            refresh_at: ms(n.refresh_at)?,
+            failures: n.failures,
+            addresses,
+        };
+        if names.insert(n.name.clone(), state).is_some() {
+            return Err(format!("{} is listed twice", n.name));
+        }
+    }
+    Ok(names)
+}
+
+/// Milliseconds to seconds; exact for any realistic time (well below 2^53 ms).
+#[allow(clippy::cast_precision_loss)]
+fn secs(ms: u64) -> f64 {
+    ms as f64 / 1_000.0
+}
+
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+fn ms(secs: f64) -> Result<u64, String> {
+    if !(0.0..=1e13).contains(&secs) {
+        return Err(format!("{secs} is not a time in UNIX seconds"));
+    }
+    Ok((secs * 1_000.0).round() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+    use crate::resolve::dns::{Answer, NameResolution, Outcome};
+
+    fn settings() -> BookSettings {
+        BookSettings {
+            ttl_floor: Duration::from_secs(60),
+            ttl_ceiling: Duration::from_secs(3_600),
+            grace: Duration::from_secs(600),
+        }
+    }
+
+    fn tempdir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "enforcer-state-{tag}-{}-{}",
+            std::process::id(),
+            SAVE_COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn book() -> AddressBook {
+        let t0 = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        let mut book = AddressBook::new(settings());
+        book.set_uses(
+            [
+                (
+                    Use {
+                        platform: "zoom".into(),
+                        entry: 0,
+                    },
+                    "zoom.us".to_owned(),
+                ),
+                (
+                    Use {
+                        platform: "meet".into(),
+                        entry: 2,
+                    },
+                    "video.example".to_owned(),
+                ),
+            ],
+            t0,
+        );
+        let answer = |addrs: &[&str], chain: &[&str]| {
+            Outcome::Ok(Answer {
+                addresses: addrs.iter().map(|a| a.parse().unwrap()).collect(),
+                cname_chain: chain.iter().map(|s| (*s).to_owned()).collect(),
+                ttl: Some(120),
+                ipv4: true,
+                ipv6: true,
+            })
+        };
+        let res = |name: &str, outcome| NameResolution {
+            name: name.into(),
+            outcome,
+            elapsed: Duration::ZERO,
+        };
+        book.apply(
+            &res("zoom.us", answer(&["198.18.0.1", "2001:db8::1"], &[])),
+            t0,
+        );
+        book.apply(
+            &res(
+                "video.example",
+                answer(&["198.18.0.7"], &["edge.video.example"]),
+            ),
+            t0,
+        );
+        book.apply(
+            &res(
+                "video.example",
+                answer(&["198.18.0.8"], &["edge.video.example"]),
+            ),
+            t0 + Duration::from_millis(1_500),
+        );
+        book
+    }
+
+    #[test]
+    fn round_trip() {
+        let dir = tempdir("rt");
+        let book = book();
+        book.save(&dir).unwrap();
+        let loaded = AddressBook::load(&dir, settings()).unwrap();
+        assert_eq!(loaded, book);
+        assert_eq!(loaded.next_due(), book.next_due());
+        // Nothing but the state file is left behind.
+        let files: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(files, vec![std::ffi::OsString::from(STATE_FILE)]);
+        // Saving again replaces it.
+        book.save(&dir).unwrap();
+        assert_eq!(AddressBook::load(&dir, settings()).unwrap(), book);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn missing_is_empty_and_corrupt_is_an_error_naming_the_file() {
+        let dir = tempdir("bad");
+        assert!(AddressBook::load(&dir, settings()).unwrap().is_empty());
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(STATE_FILE);
+        for bad in [
+            "{\"version\": 1, \"names\": [",
+            "not json",
+            "{\"version\": 1, \"saved_at\": 1, \"names\": [{\"name\": \"a\", \"uses\": [], \"cname_chain\": [], \"ttl\": null, \"answered_at\": null, \"refresh_at\": 1, \"failures\": 0, \"addresses\": [{\"address\": \"nope\", \"cname_chain\": [], \"seen_at\": 1, \"expires_at\": 1, \"missing_since\": null}]}]}",
+            "{\"version\": 7}",
+        ] {
+            fs::write(&path, bad).unwrap();
+            let err = AddressBook::load(&dir, settings()).unwrap_err();
+            assert!(
+                err.to_string().contains(&path.display().to_string()),
+                "{err}"
+            );
+        }
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn file_shape() {
+        let dir = tempdir("shape");
+        book().save(&dir).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&fs::read(dir.join(STATE_FILE)).unwrap()).unwrap();
+        assert_eq!(v["version"], 1);
+        let zoom = &v["names"][1];
+        assert_eq!(zoom["name"], "zoom.us");
+        assert_eq!(zoom["uses"][0]["platform"], "zoom");
+        assert_eq!(zoom["addresses"][0]["address"], "198.18.0.1");
+        assert_eq!(zoom["addresses"][0]["expires_at"], 1_700_000_120.123);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,236 @@
+//! Real traffic through the lab: a server that counts what reaches it, and client probes.
+
+use std::collections::HashMap;
+use std::io::ErrorKind;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+
+use super::netns;
+
+/// What a TCP connection attempt from the client came to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Connect {
+    /// The handshake completed: the SYN reached the server and its answer came back.
+    Connected,
+    /// No answer within the timeout (what a dropped SYN looks like).
+    TimedOut,
+    /// The server answered with a reset: reachable, nothing listening.
+    Refused,
+    /// Anything else (refused, unreachable...), with the error.
+    Failed(String),
+}
+
+#[derive(Default)]
+struct Counts {
+    udp: HashMap<SocketAddr, u64>,
+    tcp: HashMap<SocketAddr, u64>,
+}
+
+/// UDP sockets and TCP listeners bound in the server namespace, counting datagrams received
+/// and connections accepted per local address. Stops when dropped.
+pub struct Server {
+    counts: Arc<Mutex<Counts>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<()>>>,
+}
+
+const POLL: Duration = Duration::from_millis(2);
+
+impl Server {
+    /// Binds every address in the namespace at `netns_path` and starts counting; returns once
+    /// all sockets are bound.
+    pub fn start(netns_path: PathBuf, udp: &[SocketAddr], tcp: &[SocketAddr]) -> Result<Server> {
+        let counts = Arc::new(Mutex::new(Counts::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<()>>();
+        let (udp, tcp) = (udp.to_vec(), tcp.to_vec());
+        let thread = {
+            let (counts, stop) = (Arc::clone(&counts), Arc::clone(&stop));
+            netns::spawn_in(netns_path, "lab-server", move || {
+                let bound = bind_all(&udp, &tcp);
+                let (udp_sockets, listeners) = match bound {
+                    Ok(sockets) => {
+                        let _ = ready_tx.send(Ok(()));
+                        sockets
+                    }
+                    Err(e) => {
+                        let message = format!("{e:#}");
+                        let _ = ready_tx.send(Err(e));
+                        bail!(message);
+                    }
+                };
+                serve(&udp_sockets, &listeners, &counts, &stop)
+            })?
+        };
+        let mut server = Server {
+            counts,
+            stop,
+            thread: Some(thread),
+        };
+        match ready_rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ok(())) => Ok(server),
+            Ok(Err(e)) => Err(e.context("starting the lab server")),
+            Err(_) => {
+                let outcome = server.shutdown();
+                Err(anyhow!("the lab server did not start: {outcome:?}"))
+            }
+        }
+    }
+
+    /// Datagrams received so far on `addr`.
+    pub fn udp_count(&self, addr: SocketAddr) -> u64 {
+        self.counts
+            .lock()
+            .map(|c| c.udp.get(&addr).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+
+    /// Connections accepted so far on `addr`.
+    pub fn tcp_accepted(&self, addr: SocketAddr) -> u64 {
+        self.counts
+            .lock()
+            .map(|c| c.tcp.get(&addr).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+
+    /// Waits until every `(addr, at_least)` has been reached on UDP or `timeout` passes;
+    /// returns whether all were reached.
+    pub fn wait_udp(&self, targets: &[(SocketAddr, u64)], timeout: Duration) -> bool {
+        wait_until(timeout, || {
+            targets.iter().all(|&(a, n)| self.udp_count(a) >= n)
+        })
+    }
+
+    /// Waits until every `(addr, at_least)` has been reached on TCP or `timeout` passes;
+    /// returns whether all were reached.
+    pub fn wait_tcp(&self, targets: &[(SocketAddr, u64)], timeout: Duration) -> bool {
+        wait_until(timeout, || {
+            targets.iter().all(|&(a, n)| self.tcp_accepted(a) >= n)
+        })
+    }
+
+    fn shutdown(&mut self) -> Result<()> {
+        self.stop.store(true, Ordering::SeqCst);
+        match self.thread.take() {
+            Some(thread) => thread
+                .join()
+                .map_err(|_| anyhow!("the lab server thread panicked"))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Err(e) = self.shutdown() {
+            eprintln!("lab: server: {e:#}");
+        }
+    }
+}
+
+fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+type Sockets = (Vec<(SocketAddr, UdpSocket)>, Vec<(SocketAddr, TcpListener)>);
+
+fn bind_all(udp: &[SocketAddr], tcp: &[SocketAddr]) -> Result<Sockets> {
+    let mut udp_sockets = Vec::new();
+    for &addr in udp {
+        let socket = UdpSocket::bind(addr).with_context(|| format!("binding UDP {addr}"))?;
+        socket.set_nonblocking(true)?;
+        udp_sockets.push((addr, socket));
+    }
+    let mut listeners = Vec::new();
+    for &addr in tcp {
+        let listener = TcpListener::bind(addr).with_context(|| format!("binding TCP {addr}"))?;
+        listener.set_nonblocking(true)?;
+        listeners.push((addr, listener));
+    }
+    Ok((udp_sockets, listeners))
+}
+
+fn serve(
+    udp: &[(SocketAddr, UdpSocket)],
+    tcp: &[(SocketAddr, TcpListener)],
+    counts: &Mutex<Counts>,
+    stop: &AtomicBool,
+) -> Result<()> {
+    let mut buf = [0u8; 2048];
+    while !stop.load(Ordering::SeqCst) {
+        for (addr, socket) in udp {
+            loop {
+                match socket.recv_from(&mut buf) {
+                    Ok(_) => {
+                        let mut c = counts.lock().map_err(|_| anyhow!("counts poisoned"))?;
+                        *c.udp.entry(*addr).or_default() += 1;
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e).with_context(|| format!("receiving on {addr}")),
+                }
+            }
+        }
+        for (addr, listener) in tcp {
+            loop {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        drop(stream);
+                        let mut c = counts.lock().map_err(|_| anyhow!("counts poisoned"))?;
+                        *c.tcp.entry(*addr).or_default() += 1;
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e).with_context(|| format!("accepting on {addr}")),
+                }
+            }
+        }
+        std::thread::sleep(POLL);
+    }
+    Ok(())
+}
+
+/// Sends `count` small datagrams to `dst` from the calling thread's namespace.
+pub fn send_udp(dst: SocketAddr, count: usize) -> Result<usize> {
+    let local: SocketAddr = match dst {
+        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let socket = UdpSocket::bind(local).context("binding a client UDP socket")?;
+    for i in 0..count {
+        let payload = format!("enforcer lab datagram {i}");
+        socket
+            .send_to(payload.as_bytes(), dst)
+            .with_context(|| format!("sending to {dst}"))?;
+    }
+    Ok(count)
+}
+
+/// One TCP connection attempt to `dst` from the calling thread's namespace.
+pub fn tcp_connect(dst: SocketAddr, timeout: Duration) -> Connect {
+    match TcpStream::connect_timeout(&dst, timeout) {
+        Ok(stream) => {
+            drop(stream);
+            Connect::Connected
+        }
+        Err(e) if e.kind() == ErrorKind::TimedOut || e.kind() == ErrorKind::WouldBlock => {
+            Connect::TimedOut
+        }
+        Err(e) if e.kind() == ErrorKind::ConnectionRefused => Connect::Refused,
+        Err(e) => Connect::Failed(e.to_string()),
+    }
+}

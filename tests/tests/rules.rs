@@ -1,0 +1,309 @@
+//! The shipped policy in `rules/`: it loads, it contains every platform we ship, no two
+//! platforms claim overlapping address space, every file says where its data comes from, and
+//! the real `enforcer check rules/` accepts it. No root needed.
+//!
+//! `cargo test -p tests --test rules` (the last test needs `cargo build -p enforcer` first, or
+//! `ENFORCER_BIN`).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use enforcer::policy::{self, DomainPattern, LoadOptions, MANAGED_FILE, Platform, Policy};
+use ipnet::IpNet;
+use tests::lab::enforcer_binary;
+
+/// Every platform we ship, each in `rules/<name>.yaml`. Adding or removing a file means
+/// updating this list (and rules/README.md).
+const SHIPPED: &[&str] = &[
+    "chime",
+    "gotomeeting",
+    "meet",
+    "teams",
+    "webex",
+    "whereby",
+    "zoom",
+];
+
+/// Pairs of prefixes of two *different* platforms that may overlap, each with the reason.
+/// Format: (platform, prefix, other platform, other prefix, why).
+///
+/// Empty on purpose: the vendors' dedicated ranges are disjoint. An entry belongs here only
+/// with a real reason (for example an `allow` platform carving an exception out of a `drop`
+/// platform), never to silence a copy mistake.
+const ALLOWED_OVERLAPS: &[(&str, &str, &str, &str, &str)] = &[];
+
+/// Shared ranges no shipped prefix may touch (spot checks, not an exhaustive list), each
+/// from vendor data read when the policy was written (see rules/README.md).
+const SHARED_RANGES: &[(&str, &str)] = &[
+    // AWS ip-ranges.json, service CLOUDFRONT. Zoom's ZoomMeetings-IPv6.txt lists
+    // 2600:9000:2600::/48 inside it; it is deliberately left out of zoom.yaml.
+    ("2600:9000:1000::/36", "AWS CloudFront"),
+    ("2600:9000:2000::/36", "AWS CloudFront"),
+    ("2600:9000:3000::/36", "AWS CloudFront"),
+    ("2600:9000:4000::/36", "AWS CloudFront"),
+    // Microsoft 365 endpoints (worldwide): sign-in, Exchange, SharePoint, "Common".
+    ("20.190.128.0/18", "Microsoft 365 sign-in (Common)"),
+    ("40.126.0.0/18", "Microsoft 365 sign-in (Common)"),
+    ("52.108.0.0/14", "Microsoft 365 Common"),
+    ("52.96.0.0/14", "Exchange Online"),
+    ("40.96.0.0/13", "Exchange Online"),
+    ("13.107.128.0/22", "Exchange Online"),
+    ("13.107.136.0/22", "SharePoint Online"),
+    ("52.104.0.0/14", "SharePoint Online"),
+];
+
+/// Names that are shared front ends or CDNs: no listed domain may be one of them or below
+/// one (a platform's own name below them would still resolve to shared addresses).
+const SHARED_SUFFIXES: &[&str] = &[
+    "cloudfront.net",
+    "akamaiedge.net",
+    "akamai.net",
+    "akamaitechnologies.com",
+    "edgekey.net",
+    "edgesuite.net",
+    "azureedge.net",
+    "azurefd.net",
+    "msedge.net",
+    "trafficmanager.net",
+    "fastly.net",
+    "cloudflare.net",
+    "amazonaws.com",
+    "google.com",
+    "googleapis.com",
+    "gstatic.com",
+    "googleusercontent.com",
+    "googlevideo.com",
+];
+
+/// Company-wide wildcards that reach far beyond a video service.
+const TOO_BROAD: &[&str] = &[
+    "*.cisco.com",
+    "*.microsoft.com",
+    "*.office.com",
+    "*.office.net",
+    "*.amazon.com",
+];
+
+fn rules_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate lives in the workspace")
+        .join("rules")
+}
+
+/// The `*.yaml` rule files we ship (the daemon's managed file, if an operator created one in
+/// a checkout, is not part of the shipped policy).
+fn rule_files() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(rules_dir())
+        .expect("rules/ is readable")
+        .map(|e| e.expect("directory entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .filter(|p| p.file_name().is_some_and(|n| n != MANAGED_FILE))
+        .collect();
+    files.sort();
+    files
+}
+
+fn load(paths: &[PathBuf]) -> Policy {
+    let options = LoadOptions {
+        never_block: vec![],
+    };
+    match policy::load_policy(paths, &options) {
+        Ok(policy) => policy,
+        Err(err) => panic!("the shipped policy {paths:?} does not load:\n{err}"),
+    }
+}
+
+fn prefixes(platform: &Platform) -> impl Iterator<Item = &IpNet> {
+    platform.entries.iter().flat_map(|e| e.prefixes.iter())
+}
+
+#[test]
+fn whole_directory_loads_and_ships_every_platform() {
+    let policy = load(&[rules_dir()]);
+    let names: BTreeSet<&str> = policy.platforms.iter().map(|p| p.name.as_str()).collect();
+    let expected: BTreeSet<&str> = SHIPPED.iter().copied().collect();
+    assert_eq!(names, expected, "platforms in rules/ differ from SHIPPED");
+
+    for name in SHIPPED {
+        let file = rules_dir().join(format!("{name}.yaml"));
+        assert!(file.is_file(), "{} is missing", file.display());
+        let alone = load(std::slice::from_ref(&file));
+        let defined: Vec<&str> = alone.platforms.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(
+            defined,
+            [*name],
+            "{} must define exactly platform `{name}`",
+            file.display()
+        );
+    }
+    assert_eq!(
+        rule_files().len(),
+        SHIPPED.len(),
+        "rules/ holds a rule file that is not in SHIPPED: {:?}",
+        rule_files()
+    );
+
+    for platform in &policy.platforms {
+        assert!(
+            !platform.entries.is_empty(),
+            "`{}` has no entries",
+            platform.name
+        );
+        assert!(
+            platform
+                .description
+                .as_deref()
+                .is_some_and(|d| !d.trim().is_empty()),
+            "`{}` has no description",
+            platform.name
+        );
+    }
+}
+
+#[test]
+fn no_prefix_overlaps_another_platform() {
+    let policy = load(&[rules_dir()]);
+    let allowed = |a: &str, pa: &IpNet, b: &str, pb: &IpNet| {
+        ALLOWED_OVERLAPS.iter().any(|&(x, px, y, py, _why)| {
+            let (px, py): (IpNet, IpNet) = (px.parse().unwrap(), py.parse().unwrap());
+            (x == a && px == *pa && y == b && py == *pb)
+                || (x == b && px == *pb && y == a && py == *pa)
+        })
+    };
+    let mut clashes = Vec::new();
+    for (i, a) in policy.platforms.iter().enumerate() {
+        for b in &policy.platforms[i + 1..] {
+            for pa in prefixes(a) {
+                for pb in prefixes(b) {
+                    if (pa.contains(pb) || pb.contains(pa)) && !allowed(&a.name, pa, &b.name, pb) {
+                        clashes.push(format!("{} {pa} <-> {} {pb}", a.name, b.name));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        clashes.is_empty(),
+        "prefixes of different platforms overlap (add to ALLOWED_OVERLAPS only with a real \
+         reason):\n{}",
+        clashes.join("\n")
+    );
+}
+
+#[test]
+fn every_file_names_its_https_source_and_date() {
+    let files = rule_files();
+    assert!(
+        !files.is_empty(),
+        "no rule files in {}",
+        rules_dir().display()
+    );
+    for file in &files {
+        let policy = load(std::slice::from_ref(file));
+        for platform in &policy.platforms {
+            let reference = platform.reference.as_deref().unwrap_or_default();
+            assert!(
+                reference.starts_with("https://") && reference.len() > "https://".len(),
+                "{}: platform `{}` needs `reference: https://...`, found {reference:?}",
+                file.display(),
+                platform.name
+            );
+        }
+
+        // The header comment says where the data came from and when.
+        let text = std::fs::read_to_string(file).expect("rule file is readable");
+        let header: Vec<&str> = text.lines().take_while(|l| l.starts_with('#')).collect();
+        assert!(
+            !header.is_empty(),
+            "{}: must start with a comment naming the source URL and the data's date",
+            file.display()
+        );
+        let header = header.join("\n");
+        assert!(
+            header.contains("https://"),
+            "{}: the header comment names no https:// source",
+            file.display()
+        );
+        assert!(
+            contains_iso_date(&header),
+            "{}: the header comment gives no YYYY-MM-DD date for the data",
+            file.display()
+        );
+    }
+}
+
+#[test]
+fn no_shared_range_or_shared_name_is_blocked() {
+    let policy = load(&[rules_dir()]);
+    let mut problems = Vec::new();
+    for platform in &policy.platforms {
+        for prefix in prefixes(platform) {
+            for (shared, what) in SHARED_RANGES {
+                let shared: IpNet = shared.parse().unwrap();
+                if prefix.contains(&shared) || shared.contains(prefix) {
+                    problems.push(format!(
+                        "{}: {prefix} overlaps {what} {shared}",
+                        platform.name
+                    ));
+                }
+            }
+        }
+        for entry in &platform.entries {
+            for domain in &entry.domains {
+                let name = match domain {
+                    DomainPattern::Exact(n) | DomainPattern::Wildcard(n) => n.as_str(),
+                };
+                for suffix in SHARED_SUFFIXES {
+                    if name == *suffix || name.ends_with(&format!(".{suffix}")) {
+                        problems.push(format!(
+                            "{}: {domain} is a shared front end/CDN name ({suffix})",
+                            platform.name
+                        ));
+                    }
+                }
+                if TOO_BROAD.contains(&domain.to_string().as_str()) {
+                    problems.push(format!(
+                        "{}: {domain} covers far more than a video service",
+                        platform.name
+                    ));
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn enforcer_check_accepts_the_shipped_rules() {
+    let binary = enforcer_binary().expect("the enforcer binary");
+    let output = Command::new(&binary)
+        .arg("check")
+        .arg(rules_dir())
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", binary.display()));
+    assert!(
+        output.status.success(),
+        "`enforcer check rules/` exited with {}:\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "`enforcer check` must exit 0 on a valid policy"
+    );
+}
+
+/// Whether `text` contains a date written as `YYYY-MM-DD` (4-2-2 digits).
+fn contains_iso_date(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    bytes.windows(10).any(|w| {
+        w.iter().enumerate().all(|(i, &b)| match i {
+            4 | 7 => b == b'-',
+            _ => b.is_ascii_digit(),
+        })
+    })
+}

@@ -1,0 +1,190 @@
+//! `cargo xtask setup`: install, idempotently, what building and testing need.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::util::{probe, run_cmd};
+
+/// Debian packages: LLVM for bpf-linker, iproute2 for the labs, the traffic and firewall tools
+/// used around the tests, and Prometheus for `promtool` (checks the shipped alert rules).
+const PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libzstd-dev",
+    "zlib1g-dev",
+    "iproute2",
+    "dnsmasq-base",
+    "netsniff-ng",
+    "xdp-tools",
+    "nftables",
+    "ipset",
+    "prometheus",
+];
+
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
+
+pub fn run() -> Result<()> {
+    require_root()?;
+    debian_packages()?;
+    nightly_rust_src()?;
+    bpf_linker()?;
+    println!("setup: done");
+    Ok(())
+}
+
+fn require_root() -> Result<()> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "setup must run as root (it installs packages, and the namespace tests create \
+             network namespaces and attach XDP programs): run it again with sudo or as root"
+        );
+    }
+    Ok(())
+}
+
+fn installed(package: &str) -> bool {
+    let (ok, status) = probe(Command::new("dpkg-query").args(["-W", "-f=${Status}", package]));
+    ok && status.trim() == "install ok installed"
+}
+
+fn debian_packages() -> Result<()> {
+    let mut missing = Vec::new();
+    for package in PACKAGES {
+        if installed(package) {
+            println!("setup: {package} present");
+        } else {
+            println!("setup: {package} missing");
+            missing.push(*package);
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    println!("setup: installing {}", missing.join(" "));
+    run_cmd(
+        Command::new("apt-get")
+            .arg("update")
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    // Packages with daemons (prometheus) must not start them here: without a policy-rc.d that
+    // says so, put one in place for the duration of the install.
+    let guard = ServiceStartGuard::install()?;
+    let result = run_cmd(
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    );
+    drop(guard);
+    result?;
+    for package in &missing {
+        if !installed(package) {
+            bail!("{package} is still not installed after apt-get install");
+        }
+        println!("setup: {package} installed");
+    }
+    Ok(())
+}
+
+/// A temporary `policy-rc.d` that forbids starting services, removed on drop; does nothing
+/// when the machine already has one.
+struct ServiceStartGuard {
+    created: bool,
+}
+
+impl ServiceStartGuard {
+    fn install() -> Result<Self> {
+        let path = Path::new(POLICY_RC_D);
+        if path.exists() {
+            return Ok(Self { created: false });
+        }
+        std::fs::write(
+            path,
+            "#!/bin/sh\n# temporary, by cargo xtask setup\nexit 101\n",
+        )
+        .with_context(|| format!("writing {POLICY_RC_D}"))?;
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("making {POLICY_RC_D} executable"))?;
+        Ok(Self { created: true })
+    }
+}
+
+impl Drop for ServiceStartGuard {
+    fn drop(&mut self) {
+        if self.created {
+            let _ = std::fs::remove_file(POLICY_RC_D);
+        }
+    }
+}
+
+fn nightly_rust_src() -> Result<()> {
+    let (ok, toolchains) = probe(Command::new("rustup").args(["toolchain", "list"]));
+    if !ok {
+        bail!("rustup not found: install Rust with rustup (https://rustup.rs) first");
+    }
+    let has_nightly = toolchains
+        .lines()
+        .any(|line| line.starts_with("nightly-") || line.starts_with("nightly "));
+    if !has_nightly {
+        println!("setup: installing the nightly toolchain with rust-src");
+        return run_cmd(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src",
+        ]));
+    }
+    let (_, components) =
+        probe(Command::new("rustup").args(["+nightly", "component", "list", "--installed"]));
+    if components.lines().any(|line| line.starts_with("rust-src")) {
+        println!("setup: nightly rust-src present");
+        return Ok(());
+    }
+    println!("setup: installing nightly rust-src");
+    run_cmd(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+}
+
+fn bpf_linker() -> Result<()> {
+    let (ok, version) = probe(Command::new("bpf-linker").arg("--version"));
+    if ok {
+        println!("setup: {} present", version.trim());
+        return Ok(());
+    }
+    println!("setup: installing bpf-linker (builds against LLVM 22; takes a few minutes)");
+    let path = match std::env::var_os("PATH") {
+        Some(path) => {
+            let mut dirs = vec![Path::new(LLVM_PREFIX).join("bin")];
+            dirs.extend(std::env::split_paths(&path));
+            std::env::join_paths(dirs).context("building PATH")?
+        }
+        None => format!("{LLVM_PREFIX}/bin").into(),
+    };
+    run_cmd(
+        crate::util::cargo()
+            .args([
+                "install",
+                "bpf-linker",
+                "--no-default-features",
+                "--features",
+                "llvm-22",
+            ])
+            .env("PATH", path)
+            .env("LLVM_SYS_221_PREFIX", LLVM_PREFIX),
+    )?;
+    let (ok, version) = probe(Command::new("bpf-linker").arg("--version"));
+    if !ok {
+        bail!(
+            "bpf-linker was installed but `bpf-linker --version` fails: is ~/.cargo/bin on PATH?"
+        );
+    }
+    println!("setup: {} installed", version.trim());
+    Ok(())
+}
