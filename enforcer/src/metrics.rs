@@ -16,19 +16,9 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use crate::compile::CompiledPolicy;
-use crate::datapath::attach::Attached;
-use crate::datapath::{Datapath, MatchKey};
+use crate::daemon::DaemonState;
+use crate::datapath::MatchKey;
 use crate::policy::Policy;
-
-/// What the daemon holds while it runs.
-pub struct DaemonState {
-    pub datapath: Datapath,
-    pub policy: Policy,
-    pub compiled: CompiledPolicy,
-    pub attached: Vec<Attached>,
-    pub last_policy_update: SystemTime,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
@@ -193,7 +183,9 @@ pub fn render(state: &Mutex<DaemonState>) -> Result<String, String> {
         "gauge",
         "Prefixes enforced per platform, family and source.",
     );
+    let dns = state.book.counts();
     for platform in &state.policy.platforms {
+        let resolved = dns.get(&platform.name).copied().unwrap_or_default();
         let (mut v4, mut v6) = (0usize, 0usize);
         for net in platform.entries.iter().flat_map(|e| e.prefixes.iter()) {
             match net {
@@ -201,9 +193,11 @@ pub fn render(state: &Mutex<DaemonState>) -> Result<String, String> {
                 IpNet::V6(_) => v6 += 1,
             }
         }
-        for (family, count) in [("ipv4", v4), ("ipv6", v6)] {
-            for source in ["dns", "published", "learned"] {
-                let value = if source == "published" { count } else { 0 };
+        for (family, published, resolved) in
+            [("ipv4", v4, resolved.ipv4), ("ipv6", v6, resolved.ipv6)]
+        {
+            // Wildcard learning does not exist yet: nothing is ever `learned`.
+            for (source, value) in [("dns", resolved), ("published", published), ("learned", 0)] {
                 let _ = writeln!(
                     out,
                     "enforcer_prefixes{{platform=\"{}\",family=\"{family}\",source=\"{source}\"}} {value}",
@@ -212,6 +206,8 @@ pub fn render(state: &Mutex<DaemonState>) -> Result<String, String> {
             }
         }
     }
+
+    state.resolve_metrics.render(&mut out);
 
     header(
         &mut out,

@@ -5,19 +5,24 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use ipnet::IpNet;
 
 use crate::cli::config::{ConfigError, FileConfig};
 use crate::cli::detach::DEFAULT_BPFFS;
-use crate::compile::{self, CompileError};
+use crate::compile::CompiledPolicy;
+use crate::daemon::{self, DaemonState, EnforceError};
 use crate::datapath::attach::{self, AttachError, ModeRequest};
 use crate::datapath::bpffs::{self, BpffsError};
 use crate::datapath::{Datapath, DatapathError};
-use crate::metrics::{self, DaemonState, MetricsError};
+use crate::metrics::{self, MetricsError};
 use crate::netif;
-use crate::policy::{self, LoadOptions, Policy, PolicyError};
+use crate::policy::{self, DomainPattern, LoadOptions, Policy, PolicyError};
+use crate::resolve::{
+    self, AddressBook, BookSettings, ResolveMetrics, Resolver, ResolverAddrError, ResolverConfig,
+    ResolverError,
+};
 
 pub const DEFAULT_RULES: &str = "/etc/enforcer/rules";
 pub const DEFAULT_METRICS: &str = "127.0.0.1:9464";
@@ -100,7 +105,11 @@ pub enum RunError {
     #[error("policy refused, nothing was changed:\n{0}")]
     Policy(#[from] PolicyError),
     #[error("policy refused, nothing was changed: {0}")]
-    Compile(#[from] CompileError),
+    Enforce(#[from] EnforceError),
+    #[error("--resolver {0}")]
+    ResolverAddress(#[from] ResolverAddrError),
+    #[error("resolver: {0}")]
+    Resolver(#[from] ResolverError),
     #[error("reading the gateway's addresses: {0}")]
     LocalAddresses(std::io::Error),
     #[error(transparent)]
@@ -189,56 +198,90 @@ impl RunArgs {
 
 pub fn execute(args: RunArgs) -> Result<ExitCode, RunError> {
     let settings = args.settings()?;
-    let policy = load_policy(&settings)?;
-    let compiled = compile::compile(&policy)?;
+    let never_block = never_block_list(&settings)?;
+    let policy = load_policy(&settings, &never_block)?;
+    let resolver_config = resolver_config(&settings, &never_block)?;
+
+    // Fail-static across restarts: the last known addresses are enforced before any DNS answer.
+    let book_settings = BookSettings::from_config(&resolver_config);
+    let mut book = AddressBook::load(&settings.state_dir, book_settings).unwrap_or_else(|error| {
+        tracing::error!(%error, "the saved addresses are unusable; starting without them");
+        AddressBook::new(book_settings)
+    });
+    let restored = book.len();
+    let now = SystemTime::now();
+    book.set_uses(resolve::policy_uses(&policy), now);
+    // Enforce what was known, then ask DNS again at once rather than when the saved TTLs end.
+    book.refresh_all(now);
+    let resolve_metrics = ResolveMetrics::new();
+    resolve_metrics.register_platforms(policy.platforms.iter().map(|p| p.name.as_str()));
 
     bpffs::ensure(&settings.bpffs)?;
-    let mut datapath = Datapath::load_pinned(&settings.bpffs)?;
-    let stats = datapath.apply(&compiled)?;
+    let datapath = Datapath::load_pinned(&settings.bpffs)?;
+    let mut state = DaemonState {
+        datapath,
+        policy,
+        compiled: CompiledPolicy::default(),
+        attached: Vec::new(),
+        last_policy_update: SystemTime::now(),
+        book,
+        resolve_metrics,
+        state_dir: settings.state_dir.clone(),
+        never_block: resolver_config.never_block.clone(),
+    };
+    let stats = state.enforce()?;
     tracing::info!(
-        platforms = policy.platforms.len(),
-        prefixes_v4 = compiled.v4.len(),
-        prefixes_v6 = compiled.v6.len(),
+        platforms = state.policy.platforms.len(),
+        prefixes_v4 = state.compiled.v4.len(),
+        prefixes_v6 = state.compiled.v6.len(),
+        names = state.book.len(),
+        restored_names = restored,
+        restored_addresses = state.book.mappings().len(),
         inserted = stats.inserted,
         updated = stats.updated,
         removed = stats.removed,
         unchanged = stats.unchanged,
         "policy applied"
     );
-    report_unenforced_domains(&policy);
-    let attached = attach::attach_all(
-        datapath.program_mut()?,
+    report_wildcards(&state.policy);
+    state.attached = attach::attach_all(
+        state.datapath.program_mut()?,
         &settings.bpffs,
         &settings.interfaces,
         settings.xdp_mode,
     )?;
-    for a in &attached {
+    for a in &state.attached {
         tracing::info!(interface = %a.interface, mode = a.mode.as_str(), adopted = a.adopted, "enforcing");
     }
 
-    let state = Arc::new(Mutex::new(DaemonState {
-        datapath,
-        policy,
-        compiled,
-        attached,
-        last_policy_update: SystemTime::now(),
-    }));
+    let state = Arc::new(Mutex::new(state));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(RunError::Runtime)?;
-    runtime.block_on(serve(settings, state))?;
+    runtime.block_on(serve(settings, resolver_config, Arc::clone(&state)))?;
+    if let Ok(state) = state.lock() {
+        state.save_book();
+    }
     tracing::info!("stopping; the program, links and maps stay pinned and keep enforcing");
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(settings: Settings, state: Arc<Mutex<DaemonState>>) -> Result<(), RunError> {
+async fn serve(
+    settings: Settings,
+    resolver_config: ResolverConfig,
+    state: Arc<Mutex<DaemonState>>,
+) -> Result<(), RunError> {
     let metrics_task = match settings.metrics {
-        Some(addr) => Some(metrics::spawn(addr, state).await?),
+        Some(addr) => Some(metrics::spawn(addr, Arc::clone(&state)).await?),
         None => None,
     };
+    let resolver = Arc::new(Resolver::new(&resolver_config)?);
+    tracing::info!(servers = ?resolver.servers(), "resolving the policy's domains");
+    let refresh_task = tokio::spawn(daemon::refresh_loop(state, resolver));
     wait_for_termination().await.map_err(RunError::Runtime)?;
+    refresh_task.abort();
     if let Some(task) = metrics_task {
         task.abort();
     }
@@ -256,10 +299,19 @@ async fn wait_for_termination() -> std::io::Result<()> {
     Ok(())
 }
 
-fn load_policy(settings: &Settings) -> Result<Policy, RunError> {
-    let mut never_block = settings.never_block.clone();
-    never_block.extend(netif::local_addresses().map_err(RunError::LocalAddresses)?);
-    never_block.extend(resolver_addresses(&settings.resolvers));
+/// The built-in list, `--never-block`, and the gateway's own addresses. The resolvers' addresses
+/// are added by [`resolver_config`] for DNS and here for the policy.
+fn never_block_list(settings: &Settings) -> Result<Vec<IpNet>, RunError> {
+    let mut list = settings.never_block.clone();
+    list.extend(netif::local_addresses().map_err(RunError::LocalAddresses)?);
+    Ok(list)
+}
+
+fn load_policy(settings: &Settings, never_block: &[IpNet]) -> Result<Policy, RunError> {
+    let mut never_block = never_block.to_vec();
+    for text in &settings.resolvers {
+        never_block.push(IpNet::from(resolve::parse_resolver(text)?.ip()));
+    }
     let options = LoadOptions { never_block };
     Ok(policy::load_policy(
         std::slice::from_ref(&settings.rules),
@@ -267,33 +319,43 @@ fn load_policy(settings: &Settings) -> Result<Policy, RunError> {
     )?)
 }
 
-/// Host routes of the configured resolvers (ADDR or ADDR:PORT, IPv6 in brackets with a port).
-fn resolver_addresses(resolvers: &[String]) -> Vec<IpNet> {
-    resolvers
+fn resolver_config(settings: &Settings, never_block: &[IpNet]) -> Result<ResolverConfig, RunError> {
+    let servers = settings
+        .resolvers
         .iter()
-        .filter_map(|r| {
-            r.parse::<std::net::IpAddr>()
-                .ok()
-                .or_else(|| r.parse::<SocketAddr>().ok().map(|s| s.ip()))
-        })
-        .map(IpNet::from)
-        .collect()
+        .map(|text| resolve::parse_resolver(text))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut config = ResolverConfig {
+        servers,
+        ttl_floor: Duration::from_secs(settings.ttl_floor),
+        ttl_ceiling: Duration::from_secs(settings.ttl_ceiling),
+        grace: Duration::from_secs(settings.grace),
+        max_addresses_per_name: usize::try_from(settings.max_addresses_per_name)
+            .unwrap_or(usize::MAX),
+        shared_suffixes: settings.shared_suffixes.clone(),
+        ..ResolverConfig::default()
+    };
+    config.never_block.extend(never_block.iter().copied());
+    Ok(config)
 }
 
-/// Domains are accepted now and enforced once resolution exists; say so rather than pretend.
-fn report_unenforced_domains(policy: &Policy) {
+/// Wildcards are accepted now and enforced once learning from DNS answers exists; say so rather
+/// than pretend.
+fn report_wildcards(policy: &Policy) {
     for platform in &policy.platforms {
-        let domains: Vec<String> = platform
+        let wildcards: Vec<String> = platform
             .entries
             .iter()
-            .flat_map(|e| e.domains.iter().map(ToString::to_string))
+            .flat_map(|e| e.domains.iter())
+            .filter(|d| matches!(d, DomainPattern::Wildcard(_)))
+            .map(ToString::to_string)
             .collect();
-        if !domains.is_empty() {
+        if !wildcards.is_empty() {
             tracing::warn!(
                 platform = %platform.name,
-                domains = domains.len(),
-                first = %domains.iter().take(3).cloned().collect::<Vec<_>>().join(", "),
-                "domains are not yet enforced: only published prefixes are"
+                wildcards = wildcards.len(),
+                first = %wildcards.iter().take(3).cloned().collect::<Vec<_>>().join(", "),
+                "wildcard domains are not yet enforced: only exact domains and prefixes are"
             );
         }
     }

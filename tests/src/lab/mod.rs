@@ -97,6 +97,7 @@ pub struct Lab {
     daemon: Option<Daemon>,
     logs: Vec<PathBuf>,
     policies: usize,
+    daemon_args: Vec<String>,
 }
 
 pub fn is_root() -> bool {
@@ -126,6 +127,7 @@ impl Lab {
             daemon: None,
             logs: Vec::new(),
             policies: 0,
+            daemon_args: Vec::new(),
         };
         lab.build()
             .with_context(|| format!("building lab {}", lab.id))?;
@@ -280,6 +282,16 @@ impl Lab {
         format!("{}-{}", self.id, side.suffix())
     }
 
+    /// Extra `enforcer run` options for every daemon this lab starts from now on.
+    pub fn add_daemon_args(&mut self, args: &[&str]) {
+        self.daemon_args.extend(args.iter().map(|a| a.to_string()));
+    }
+
+    /// The daemon's `--state-dir`.
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
     /// The daemon's `--bpffs` directory (on the lab's own BPF filesystem).
     pub fn bpffs(&self) -> PathBuf {
         self.dir.join("bpffs").join("enforcer")
@@ -355,7 +367,8 @@ impl Lab {
             .arg("--socket")
             .arg(self.dir.join("enforcer.sock"))
             .arg("--state-dir")
-            .arg(self.dir.join("state"));
+            .arg(self.state_dir())
+            .args(&self.daemon_args);
         Ok(command)
     }
 
