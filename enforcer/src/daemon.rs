@@ -2,16 +2,18 @@
 //! prefixes plus the addresses DNS gave for its domains, compiled together and applied as a diff.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use ipnet::IpNet;
+use tokio::sync::Notify;
 
 use crate::compile::{self, CompileError, CompiledPolicy, EntryAddress};
 use crate::datapath::attach::Attached;
 use crate::datapath::{ApplyStats, Datapath, DatapathError};
-use crate::policy::Policy;
+use crate::policy::managed::{self, ManagedError, ManagedPlatform};
+use crate::policy::{self, LoadOptions, MANAGED_FILE, Policy, PolicyError};
 use crate::resolve::{self, AddressBook, ResolveMetrics, Resolver, StateError};
 
 /// Shortest and longest sleep of the refresh loop between looks at the address book.
@@ -33,6 +35,94 @@ pub struct DaemonState {
     /// DNS may never make these blocked; also re-checked for addresses read from the state file,
     /// which may predate a `--never-block` the operator added since.
     pub never_block: Vec<IpNet>,
+    /// `--rules` and how it is loaded, for `reload`, `rules` and the file watcher.
+    pub rules_path: PathBuf,
+    pub load_options: LoadOptions,
+    pub reloads_ok: u64,
+    pub reloads_error: u64,
+    /// Wakes the refresh loop when a new policy brings names to resolve.
+    pub wake: Arc<Notify>,
+    /// The policy files as last read, so the watcher reloads only on a real change.
+    pub files_seen: Fingerprint,
+}
+
+/// Names, sizes and modification times of a policy's files.
+pub type Fingerprint = Vec<(PathBuf, u64, Option<SystemTime>)>;
+
+/// How often the policy files are looked at.
+const WATCH_INTERVAL: Duration = Duration::from_millis(250);
+
+/// The fingerprint of `--rules`: the file, or the directory's `*.yaml` files.
+pub fn fingerprint(path: &Path) -> Fingerprint {
+    let stat = |p: PathBuf| {
+        let meta = std::fs::metadata(&p).ok();
+        let size = meta.as_ref().map_or(0, std::fs::Metadata::len);
+        let modified = meta.and_then(|m| m.modified().ok());
+        (p, size, modified)
+    };
+    if !path.is_dir() {
+        return vec![stat(path.to_path_buf())];
+    }
+    let mut files: Fingerprint = std::fs::read_dir(path)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| !n.starts_with('.') && n.ends_with(".yaml"))
+        })
+        .map(stat)
+        .collect();
+    files.sort();
+    files
+}
+
+/// Reloads the policy whenever its files change (an invalid change is refused and logged; the
+/// running policy stays). Runs until the task is dropped.
+pub async fn watch_policy(state: Arc<Mutex<DaemonState>>) {
+    loop {
+        tokio::time::sleep(WATCH_INTERVAL).await;
+        let path = match state.lock() {
+            Ok(s) => s.rules_path.clone(),
+            Err(_) => return,
+        };
+        let now = fingerprint(&path);
+        let Ok(mut s) = state.lock() else { return };
+        if s.files_seen != now {
+            let _ = s.reload("policy files changed");
+        }
+    }
+}
+
+/// What a successful policy change did, for the operator.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PolicyChange {
+    pub platforms: usize,
+    pub prefixes_v4: usize,
+    pub prefixes_v6: usize,
+    pub inserted: usize,
+    pub updated: usize,
+    pub removed: usize,
+    pub policy_digest: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{0}")]
+    Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Enforce(#[from] EnforceError),
+    #[error("--rules {0} is a single file: `enforcer rules` needs a policy directory")]
+    NotADirectory(PathBuf),
+    #[error("{0}")]
+    Managed(#[from] ManagedError),
+    #[error("writing {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,28 +138,189 @@ impl DaemonState {
     /// The datapath applies it as a diff, additions before removals, so an address that stays
     /// blocked is never let through; on an error the maps keep at least what they had.
     pub fn enforce(&mut self) -> Result<ApplyStats, EnforceError> {
-        let compiled = compile::compile_with(&self.policy, self.dns_addresses())?;
+        let addresses = dns_addresses(&self.policy, &self.book, &self.never_block);
+        let compiled = compile::compile_with(&self.policy, addresses)?;
         let stats = self.datapath.apply(&compiled)?;
         self.compiled = compiled;
         Ok(stats)
     }
 
-    /// The book's addresses as compiler input, minus any inside the never-block list.
-    fn dns_addresses(&self) -> Vec<EntryAddress> {
-        let index: HashMap<&str, usize> = self
-            .policy
+    /// The book's addresses as compiler input (see [`dns_addresses`]).
+    pub fn entry_addresses(&self) -> Vec<EntryAddress> {
+        dns_addresses(&self.policy, &self.book, &self.never_block)
+    }
+
+    /// Re-reads `--rules` and installs it; on any error the running policy stays.
+    pub fn reload(&mut self, why: &str) -> Result<PolicyChange, ReloadError> {
+        self.files_seen = fingerprint(&self.rules_path);
+        let loaded =
+            policy::load_policy(std::slice::from_ref(&self.rules_path), &self.load_options);
+        let result = loaded
+            .map_err(ReloadError::from)
+            .and_then(|policy| self.install(policy, why));
+        self.count_reload(why, &result);
+        result
+    }
+
+    /// Edits the managed file of the policy directory, checks the whole resulting policy, and
+    /// only then writes the file and installs the policy.
+    pub fn edit_managed(
+        &mut self,
+        why: &str,
+        edit: impl FnOnce(&mut Vec<ManagedPlatform>) -> Result<(), ManagedError>,
+    ) -> Result<PolicyChange, ReloadError> {
+        let result = self.try_edit_managed(why, edit);
+        self.count_reload(why, &result);
+        result
+    }
+
+    fn try_edit_managed(
+        &mut self,
+        why: &str,
+        edit: impl FnOnce(&mut Vec<ManagedPlatform>) -> Result<(), ManagedError>,
+    ) -> Result<PolicyChange, ReloadError> {
+        let dir = self.rules_path.clone();
+        if !dir.is_dir() {
+            return Err(ReloadError::NotADirectory(dir));
+        }
+        let path = dir.join(MANAGED_FILE);
+        let mut platforms = match std::fs::read_to_string(&path) {
+            Ok(text) => managed::from_parsed(policy::read_managed(&path, &text)?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(source) => return Err(PolicyError::Io { path, source }.into()),
+        };
+        edit(&mut platforms)?;
+        let text = managed::render(&platforms);
+        let policy = policy::load_policy_with_managed(&dir, Some(&text), &self.load_options)?;
+        write_atomically(&path, &text)?;
+        self.files_seen = fingerprint(&self.rules_path);
+        self.install(policy, why)
+    }
+
+    fn count_reload<T>(&mut self, why: &str, result: &Result<T, ReloadError>) {
+        match result {
+            Ok(_) => self.reloads_ok += 1,
+            Err(error) => {
+                self.reloads_error += 1;
+                tracing::error!(%error, "{why}: policy refused; the running policy stays");
+            }
+        }
+    }
+
+    /// Switches to `policy`: the book follows its names, the new sets are compiled beside the
+    /// running ones and applied in one step. Nothing changes when any step fails.
+    pub fn install(&mut self, policy: Policy, why: &str) -> Result<PolicyChange, ReloadError> {
+        let now = SystemTime::now();
+        let mut book = self.book.clone();
+        let names = book.set_uses(resolve::policy_uses(&policy), now);
+        let addresses = dns_addresses(&policy, &book, &self.never_block);
+        let compiled = compile::compile_with(&policy, addresses).map_err(EnforceError::from)?;
+        let stats = self.datapath.apply(&compiled).map_err(EnforceError::from)?;
+        let change = PolicyChange {
+            platforms: policy.platforms.len(),
+            prefixes_v4: compiled.v4.len(),
+            prefixes_v6: compiled.v6.len(),
+            inserted: stats.inserted,
+            updated: stats.updated,
+            removed: stats.removed,
+            policy_digest: policy_digest(&policy),
+        };
+        tracing::info!(
+            platforms = change.platforms,
+            prefixes_v4 = change.prefixes_v4,
+            prefixes_v6 = change.prefixes_v6,
+            inserted = change.inserted,
+            updated = change.updated,
+            removed = change.removed,
+            dns_added = names.added.len(),
+            dns_removed = names.removed.len(),
+            digest = %change.policy_digest,
+            "{why}: policy applied"
+        );
+        self.resolve_metrics
+            .register_platforms(policy.platforms.iter().map(|p| p.name.as_str()));
+        self.policy = policy;
+        self.book = book;
+        self.compiled = compiled;
+        self.last_policy_update = now;
+        self.save_book();
+        self.wake.notify_one();
+        Ok(change)
+    }
+}
+
+/// A short, stable digest of what a policy enforces (names, actions, entries; not comments or
+/// file layout), so that two gateways can be compared at a glance.
+pub fn policy_digest(policy: &Policy) -> String {
+    // FNV-1a over a canonical rendering: not cryptographic, only an identity for humans.
+    let mut canonical = String::new();
+    for p in &policy.platforms {
+        canonical.push_str(&format!("{}|{}\n", p.name, p.action));
+        for e in &p.entries {
+            let domains: Vec<String> = e.domains.iter().map(ToString::to_string).collect();
+            let prefixes: Vec<String> = e.prefixes.iter().map(ToString::to_string).collect();
+            let ports: Vec<String> = e.ports.iter().map(ToString::to_string).collect();
+            canonical.push_str(&format!(
+                "{}|{}|{}|{}\n",
+                domains.join(","),
+                prefixes.join(","),
+                e.protocol.as_str(),
+                ports.join(",")
+            ));
+        }
+    }
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in canonical.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+/// Writes `path` through a hidden temporary file in the same directory and a rename, so the
+/// policy loader (which skips hidden files) never reads half a file.
+fn write_atomically(path: &Path, text: &str) -> Result<(), ReloadError> {
+    let write_error = |source| ReloadError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, text).map_err(write_error)?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        write_error(e)
+    })
+}
+
+impl DaemonState {
+    /// Writes the book to the state directory; a failure is logged, enforcement goes on.
+    pub fn save_book(&self) {
+        if let Err(error) = self.book.save(&self.state_dir) {
+            log_state_error(&error);
+        }
+    }
+}
+
+/// The book's addresses as compiler input, minus any inside the never-block list.
+fn dns_addresses(policy: &Policy, book: &AddressBook, never_block: &[IpNet]) -> Vec<EntryAddress> {
+    {
+        let index: HashMap<&str, usize> = policy
             .platforms
             .iter()
             .enumerate()
             .map(|(i, p)| (p.name.as_str(), i))
             .collect();
         let mut refused = 0usize;
-        let addresses = self
-            .book
+        let addresses = book
             .mappings()
             .into_iter()
             .filter_map(|m| {
-                if self.never_block.iter().any(|n| n.contains(&m.address)) {
+                if never_block.iter().any(|n| n.contains(&m.address)) {
                     refused += 1;
                     return None;
                 }
@@ -87,13 +338,6 @@ impl DaemonState {
             );
         }
         addresses
-    }
-
-    /// Writes the book to the state directory; a failure is logged, enforcement goes on.
-    pub fn save_book(&self) {
-        if let Err(error) = self.book.save(&self.state_dir) {
-            log_state_error(&error);
-        }
     }
 }
 
@@ -129,6 +373,10 @@ fn enforce_after(state: &mut DaemonState, what: &str, added: usize, removed: usi
 /// answers into the book, applies what changed to the datapath and saves the state. Runs until
 /// the task is dropped.
 pub async fn refresh_loop(state: Arc<Mutex<DaemonState>>, resolver: Arc<Resolver>) {
+    let wake = match state.lock() {
+        Ok(s) => Arc::clone(&s.wake),
+        Err(_) => return,
+    };
     loop {
         let now = SystemTime::now();
         let due = match state.lock() {
@@ -163,7 +411,10 @@ pub async fn refresh_loop(state: Arc<Mutex<DaemonState>>, resolver: Arc<Resolver
             .and_then(|t| t.duration_since(SystemTime::now()).ok())
             .unwrap_or(MIN_IDLE)
             .clamp(MIN_IDLE, MAX_IDLE);
-        tokio::time::sleep(idle).await;
+        tokio::select! {
+            _ = tokio::time::sleep(idle) => {}
+            _ = wake.notified() => {}
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod compile;
+pub mod control;
 pub mod daemon;
 pub mod datapath;
 pub mod logging;

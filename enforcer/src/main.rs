@@ -1,15 +1,40 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use enforcer::cli::{Cli, Command};
+use enforcer::cli::config::FileConfig;
+use enforcer::cli::{Cli, Command, LogFormat};
 
 fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
-    enforcer::logging::init(cli.log_format);
+    let socket = cli.socket_path();
+    enforcer::logging::init(log_format(&cli));
     match cli.command {
         Command::Check(args) => Ok(enforcer::cli::check::execute(&args)),
         Command::Resolve(args) => Ok(enforcer::cli::resolve::execute(&args)),
-        Command::Run(args) => enforcer::cli::run::execute(args).map_err(anyhow::Error::from),
+        Command::Run(mut args) => {
+            args.socket = cli.socket;
+            enforcer::cli::run::execute(args).map_err(anyhow::Error::from)
+        }
         Command::Detach(args) => enforcer::cli::detach::execute(&args).map_err(anyhow::Error::from),
+        Command::Status(args) => Ok(enforcer::cli::status::execute(&socket, &args)),
+        Command::Reload => Ok(enforcer::cli::reload::execute(&socket)),
+        Command::Explain(args) => Ok(enforcer::cli::explain::execute(&socket, &args)),
+        Command::Rules(command) => Ok(enforcer::cli::rules::execute(&socket, command)),
+    }
+}
+
+/// `--log-format`, else the daemon's config file's `log-format`, else text.
+fn log_format(cli: &Cli) -> LogFormat {
+    if let Some(format) = cli.log_format {
+        return format;
+    }
+    match &cli.command {
+        Command::Run(args) => args
+            .config
+            .as_deref()
+            .and_then(|path| FileConfig::load(path).ok())
+            .and_then(|config| config.log_format)
+            .unwrap_or_default(),
+        _ => LogFormat::default(),
     }
 }

@@ -215,8 +215,16 @@ pub fn render(state: &Mutex<DaemonState>) -> Result<String, String> {
         "counter",
         "Policy reloads by result.",
     );
-    let _ = writeln!(out, "enforcer_policy_reloads_total{{result=\"ok\"}} 0");
-    let _ = writeln!(out, "enforcer_policy_reloads_total{{result=\"error\"}} 0");
+    let _ = writeln!(
+        out,
+        "enforcer_policy_reloads_total{{result=\"ok\"}} {}",
+        state.reloads_ok
+    );
+    let _ = writeln!(
+        out,
+        "enforcer_policy_reloads_total{{result=\"error\"}} {}",
+        state.reloads_error
+    );
 
     header(
         &mut out,

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 use yaml_rust2::{Yaml, YamlLoader};
 
+use crate::cli::LogFormat;
 use crate::datapath::attach::ModeRequest;
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +34,8 @@ pub struct FileConfig {
     pub grace: Option<u64>,
     pub max_addresses_per_name: Option<u64>,
     pub shared_suffix: Option<Vec<String>>,
+    pub socket: Option<PathBuf>,
+    pub log_format: Option<LogFormat>,
 }
 
 impl FileConfig {
@@ -108,6 +111,16 @@ impl FileConfig {
                 }
                 "shared-suffix" => {
                     config.shared_suffix = Some(strings(&value).ok_or_else(|| bad("names"))?)
+                }
+                "socket" => {
+                    config.socket = Some(string(&value).ok_or_else(|| bad("a path"))?.into())
+                }
+                "log-format" => {
+                    config.log_format = Some(match string(&value).as_deref() {
+                        Some("text") => LogFormat::Text,
+                        Some("json") => LogFormat::Json,
+                        _ => return Err(bad("text or json")),
+                    })
                 }
                 other => return Err(format!("unknown option {other:?}")),
             }

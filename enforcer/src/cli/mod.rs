@@ -1,10 +1,15 @@
 //! Command-line interface: one module per subcommand.
 
 pub mod check;
+pub mod client;
 pub mod config;
 pub mod detach;
+pub mod explain;
+pub mod reload;
 pub mod resolve;
+pub mod rules;
 pub mod run;
+pub mod status;
 
 use std::path::PathBuf;
 
@@ -19,18 +24,19 @@ pub const DEFAULT_SOCKET: &str = "/run/enforcer/enforcer.sock";
     about = "Blocks foreign video platforms at the gateway with XDP"
 )]
 pub struct Cli {
-    /// Control socket of the daemon.
-    #[arg(long, global = true, default_value = DEFAULT_SOCKET)]
-    pub socket: PathBuf,
-    /// Log format.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
+    /// Control socket of the daemon [default: /run/enforcer/enforcer.sock].
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Log format [default: text].
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
     #[command(subcommand)]
     pub command: Command,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
+    #[default]
     Text,
     Json,
 }
@@ -45,4 +51,22 @@ pub enum Command {
     Run(run::RunArgs),
     /// Remove the program, links and pins (works on the pins directly, with or without a daemon).
     Detach(detach::DetachArgs),
+    /// Interfaces, policy digest, per-platform prefixes and counters, resolver health.
+    Status(status::StatusArgs),
+    /// Re-read the policy; on any error the running policy stays and this exits 1.
+    Reload,
+    /// Which platform and entry blocks or allows an address or name, and why.
+    Explain(explain::ExplainArgs),
+    /// List, add or remove rules from the command line (kept in enforcer-managed.yaml).
+    #[command(subcommand)]
+    Rules(rules::RulesCommand),
+}
+
+impl Cli {
+    /// `--socket`, else the default.
+    pub fn socket_path(&self) -> PathBuf {
+        self.socket
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET))
+    }
 }

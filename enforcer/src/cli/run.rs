@@ -8,10 +8,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use ipnet::IpNet;
+use tokio::sync::Notify;
 
+use crate::cli::DEFAULT_SOCKET;
 use crate::cli::config::{ConfigError, FileConfig};
 use crate::cli::detach::DEFAULT_BPFFS;
 use crate::compile::CompiledPolicy;
+use crate::control::{self, server::ServerError};
 use crate::daemon::{self, DaemonState, EnforceError};
 use crate::datapath::attach::{self, AttachError, ModeRequest};
 use crate::datapath::bpffs::{self, BpffsError};
@@ -72,6 +75,9 @@ pub struct RunArgs {
     /// Name whose subtree is a shared front end or CDN (repeatable).
     #[arg(long = "shared-suffix", value_name = "NAME")]
     pub shared_suffixes: Vec<String>,
+    /// The global `--socket`, handed over by `main`.
+    #[arg(skip)]
+    pub socket: Option<PathBuf>,
 }
 
 /// Options after merging flags, the config file and defaults.
@@ -90,6 +96,7 @@ pub struct Settings {
     pub grace: u64,
     pub max_addresses_per_name: u64,
     pub shared_suffixes: Vec<String>,
+    pub socket: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +127,8 @@ pub enum RunError {
     Attach(#[from] AttachError),
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    #[error(transparent)]
+    Control(#[from] ServerError),
     #[error("starting the runtime: {0}")]
     Runtime(std::io::Error),
 }
@@ -185,6 +194,10 @@ impl RunArgs {
                 .or(file.max_addresses_per_name)
                 .unwrap_or(64),
             shared_suffixes: pick_list(self.shared_suffixes, file.shared_suffix),
+            socket: self
+                .socket
+                .or(file.socket)
+                .unwrap_or_else(|| DEFAULT_SOCKET.into()),
         };
         if settings.ttl_floor > settings.ttl_ceiling {
             return Err(RunError::TtlBounds {
@@ -199,7 +212,8 @@ impl RunArgs {
 pub fn execute(args: RunArgs) -> Result<ExitCode, RunError> {
     let settings = args.settings()?;
     let never_block = never_block_list(&settings)?;
-    let policy = load_policy(&settings, &never_block)?;
+    let load_options = load_options(&settings, &never_block)?;
+    let policy = policy::load_policy(std::slice::from_ref(&settings.rules), &load_options)?;
     let resolver_config = resolver_config(&settings, &never_block)?;
 
     // Fail-static across restarts: the last known addresses are enforced before any DNS answer.
@@ -228,6 +242,12 @@ pub fn execute(args: RunArgs) -> Result<ExitCode, RunError> {
         resolve_metrics,
         state_dir: settings.state_dir.clone(),
         never_block: resolver_config.never_block.clone(),
+        rules_path: settings.rules.clone(),
+        load_options,
+        reloads_ok: 0,
+        reloads_error: 0,
+        wake: Arc::new(Notify::new()),
+        files_seen: daemon::fingerprint(&settings.rules),
     };
     let stats = state.enforce()?;
     tracing::info!(
@@ -273,15 +293,20 @@ async fn serve(
     resolver_config: ResolverConfig,
     state: Arc<Mutex<DaemonState>>,
 ) -> Result<(), RunError> {
+    let control_task = control::server::spawn(&settings.socket, Arc::clone(&state))?;
     let metrics_task = match settings.metrics {
         Some(addr) => Some(metrics::spawn(addr, Arc::clone(&state)).await?),
         None => None,
     };
     let resolver = Arc::new(Resolver::new(&resolver_config)?);
     tracing::info!(servers = ?resolver.servers(), "resolving the policy's domains");
+    let watch_task = tokio::spawn(daemon::watch_policy(Arc::clone(&state)));
     let refresh_task = tokio::spawn(daemon::refresh_loop(state, resolver));
     wait_for_termination().await.map_err(RunError::Runtime)?;
     refresh_task.abort();
+    watch_task.abort();
+    control_task.abort();
+    let _ = std::fs::remove_file(&settings.socket);
     if let Some(task) = metrics_task {
         task.abort();
     }
@@ -307,16 +332,12 @@ fn never_block_list(settings: &Settings) -> Result<Vec<IpNet>, RunError> {
     Ok(list)
 }
 
-fn load_policy(settings: &Settings, never_block: &[IpNet]) -> Result<Policy, RunError> {
+fn load_options(settings: &Settings, never_block: &[IpNet]) -> Result<LoadOptions, RunError> {
     let mut never_block = never_block.to_vec();
     for text in &settings.resolvers {
         never_block.push(IpNet::from(resolve::parse_resolver(text)?.ip()));
     }
-    let options = LoadOptions { never_block };
-    Ok(policy::load_policy(
-        std::slice::from_ref(&settings.rules),
-        &options,
-    )?)
+    Ok(LoadOptions { never_block })
 }
 
 fn resolver_config(settings: &Settings, never_block: &[IpNet]) -> Result<ResolverConfig, RunError> {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 
-use super::sources::{self, Source};
+use super::sources::{self, MANAGED_FILE, Source};
 use super::values;
 use super::yaml::{self, Node, Pos, Value};
 use super::{
@@ -21,6 +21,59 @@ pub fn load_policy(paths: &[PathBuf], options: &LoadOptions) -> Result<Policy, P
     let mut diagnostics = Vec::new();
     let sources = sources::read_sources(paths, &mut diagnostics)?;
     build(&sources, options, diagnostics)
+}
+
+/// As [`load_policy`], with the managed file of the policy directory `dir` replaced by
+/// `managed_text` (or left out when `None`): how `enforcer rules` checks a change before writing.
+pub fn load_policy_with_managed(
+    dir: &Path,
+    managed_text: Option<&str>,
+    options: &LoadOptions,
+) -> Result<Policy, PolicyError> {
+    let mut diagnostics = Vec::new();
+    let managed_path = dir.join(MANAGED_FILE);
+    let mut sources: Vec<Source> = sources::read_sources(&[dir.to_path_buf()], &mut Vec::new())?
+        .into_iter()
+        .filter(|s| !s.managed)
+        .collect();
+    if let Some(text) = managed_text {
+        sources.push(Source {
+            path: managed_path,
+            text: text.to_owned(),
+            managed: true,
+        });
+    }
+    if sources.is_empty() {
+        diagnostics.push(Diagnostic {
+            location: Location {
+                path: dir.to_path_buf(),
+                line: 0,
+                column: 0,
+            },
+            message: "directory contains no *.yaml rule files".to_owned(),
+        });
+    }
+    build(&sources, options, diagnostics)
+}
+
+/// The platforms written in a managed file alone, with whether each wrote its `action`.
+pub fn read_managed(path: &Path, text: &str) -> Result<Vec<(Platform, bool)>, PolicyError> {
+    let never_block = Vec::new();
+    let mut checker = Checker {
+        path,
+        never_block: &never_block,
+        diagnostics: Vec::new(),
+    };
+    let platforms = checker
+        .documents(text, true)
+        .into_iter()
+        .map(|(p, action_at)| (p, action_at.is_some()))
+        .collect();
+    if checker.diagnostics.is_empty() {
+        Ok(platforms)
+    } else {
+        Err(PolicyError::Invalid(checker.diagnostics))
+    }
 }
 
 /// Validates a single rule file given as text; `path` is only used in messages.
@@ -50,7 +103,7 @@ fn build(
             never_block: &never_block,
             diagnostics: Vec::new(),
         };
-        if let Some((platform, action_at)) = checker.document(&source.text) {
+        for (platform, action_at) in checker.documents(&source.text, source.managed) {
             parsed.push(Parsed {
                 platform,
                 action_at,
@@ -176,6 +229,9 @@ impl<'n> Fields<'n> {
     }
 }
 
+const EMPTY_FILE: &str =
+    "the file is empty; expected a platform (a mapping with `platform` and `match`)";
+
 /// Validates the documents of one file, collecting its diagnostics.
 struct Checker<'a> {
     path: &'a Path,
@@ -200,21 +256,26 @@ impl Checker<'_> {
         });
     }
 
-    /// The platform of a file, if it has a valid name (even when other parts are invalid, so
-    /// that duplicates are still reported), and where its `action` was written.
-    fn document(&mut self, text: &str) -> Option<(Platform, Option<Location>)> {
-        const EMPTY: &str =
-            "the file is empty; expected a platform (a mapping with `platform` and `match`)";
+    /// The platforms of a file: one document, or any number (none included) in the managed
+    /// file, which `enforcer rules` writes with one document per platform.
+    fn documents(&mut self, text: &str, managed: bool) -> Vec<(Platform, Option<Location>)> {
         let documents = match yaml::parse(text) {
             Ok(documents) => documents,
             Err(e) => {
                 self.error(e.pos, format!("YAML syntax error: {}", e.message));
-                return None;
+                return Vec::new();
             }
         };
+        if managed {
+            return documents
+                .iter()
+                .filter(|d| !d.root.is_null())
+                .filter_map(|d| self.document(d))
+                .collect();
+        }
         let Some(first) = documents.first() else {
-            self.error(Pos { line: 1, column: 1 }, EMPTY);
-            return None;
+            self.error(Pos { line: 1, column: 1 }, EMPTY_FILE);
+            return Vec::new();
         };
         if let Some(second) = documents.get(1) {
             self.error(
@@ -223,10 +284,16 @@ impl Checker<'_> {
                  split the file",
             );
         }
-        let root = &first.root;
+        self.document(first).into_iter().collect()
+    }
+
+    /// The platform of a document, if it has a valid name (even when other parts are invalid, so
+    /// that duplicates are still reported), and where its `action` was written.
+    fn document(&mut self, document: &yaml::Document) -> Option<(Platform, Option<Location>)> {
+        let root = &document.root;
         if root.is_null() {
             // An empty root is marked where the parser stopped; the document start is clearer.
-            self.error(first.start, EMPTY);
+            self.error(document.start, EMPTY_FILE);
             return None;
         }
         let Value::Map(pairs) = &root.value else {

@@ -4,6 +4,7 @@
 //! are collected before giving up, so an operator can fix a policy in one pass.
 
 mod load;
+pub mod managed;
 pub mod model;
 mod sources;
 mod values;
@@ -14,7 +15,7 @@ use std::path::PathBuf;
 
 use ipnet::IpNet;
 
-pub use load::{load_policy, parse_policy_str};
+pub use load::{load_policy, load_policy_with_managed, parse_policy_str, read_managed};
 pub use model::*;
 pub use sources::MANAGED_FILE;
 

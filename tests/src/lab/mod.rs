@@ -29,7 +29,7 @@ use anyhow::{Context as _, Result, anyhow, bail};
 
 pub use daemon::{Daemon, enforcer_binary};
 pub use metrics::Metrics;
-pub use traffic::{Connect, Server};
+pub use traffic::{Connect, Server, UdpStream};
 
 /// The three namespaces of a lab.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -344,6 +344,24 @@ impl Lab {
         self.in_netns(Side::Client, || traffic::send_udp(dst, count))
     }
 
+    /// A steady UDP flow from the client to `dsts` until the returned stream is dropped.
+    pub fn udp_stream(&self, dsts: &[SocketAddr], interval: Duration) -> Result<UdpStream> {
+        UdpStream::start(netns::path_of(&self.netns(Side::Client)), dsts, interval)
+    }
+
+    /// The daemon's `--socket`.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("enforcer.sock")
+    }
+
+    /// Runs a CLI command against this lab's daemon (`enforcer --socket S ARGS...`).
+    pub fn control(&self, args: &[&str]) -> Result<Output> {
+        let socket = self.socket().display().to_string();
+        let mut all = vec!["--socket", socket.as_str()];
+        all.extend_from_slice(args);
+        self.enforcer(&all)
+    }
+
     /// One TCP connection attempt from the client to `dst`.
     pub fn tcp_connect(&self, dst: SocketAddr, timeout: Duration) -> Result<Connect> {
         self.in_netns(Side::Client, || Ok(traffic::tcp_connect(dst, timeout)))
@@ -365,7 +383,7 @@ impl Lab {
             .arg("--metrics")
             .arg(METRICS_ADDR.to_string())
             .arg("--socket")
-            .arg(self.dir.join("enforcer.sock"))
+            .arg(self.socket())
             .arg("--state-dir")
             .arg(self.state_dir())
             .args(&self.daemon_args);

@@ -234,3 +234,57 @@ pub fn tcp_connect(dst: SocketAddr, timeout: Duration) -> Connect {
         Err(e) => Connect::Failed(e.to_string()),
     }
 }
+
+/// A steady UDP flow from the client: one datagram to each destination every `interval`, until
+/// dropped. For "no packet of the flow gets through while ..." checks.
+pub struct UdpStream {
+    stop: Arc<AtomicBool>,
+    sent: Arc<Mutex<u64>>,
+    thread: Option<JoinHandle<Result<()>>>,
+}
+
+impl UdpStream {
+    pub fn start(netns_path: PathBuf, dsts: &[SocketAddr], interval: Duration) -> Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(Mutex::new(0u64));
+        let dsts = dsts.to_vec();
+        let thread = {
+            let (stop, sent) = (Arc::clone(&stop), Arc::clone(&sent));
+            netns::spawn_in(netns_path, "lab-stream", move || {
+                let v4 = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+                let v6 = UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 0))?;
+                while !stop.load(Ordering::SeqCst) {
+                    for dst in &dsts {
+                        let socket = if dst.is_ipv4() { &v4 } else { &v6 };
+                        // A send may fail transiently (no neighbour yet); the flow goes on.
+                        let _ = socket.send_to(b"enforcer lab stream", dst);
+                    }
+                    if let Ok(mut n) = sent.lock() {
+                        *n += 1;
+                    }
+                    std::thread::sleep(interval);
+                }
+                Ok(())
+            })?
+        };
+        Ok(Self {
+            stop,
+            sent,
+            thread: Some(thread),
+        })
+    }
+
+    /// Rounds sent so far (one datagram per destination each).
+    pub fn rounds(&self) -> u64 {
+        self.sent.lock().map(|n| *n).unwrap_or(0)
+    }
+}
+
+impl Drop for UdpStream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! `enforcer explain TARGET [--json]`: which platform and entry decide an address or a name.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::ExitCode;
+
+use super::client::{self, items, joined, text};
+use crate::control::Request;
+
+#[derive(Debug, clap::Args)]
+pub struct ExplainArgs {
+    /// An IP address or a domain name.
+    pub target: String,
+    /// Print the daemon's answer as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn execute(socket: &Path, args: &ExplainArgs) -> ExitCode {
+    let request = Request::Explain {
+        target: args.target.clone(),
+    };
+    client::run(socket, &request, args.json, render)
+}
+
+fn render(answer: &serde_json::Value) -> String {
+    let mut out = String::new();
+    let matches = items(answer, "matches");
+    let _ = writeln!(
+        out,
+        "{}: {}",
+        text(answer, "target"),
+        match text(answer, "verdict") {
+            "none" => "no platform matches it",
+            verdict => verdict,
+        }
+    );
+    for (i, m) in matches.iter().enumerate() {
+        let ports = joined(m, "ports");
+        let scope = match (text(m, "protocol"), ports.is_empty()) {
+            ("any", _) => "every protocol and port".to_owned(),
+            (protocol, true) => format!("{protocol}, every port"),
+            (protocol, false) => format!("{protocol} ports {ports}"),
+        };
+        let why = match text(m, "source") {
+            "dns" => {
+                let chain = joined(m, "cname_chain");
+                if chain.is_empty() {
+                    format!("resolved from {}", text(m, "name"))
+                } else {
+                    format!("resolved from {} via CNAME {chain}", text(m, "name"))
+                }
+            }
+            "domain" => format!("domain {} (no address known yet)", text(m, "name")),
+            _ => format!("published prefix {}", text(m, "prefix")),
+        };
+        let _ = writeln!(
+            out,
+            "  {} {} {} (entry {} at {}): {why}; {scope}{}",
+            if i == 0 { "=>" } else { "  " },
+            text(m, "platform"),
+            text(m, "action"),
+            m.get("entry").and_then(|v| v.as_u64()).unwrap_or_default(),
+            text(m, "location"),
+            if text(m, "action") == "allow" {
+                " (an allow exception: never dropped)"
+            } else {
+                ""
+            },
+        );
+    }
+    out
+}

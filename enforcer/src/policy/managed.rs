@@ -1,0 +1,254 @@
+//! The managed file (`enforcer-managed.yaml`) that `enforcer rules add|remove` maintains: its
+//! model, the two edits, and its text. Every edit is validated against the whole policy by the
+//! caller before the file is written.
+
+use std::fmt::Write as _;
+
+use ipnet::IpNet;
+
+use super::{Action, DomainPattern, Entry, Platform, PortRange, Protocol};
+
+/// One platform of the managed file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManagedPlatform {
+    pub name: String,
+    /// Written only when given (a platform that extends another file takes that file's action).
+    pub action: Option<Action>,
+    pub entries: Vec<ManagedEntry>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManagedEntry {
+    pub domains: Vec<DomainPattern>,
+    pub prefixes: Vec<IpNet>,
+    pub protocol: Protocol,
+    pub ports: Vec<PortRange>,
+}
+
+impl From<&Entry> for ManagedEntry {
+    fn from(entry: &Entry) -> Self {
+        Self {
+            domains: entry.domains.clone(),
+            prefixes: entry.prefixes.clone(),
+            protocol: entry.protocol,
+            ports: entry.ports.clone(),
+        }
+    }
+}
+
+/// The managed file's platforms as read by [`super::read_managed`].
+pub fn from_parsed(parsed: Vec<(Platform, bool)>) -> Vec<ManagedPlatform> {
+    parsed
+        .into_iter()
+        .map(|(p, action_written)| ManagedPlatform {
+            action: action_written.then_some(p.action),
+            entries: p.entries.iter().map(ManagedEntry::from).collect(),
+            name: p.name,
+        })
+        .collect()
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ManagedError {
+    #[error("give at least one --domain or --prefix")]
+    NothingGiven,
+    #[error("platform `{0}` has no rules added with `enforcer rules add`")]
+    UnknownPlatform(String),
+    #[error("`{item}` was not added to platform `{platform}` with `enforcer rules add`")]
+    NotManaged { platform: String, item: String },
+}
+
+/// Adds one entry with `domains` and `prefixes` (every protocol and port) to `platform`.
+pub fn add(
+    platforms: &mut Vec<ManagedPlatform>,
+    platform: &str,
+    action: Option<Action>,
+    domains: Vec<DomainPattern>,
+    prefixes: Vec<IpNet>,
+) -> Result<(), ManagedError> {
+    if domains.is_empty() && prefixes.is_empty() {
+        return Err(ManagedError::NothingGiven);
+    }
+    let entry = ManagedEntry {
+        domains,
+        prefixes,
+        protocol: Protocol::Any,
+        ports: Vec::new(),
+    };
+    match platforms.iter_mut().find(|p| p.name == platform) {
+        Some(existing) => {
+            if action.is_some() {
+                existing.action = action;
+            }
+            existing.entries.push(entry);
+        }
+        None => platforms.push(ManagedPlatform {
+            name: platform.to_owned(),
+            action,
+            entries: vec![entry],
+        }),
+    }
+    Ok(())
+}
+
+/// Removes the given domains and prefixes from `platform`'s managed entries (all of its
+/// managed entries when both lists are empty). Entries and platforms left empty go.
+pub fn remove(
+    platforms: &mut Vec<ManagedPlatform>,
+    platform: &str,
+    domains: &[DomainPattern],
+    prefixes: &[IpNet],
+) -> Result<(), ManagedError> {
+    let index = platforms
+        .iter()
+        .position(|p| p.name == platform)
+        .ok_or_else(|| ManagedError::UnknownPlatform(platform.to_owned()))?;
+    if domains.is_empty() && prefixes.is_empty() {
+        platforms.remove(index);
+        return Ok(());
+    }
+    let managed = &mut platforms[index];
+    let not_managed = |item: String| ManagedError::NotManaged {
+        platform: platform.to_owned(),
+        item,
+    };
+    for domain in domains {
+        if !managed.entries.iter().any(|e| e.domains.contains(domain)) {
+            return Err(not_managed(domain.to_string()));
+        }
+    }
+    for prefix in prefixes {
+        if !managed.entries.iter().any(|e| e.prefixes.contains(prefix)) {
+            return Err(not_managed(prefix.to_string()));
+        }
+    }
+    for entry in &mut managed.entries {
+        entry.domains.retain(|d| !domains.contains(d));
+        entry.prefixes.retain(|p| !prefixes.contains(p));
+    }
+    managed
+        .entries
+        .retain(|e| !e.domains.is_empty() || !e.prefixes.is_empty());
+    if managed.entries.is_empty() {
+        platforms.remove(index);
+    }
+    Ok(())
+}
+
+/// The file's text: one YAML document per platform.
+pub fn render(platforms: &[ManagedPlatform]) -> String {
+    let mut out =
+        String::from("# Written by `enforcer rules add|remove`: change it with those commands.\n");
+    for (i, platform) in platforms.iter().enumerate() {
+        if i > 0 {
+            out.push_str("---\n");
+        }
+        let _ = writeln!(out, "platform: {}", platform.name);
+        if let Some(action) = platform.action {
+            let _ = writeln!(out, "action: {action}");
+        }
+        out.push_str("match:\n");
+        for entry in &platform.entries {
+            let mut first = true;
+            let mut key = |out: &mut String, text: String| {
+                out.push_str(if first { "  - " } else { "    " });
+                first = false;
+                out.push_str(&text);
+                out.push('\n');
+            };
+            if !entry.domains.is_empty() {
+                key(&mut out, format!("domains: [{}]", quoted(&entry.domains)));
+            }
+            if !entry.prefixes.is_empty() {
+                key(&mut out, format!("prefixes: [{}]", quoted(&entry.prefixes)));
+            }
+            if entry.protocol != Protocol::Any {
+                key(&mut out, format!("protocol: {}", entry.protocol.as_str()));
+            }
+            if !entry.ports.is_empty() {
+                key(&mut out, format!("ports: [{}]", quoted(&entry.ports)));
+            }
+        }
+    }
+    out
+}
+
+fn quoted<T: ToString>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(|i| format!("\"{}\"", i.to_string()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::policy::read_managed;
+
+    fn domain(d: &str) -> DomainPattern {
+        match d.strip_prefix("*.") {
+            Some(rest) => DomainPattern::Wildcard(rest.to_owned()),
+            None => DomainPattern::Exact(d.to_owned()),
+        }
+    }
+
+    #[test]
+    fn add_render_read_back_and_remove() {
+        let mut platforms = Vec::new();
+        add(
+            &mut platforms,
+            "zoom",
+            None,
+            vec![domain("zoom.us"), domain("*.zoom.us")],
+            vec!["198.18.5.0/24".parse().unwrap()],
+        )
+        .unwrap();
+        add(
+            &mut platforms,
+            "extra",
+            Some(Action::Monitor),
+            vec![],
+            vec!["2001:db8:5::/48".parse().unwrap()],
+        )
+        .unwrap();
+        let text = render(&platforms);
+        let back = from_parsed(read_managed(Path::new("m.yaml"), &text).unwrap());
+        assert_eq!(back, platforms, "{text}");
+
+        remove(&mut platforms, "zoom", &[domain("*.zoom.us")], &[]).unwrap();
+        assert_eq!(platforms[0].entries[0].domains, vec![domain("zoom.us")]);
+        assert_eq!(
+            remove(
+                &mut platforms,
+                "zoom",
+                &[domain("teams.microsoft.com")],
+                &[]
+            ),
+            Err(ManagedError::NotManaged {
+                platform: "zoom".into(),
+                item: "teams.microsoft.com".into()
+            })
+        );
+        remove(
+            &mut platforms,
+            "zoom",
+            &[domain("zoom.us")],
+            &["198.18.5.0/24".parse().unwrap()],
+        )
+        .unwrap();
+        assert_eq!(platforms.len(), 1, "an emptied platform goes");
+        remove(&mut platforms, "extra", &[], &[]).unwrap();
+        assert!(platforms.is_empty());
+        assert_eq!(
+            from_parsed(read_managed(Path::new("m.yaml"), &render(&platforms)).unwrap()),
+            vec![]
+        );
+        assert_eq!(
+            add(&mut platforms, "x", None, vec![], vec![]),
+            Err(ManagedError::NothingGiven)
+        );
+    }
+}

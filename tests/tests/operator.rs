@@ -1,0 +1,279 @@
+//! The operator's daemon through the real binary and its control socket: `rules add` blocks a
+//! flow that is running, `reload` of a broken policy changes nothing, `explain` and `status`
+//! say what is enforced and why, and a SIGKILL of the daemon lets no packet of a banned flow
+//! through while a new daemon adopts the pinned state. Needs root and a built daemon.
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tests::lab::{INTERNET_V4, INTERNET_V6, Lab, Metrics, Server};
+
+const POLICY: &[(&str, &str)] = &[
+    (
+        "banned.yaml",
+        "platform: banned-media\nmatch:\n  - prefixes: [198.19.10.0/24, \"2001:db8:10::/48\"]\n",
+    ),
+    (
+        "exception.yaml",
+        "platform: exception\naction: allow\nmatch:\n  - prefixes: [198.19.10.77/32]\n",
+    ),
+];
+const STREAM_INTERVAL: Duration = Duration::from_millis(2);
+const SETTLE: Duration = Duration::from_millis(300);
+
+fn at(ip: IpAddr, port: u16) -> SocketAddr {
+    SocketAddr::new(ip, port)
+}
+
+fn ok(output: &Output, what: &str) -> Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{what}: exit {:?}\nstdout: {stdout}\nstderr: {}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(&stdout).unwrap_or(Value::Null)
+}
+
+/// Datagrams that reached `dst` while the stream ran for `period`.
+fn received_during(server: &Server, dst: SocketAddr, period: Duration) -> u64 {
+    let before = server.udp_count(dst);
+    std::thread::sleep(period);
+    server.udp_count(dst) - before
+}
+
+fn reloads(m: &Metrics, result: &str) -> f64 {
+    m.metric("enforcer_policy_reloads_total", &[("result", result)])
+        .unwrap()
+}
+
+#[test]
+fn rules_add_reload_explain_and_status_through_the_socket() {
+    let mut lab = Lab::new().unwrap();
+    let media = at(IpAddr::V4(INTERNET_V4[0]), 443);
+    let exception = at(IpAddr::V4(INTERNET_V4[1]), 443);
+    let target = at(IpAddr::V4(INTERNET_V4[2]), 3478);
+    let control = at(IpAddr::V4(INTERNET_V4[4]), 443);
+    let server = lab
+        .start_server(&[media, exception, target, control], &[])
+        .unwrap();
+    let rules = lab.write_policy(POLICY).unwrap();
+    lab.start_daemon(&rules).unwrap();
+
+    let status = ok(&lab.control(&["status", "--json"]).unwrap(), "status");
+    let names: Vec<&str> = status["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["g0", "g1"], "{status}");
+    let digest_before = status["policy_digest"].as_str().unwrap().to_owned();
+    let banned = &status["platforms"].as_array().unwrap()[0];
+    assert_eq!(banned["platform"], "banned-media");
+    assert_eq!(
+        (
+            banned["prefixes_v4"].as_u64(),
+            banned["prefixes_v6"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+
+    // A flow runs to an address no rule covers yet; `rules add` stops it.
+    let stream = lab
+        .udp_stream(&[target, exception, control], STREAM_INTERVAL)
+        .unwrap();
+    assert!(
+        received_during(&server, target, SETTLE) > 0,
+        "the flow does not run"
+    );
+    let started = Instant::now();
+    let out = lab
+        .control(&["rules", "add", "newban", "--prefix", "198.19.20.0/24"])
+        .unwrap();
+    let took = started.elapsed();
+    ok(&out, "rules add");
+    // The command returns once the maps enforce the rule: well within the one second asked.
+    assert!(took < Duration::from_secs(1), "rules add took {took:?}");
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(
+        received_during(&server, target, SETTLE),
+        0,
+        "after rules add"
+    );
+    assert!(
+        received_during(&server, exception, SETTLE) > 0,
+        "the allow exception stopped"
+    );
+    assert!(
+        received_during(&server, control, SETTLE) > 0,
+        "unrelated traffic stopped"
+    );
+    let managed = std::fs::read_to_string(rules.join("enforcer-managed.yaml")).unwrap();
+    assert!(managed.contains("198.19.20.0/24"), "{managed}");
+
+    let listed = ok(
+        &lab.control(&["rules", "list", "--json"]).unwrap(),
+        "rules list",
+    );
+    assert!(
+        listed["platforms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["platform"] == "newban" && p["action"] == "drop"),
+        "{listed}"
+    );
+
+    let why = ok(
+        &lab.control(&["explain", "198.19.20.9", "--json"]).unwrap(),
+        "explain",
+    );
+    assert_eq!(why["verdict"], "drop", "{why}");
+    assert_eq!(why["matches"][0]["platform"], "newban");
+    assert_eq!(why["matches"][0]["source"], "published");
+    assert_eq!(why["matches"][0]["prefix"], "198.19.20.0/24");
+    let why = ok(
+        &lab.control(&["explain", "198.19.10.77", "--json"]).unwrap(),
+        "explain",
+    );
+    assert_eq!(why["verdict"], "allow", "{why}");
+    let platforms: Vec<&str> = why["matches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["platform"].as_str().unwrap())
+        .collect();
+    assert_eq!(platforms, ["exception", "banned-media"], "{why}");
+    let why = ok(
+        &lab.control(&["explain", "198.19.99.1", "--json"]).unwrap(),
+        "explain",
+    );
+    assert_eq!(why["verdict"], "none", "{why}");
+
+    // A broken file: the watcher and `reload` both refuse it; nothing changes.
+    std::fs::write(
+        rules.join("broken.yaml"),
+        "platform: broken\nmatch:\n  - prefixes: [198.19.30.0/33]\n",
+    )
+    .unwrap();
+    let out = lab.control(&["reload"]).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "reload of a broken policy: {stderr}"
+    );
+    assert!(
+        stderr.contains("broken.yaml:3:"),
+        "errors name the place: {stderr}"
+    );
+    assert_eq!(
+        received_during(&server, target, SETTLE),
+        0,
+        "after a refused reload"
+    );
+    assert_eq!(received_during(&server, media, Duration::ZERO), 0);
+    assert!(received_during(&server, exception, SETTLE) > 0);
+    let m = lab.metrics().unwrap();
+    assert!(reloads(&m, "error") >= 1.0);
+    let status = ok(&lab.control(&["status", "--json"]).unwrap(), "status");
+    assert_ne!(
+        status["policy_digest"],
+        digest_before.as_str(),
+        "rules add changed it"
+    );
+    let digest_with_newban = status["policy_digest"].clone();
+
+    // Fixing the file is picked up by the watcher, without a command.
+    std::fs::write(
+        rules.join("broken.yaml"),
+        "platform: broken\nmatch:\n  - prefixes: [198.19.30.0/24]\n",
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = ok(&lab.control(&["status", "--json"]).unwrap(), "status");
+        if status["platforms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["platform"] == "broken")
+        {
+            assert_ne!(status["policy_digest"], digest_with_newban);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the fixed file was not picked up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let out = lab.control(&["rules", "remove", "newban"]).unwrap();
+    ok(&out, "rules remove");
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(
+        received_during(&server, target, SETTLE) > 0,
+        "after rules remove"
+    );
+    drop(stream);
+
+    // Bad input from the CLI is refused with a reason, and changes nothing.
+    let out = lab
+        .control(&["rules", "add", "x", "--prefix", "10.1.0.0/16"])
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("never-block"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = lab.control(&["rules", "remove", "banned-media"]).unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a file's platform is not removable"
+    );
+    let m = lab.metrics().unwrap();
+    assert!(reloads(&m, "ok") >= 3.0, "{}", m.text());
+    lab.stop_daemon().unwrap();
+}
+
+#[test]
+fn sigkill_lets_no_packet_of_a_banned_flow_through_and_a_new_daemon_adopts() {
+    let mut lab = Lab::new().unwrap();
+    let media4 = at(IpAddr::V4(INTERNET_V4[0]), 443);
+    let media6 = at(IpAddr::V6(INTERNET_V6[0]), 443);
+    let control = at(IpAddr::V4(INTERNET_V4[4]), 443);
+    let server = lab.start_server(&[media4, media6, control], &[]).unwrap();
+    let rules = lab.write_policy(POLICY).unwrap();
+    lab.start_daemon(&rules).unwrap();
+
+    let stream = lab
+        .udp_stream(&[media4, media6, control], STREAM_INTERVAL)
+        .unwrap();
+    assert!(
+        received_during(&server, control, SETTLE) > 0,
+        "the flow does not run"
+    );
+    let rounds_before = stream.rounds();
+    lab.kill_daemon().unwrap();
+    std::thread::sleep(SETTLE);
+    lab.start_daemon(&rules).unwrap();
+    std::thread::sleep(SETTLE);
+    assert!(stream.rounds() > rounds_before + 100, "the flow stalled");
+    drop(stream);
+    assert_eq!(server.udp_count(media4), 0, "IPv4 datagrams got through");
+    assert_eq!(server.udp_count(media6), 0, "IPv6 datagrams got through");
+    assert!(server.udp_count(control) > 0);
+    let log = lab.daemon_log();
+    assert!(
+        log.contains("adopted=true"),
+        "the new daemon did not adopt: {log}"
+    );
+    lab.stop_daemon().unwrap();
+}
