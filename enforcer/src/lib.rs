@@ -9,5 +9,6 @@ pub mod logging;
 pub mod metrics;
 pub mod netif;
 pub mod policy;
+pub mod privileges;
 pub mod reference;
 pub mod resolve;

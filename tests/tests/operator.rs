@@ -63,6 +63,19 @@ fn rules_add_reload_explain_and_status_through_the_socket() {
     let rules = lab.write_policy(POLICY).unwrap();
     lab.start_daemon(&rules).unwrap();
 
+    // After start-up the daemon keeps CAP_BPF (bit 39) and nothing else.
+    let pid = lab.daemon_pid().unwrap();
+    let proc_status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    for set in ["CapEff", "CapPrm"] {
+        let line = proc_status.lines().find(|l| l.starts_with(set)).unwrap();
+        assert!(line.ends_with("0000008000000000"), "{line}");
+    }
+    let socket_mode = std::fs::metadata(lab.socket()).unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&socket_mode) & 0o777,
+        0o660
+    );
+
     let status = ok(&lab.control(&["status", "--json"]).unwrap(), "status");
     let names: Vec<&str> = status["interfaces"]
         .as_array()

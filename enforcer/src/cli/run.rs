@@ -22,6 +22,7 @@ use crate::datapath::{Datapath, DatapathError};
 use crate::metrics::{self, MetricsError};
 use crate::netif;
 use crate::policy::{self, DomainPattern, LoadOptions, Policy, PolicyError};
+use crate::privileges;
 use crate::resolve::{
     self, AddressBook, BookSettings, ResolveMetrics, Resolver, ResolverAddrError, ResolverConfig,
     ResolverError,
@@ -274,13 +275,25 @@ pub fn execute(args: RunArgs) -> Result<ExitCode, RunError> {
         tracing::info!(interface = %a.interface, mode = a.mode.as_str(), adopted = a.adopted, "enforcing");
     }
 
+    let control_listener = control::server::bind(&settings.socket)?;
+    // Loading, pinning and attaching are done: keep only what map updates need.
+    match privileges::keep_only(&[privileges::CAP_BPF]) {
+        Ok(()) => tracing::info!("capabilities dropped; CAP_BPF kept for map updates"),
+        Err(error) => tracing::warn!(%error, "keeping the capabilities the daemon started with"),
+    }
+
     let state = Arc::new(Mutex::new(state));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(RunError::Runtime)?;
-    runtime.block_on(serve(settings, resolver_config, Arc::clone(&state)))?;
+    runtime.block_on(serve(
+        settings,
+        resolver_config,
+        control_listener,
+        Arc::clone(&state),
+    ))?;
     if let Ok(state) = state.lock() {
         state.save_book();
     }
@@ -291,9 +304,10 @@ pub fn execute(args: RunArgs) -> Result<ExitCode, RunError> {
 async fn serve(
     settings: Settings,
     resolver_config: ResolverConfig,
+    control_listener: std::os::unix::net::UnixListener,
     state: Arc<Mutex<DaemonState>>,
 ) -> Result<(), RunError> {
-    let control_task = control::server::spawn(&settings.socket, Arc::clone(&state))?;
+    let control_task = control::server::spawn(control_listener, Arc::clone(&state))?;
     let metrics_task = match settings.metrics {
         Some(addr) => Some(metrics::spawn(addr, Arc::clone(&state)).await?),
         None => None,

@@ -26,8 +26,9 @@ pub enum ServerError {
     InUse { path: PathBuf },
 }
 
-/// Binds `path` (mode 0660, group `enforcer` when it exists) and serves requests until aborted.
-pub fn spawn(path: &Path, state: Arc<Mutex<DaemonState>>) -> Result<JoinHandle<()>, ServerError> {
+/// Binds `path` (mode 0660, group `enforcer` when it exists). Done before capabilities are
+/// dropped, since giving the socket to the group needs CAP_CHOWN.
+pub fn bind(path: &Path) -> Result<std::os::unix::net::UnixListener, ServerError> {
     let bind_error = |source| ServerError::Bind {
         path: path.to_path_buf(),
         source,
@@ -44,10 +45,23 @@ pub fn spawn(path: &Path, state: Arc<Mutex<DaemonState>>) -> Result<JoinHandle<(
         }
         std::fs::remove_file(path).map_err(bind_error)?;
     }
-    let listener = UnixListener::bind(path).map_err(bind_error)?;
+    let listener = std::os::unix::net::UnixListener::bind(path).map_err(bind_error)?;
+    listener.set_nonblocking(true).map_err(bind_error)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(bind_error)?;
     set_group(path);
     tracing::info!(socket = %path.display(), "control socket listening");
+    Ok(listener)
+}
+
+/// Serves requests on `listener` until the task is aborted. Needs the runtime.
+pub fn spawn(
+    listener: std::os::unix::net::UnixListener,
+    state: Arc<Mutex<DaemonState>>,
+) -> Result<JoinHandle<()>, ServerError> {
+    let listener = UnixListener::from_std(listener).map_err(|source| ServerError::Bind {
+        path: PathBuf::from("(control socket)"),
+        source,
+    })?;
     Ok(tokio::spawn(async move {
         loop {
             match listener.accept().await {

@@ -349,6 +349,11 @@ impl Lab {
         UdpStream::start(netns::path_of(&self.netns(Side::Client)), dsts, interval)
     }
 
+    /// The process id of the running daemon.
+    pub fn daemon_pid(&self) -> Option<i32> {
+        self.daemon.as_ref().map(Daemon::pid)
+    }
+
     /// The daemon's `--socket`.
     pub fn socket(&self) -> PathBuf {
         self.dir.join("enforcer.sock")
