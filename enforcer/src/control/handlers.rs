@@ -359,6 +359,10 @@ fn parse_items(
     let mut parsed_prefixes = Vec::new();
     for p in prefixes {
         match crate::cli::check::parse_cidr(p.trim()) {
+            Ok(net) if net != net.trunc() => errors.push(format!(
+                "--prefix {p}: host bits set; did you mean {}?",
+                net.trunc()
+            )),
             Ok(net) => parsed_prefixes.push(net),
             Err(e) => errors.push(format!("--prefix {p}: {e}")),
         }
