@@ -6,6 +6,7 @@ pub mod control;
 pub mod daemon;
 pub mod datapath;
 pub mod logging;
+pub mod learn;
 pub mod metrics;
 pub mod netif;
 pub mod policy;

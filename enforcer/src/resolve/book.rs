@@ -35,6 +35,11 @@ impl BookSettings {
         }
     }
 
+    /// The TTL an answer is trusted for: DNS's TTL clamped to the floor and ceiling.
+    pub fn clamp(&self, ttl: Option<u32>) -> Duration {
+        Duration::from_millis(self.clamp_ms(ttl))
+    }
+
     /// The TTL an answer is trusted for, in milliseconds: DNS's TTL clamped to the floor and
     /// ceiling (an answer without records gets the floor).
     fn clamp_ms(&self, ttl: Option<u32>) -> u64 {

@@ -142,6 +142,11 @@ impl ResolveMetrics {
         }
     }
 
+    /// Counts an answer refused outside resolution (one learned from DNS traffic).
+    pub fn count_rejection(&self, reason: RejectReason) {
+        self.rejected[reason_index(reason)].fetch_add(1, Ordering::Relaxed);
+    }
+
     /// (platform, result, count) for every series, in platform then result order.
     pub fn resolutions(&self) -> Vec<(String, ResultLabel, u64)> {
         lock(&self.resolutions)

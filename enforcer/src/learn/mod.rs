@@ -1,0 +1,407 @@
+//! Learning addresses for the policy's domains (wildcards above all) from the DNS traffic that
+//! crosses the gateway.
+//!
+//! The XDP program copies UDP DNS messages (port 53, either direction) into a ring buffer and
+//! lets them pass. Here, one concern per module:
+//! - `patterns`: which platform entries a name belongs to (exact names and `*.` wildcards), in a
+//!   few hash lookups per name however many patterns there are;
+//! - `correlate`: only a response to a query that crossed the gateway (same transaction id,
+//!   addresses, ports and question, within a short window) is believed;
+//! - `message`: the DNS message itself (hickory-proto), reduced to the question, the CNAME chain
+//!   and the addresses with their TTL;
+//! - `learned`: the learned addresses per platform entry with provenance and expiry, saved in the
+//!   state directory;
+//! - [`Learner`]: the pipeline, returning what changed and counting each answer's fate
+//!   (`enforcer_dns_answers_total{result}`).
+
+mod correlate;
+mod learned;
+mod message;
+mod patterns;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+pub use correlate::QueryTracker;
+pub use learned::{LEARNED_FILE, LearnedEntry, LearnedSet};
+pub use message::{DnsMessage, parse_message};
+pub use patterns::DomainPatterns;
+
+use crate::resolve::{BookSettings, Guard, Mapping, ResolveMetrics, Use};
+
+/// What became of one DNS message; the `result` label of `enforcer_dns_answers_total` for
+/// responses (queries are only remembered).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AnswerResult {
+    /// Addresses were learned (or refreshed) for a platform.
+    Learned,
+    /// A believed response for names no rule covers.
+    Unmatched,
+    /// A response without a matching query that crossed the gateway.
+    Unsolicited,
+    /// A matching response the guards refused (never-block, too many, shared).
+    Refused,
+    /// Not a DNS message we can read.
+    Malformed,
+}
+
+impl AnswerResult {
+    pub const ALL: [AnswerResult; 5] = [
+        Self::Learned,
+        Self::Unmatched,
+        Self::Unsolicited,
+        Self::Refused,
+        Self::Malformed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Learned => "learned",
+            Self::Unmatched => "unmatched",
+            Self::Unsolicited => "unsolicited",
+            Self::Refused => "refused",
+            Self::Malformed => "malformed",
+        }
+    }
+}
+
+/// `enforcer_dns_answers_total{result}`.
+#[derive(Debug, Default)]
+pub struct AnswerCounters([AtomicU64; 5]);
+
+impl AnswerCounters {
+    pub fn add(&self, result: AnswerResult) {
+        self.0[result as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, result: AnswerResult) -> u64 {
+        self.0[result as usize].load(Ordering::Relaxed)
+    }
+
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let _ = writeln!(
+            out,
+            "# HELP enforcer_dns_answers_total DNS responses seen on the attached interfaces, by what became of them."
+        );
+        let _ = writeln!(out, "# TYPE enforcer_dns_answers_total counter");
+        for result in AnswerResult::ALL {
+            let _ = writeln!(
+                out,
+                "enforcer_dns_answers_total{{result=\"{}\"}} {}",
+                result.as_str(),
+                self.get(result)
+            );
+        }
+    }
+}
+
+/// One UDP DNS message as the datapath saw it.
+#[derive(Clone, Debug)]
+pub struct Observed<'a> {
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub payload: &'a [u8],
+}
+
+/// What one message did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// The fate of a response; `None` for a query.
+    pub result: Option<AnswerResult>,
+    /// Mappings that are new (the datapath must add them).
+    pub added: Vec<Mapping>,
+}
+
+/// The learning pipeline.
+pub struct Learner {
+    patterns: DomainPatterns,
+    tracker: QueryTracker,
+    guard: Guard,
+    settings: BookSettings,
+    pub set: LearnedSet,
+    pub counters: AnswerCounters,
+}
+
+impl Learner {
+    pub fn new(patterns: DomainPatterns, guard: Guard, settings: BookSettings) -> Self {
+        Self {
+            patterns,
+            tracker: QueryTracker::new(),
+            guard,
+            settings,
+            set: LearnedSet::default(),
+            counters: AnswerCounters::default(),
+        }
+    }
+
+    /// A new policy: learned addresses of uses that no longer exist are dropped (returned).
+    pub fn set_patterns(&mut self, patterns: DomainPatterns) -> Vec<Mapping> {
+        self.patterns = patterns;
+        let patterns = &self.patterns;
+        self.set.retain_uses(|u| patterns.has_use(u))
+    }
+
+    pub fn patterns(&self) -> &DomainPatterns {
+        &self.patterns
+    }
+
+    /// Handles one message seen at `now` (wall clock for expiry, monotonic for the query window).
+    pub fn observe(
+        &mut self,
+        observed: &Observed<'_>,
+        now: SystemTime,
+        mono: Instant,
+        rejects: &ResolveMetrics,
+    ) -> Outcome {
+        let Ok(message) = parse_message(observed.payload) else {
+            self.counters.add(AnswerResult::Malformed);
+            return Outcome {
+                result: Some(AnswerResult::Malformed),
+                added: Vec::new(),
+            };
+        };
+        if !message.response {
+            self.tracker.query(
+                observed.src,
+                observed.dst,
+                message.id,
+                &message.question,
+                mono,
+            );
+            return Outcome::default();
+        }
+        let result = |r: AnswerResult, added: Vec<Mapping>| Outcome {
+            result: Some(r),
+            added,
+        };
+        // The response goes server -> client: its destination asked, its source answered.
+        if !self.tracker.answer(
+            observed.dst,
+            observed.src,
+            message.id,
+            &message.question,
+            mono,
+        ) {
+            self.counters.add(AnswerResult::Unsolicited);
+            return result(AnswerResult::Unsolicited, Vec::new());
+        }
+        let uses = self.uses_of(&message);
+        if uses.is_empty() || message.addresses.is_empty() {
+            self.counters.add(AnswerResult::Unmatched);
+            return result(AnswerResult::Unmatched, Vec::new());
+        }
+        let addresses: Vec<IpAddr> = message.addresses.iter().map(|(a, _)| *a).collect();
+        if let Err(rejection) =
+            self.guard
+                .check(&message.question, &message.cname_chain, &addresses)
+        {
+            tracing::warn!(
+                name = %message.question,
+                answer = ?rejection.addresses,
+                reason = rejection.reason.as_str(),
+                "{}; not learned",
+                rejection.detail
+            );
+            rejects.count_rejection(rejection.reason);
+            self.counters.add(AnswerResult::Refused);
+            return result(AnswerResult::Refused, Vec::new());
+        }
+        let ttl = message.addresses.iter().map(|(_, ttl)| *ttl).min();
+        let keep = self.settings.clamp(ttl) + self.settings.grace;
+        let added = self.set.learn(
+            &uses,
+            &message.addresses,
+            &LearnedEntry {
+                name: message.question.clone(),
+                cname_chain: message.cname_chain.clone(),
+                resolver: observed.src.ip(),
+                remove_at: now + keep,
+            },
+        );
+        self.counters.add(AnswerResult::Learned);
+        result(AnswerResult::Learned, added)
+    }
+
+    /// Every use covering the question or a name of its CNAME chain.
+    fn uses_of(&self, message: &DnsMessage) -> Vec<Use> {
+        let mut uses: Vec<Use> = std::iter::once(&message.question)
+            .chain(message.cname_chain.iter())
+            .flat_map(|name| self.patterns.uses_of(name))
+            .collect();
+        uses.sort();
+        uses.dedup();
+        uses
+    }
+
+    /// Removes what expired; returns the mappings that went.
+    pub fn expire(&mut self, now: SystemTime) -> Vec<Mapping> {
+        self.set.expire(now)
+    }
+
+    /// When the next learned address expires.
+    pub fn next_expiry(&self) -> Option<SystemTime> {
+        self.set.next_expiry()
+    }
+}
+
+/// The query window: a response must come within this time of its query.
+pub const QUERY_WINDOW: Duration = Duration::from_secs(10);
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::message::tests::{a, cname, query, response};
+    use super::*;
+    use crate::policy::{LoadOptions, builtin_never_block, parse_policy_str};
+
+    const CLIENT: &str = "198.18.1.2:40000";
+    const SERVER: &str = "198.18.2.2:53";
+
+    fn learner() -> Learner {
+        let policy = parse_policy_str(
+            Path::new("p.yaml"),
+            "platform: zoom\nmatch:\n  - domains: [\"*.zoom.us\"]\n",
+            &LoadOptions::default(),
+        )
+        .unwrap();
+        Learner::new(
+            DomainPatterns::from_policy(&policy),
+            Guard::new(builtin_never_block(), 4, &[]),
+            BookSettings {
+                ttl_floor: Duration::from_secs(60),
+                ttl_ceiling: Duration::from_secs(3600),
+                grace: Duration::from_secs(30),
+            },
+        )
+    }
+
+    fn see(l: &mut Learner, from: &str, to: &str, payload: &[u8]) -> Outcome {
+        let observed = Observed {
+            src: from.parse().unwrap(),
+            dst: to.parse().unwrap(),
+            payload,
+        };
+        l.observe(
+            &observed,
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000),
+            Instant::now(),
+            &ResolveMetrics::new(),
+        )
+    }
+
+    #[test]
+    fn answers_to_queries_that_crossed_are_learned() {
+        let mut l = learner();
+        let q = query(5, "x1.zoom.us");
+        assert_eq!(see(&mut l, CLIENT, SERVER, &q), Outcome::default());
+        let r = response(5, "x1.zoom.us", &[("x1.zoom.us", a([198, 19, 10, 5]), 5)]);
+        let out = see(&mut l, SERVER, CLIENT, &r);
+        assert_eq!(out.result, Some(AnswerResult::Learned));
+        assert_eq!(out.added.len(), 1);
+        assert_eq!(out.added[0].address, IpAddr::from([198, 19, 10, 5]));
+        let (_, entry) = l.set.entries().next().unwrap();
+        assert_eq!(entry.resolver, "198.18.2.2".parse::<IpAddr>().unwrap());
+        // TTL 5 is raised to the 60 s floor, plus 30 s grace.
+        assert_eq!(
+            entry.remove_at,
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000 + 90)
+        );
+        // The same response again is not an answer to anything any more.
+        assert_eq!(
+            see(&mut l, SERVER, CLIENT, &r).result,
+            Some(AnswerResult::Unsolicited)
+        );
+        assert_eq!(l.counters.get(AnswerResult::Learned), 1);
+        assert_eq!(l.counters.get(AnswerResult::Unsolicited), 1);
+    }
+
+    #[test]
+    fn apex_unrelated_poisoned_cdn_and_garbage_are_not_learned() {
+        let mut l = learner();
+        let cases: [(
+            &str,
+            Vec<(&str, hickory_proto::rr::RData, u32)>,
+            AnswerResult,
+        ); 4] = [
+            (
+                "zoom.us",
+                vec![("zoom.us", a([198, 19, 10, 6]), 60)],
+                AnswerResult::Unmatched,
+            ),
+            (
+                "bank.example",
+                vec![("bank.example", a([198, 19, 10, 7]), 60)],
+                AnswerResult::Unmatched,
+            ),
+            (
+                "p.zoom.us",
+                vec![("p.zoom.us", a([127, 0, 0, 1]), 60)],
+                AnswerResult::Refused,
+            ),
+            (
+                "c.zoom.us",
+                vec![
+                    ("c.zoom.us", cname("d1.cloudfront.net"), 60),
+                    ("d1.cloudfront.net", a([198, 19, 10, 8]), 60),
+                ],
+                AnswerResult::Refused,
+            ),
+        ];
+        for (i, (name, records, expected)) in cases.into_iter().enumerate() {
+            let id = 100 + i as u16;
+            see(&mut l, CLIENT, SERVER, &query(id, name));
+            let out = see(&mut l, SERVER, CLIENT, &response(id, name, &records));
+            assert_eq!(out.result, Some(expected), "{name}");
+            assert!(out.added.is_empty(), "{name}");
+        }
+        // More addresses than the cap (4).
+        see(&mut l, CLIENT, SERVER, &query(200, "many.zoom.us"));
+        let records: Vec<_> = (1..=5u8)
+            .map(|i| ("many.zoom.us", a([198, 19, 11, i]), 60))
+            .collect();
+        let out = see(
+            &mut l,
+            SERVER,
+            CLIENT,
+            &response(200, "many.zoom.us", &records),
+        );
+        assert_eq!(out.result, Some(AnswerResult::Refused));
+        // An unsolicited answer is ignored even for a banned name.
+        let out = see(
+            &mut l,
+            SERVER,
+            CLIENT,
+            &response(300, "u.zoom.us", &[("u.zoom.us", a([198, 19, 10, 9]), 60)]),
+        );
+        assert_eq!(out.result, Some(AnswerResult::Unsolicited));
+        assert_eq!(
+            see(&mut l, SERVER, CLIENT, b"\x00\x01garbage").result,
+            Some(AnswerResult::Malformed)
+        );
+        assert!(l.set.is_empty());
+    }
+
+    #[test]
+    fn expiry_and_state_round_trip() {
+        let mut l = learner();
+        see(&mut l, CLIENT, SERVER, &query(1, "e.zoom.us"));
+        see(
+            &mut l,
+            SERVER,
+            CLIENT,
+            &response(1, "e.zoom.us", &[("e.zoom.us", a([198, 19, 10, 5]), 60)]),
+        );
+        let dir = std::env::temp_dir().join(format!("learned-test-{}", std::process::id()));
+        l.set.save(&dir).unwrap();
+        let back = LearnedSet::load(&dir).unwrap();
+        assert_eq!(back, l.set);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let at = l.next_expiry().unwrap();
+        assert!(l.expire(at - Duration::from_secs(1)).is_empty());
+        assert_eq!(l.expire(at).len(), 1);
+        assert!(l.set.is_empty());
+    }
+}
