@@ -257,6 +257,12 @@ mod tests {
     use super::*;
     use crate::policy::{LoadOptions, builtin_never_block, parse_policy_str};
 
+    type Case<'a> = (
+        &'a str,
+        Vec<(&'a str, hickory_proto::rr::RData, u32)>,
+        AnswerResult,
+    );
+
     const CLIENT: &str = "198.18.1.2:40000";
     const SERVER: &str = "198.18.2.2:53";
 
@@ -321,11 +327,7 @@ mod tests {
     #[test]
     fn apex_unrelated_poisoned_cdn_and_garbage_are_not_learned() {
         let mut l = learner();
-        let cases: [(
-            &str,
-            Vec<(&str, hickory_proto::rr::RData, u32)>,
-            AnswerResult,
-        ); 4] = [
+        let cases: [Case; 4] = [
             (
                 "zoom.us",
                 vec![("zoom.us", a([198, 19, 10, 6]), 60)],
