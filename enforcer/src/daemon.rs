@@ -12,6 +12,7 @@ use tokio::sync::Notify;
 use crate::compile::{self, CompileError, CompiledPolicy, EntryAddress};
 use crate::datapath::attach::Attached;
 use crate::datapath::{ApplyStats, Datapath, DatapathError};
+use crate::learn::{AnswerResult, DomainPatterns, LearnedSet, Learner, Observed};
 use crate::policy::managed::{self, ManagedError, ManagedPlatform};
 use crate::policy::{self, LoadOptions, MANAGED_FILE, Policy, PolicyError};
 use crate::resolve::{self, AddressBook, ResolveMetrics, Resolver, StateError};
@@ -44,6 +45,10 @@ pub struct DaemonState {
     pub wake: Arc<Notify>,
     /// The policy files as last read, so the watcher reloads only on a real change.
     pub files_seen: Fingerprint,
+    /// Addresses learned from DNS answers crossing the gateway.
+    pub learner: Learner,
+    /// The learned set changed since it was last saved.
+    pub learned_dirty: bool,
 }
 
 /// Names, sizes and modification times of a policy's files.
@@ -138,7 +143,12 @@ impl DaemonState {
     /// The datapath applies it as a diff, additions before removals, so an address that stays
     /// blocked is never let through; on an error the maps keep at least what they had.
     pub fn enforce(&mut self) -> Result<ApplyStats, EnforceError> {
-        let addresses = dns_addresses(&self.policy, &self.book, &self.never_block);
+        let addresses = dns_addresses(
+            &self.policy,
+            &self.book,
+            &self.learner.set,
+            &self.never_block,
+        );
         let compiled = compile::compile_with(&self.policy, addresses)?;
         let stats = self.datapath.apply(&compiled)?;
         self.compiled = compiled;
@@ -147,7 +157,12 @@ impl DaemonState {
 
     /// The book's addresses as compiler input (see [`dns_addresses`]).
     pub fn entry_addresses(&self) -> Vec<EntryAddress> {
-        dns_addresses(&self.policy, &self.book, &self.never_block)
+        dns_addresses(
+            &self.policy,
+            &self.book,
+            &self.learner.set,
+            &self.never_block,
+        )
     }
 
     /// Re-reads `--rules` and installs it; on any error the running policy stays.
@@ -213,7 +228,10 @@ impl DaemonState {
         let now = SystemTime::now();
         let mut book = self.book.clone();
         let names = book.set_uses(resolve::policy_uses(&policy), now);
-        let addresses = dns_addresses(&policy, &book, &self.never_block);
+        let mut learned = self.learner.set.clone();
+        let patterns = DomainPatterns::from_policy(&policy);
+        let forgotten = learned.retain_uses(|u| patterns.has_use(u));
+        let addresses = dns_addresses(&policy, &book, &learned, &self.never_block);
         let compiled = compile::compile_with(&policy, addresses).map_err(EnforceError::from)?;
         let stats = self.datapath.apply(&compiled).map_err(EnforceError::from)?;
         let change = PolicyChange {
@@ -241,6 +259,10 @@ impl DaemonState {
             .register_platforms(policy.platforms.iter().map(|p| p.name.as_str()));
         self.policy = policy;
         self.book = book;
+        self.learner.replace(patterns, learned);
+        if !forgotten.is_empty() {
+            self.learned_dirty = true;
+        }
         self.compiled = compiled;
         self.last_policy_update = now;
         self.save_book();
@@ -304,41 +326,75 @@ impl DaemonState {
             log_state_error(&error);
         }
     }
+
+    /// Writes the learned addresses when they changed since the last save.
+    pub fn save_learned(&mut self) {
+        if !self.learned_dirty {
+            return;
+        }
+        match self.learner.set.save(&self.state_dir) {
+            Ok(()) => self.learned_dirty = false,
+            Err(error) => tracing::error!(
+                %error,
+                "saving the learned addresses failed; enforcement is unchanged"
+            ),
+        }
+    }
+
+    /// One DNS message seen on an attached interface: a believed answer for a banned name is
+    /// enforced before this returns.
+    pub fn observe_dns(&mut self, observed: &Observed<'_>) -> Option<AnswerResult> {
+        let outcome = self.learner.observe(
+            observed,
+            SystemTime::now(),
+            std::time::Instant::now(),
+            &self.resolve_metrics,
+        );
+        if !outcome.added.is_empty() {
+            self.learned_dirty = true;
+            enforce_after(self, "learned from DNS", outcome.added.len(), 0);
+        }
+        outcome.result
+    }
 }
 
 /// The book's addresses as compiler input, minus any inside the never-block list.
-fn dns_addresses(policy: &Policy, book: &AddressBook, never_block: &[IpNet]) -> Vec<EntryAddress> {
-    {
-        let index: HashMap<&str, usize> = policy
-            .platforms
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (p.name.as_str(), i))
-            .collect();
-        let mut refused = 0usize;
-        let addresses = book
-            .mappings()
-            .into_iter()
-            .filter_map(|m| {
-                if never_block.iter().any(|n| n.contains(&m.address)) {
-                    refused += 1;
-                    return None;
-                }
-                Some(EntryAddress {
-                    platform: *index.get(m.platform.as_str())?,
-                    entry: m.entry,
-                    net: IpNet::from(m.address),
-                })
+fn dns_addresses(
+    policy: &Policy,
+    book: &AddressBook,
+    learned: &LearnedSet,
+    never_block: &[IpNet],
+) -> Vec<EntryAddress> {
+    let index: HashMap<&str, usize> = policy
+        .platforms
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.name.as_str(), i))
+        .collect();
+    let mut refused = 0usize;
+    let resolved = book.mappings();
+    let addresses = resolved
+        .iter()
+        .chain(learned.mappings())
+        .filter_map(|m| {
+            if never_block.iter().any(|n| n.contains(&m.address)) {
+                refused += 1;
+                return None;
+            }
+            Some(EntryAddress {
+                platform: *index.get(m.platform.as_str())?,
+                entry: m.entry,
+                net: IpNet::from(m.address),
             })
-            .collect();
-        if refused > 0 {
-            tracing::warn!(
-                refused,
-                "known addresses inside the never-block list were not enforced"
-            );
-        }
-        addresses
+        })
+        .collect();
+    if refused > 0 {
+        tracing::warn!(
+            refused,
+            "known addresses inside the never-block list were not enforced"
+        );
     }
+    addresses
 }
 
 fn log_state_error(error: &StateError) {
@@ -387,10 +443,16 @@ pub async fn refresh_loop(state: Arc<Mutex<DaemonState>>, resolver: Arc<Resolver
             let Ok(mut guard) = state.lock() else { return };
             let s = &mut *guard;
             let change = s.book.expire(now);
-            if !change.is_empty() {
-                enforce_after(s, "grace ended", change.added.len(), change.removed.len());
+            let forgotten = s.learner.expire(now);
+            if !forgotten.is_empty() {
+                s.learned_dirty = true;
+            }
+            if !change.is_empty() || !forgotten.is_empty() {
+                let removed = change.removed.len() + forgotten.len();
+                enforce_after(s, "expired", change.added.len(), removed);
                 s.save_book();
             }
+            s.save_learned();
         } else {
             let resolutions = resolver.resolve_many(due).await;
             let Ok(mut guard) = state.lock() else { return };
@@ -404,7 +466,10 @@ pub async fn refresh_loop(state: Arc<Mutex<DaemonState>>, resolver: Arc<Resolver
             s.save_book();
         }
         let next = match state.lock() {
-            Ok(s) => s.book.next_due(),
+            Ok(s) => [s.book.next_due(), s.learner.next_expiry()]
+                .into_iter()
+                .flatten()
+                .min(),
             Err(_) => return,
         };
         let idle = next

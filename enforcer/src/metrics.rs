@@ -184,8 +184,13 @@ pub fn render(state: &Mutex<DaemonState>) -> Result<String, String> {
         "Prefixes enforced per platform, family and source.",
     );
     let dns = state.book.counts();
+    let learned_counts = state.learner.set.counts();
     for platform in &state.policy.platforms {
         let resolved = dns.get(&platform.name).copied().unwrap_or_default();
+        let learned = learned_counts
+            .get(&platform.name)
+            .copied()
+            .unwrap_or_default();
         let (mut v4, mut v6) = (0usize, 0usize);
         for net in platform.entries.iter().flat_map(|e| e.prefixes.iter()) {
             match net {
@@ -193,11 +198,15 @@ pub fn render(state: &Mutex<DaemonState>) -> Result<String, String> {
                 IpNet::V6(_) => v6 += 1,
             }
         }
-        for (family, published, resolved) in
-            [("ipv4", v4, resolved.ipv4), ("ipv6", v6, resolved.ipv6)]
-        {
-            // Wildcard learning does not exist yet: nothing is ever `learned`.
-            for (source, value) in [("dns", resolved), ("published", published), ("learned", 0)] {
+        for (family, published, resolved, learned) in [
+            ("ipv4", v4, resolved.ipv4, learned.ipv4),
+            ("ipv6", v6, resolved.ipv6, learned.ipv6),
+        ] {
+            for (source, value) in [
+                ("dns", resolved),
+                ("published", published),
+                ("learned", learned),
+            ] {
                 let _ = writeln!(
                     out,
                     "enforcer_prefixes{{platform=\"{}\",family=\"{family}\",source=\"{source}\"}} {value}",
@@ -208,6 +217,7 @@ pub fn render(state: &Mutex<DaemonState>) -> Result<String, String> {
     }
 
     state.resolve_metrics.render(&mut out);
+    state.learner.counters.render(&mut out);
 
     header(
         &mut out,

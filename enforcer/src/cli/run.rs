@@ -19,13 +19,14 @@ use crate::daemon::{self, DaemonState, EnforceError};
 use crate::datapath::attach::{self, AttachError, ModeRequest};
 use crate::datapath::bpffs::{self, BpffsError};
 use crate::datapath::{Datapath, DatapathError};
+use crate::learn::{DomainPatterns, LearnedSet, Learner};
 use crate::metrics::{self, MetricsError};
 use crate::netif;
 use crate::policy::{self, DomainPattern, LoadOptions, Policy, PolicyError};
 use crate::privileges;
 use crate::resolve::{
-    self, AddressBook, BookSettings, ResolveMetrics, Resolver, ResolverAddrError, ResolverConfig,
-    ResolverError,
+    self, AddressBook, BookSettings, Guard, ResolveMetrics, Resolver, ResolverAddrError,
+    ResolverConfig, ResolverError,
 };
 
 pub const DEFAULT_RULES: &str = "/etc/enforcer/rules";
@@ -228,6 +229,7 @@ pub fn execute(args: RunArgs) -> Result<ExitCode, RunError> {
     book.set_uses(resolve::policy_uses(&policy), now);
     // Enforce what was known, then ask DNS again at once rather than when the saved TTLs end.
     book.refresh_all(now);
+    let learner = learner(&settings, &policy, &resolver_config, book_settings);
     let resolve_metrics = ResolveMetrics::new();
     resolve_metrics.register_platforms(policy.platforms.iter().map(|p| p.name.as_str()));
 
@@ -249,6 +251,8 @@ pub fn execute(args: RunArgs) -> Result<ExitCode, RunError> {
         reloads_error: 0,
         wake: Arc::new(Notify::new()),
         files_seen: daemon::fingerprint(&settings.rules),
+        learner,
+        learned_dirty: false,
     };
     let stats = state.enforce()?;
     tracing::info!(
@@ -372,6 +376,31 @@ fn resolver_config(settings: &Settings, never_block: &[IpNet]) -> Result<Resolve
     };
     config.never_block.extend(never_block.iter().copied());
     Ok(config)
+}
+
+/// The learning pipeline for `policy`, with the addresses learned before a restart (those of
+/// entries the policy no longer has are dropped).
+fn learner(
+    settings: &Settings,
+    policy: &Policy,
+    config: &ResolverConfig,
+    book_settings: BookSettings,
+) -> Learner {
+    let mut guard = Guard::new(
+        config.never_block.clone(),
+        config.max_addresses_per_name,
+        &config.shared_suffixes,
+    );
+    guard.add_never_block(config.servers.iter().map(|s| IpNet::from(s.ip())));
+    let patterns = DomainPatterns::from_policy(policy);
+    let mut set = LearnedSet::load(&settings.state_dir).unwrap_or_else(|error| {
+        tracing::error!(%error, "the learned addresses are unusable; starting without them");
+        LearnedSet::default()
+    });
+    set.retain_uses(|u| patterns.has_use(u));
+    let mut learner = Learner::new(DomainPatterns::default(), guard, book_settings);
+    learner.replace(patterns, set);
+    learner
 }
 
 /// Wildcards are accepted now and enforced once learning from DNS answers exists; say so rather

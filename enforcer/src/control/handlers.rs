@@ -158,6 +158,9 @@ struct ExplainMatch {
     source: String,
     name: Option<String>,
     cname_chain: Vec<String>,
+    /// For a learned address: the server whose answer taught it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resolver: Option<String>,
     protocol: String,
     ports: Vec<String>,
     /// Where the entry was written (`PATH:LINE:COLUMN`).
@@ -197,6 +200,7 @@ fn explain_ip(state: &DaemonState, ip: IpAddr) -> Vec<ExplainMatch> {
                 source: "published".to_owned(),
                 name: None,
                 cname_chain: Vec::new(),
+                resolver: None,
                 protocol: m.protocol.as_str().to_owned(),
                 ports: m.ports.iter().map(ToString::to_string).collect(),
                 location: entry.location.to_string(),
@@ -204,17 +208,35 @@ fn explain_ip(state: &DaemonState, ip: IpAddr) -> Vec<ExplainMatch> {
             match m.source {
                 PrefixSource::Published => vec![base],
                 // One line per name that gave this address to this entry.
-                PrefixSource::Address => state
-                    .book
-                    .entries()
-                    .filter(|b| b.platform == m.platform && b.entry == m.entry && b.address == ip)
-                    .map(|b| ExplainMatch {
-                        source: "dns".to_owned(),
-                        name: Some(b.name.to_owned()),
-                        cname_chain: b.cname_chain.to_vec(),
-                        ..base.clone()
-                    })
-                    .collect(),
+                PrefixSource::Address => {
+                    let resolved = state
+                        .book
+                        .entries()
+                        .filter(|b| {
+                            b.platform == m.platform && b.entry == m.entry && b.address == ip
+                        })
+                        .map(|b| ExplainMatch {
+                            source: "dns".to_owned(),
+                            name: Some(b.name.to_owned()),
+                            cname_chain: b.cname_chain.to_vec(),
+                            ..base.clone()
+                        });
+                    let learned = state
+                        .learner
+                        .set
+                        .entries()
+                        .filter(|(k, _)| {
+                            k.platform == m.platform && k.entry == m.entry && k.address == ip
+                        })
+                        .map(|(_, l)| ExplainMatch {
+                            source: "learned".to_owned(),
+                            name: Some(l.name.clone()),
+                            cname_chain: l.cname_chain.clone(),
+                            resolver: Some(l.resolver.to_string()),
+                            ..base.clone()
+                        });
+                    resolved.chain(learned).collect()
+                }
             }
         })
         .collect()
@@ -242,6 +264,7 @@ fn explain_name(state: &DaemonState, target: &str) -> Vec<ExplainMatch> {
                 source: "dns".to_owned(),
                 name: Some(b.name.to_owned()),
                 cname_chain: b.cname_chain.to_vec(),
+                resolver: None,
                 protocol: entry.protocol.as_str().to_owned(),
                 ports: entry.ports.iter().map(ToString::to_string).collect(),
                 location: entry.location.to_string(),
@@ -267,6 +290,7 @@ fn explain_name(state: &DaemonState, target: &str) -> Vec<ExplainMatch> {
                                 source: "domain".to_owned(),
                                 name: Some(domain.to_string()),
                                 cname_chain: Vec::new(),
+                                resolver: None,
                                 protocol: entry.protocol.as_str().to_owned(),
                                 ports: entry.ports.iter().map(ToString::to_string).collect(),
                                 location: entry.location.to_string(),

@@ -143,6 +143,12 @@ impl Learner {
         self.set.retain_uses(|u| patterns.has_use(u))
     }
 
+    /// Installs a new policy's patterns with the learned set already filtered for it.
+    pub fn replace(&mut self, patterns: DomainPatterns, set: LearnedSet) {
+        self.patterns = patterns;
+        self.set = set;
+    }
+
     pub fn patterns(&self) -> &DomainPatterns {
         &self.patterns
     }
