@@ -116,6 +116,35 @@ pub const fn match_counter_index(platform: u16, action: u8, direction: u8, famil
         + family as u32
 }
 
+/// UDP port of DNS: messages to or from it are copied to user space for learning.
+pub const DNS_PORT: u16 = 53;
+/// Bytes of a DNS message copied into an event; longer messages are cut (and then usually
+/// unreadable, which user space counts as malformed).
+pub const DNS_CAPTURE_BYTES: usize = 1024;
+/// Size of the ring buffer of DNS events (a power-of-two number of pages): ~1,000 messages.
+pub const DNS_RING_BYTES: u32 = 1 << 20;
+
+/// One UDP DNS message seen by the program, with its addresses and ports. IPv4 addresses fill
+/// the first four bytes of the address arrays.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct DnsEvent {
+    pub src_addr: [u8; 16],
+    pub dst_addr: [u8; 16],
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// `FAMILY_IPV4` or `FAMILY_IPV6`.
+    pub family: u8,
+    pub _pad0: u8,
+    /// Bytes of `payload` that hold the message.
+    pub captured: u16,
+    /// The message's length in the frame (more than `captured` when it was cut).
+    pub length: u16,
+    pub _pad1: [u8; 6],
+    pub payload: [u8; DNS_CAPTURE_BYTES],
+}
+
+const _: () = assert!(size_of::<DnsEvent>() == 48 + DNS_CAPTURE_BYTES);
 const _: () = assert!(size_of::<RuleRef>() == 8 + 2 * RULES_PER_SLOT);
 const _: () = assert!(size_of::<Rule>() == 16);
 const _: () = assert!(size_of::<RuleSlot>() == 16 * RULES_PER_SLOT);

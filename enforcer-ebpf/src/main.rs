@@ -17,6 +17,7 @@
 #![no_std]
 #![no_main]
 
+mod dns;
 mod parse;
 
 use aya_ebpf::{
@@ -74,7 +75,16 @@ pub fn enforcer(ctx: XdpContext) -> u32 {
     let outcome = match parse::parse(&ctx) {
         Parsed::NotIp => Outcome::Pass(PASS_NOT_IP),
         Parsed::Unparsed => Outcome::Pass(PASS_UNPARSED),
-        Parsed::Ip(packet) => decide(&packet.addresses, packet.protocol, packet.ports),
+        Parsed::Ip(packet) => {
+            let outcome = decide(&packet.addresses, packet.protocol, packet.ports);
+            // DNS that is not dropped is shown to user space, which learns banned names' addresses.
+            if dns::is_dns(&packet)
+                && !matches!(&outcome, Outcome::Match(w) if w.action == ACTION_DROP)
+            {
+                dns::capture(&ctx, &packet);
+            }
+            outcome
+        }
     };
     finish(&ctx, outcome)
 }

@@ -32,12 +32,15 @@ pub struct Ports {
     pub known: bool,
     pub src: u16,
     pub dst: u16,
+    /// Offset of the transport header in the frame, when `known`.
+    pub l4: usize,
 }
 
 const UNKNOWN_PORTS: Ports = Ports {
     known: false,
     src: 0,
     dst: 0,
+    l4: 0,
 };
 
 pub struct Packet {
@@ -212,6 +215,7 @@ fn transport_ports(cursor: &Cursor, offset: usize, protocol: u8) -> Ports {
             known: true,
             src: u16::from_be_bytes([p[0], p[1]]),
             dst: u16::from_be_bytes([p[2], p[3]]),
+            l4: offset,
         },
         None => UNKNOWN_PORTS,
     }

@@ -6,13 +6,16 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use aya::maps::{MapData, RingBuf};
 use ipnet::IpNet;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 use tokio::sync::Notify;
 
 use crate::compile::{self, CompileError, CompiledPolicy, EntryAddress};
 use crate::datapath::attach::Attached;
 use crate::datapath::{ApplyStats, Datapath, DatapathError};
-use crate::learn::{AnswerResult, DomainPatterns, LearnedSet, Learner, Observed};
+use crate::learn::{CapturedMessage, DomainPatterns, LearnedSet, Learner};
 use crate::policy::managed::{self, ManagedError, ManagedPlatform};
 use crate::policy::{self, LoadOptions, MANAGED_FILE, Policy, PolicyError};
 use crate::resolve::{self, AddressBook, ResolveMetrics, Resolver, StateError};
@@ -341,20 +344,22 @@ impl DaemonState {
         }
     }
 
-    /// One DNS message seen on an attached interface: a believed answer for a banned name is
-    /// enforced before this returns.
-    pub fn observe_dns(&mut self, observed: &Observed<'_>) -> Option<AnswerResult> {
-        let outcome = self.learner.observe(
-            observed,
-            SystemTime::now(),
-            std::time::Instant::now(),
-            &self.resolve_metrics,
-        );
-        if !outcome.added.is_empty() {
-            self.learned_dirty = true;
-            enforce_after(self, "learned from DNS", outcome.added.len(), 0);
+    /// DNS messages seen on the attached interfaces, in order: what believed answers for banned
+    /// names teach is enforced, in one step, before this returns.
+    pub fn observe_dns(&mut self, messages: &[CapturedMessage]) -> usize {
+        let (now, mono) = (SystemTime::now(), std::time::Instant::now());
+        let mut added = 0;
+        for message in messages {
+            let outcome =
+                self.learner
+                    .observe(&message.observed(), now, mono, &self.resolve_metrics);
+            added += outcome.added.len();
         }
-        outcome.result
+        if added > 0 {
+            self.learned_dirty = true;
+            enforce_after(self, "learned from DNS", added, 0);
+        }
+        added
     }
 }
 
@@ -480,6 +485,45 @@ pub async fn refresh_loop(state: Arc<Mutex<DaemonState>>, resolver: Arc<Resolver
             _ = tokio::time::sleep(idle) => {}
             _ = wake.notified() => {}
         }
+    }
+}
+
+/// Reads the DNS messages the datapath copies and feeds them to the learner, a batch per
+/// wake-up. Runs until the task is dropped.
+pub async fn learn_loop(state: Arc<Mutex<DaemonState>>, ring: RingBuf<MapData>) {
+    // SAFETY: the descriptor is the ring buffer map's own, owned by `ring`, which the AsyncFd
+    // takes and keeps open for as long as it is registered.
+    let registered = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) };
+    let mut ring = match registered {
+        Ok(fd) => fd,
+        Err(error) => {
+            tracing::error!(%error, "cannot watch the DNS ring buffer; wildcards are not learned");
+            return;
+        }
+    };
+    let mut batch: Vec<CapturedMessage> = Vec::new();
+    loop {
+        let mut ready = match ring.readable_mut().await {
+            Ok(ready) => ready,
+            Err(error) => {
+                tracing::error!(%error, "the DNS ring buffer failed; wildcards are no longer learned");
+                return;
+            }
+        };
+        let reader = ready.get_inner_mut();
+        while let Some(record) = reader.next() {
+            match CapturedMessage::decode(&record) {
+                Some(message) => batch.push(message),
+                None => tracing::debug!(len = record.len(), "short DNS record skipped"),
+            }
+        }
+        ready.clear_ready();
+        if batch.is_empty() {
+            continue;
+        }
+        let Ok(mut s) = state.lock() else { return };
+        s.observe_dns(&batch);
+        batch.clear();
     }
 }
 

@@ -298,8 +298,9 @@ pub fn execute(args: RunArgs) -> Result<ExitCode, RunError> {
         control_listener,
         Arc::clone(&state),
     ))?;
-    if let Ok(state) = state.lock() {
+    if let Ok(mut state) = state.lock() {
         state.save_book();
+        state.save_learned();
     }
     tracing::info!("stopping; the program, links and maps stay pinned and keep enforcing");
     Ok(ExitCode::SUCCESS)
@@ -319,9 +320,18 @@ async fn serve(
     let resolver = Arc::new(Resolver::new(&resolver_config)?);
     tracing::info!(servers = ?resolver.servers(), "resolving the policy's domains");
     let watch_task = tokio::spawn(daemon::watch_policy(Arc::clone(&state)));
+    let dns_events = state
+        .lock()
+        .ok()
+        .and_then(|mut s| s.datapath.take_dns_events());
+    let learn_task =
+        dns_events.map(|ring| tokio::spawn(daemon::learn_loop(Arc::clone(&state), ring)));
     let refresh_task = tokio::spawn(daemon::refresh_loop(state, resolver));
     wait_for_termination().await.map_err(RunError::Runtime)?;
     refresh_task.abort();
+    if let Some(task) = learn_task {
+        task.abort();
+    }
     watch_task.abort();
     control_task.abort();
     let _ = std::fs::remove_file(&settings.socket);

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use aya::maps::{Array, LpmTrie, MapData, MapError, MapInfo, PerCpuArray, lpm_trie::Key};
+use aya::maps::{Array, LpmTrie, MapData, MapError, MapInfo, PerCpuArray, RingBuf, lpm_trie::Key};
 use aya::programs::{ProgramError, TestRun, TestRunOptions, Xdp};
 use aya::{Ebpf, EbpfError, EbpfLoader};
 use enforcer_common::{
@@ -28,6 +28,8 @@ const MAP_PREFIXES_V6: &str = "PREFIXES_V6";
 const MAP_RULE_SLOTS: &str = "RULE_SLOTS_MAP";
 const MAP_MATCH_STATS: &str = "MATCH_STATS";
 const MAP_PASS_STATS: &str = "PASS_STATS";
+/// Not pinned: only the running daemon reads it, and each program brings its own.
+const MAP_DNS_EVENTS: &str = "DNS_EVENTS";
 pub const MAPS: [&str; 5] = [
     MAP_PREFIXES_V4,
     MAP_PREFIXES_V6,
@@ -103,6 +105,7 @@ pub struct Datapath {
     slots: Array<MapData, RuleSlot>,
     match_stats: PerCpuArray<MapData, Counter>,
     pass_stats: PerCpuArray<MapData, Counter>,
+    dns_events: Option<RingBuf<MapData>>,
 }
 
 impl Datapath {
@@ -153,6 +156,8 @@ impl Datapath {
             PerCpuArray::try_from(take(MAP_MATCH_STATS)?).map_err(map_err(MAP_MATCH_STATS))?;
         let pass_stats =
             PerCpuArray::try_from(take(MAP_PASS_STATS)?).map_err(map_err(MAP_PASS_STATS))?;
+        let dns_events =
+            RingBuf::try_from(take(MAP_DNS_EVENTS)?).map_err(map_err(MAP_DNS_EVENTS))?;
         Ok(Self {
             ebpf,
             prefixes_v4,
@@ -160,7 +165,14 @@ impl Datapath {
             slots,
             match_stats,
             pass_stats,
+            dns_events: Some(dns_events),
         })
+    }
+
+    /// The ring buffer of DNS messages the program copies; there is one reader, so the first
+    /// call gets it.
+    pub fn take_dns_events(&mut self) -> Option<RingBuf<MapData>> {
+        self.dns_events.take()
     }
 
     pub fn program_mut(&mut self) -> Result<&mut Xdp, DatapathError> {

@@ -28,6 +28,8 @@ pub use learned::{LEARNED_FILE, LearnedEntry, LearnedSet};
 pub use message::{DnsMessage, parse_message};
 pub use patterns::DomainPatterns;
 
+use enforcer_common::{DnsEvent, FAMILY_IPV4};
+
 use crate::resolve::{BookSettings, Guard, Mapping, ResolveMetrics, Use};
 
 /// What became of one DNS message; the `result` label of `enforcer_dns_answers_total` for
@@ -103,6 +105,47 @@ pub struct Observed<'a> {
     pub src: SocketAddr,
     pub dst: SocketAddr,
     pub payload: &'a [u8],
+}
+
+/// A DNS message copied by the datapath, decoded from its ring-buffer record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CapturedMessage {
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub payload: Vec<u8>,
+}
+
+impl CapturedMessage {
+    /// Decodes one record; `None` when it is not a whole event.
+    pub fn decode(record: &[u8]) -> Option<Self> {
+        if record.len() < std::mem::size_of::<DnsEvent>() {
+            return None;
+        }
+        // SAFETY: the record holds a whole DnsEvent (checked above), a repr(C) struct of integers
+        // and byte arrays, so any bytes are a valid value; read_unaligned needs no alignment.
+        let event: DnsEvent = unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
+        let ip = |bytes: [u8; 16]| -> IpAddr {
+            if event.family == FAMILY_IPV4 {
+                IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]])
+            } else {
+                IpAddr::from(bytes)
+            }
+        };
+        let captured = usize::from(event.captured).min(event.payload.len());
+        Some(Self {
+            src: SocketAddr::new(ip(event.src_addr), event.src_port),
+            dst: SocketAddr::new(ip(event.dst_addr), event.dst_port),
+            payload: event.payload[..captured].to_vec(),
+        })
+    }
+
+    pub fn observed(&self) -> Observed<'_> {
+        Observed {
+            src: self.src,
+            dst: self.dst,
+            payload: &self.payload,
+        }
+    }
 }
 
 /// What one message did.
