@@ -214,6 +214,101 @@ pub fn compile_with(
     Ok(compiled)
 }
 
+/// Adds host addresses (one /32 or /128 each) to an already compiled policy exactly as
+/// [`compile_with`] would have: each host gets its entry's rules plus every rule of the longest
+/// enclosing prefix. A host is the most specific prefix there is, so nothing else changes; this
+/// is how an address learned from DNS reaches the datapath without recompiling everything.
+/// Returns the hosts whose rules changed, for the datapath to write.
+pub fn add_hosts(
+    compiled: &mut CompiledPolicy,
+    policy: &Policy,
+    addresses: &[EntryAddress],
+) -> Result<Vec<IpNet>, CompileError> {
+    let mut changed = Vec::new();
+    for address in addresses {
+        let Some(platform) = policy.platforms.get(address.platform) else {
+            continue;
+        };
+        let Some(entry) = platform.entries.get(address.entry) else {
+            continue;
+        };
+        let rules = entry_rules(
+            Policy::platform_id(address.platform),
+            platform.action.code(),
+            entry,
+        );
+        let host = IpNet::from(address.net.addr());
+        let written = match host {
+            IpNet::V4(n) => add_host(
+                &mut compiled.v4,
+                Prefix {
+                    addr: u32::from(n.addr()),
+                    len: 32,
+                },
+                rules,
+                |p| IpNet::V4(ipv4_net(p)),
+            )?,
+            IpNet::V6(n) => add_host(
+                &mut compiled.v6,
+                Prefix {
+                    addr: u128::from(n.addr()),
+                    len: 128,
+                },
+                rules,
+                |p| IpNet::V6(ipv6_net(p)),
+            )?,
+        };
+        if written && !changed.contains(&host) {
+            changed.push(host);
+        }
+    }
+    Ok(changed)
+}
+
+fn add_host<A: Bits>(
+    map: &mut BTreeMap<Prefix<A>, PrefixRules>,
+    host: Prefix<A>,
+    rules: Vec<Rule>,
+    display: impl Fn(Prefix<A>) -> IpNet,
+) -> Result<bool, CompileError> {
+    let full_of = |p: &PrefixRules| -> BTreeMap<Rule, u8> {
+        p.rules
+            .iter()
+            .copied()
+            .zip(p.prefix_lens.iter().copied())
+            .collect()
+    };
+    let existing = map.get(&host).map(full_of);
+    let mut full = match &existing {
+        Some(full) => full.clone(),
+        None => (0..host.len)
+            .rev()
+            .find_map(|len| {
+                map.get(&Prefix {
+                    addr: host.addr.mask(len),
+                    len,
+                })
+            })
+            .map(full_of)
+            .unwrap_or_default(),
+    };
+    for rule in rules {
+        full.insert(rule, host.len);
+    }
+    if existing.as_ref() == Some(&full) {
+        return Ok(false);
+    }
+    if full.len() > RULES_PER_SLOT {
+        return Err(CompileError::TooManyRules {
+            prefix: display(host),
+            count: full.len(),
+            limit: RULES_PER_SLOT,
+        });
+    }
+    map.insert(host, PrefixRules::new(&full));
+    Ok(true)
+}
+
 fn check_capacity(family: &'static str, count: usize, limit: u32) -> Result<(), CompileError> {
     if count > limit as usize {
         return Err(CompileError::TooManyPrefixes {
@@ -339,6 +434,43 @@ mod tests {
             addr: n.network().into(),
             len: n.prefix_len(),
         }
+    }
+
+    #[test]
+    fn adding_hosts_equals_compiling_them() {
+        let mut banned = entry(&["198.19.0.0/16", "2001:db8::/32"], Protocol::Any, &[]);
+        banned.index = 0;
+        let mut relay = entry(&["198.19.10.0/24"], Protocol::Udp, &[(3478, 3478)]);
+        relay.index = 1;
+        let policy = Policy {
+            platforms: vec![
+                platform(
+                    "allowed",
+                    Action::Allow,
+                    vec![entry(&["198.19.10.77/32"], Protocol::Any, &[])],
+                ),
+                platform("media", Action::Drop, vec![banned, relay]),
+            ],
+        };
+        let host = |platform, entry, net: &str| EntryAddress {
+            platform,
+            entry,
+            net: net.parse().unwrap(),
+        };
+        let first = [host(1, 0, "203.0.113.9/32")];
+        let later = [
+            host(1, 1, "198.19.10.5/32"),  // inside two enclosing prefixes
+            host(1, 0, "198.19.10.77/32"), // an existing host prefix of another platform
+            host(1, 0, "203.0.113.9/32"),  // already there: no change
+            host(1, 0, "2001:db8::5/128"),
+            host(0, 0, "198.51.100.1/32"), // outside everything
+        ];
+        let mut compiled = compile_with(&policy, first).unwrap();
+        let changed = add_hosts(&mut compiled, &policy, &later).unwrap();
+        let expected = compile_with(&policy, first.into_iter().chain(later)).unwrap();
+        assert_eq!(compiled, expected);
+        assert_eq!(changed.len(), 4, "{changed:?}");
+        assert!(!changed.contains(&"203.0.113.9/32".parse().unwrap()));
     }
 
     #[test]
