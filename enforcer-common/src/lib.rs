@@ -52,7 +52,9 @@ pub const PROTOCOL_UNKNOWN: u8 = 255;
 pub const PASS_NO_MATCH: u32 = 0;
 pub const PASS_NOT_IP: u32 = 1;
 pub const PASS_UNPARSED: u32 = 2;
-pub const PASS_REASONS: u32 = 3;
+/// Not a pass: a DNS response held until the daemon has enforced its answer and sent it on.
+pub const PASS_DNS_HELD: u32 = 3;
+pub const PASS_REASONS: u32 = 4;
 
 /// Entries in the per-CPU match counter array.
 pub const MATCH_COUNTERS: u32 = MAX_PLATFORMS * ACTIONS * DIRECTIONS * FAMILIES;
@@ -118,14 +120,19 @@ pub const fn match_counter_index(platform: u16, action: u8, direction: u8, famil
 
 /// UDP port of DNS: messages to or from it are copied to user space for learning.
 pub const DNS_PORT: u16 = 53;
-/// Bytes of a DNS message copied into an event; longer messages are cut (and then usually
-/// unreadable, which user space counts as malformed).
-pub const DNS_CAPTURE_BYTES: usize = 1024;
-/// Size of the ring buffer of DNS events (a power-of-two number of pages): ~1,000 messages.
-pub const DNS_RING_BYTES: u32 = 1 << 20;
+/// Bytes of a DNS packet (from its IP header) copied into an event; a longer packet is cut, and
+/// then neither held nor, usually, readable (user space counts it as malformed).
+pub const DNS_CAPTURE_BYTES: usize = 2048;
+/// Size of the ring buffer of DNS events (a power-of-two number of pages): ~1,000 packets.
+pub const DNS_RING_BYTES: u32 = 1 << 21;
+/// Index of the hold deadline in `DNS_HOLD`: while `bpf_ktime_get_ns()` is below it, DNS
+/// responses are held (dropped after copying) and the daemon sends them on once it has enforced
+/// what they teach. The daemon keeps pushing it a few seconds ahead; if the daemon dies, holding
+/// stops by itself and responses flow again.
+pub const DNS_HOLD_DEADLINE: u32 = 0;
 
-/// One UDP DNS message seen by the program, with its addresses and ports. IPv4 addresses fill
-/// the first four bytes of the address arrays.
+/// One UDP DNS packet seen by the program, from its IP header, with its addresses and ports.
+/// IPv4 addresses fill the first four bytes of the address arrays.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct DnsEvent {
@@ -135,13 +142,16 @@ pub struct DnsEvent {
     pub dst_port: u16,
     /// `FAMILY_IPV4` or `FAMILY_IPV6`.
     pub family: u8,
-    pub _pad0: u8,
-    /// Bytes of `payload` that hold the message.
+    /// 1 when the program dropped the frame and the daemon must send the packet on.
+    pub held: u8,
+    /// Bytes of `packet` that hold the IP packet.
     pub captured: u16,
-    /// The message's length in the frame (more than `captured` when it was cut).
+    /// The IP packet's length in the frame (more than `captured` when it was cut).
     pub length: u16,
-    pub _pad1: [u8; 6],
-    pub payload: [u8; DNS_CAPTURE_BYTES],
+    /// Offset of the DNS message in `packet`.
+    pub payload_offset: u16,
+    pub _pad: [u8; 4],
+    pub packet: [u8; DNS_CAPTURE_BYTES],
 }
 
 const _: () = assert!(size_of::<DnsEvent>() == 48 + DNS_CAPTURE_BYTES);

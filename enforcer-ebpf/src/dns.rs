@@ -1,18 +1,28 @@
-//! Copying DNS messages to user space, which learns the addresses of banned names from them.
-//! The frame itself passes untouched: this only reads it.
+//! Copying DNS packets to user space, which learns the addresses of banned names from them.
+//! Responses are also held (the frame is dropped after the copy) while the daemon is alive, and
+//! the daemon sends them on once what they teach is enforced: a client cannot connect to an
+//! answer before it is blocked.
 
 use aya_ebpf::{
-    helpers::generated::bpf_xdp_load_bytes, macros::map, maps::RingBuf, programs::XdpContext,
+    helpers::{bpf_ktime_get_ns, generated::bpf_xdp_load_bytes},
+    macros::map,
+    maps::{Array, RingBuf},
+    programs::XdpContext,
 };
 use enforcer_common::{
-    DNS_CAPTURE_BYTES, DNS_PORT, DNS_RING_BYTES, DnsEvent, FAMILY_IPV4, FAMILY_IPV6, PROTOCOL_UDP,
+    DNS_CAPTURE_BYTES, DNS_HOLD_DEADLINE, DNS_PORT, DNS_RING_BYTES, DnsEvent, FAMILY_IPV4,
+    FAMILY_IPV6, PROTOCOL_UDP,
 };
 
 use crate::parse::{Addresses, Packet};
 
-/// UDP DNS messages (queries and responses) seen on the attached interfaces, for user space.
+/// UDP DNS packets (queries and responses) seen on the attached interfaces, for user space.
 #[map]
 static DNS_EVENTS: RingBuf = RingBuf::with_byte_size(DNS_RING_BYTES, 0);
+
+/// `[DNS_HOLD_DEADLINE]`: responses are held while `bpf_ktime_get_ns()` is below this.
+#[map]
+static DNS_HOLD: Array<u64> = Array::with_max_entries(1, 0);
 
 const UDP_HEADER: usize = 8;
 
@@ -24,26 +34,34 @@ pub fn is_dns(packet: &Packet) -> bool {
         && (packet.ports.src == DNS_PORT || packet.ports.dst == DNS_PORT)
 }
 
-/// Copies the message into the ring buffer. When the buffer is full the message is not
-/// copied (and not learned from); the frame is never held back for it.
 #[inline(always)]
-pub fn capture(ctx: &XdpContext, packet: &Packet) {
+fn holding() -> bool {
+    let deadline = DNS_HOLD.get(DNS_HOLD_DEADLINE).copied().unwrap_or(0);
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    now < deadline
+}
+
+/// Copies the packet into the ring buffer; returns whether the frame is to be held (dropped
+/// here, sent on by the daemon). When the buffer is full nothing is copied and nothing held.
+#[inline(always)]
+pub fn capture(ctx: &XdpContext, packet: &Packet) -> bool {
     let frame_len = ctx.data_end() - ctx.data();
+    let l3 = packet.l3;
     let payload = packet.ports.l4 + UDP_HEADER;
-    if payload >= frame_len {
-        return;
+    if payload >= frame_len || l3 >= payload {
+        return false;
     }
-    let length = frame_len - payload;
-    let captured = if length > DNS_CAPTURE_BYTES {
-        DNS_CAPTURE_BYTES
-    } else {
-        length
-    };
+    let length = frame_len - l3;
+    let whole = length <= DNS_CAPTURE_BYTES;
+    let captured = if whole { length } else { DNS_CAPTURE_BYTES };
     // The same value (1..=DNS_CAPTURE_BYTES, a power of two), in a form whose lower bound the
     // verifier can see: the helper refuses a length that might be zero.
     let captured = ((captured - 1) & (DNS_CAPTURE_BYTES - 1)) + 1;
+    // Only a whole response can be sent on.
+    let hold = whole && packet.ports.src == DNS_PORT && holding();
     let Some(mut entry) = DNS_EVENTS.reserve::<DnsEvent>(0) else {
-        return;
+        return false;
     };
     let event = entry.as_mut_ptr();
     let (family, src, dst) = match &packet.addresses {
@@ -64,20 +82,22 @@ pub fn capture(ctx: &XdpContext, packet: &Packet) {
         (*event).src_port = packet.ports.src;
         (*event).dst_port = packet.ports.dst;
         (*event).family = family;
-        (*event)._pad0 = 0;
+        (*event).held = hold as u8;
         (*event).captured = captured as u16;
         (*event).length = length as u16;
-        (*event)._pad1 = [0; 6];
+        (*event).payload_offset = (payload - l3) as u16;
+        (*event)._pad = [0; 4];
         bpf_xdp_load_bytes(
             ctx.ctx,
-            payload as u32,
-            (*event).payload.as_mut_ptr().cast(),
+            l3 as u32,
+            (*event).packet.as_mut_ptr().cast(),
             captured as u32,
         )
     };
     if copied < 0 {
         entry.discard(0);
-    } else {
-        entry.submit(0);
+        return false;
     }
+    entry.submit(0);
+    hold
 }

@@ -28,9 +28,9 @@ use aya_ebpf::{
 };
 use enforcer_common::{
     ACTION_ALLOW, ACTION_DROP, ACTION_MONITOR, Counter, DIRECTION_EGRESS, DIRECTION_INGRESS,
-    FAMILY_IPV4, FAMILY_IPV6, MATCH_COUNTERS, MAX_PREFIXES_V4, MAX_PREFIXES_V6, PASS_NO_MATCH,
-    PASS_NOT_IP, PASS_REASONS, PASS_UNPARSED, PROTOCOL_ANY, RULE_SLOTS, RULES_PER_SLOT, RuleRef,
-    RuleSlot, match_counter_index,
+    FAMILY_IPV4, FAMILY_IPV6, MATCH_COUNTERS, MAX_PREFIXES_V4, MAX_PREFIXES_V6, PASS_DNS_HELD,
+    PASS_NO_MATCH, PASS_NOT_IP, PASS_REASONS, PASS_UNPARSED, PROTOCOL_ANY, RULE_SLOTS,
+    RULES_PER_SLOT, RuleRef, RuleSlot, match_counter_index,
 };
 
 use crate::parse::{Addresses, Parsed, Ports};
@@ -60,6 +60,8 @@ static PASS_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(PASS_REA
 enum Outcome {
     Pass(u32),
     Match(Winner),
+    /// A DNS response the daemon sends on itself.
+    Held,
 }
 
 #[derive(Clone, Copy)]
@@ -77,13 +79,16 @@ pub fn enforcer(ctx: XdpContext) -> u32 {
         Parsed::Unparsed => Outcome::Pass(PASS_UNPARSED),
         Parsed::Ip(packet) => {
             let outcome = decide(&packet.addresses, packet.protocol, packet.ports);
-            // DNS that is not dropped is shown to user space, which learns banned names' addresses.
+            // DNS that is not dropped is shown to user space, which learns banned names'
+            // addresses; a response may be held until that is done (see `dns`).
             if dns::is_dns(&packet)
                 && !matches!(&outcome, Outcome::Match(w) if w.action == ACTION_DROP)
+                && dns::capture(&ctx, &packet)
             {
-                dns::capture(&ctx, &packet);
+                Outcome::Held
+            } else {
+                outcome
             }
-            outcome
         }
     };
     finish(&ctx, outcome)
@@ -101,6 +106,7 @@ fn finish(ctx: &XdpContext, outcome: Outcome) -> u32 {
     let bytes = (ctx.data_end() - ctx.data()) as u64;
     let (counter, verdict) = match outcome {
         Outcome::Pass(reason) => (PASS_STATS.get_ptr_mut(reason), xdp_action::XDP_PASS),
+        Outcome::Held => (PASS_STATS.get_ptr_mut(PASS_DNS_HELD), xdp_action::XDP_DROP),
         Outcome::Match(w) => {
             let index = match_counter_index(w.platform, w.action, w.direction, w.family);
             let verdict = if w.action == ACTION_DROP {

@@ -47,6 +47,8 @@ pub struct Packet {
     pub addresses: Addresses,
     pub protocol: u8,
     pub ports: Ports,
+    /// Offset of the IP header in the frame.
+    pub l3: usize,
 }
 
 /// The frame being parsed.
@@ -128,6 +130,7 @@ fn parse_ipv4(cursor: &Cursor, l3: usize) -> Parsed {
         },
         protocol,
         ports,
+        l3,
     })
 }
 
@@ -148,6 +151,7 @@ fn parse_ipv6(cursor: &Cursor, l3: usize) -> Parsed {
         addresses: Addresses::V6 { src, dst },
         protocol,
         ports,
+        l3,
     })
 }
 

@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 use crate::compile::{self, CompileError, CompiledPolicy, EntryAddress};
 use crate::datapath::attach::Attached;
 use crate::datapath::{ApplyStats, Datapath, DatapathError};
-use crate::learn::{CapturedMessage, DomainPatterns, LearnedSet, Learner};
+use crate::learn::{CapturedMessage, DomainPatterns, LearnedSet, Learner, Reinjector};
 use crate::policy::managed::{self, ManagedError, ManagedPlatform};
 use crate::policy::{self, LoadOptions, MANAGED_FILE, Policy, PolicyError};
 use crate::resolve::{self, AddressBook, ResolveMetrics, Resolver, StateError};
@@ -348,18 +348,53 @@ impl DaemonState {
     /// names teach is enforced, in one step, before this returns.
     pub fn observe_dns(&mut self, messages: &[CapturedMessage]) -> usize {
         let (now, mono) = (SystemTime::now(), std::time::Instant::now());
-        let mut added = 0;
+        let mut added = Vec::new();
         for message in messages {
             let outcome =
                 self.learner
                     .observe(&message.observed(), now, mono, &self.resolve_metrics);
-            added += outcome.added.len();
+            added.extend(outcome.added);
         }
-        if added > 0 {
-            self.learned_dirty = true;
-            enforce_after(self, "learned from DNS", added, 0);
+        if added.is_empty() {
+            return 0;
         }
-        added
+        self.learned_dirty = true;
+        // Fast path: only the new host keys are written; anything unusual recompiles everything.
+        let hosts: Vec<EntryAddress> = added
+            .iter()
+            .filter(|m| !self.never_block.iter().any(|n| n.contains(&m.address)))
+            .filter_map(|m| {
+                Some(EntryAddress {
+                    platform: self
+                        .policy
+                        .platforms
+                        .iter()
+                        .position(|p| p.name == m.platform)?,
+                    entry: m.entry,
+                    net: IpNet::from(m.address),
+                })
+            })
+            .collect();
+        let written = compile::add_hosts(&mut self.compiled, &self.policy, &hosts)
+            .map_err(EnforceError::from)
+            .and_then(|changed| {
+                self.datapath
+                    .write_hosts(&self.compiled, &changed)
+                    .map_err(EnforceError::from)
+            });
+        match written {
+            Ok(count) => tracing::info!(
+                learned = added.len(),
+                written = count,
+                elapsed_us = mono.elapsed().as_micros() as u64,
+                "learned from DNS: addresses enforced"
+            ),
+            Err(error) => {
+                tracing::warn!(%error, "learned addresses: recompiling the whole policy");
+                enforce_after(self, "learned from DNS", added.len(), 0);
+            }
+        }
+        added.len()
     }
 }
 
@@ -490,7 +525,11 @@ pub async fn refresh_loop(state: Arc<Mutex<DaemonState>>, resolver: Arc<Resolver
 
 /// Reads the DNS messages the datapath copies and feeds them to the learner, a batch per
 /// wake-up. Runs until the task is dropped.
-pub async fn learn_loop(state: Arc<Mutex<DaemonState>>, ring: RingBuf<MapData>) {
+pub async fn learn_loop(
+    state: Arc<Mutex<DaemonState>>,
+    ring: RingBuf<MapData>,
+    reinjector: Option<Reinjector>,
+) {
     // SAFETY: the descriptor is the ring buffer map's own, owned by `ring`, which the AsyncFd
     // takes and keeps open for as long as it is registered.
     let registered = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) };
@@ -521,10 +560,56 @@ pub async fn learn_loop(state: Arc<Mutex<DaemonState>>, ring: RingBuf<MapData>) 
         if batch.is_empty() {
             continue;
         }
-        let Ok(mut s) = state.lock() else { return };
-        s.observe_dns(&batch);
+        {
+            let Ok(mut s) = state.lock() else { return };
+            s.observe_dns(&batch);
+        }
+        // What the held responses teach is enforced now: let them go on.
+        for message in batch.iter().filter(|m| m.held) {
+            match &reinjector {
+                Some(r) => {
+                    tracing::debug!(dst = %message.dst, len = message.packet.len(), "sending a held DNS response on");
+                    if let Err(error) = r.send(message) {
+                        tracing::warn!(%error, dst = %message.dst, "a held DNS response could not be sent on");
+                    }
+                }
+                None => tracing::warn!("a DNS response was held without a way to send it on"),
+            }
+        }
         batch.clear();
     }
+}
+
+/// How far ahead the hold deadline is pushed, and how often.
+const HOLD_AHEAD: Duration = Duration::from_secs(3);
+const HOLD_EVERY: Duration = Duration::from_secs(1);
+
+/// Keeps the datapath holding DNS responses while this daemon runs (and can send them on): the
+/// deadline is pushed ahead every second, so holding stops by itself within seconds of the
+/// daemon's death instead of cutting clients off DNS.
+pub async fn hold_heartbeat(state: Arc<Mutex<DaemonState>>) {
+    loop {
+        let deadline = monotonic_ns().saturating_add(HOLD_AHEAD.as_nanos() as u64);
+        if let Ok(mut s) = state.lock()
+            && let Err(error) = s.datapath.set_dns_hold(deadline)
+        {
+            tracing::warn!(%error, "cannot keep holding DNS responses");
+        }
+        tokio::time::sleep(HOLD_EVERY).await;
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
 }
 
 /// The current time, never earlier than `before` (answers are stamped when they arrived).

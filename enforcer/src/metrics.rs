@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use enforcer_common::{
     ACTION_ALLOW, ACTION_DROP, ACTION_MONITOR, DIRECTION_EGRESS, DIRECTION_INGRESS, FAMILY_IPV4,
-    FAMILY_IPV6, MAX_PREFIXES_V4, MAX_PREFIXES_V6, PASS_NO_MATCH, PASS_NOT_IP, PASS_UNPARSED,
-    RULE_SLOTS,
+    FAMILY_IPV6, MAX_PREFIXES_V4, MAX_PREFIXES_V6, PASS_DNS_HELD, PASS_NO_MATCH, PASS_NOT_IP,
+    PASS_UNPARSED, RULE_SLOTS,
 };
 use ipnet::IpNet;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -176,6 +176,18 @@ pub fn render(state: &Mutex<DaemonState>) -> Result<String, String> {
             counters.passed[reason as usize].packets
         );
     }
+
+    header(
+        &mut out,
+        "enforcer_dns_held_packets_total",
+        "counter",
+        "DNS responses held by the datapath until their answers were enforced, then sent on.",
+    );
+    let _ = writeln!(
+        out,
+        "enforcer_dns_held_packets_total {}",
+        counters.passed[PASS_DNS_HELD as usize].packets
+    );
 
     header(
         &mut out,

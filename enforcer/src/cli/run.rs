@@ -19,10 +19,10 @@ use crate::daemon::{self, DaemonState, EnforceError};
 use crate::datapath::attach::{self, AttachError, ModeRequest};
 use crate::datapath::bpffs::{self, BpffsError};
 use crate::datapath::{Datapath, DatapathError};
-use crate::learn::{DomainPatterns, LearnedSet, Learner};
+use crate::learn::{DomainPatterns, LearnedSet, Learner, Reinjector};
 use crate::metrics::{self, MetricsError};
 use crate::netif;
-use crate::policy::{self, DomainPattern, LoadOptions, Policy, PolicyError};
+use crate::policy::{self, LoadOptions, Policy, PolicyError};
 use crate::privileges;
 use crate::resolve::{
     self, AddressBook, BookSettings, Guard, ResolveMetrics, Resolver, ResolverAddrError,
@@ -268,7 +268,6 @@ pub fn execute(args: RunArgs) -> Result<ExitCode, RunError> {
         unchanged = stats.unchanged,
         "policy applied"
     );
-    report_wildcards(&state.policy);
     state.attached = attach::attach_all(
         state.datapath.program_mut()?,
         &settings.bpffs,
@@ -280,6 +279,14 @@ pub fn execute(args: RunArgs) -> Result<ExitCode, RunError> {
     }
 
     let control_listener = control::server::bind(&settings.socket)?;
+    // Raw sockets for sending held DNS responses on; without them responses are not held.
+    let reinjector = match Reinjector::open() {
+        Ok(r) => Some(r),
+        Err(error) => {
+            tracing::warn!(%error, "cannot open raw sockets: DNS responses are not held, so a client may connect to a banned answer before it is learned");
+            None
+        }
+    };
     // Loading, pinning and attaching are done: keep only what map updates need.
     match privileges::keep_only(&[privileges::CAP_BPF]) {
         Ok(()) => tracing::info!("capabilities dropped; CAP_BPF kept for map updates"),
@@ -296,6 +303,7 @@ pub fn execute(args: RunArgs) -> Result<ExitCode, RunError> {
         settings,
         resolver_config,
         control_listener,
+        reinjector,
         Arc::clone(&state),
     ))?;
     if let Ok(mut state) = state.lock() {
@@ -310,6 +318,7 @@ async fn serve(
     settings: Settings,
     resolver_config: ResolverConfig,
     control_listener: std::os::unix::net::UnixListener,
+    reinjector: Option<Reinjector>,
     state: Arc<Mutex<DaemonState>>,
 ) -> Result<(), RunError> {
     let control_task = control::server::spawn(control_listener, Arc::clone(&state))?;
@@ -324,11 +333,21 @@ async fn serve(
         .lock()
         .ok()
         .and_then(|mut s| s.datapath.take_dns_events());
-    let learn_task =
-        dns_events.map(|ring| tokio::spawn(daemon::learn_loop(Arc::clone(&state), ring)));
-    let refresh_task = tokio::spawn(daemon::refresh_loop(state, resolver));
+    let holding = reinjector.is_some();
+    let learn_task = dns_events
+        .map(|ring| tokio::spawn(daemon::learn_loop(Arc::clone(&state), ring, reinjector)));
+    let hold_task = (holding && learn_task.is_some())
+        .then(|| tokio::spawn(daemon::hold_heartbeat(Arc::clone(&state))));
+    let refresh_task = tokio::spawn(daemon::refresh_loop(Arc::clone(&state), resolver));
     wait_for_termination().await.map_err(RunError::Runtime)?;
     refresh_task.abort();
+    if let Some(task) = hold_task {
+        task.abort();
+    }
+    // Stop holding before the reader goes, so no response waits for a daemon that left.
+    if let Ok(mut s) = state.lock() {
+        let _ = s.datapath.set_dns_hold(0);
+    }
     if let Some(task) = learn_task {
         task.abort();
     }
@@ -411,26 +430,4 @@ fn learner(
     let mut learner = Learner::new(DomainPatterns::default(), guard, book_settings);
     learner.replace(patterns, set);
     learner
-}
-
-/// Wildcards are accepted now and enforced once learning from DNS answers exists; say so rather
-/// than pretend.
-fn report_wildcards(policy: &Policy) {
-    for platform in &policy.platforms {
-        let wildcards: Vec<String> = platform
-            .entries
-            .iter()
-            .flat_map(|e| e.domains.iter())
-            .filter(|d| matches!(d, DomainPattern::Wildcard(_)))
-            .map(ToString::to_string)
-            .collect();
-        if !wildcards.is_empty() {
-            tracing::warn!(
-                platform = %platform.name,
-                wildcards = wildcards.len(),
-                first = %wildcards.iter().take(3).cloned().collect::<Vec<_>>().join(", "),
-                "wildcard domains are not yet enforced: only exact domains and prefixes are"
-            );
-        }
-    }
 }

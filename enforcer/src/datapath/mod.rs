@@ -12,11 +12,12 @@ use aya::maps::{Array, LpmTrie, MapData, MapError, MapInfo, PerCpuArray, RingBuf
 use aya::programs::{ProgramError, TestRun, TestRunOptions, Xdp};
 use aya::{Ebpf, EbpfError, EbpfLoader};
 use enforcer_common::{
-    ACTIONS, Counter, DIRECTIONS, FAMILIES, MATCH_COUNTERS, PASS_REASONS, RULE_SLOTS,
-    RULES_PER_SLOT, Rule, RuleRef, RuleSlot,
+    ACTIONS, Counter, DIRECTIONS, DNS_HOLD_DEADLINE, FAMILIES, MATCH_COUNTERS, PASS_REASONS,
+    RULE_SLOTS, RULES_PER_SLOT, Rule, RuleRef, RuleSlot,
 };
 
 use crate::compile::{CompiledPolicy, Prefix, PrefixRules};
+use ipnet::IpNet;
 
 /// The program object built by build.rs from enforcer-ebpf.
 static PROGRAM_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/enforcer"));
@@ -30,6 +31,8 @@ const MAP_MATCH_STATS: &str = "MATCH_STATS";
 const MAP_PASS_STATS: &str = "PASS_STATS";
 /// Not pinned: only the running daemon reads it, and each program brings its own.
 const MAP_DNS_EVENTS: &str = "DNS_EVENTS";
+/// Not pinned either: a new program starts without holding.
+const MAP_DNS_HOLD: &str = "DNS_HOLD";
 pub const MAPS: [&str; 5] = [
     MAP_PREFIXES_V4,
     MAP_PREFIXES_V6,
@@ -70,6 +73,8 @@ pub enum DatapathError {
     Io(#[from] std::io::Error),
     #[error("no free rule slot: the table holds {RULE_SLOTS} lists")]
     NoFreeSlot,
+    #[error("hosts can only be added to a policy that was applied")]
+    NotApplied,
 }
 
 /// What `apply` changed.
@@ -106,6 +111,16 @@ pub struct Datapath {
     match_stats: PerCpuArray<MapData, Counter>,
     pass_stats: PerCpuArray<MapData, Counter>,
     dns_events: Option<RingBuf<MapData>>,
+    dns_hold: Array<MapData, u64>,
+    /// The rule lists in force after the last `apply`, and the free slots, so that hosts can be
+    /// added without reading the tries back.
+    slot_cache: Option<SlotCache>,
+}
+
+#[derive(Debug, Default)]
+struct SlotCache {
+    by_content: HashMap<Vec<Rule>, u32>,
+    free: std::collections::BTreeSet<u32>,
 }
 
 impl Datapath {
@@ -158,6 +173,7 @@ impl Datapath {
             PerCpuArray::try_from(take(MAP_PASS_STATS)?).map_err(map_err(MAP_PASS_STATS))?;
         let dns_events =
             RingBuf::try_from(take(MAP_DNS_EVENTS)?).map_err(map_err(MAP_DNS_EVENTS))?;
+        let dns_hold = Array::try_from(take(MAP_DNS_HOLD)?).map_err(map_err(MAP_DNS_HOLD))?;
         Ok(Self {
             ebpf,
             prefixes_v4,
@@ -166,7 +182,20 @@ impl Datapath {
             match_stats,
             pass_stats,
             dns_events: Some(dns_events),
+            dns_hold,
+            slot_cache: None,
         })
+    }
+
+    /// Makes the program hold DNS responses until `deadline` (CLOCK_MONOTONIC nanoseconds, the
+    /// clock of `bpf_ktime_get_ns`); 0 stops holding at once.
+    pub fn set_dns_hold(&mut self, deadline: u64) -> Result<(), DatapathError> {
+        self.dns_hold
+            .set(DNS_HOLD_DEADLINE, deadline, 0)
+            .map_err(|source| DatapathError::Map {
+                name: MAP_DNS_HOLD,
+                source,
+            })
     }
 
     /// The ring buffer of DNS messages the program copies; there is one reader, so the first
@@ -263,7 +292,79 @@ impl Datapath {
             &wanted_v6,
             &mut stats,
         )?;
+        let by_content: HashMap<Vec<Rule>, u32> = slots_of
+            .iter()
+            .map(|(list, slot)| (list.to_vec(), *slot))
+            .collect();
+        let used: HashSet<u32> = by_content.values().copied().collect();
+        self.slot_cache = Some(SlotCache {
+            free: (0..RULE_SLOTS).filter(|s| !used.contains(s)).collect(),
+            by_content,
+        });
         Ok(stats)
+    }
+
+    /// Writes the given host prefixes of `policy` (which must be the last applied policy plus
+    /// these hosts, see `compile::add_hosts`) straight into the tries: each is one key, inserted
+    /// or replaced atomically, its rule list written first into a free slot unless an identical
+    /// list is already in the table. Needs a previous `apply`.
+    pub fn write_hosts(
+        &mut self,
+        policy: &CompiledPolicy,
+        hosts: &[IpNet],
+    ) -> Result<usize, DatapathError> {
+        let cache = self.slot_cache.as_mut().ok_or(DatapathError::NotApplied)?;
+        let mut written = 0;
+        for host in hosts {
+            let rules = match host {
+                IpNet::V4(n) => policy.v4.get(&Prefix {
+                    addr: u32::from(n.addr()),
+                    len: 32,
+                }),
+                IpNet::V6(n) => policy.v6.get(&Prefix {
+                    addr: u128::from(n.addr()),
+                    len: 128,
+                }),
+            };
+            let Some(rules) = rules else {
+                continue;
+            };
+            let slot = match cache.by_content.get(&rules.rules) {
+                Some(&slot) => slot,
+                None => {
+                    let slot = cache.free.pop_first().ok_or(DatapathError::NoFreeSlot)?;
+                    let mut value = RuleSlot::default();
+                    value.rules[..rules.rules.len()].copy_from_slice(&rules.rules);
+                    self.slots
+                        .set(slot, value, 0)
+                        .map_err(|source| DatapathError::Map {
+                            name: MAP_RULE_SLOTS,
+                            source,
+                        })?;
+                    cache.by_content.insert(rules.rules.clone(), slot);
+                    slot
+                }
+            };
+            let value = rule_ref(slot, rules);
+            match host {
+                IpNet::V4(n) => self
+                    .prefixes_v4
+                    .insert(&Key::new(32, n.addr().octets()), value, 0)
+                    .map_err(|source| DatapathError::Map {
+                        name: MAP_PREFIXES_V4,
+                        source,
+                    })?,
+                IpNet::V6(n) => self
+                    .prefixes_v6
+                    .insert(&Key::new(128, n.addr().octets()), value, 0)
+                    .map_err(|source| DatapathError::Map {
+                        name: MAP_PREFIXES_V6,
+                        source,
+                    })?,
+            }
+            written += 1;
+        }
+        Ok(written)
     }
 
     /// Number of prefixes per family currently in the tries.
@@ -401,17 +502,22 @@ fn wanted<A: Copy, const N: usize>(
         .iter()
         .filter_map(|(p, entry)| {
             let slot = *slots_of.get(entry.rules.as_slice())?;
-            let mut value = RuleRef {
-                slot,
-                count: entry.rules.len() as u32,
-                prefix_lens: [0; RULES_PER_SLOT],
-                order: [0; RULES_PER_SLOT],
-            };
-            value.prefix_lens[..entry.prefix_lens.len()].copy_from_slice(&entry.prefix_lens);
-            value.order[..entry.order.len()].copy_from_slice(&entry.order);
-            Some(((u32::from(p.len), bytes(p.addr)), value))
+            Some(((u32::from(p.len), bytes(p.addr)), rule_ref(slot, entry)))
         })
         .collect()
+}
+
+/// The trie value of a prefix whose rule list sits in `slot`.
+fn rule_ref(slot: u32, entry: &PrefixRules) -> RuleRef {
+    let mut value = RuleRef {
+        slot,
+        count: entry.rules.len() as u32,
+        prefix_lens: [0; RULES_PER_SLOT],
+        order: [0; RULES_PER_SLOT],
+    };
+    value.prefix_lens[..entry.prefix_lens.len()].copy_from_slice(&entry.prefix_lens);
+    value.order[..entry.order.len()].copy_from_slice(&entry.order);
+    value
 }
 
 fn upsert<const N: usize>(

@@ -18,6 +18,7 @@ mod correlate;
 mod learned;
 mod message;
 mod patterns;
+mod reinject;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,6 +28,7 @@ pub use correlate::QueryTracker;
 pub use learned::{LEARNED_FILE, LearnedEntry, LearnedSet};
 pub use message::{DnsMessage, parse_message};
 pub use patterns::DomainPatterns;
+pub use reinject::Reinjector;
 
 use enforcer_common::{DnsEvent, FAMILY_IPV4};
 
@@ -107,12 +109,17 @@ pub struct Observed<'a> {
     pub payload: &'a [u8],
 }
 
-/// A DNS message copied by the datapath, decoded from its ring-buffer record.
+/// A DNS packet copied by the datapath, decoded from its ring-buffer record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CapturedMessage {
     pub src: SocketAddr,
     pub dst: SocketAddr,
-    pub payload: Vec<u8>,
+    /// The IP packet (whole when `held`).
+    pub packet: Vec<u8>,
+    /// Where the DNS message starts in `packet`.
+    pub payload_offset: usize,
+    /// The datapath dropped the frame: the daemon must send `packet` on.
+    pub held: bool,
 }
 
 impl CapturedMessage {
@@ -131,11 +138,13 @@ impl CapturedMessage {
                 IpAddr::from(bytes)
             }
         };
-        let captured = usize::from(event.captured).min(event.payload.len());
+        let captured = usize::from(event.captured).min(event.packet.len());
         Some(Self {
             src: SocketAddr::new(ip(event.src_addr), event.src_port),
             dst: SocketAddr::new(ip(event.dst_addr), event.dst_port),
-            payload: event.payload[..captured].to_vec(),
+            packet: event.packet[..captured].to_vec(),
+            payload_offset: usize::from(event.payload_offset).min(captured),
+            held: event.held != 0,
         })
     }
 
@@ -143,7 +152,7 @@ impl CapturedMessage {
         Observed {
             src: self.src,
             dst: self.dst,
-            payload: &self.payload,
+            payload: &self.packet[self.payload_offset..],
         }
     }
 }
