@@ -61,7 +61,7 @@ pub const MATCH_COUNTERS: u32 = MAX_PLATFORMS * ACTIONS * DIRECTIONS * FAMILIES;
 
 /// Value stored in the prefix tries: which rule slot applies, how many rules it holds, the
 /// length of the policy prefix each rule came from, and the order in which to try the rules
-/// (best first: allow, drop, monitor; then longest prefix; then lowest platform id), so the
+/// (best first: allow, drop, monitor; then longest prefix; then platform name order), so the
 /// first rule that matches a packet is the winner. Lengths and order live here rather than in
 /// the rules so that prefixes of different lengths share one rule list.
 #[repr(C)]
@@ -86,7 +86,11 @@ pub struct Rule {
     pub port_last: u16,
     /// 1 when the rule names ports; a packet whose ports are unknown cannot match it.
     pub has_ports: u8,
-    pub _pad: [u8; 7],
+    pub _pad0: u8,
+    /// The platform's position in name order, plus one: breaks ties between platforms (ids
+    /// last for counters, so they do not follow name order once platforms come and go).
+    pub rank: u16,
+    pub _pad: [u8; 4],
 }
 
 /// One slot of the rule table.

@@ -13,7 +13,7 @@
 //!   the upper-layer protocol unknown, so only entries for every protocol can match; such packets
 //!   are never let through a prefix banned on every port.
 //! - Destination match = egress, source match = ingress. Allow beats drop beats monitor, then the
-//!   longest prefix, then the lower platform id (platform name order), then egress.
+//!   longest prefix, then platform name order, then egress.
 #![no_std]
 #![no_main]
 
@@ -154,7 +154,7 @@ fn decide(addresses: &Addresses, protocol: u8, ports: Ports) -> Outcome {
         return Outcome::Pass(PASS_NO_MATCH);
     }
     Outcome::Match(Winner {
-        platform: 0xFFFF - ((score >> 16) & 0xFFFF) as u16,
+        platform: ((score >> 8) & 0xFFFF) as u16,
         action: (score & 0xFF) as u8,
         direction,
         family,
@@ -173,7 +173,8 @@ const PRECEDENCE_BY_ACTION: u64 = (3 << (2 * ACTION_ALLOW as u64))
     | (1 << (2 * ACTION_MONITOR as u64));
 
 /// The best rule for one address, as a score that orders winners: action precedence, then
-/// prefix length, then the lower platform id; the action sits in the low byte. 0: no rule.
+/// prefix length, then platform name order (`rank`); below those sit the platform id (bits
+/// 8-23, what the packet is counted under) and the action (low byte). 0: no rule.
 ///
 /// A global function, so the verifier checks it once rather than once per parse path (parsing
 /// IPv6 extension headers alone yields hundreds of paths). Its arguments are plain scalars:
@@ -224,9 +225,10 @@ pub extern "C" fn best_rule(addr_hi: u64, addr_lo: u64, query: u64) -> u64 {
         // Precedence by table lookup rather than by branches, which would multiply the
         // verifier's states.
         let precedence = (PRECEDENCE_BY_ACTION >> ((rule.action as u64 & 3) * 2)) & 3;
-        return (precedence << 40)
-            | ((prefix_len as u64) << 32)
-            | (((0xFFFF - rule.platform) as u64) << 16)
+        return (precedence << 56)
+            | ((prefix_len as u64) << 48)
+            | (((0xFFFF - rule.rank) as u64) << 32)
+            | ((rule.platform as u64) << 8)
             | rule.action as u64;
     }
     0

@@ -126,6 +126,7 @@ fn generate_policy(per_family: usize, seed: u64) -> (Policy, IpAddr, IpAddr) {
         .into_iter()
         .enumerate()
         .map(|(i, prefixes)| Platform {
+            id: 0,
             name: format!("bench-{i}"),
             description: None,
             reference: None,

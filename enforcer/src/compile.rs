@@ -41,13 +41,13 @@ impl PrefixRules {
         let rules: Vec<Rule> = full.keys().copied().collect();
         let prefix_lens: Vec<u8> = full.values().copied().collect();
         let mut order: Vec<u8> = (0..rules.len() as u8).collect();
-        // Best first: action precedence, then the longer prefix, then the lower platform id.
+        // Best first: action precedence, then the longer prefix, then platform name order.
         order.sort_by_key(|&i| {
             let (rule, len) = (rules[usize::from(i)], prefix_lens[usize::from(i)]);
             (
                 std::cmp::Reverse(enforcer_common::action_precedence(rule.action)),
                 std::cmp::Reverse(len),
-                rule.platform,
+                rule.rank,
                 i,
             )
         });
@@ -163,7 +163,12 @@ pub fn compile_with(
     // Rules of one prefix share its length, which `inherit` attaches.
     let mut add = |platform: usize, entry: &Entry, net: &IpNet| {
         let action = policy.platforms[platform].action.code();
-        let rules = entry_rules(Policy::platform_id(platform), action, entry);
+        let rules = entry_rules(
+            policy.platform_id(platform),
+            Policy::platform_rank(platform),
+            action,
+            entry,
+        );
         match net {
             IpNet::V4(n) => own_v4
                 .entry(Prefix {
@@ -233,7 +238,8 @@ pub fn add_hosts(
             continue;
         };
         let rules = entry_rules(
-            Policy::platform_id(address.platform),
+            policy.platform_id(address.platform),
+            Policy::platform_rank(address.platform),
             platform.action.code(),
             entry,
         );
@@ -321,15 +327,17 @@ fn check_capacity(family: &'static str, count: usize, limit: u32) -> Result<(), 
 }
 
 /// The datapath rules of one entry: one per port range, or one for the whole protocol.
-fn entry_rules(platform: u16, action: u8, entry: &Entry) -> Vec<Rule> {
+fn entry_rules(platform: u16, rank: u16, action: u8, entry: &Entry) -> Vec<Rule> {
     let base = Rule {
         platform,
+        rank,
+        _pad0: 0,
         action,
         protocol: entry.protocol.code(),
         port_first: 0,
         port_last: u16::MAX,
         has_ports: 0,
-        _pad: [0; 7],
+        _pad: [0; 4],
     };
     if entry.protocol == Protocol::Any || entry.ports.is_empty() {
         return vec![base];
@@ -416,6 +424,7 @@ mod tests {
     fn platform(name: &str, action: Action, entries: Vec<Entry>) -> Platform {
         Platform {
             name: name.into(),
+            id: 0,
             description: None,
             reference: None,
             action,

@@ -16,6 +16,7 @@ use crate::compile::{self, CompileError, CompiledPolicy, EntryAddress};
 use crate::datapath::attach::Attached;
 use crate::datapath::{ApplyStats, Datapath, DatapathError};
 use crate::learn::{CapturedMessage, DomainPatterns, LearnedSet, Learner, Reinjector};
+use crate::platform_ids::{IdsError, PlatformIds};
 use crate::policy::managed::{self, ManagedError, ManagedPlatform};
 use crate::policy::{self, LoadOptions, MANAGED_FILE, Policy, PolicyError};
 use crate::resolve::{self, AddressBook, ResolveMetrics, Resolver, StateError};
@@ -50,6 +51,8 @@ pub struct DaemonState {
     pub files_seen: Fingerprint,
     /// Addresses learned from DNS answers crossing the gateway.
     pub learner: Learner,
+    /// Lasting platform ids (counters are keyed by them).
+    pub ids: PlatformIds,
     /// The learned set changed since it was last saved.
     pub learned_dirty: bool,
 }
@@ -126,6 +129,8 @@ pub enum ReloadError {
     NotADirectory(PathBuf),
     #[error("{0}")]
     Managed(#[from] ManagedError),
+    #[error(transparent)]
+    Ids(#[from] IdsError),
     #[error("writing {path}: {source}")]
     Write {
         path: PathBuf,
@@ -227,8 +232,14 @@ impl DaemonState {
 
     /// Switches to `policy`: the book follows its names, the new sets are compiled beside the
     /// running ones and applied in one step. Nothing changes when any step fails.
-    pub fn install(&mut self, policy: Policy, why: &str) -> Result<PolicyChange, ReloadError> {
+    pub fn install(&mut self, mut policy: Policy, why: &str) -> Result<PolicyChange, ReloadError> {
         let now = SystemTime::now();
+        let mut ids = self.ids.clone();
+        for id in ids.assign(&mut policy, &self.policy)? {
+            self.datapath
+                .clear_platform_counters(id)
+                .map_err(EnforceError::from)?;
+        }
         let mut book = self.book.clone();
         let names = book.set_uses(resolve::policy_uses(&policy), now);
         let mut learned = self.learner.set.clone();
@@ -262,6 +273,12 @@ impl DaemonState {
             .register_platforms(policy.platforms.iter().map(|p| p.name.as_str()));
         self.policy = policy;
         self.book = book;
+        if ids != self.ids {
+            self.ids = ids;
+            if let Err(error) = self.ids.save(&self.state_dir) {
+                tracing::error!(%error, "saving the platform ids failed");
+            }
+        }
         self.learner.replace(patterns, learned);
         if !forgotten.is_empty() {
             self.learned_dirty = true;

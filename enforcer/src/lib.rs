@@ -9,6 +9,7 @@ pub mod learn;
 pub mod logging;
 pub mod metrics;
 pub mod netif;
+pub mod platform_ids;
 pub mod policy;
 pub mod privileges;
 pub mod reference;

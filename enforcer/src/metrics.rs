@@ -18,7 +18,6 @@ use tokio::task::JoinHandle;
 
 use crate::daemon::DaemonState;
 use crate::datapath::MatchKey;
-use crate::policy::Policy;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
@@ -114,7 +113,12 @@ pub fn render(state: &Mutex<DaemonState>) -> Result<String, String> {
     let state = state
         .lock()
         .map_err(|_| "daemon state poisoned".to_string())?;
-    let platform_count = u16::try_from(state.policy.platforms.len() + 1).unwrap_or(u16::MAX);
+    // Ids last across policy changes, so they need not be dense: read up to the highest.
+    let platform_count = (0..state.policy.platforms.len())
+        .map(|i| state.policy.platform_id(i))
+        .max()
+        .unwrap_or(0)
+        .saturating_add(1);
     let counters = state
         .datapath
         .counters_up_to(Some(platform_count))
@@ -135,7 +139,7 @@ pub fn render(state: &Mutex<DaemonState>) -> Result<String, String> {
     ] {
         header(&mut out, name, "counter", help);
         for (index, platform) in state.policy.platforms.iter().enumerate() {
-            let id = Policy::platform_id(index);
+            let id = state.policy.platform_id(index);
             let action = platform.action.code();
             let action_name = platform.action.as_str();
             for (direction, direction_name) in DIRECTIONS {

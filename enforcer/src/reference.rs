@@ -258,8 +258,10 @@ pub enum PrefixSource {
 /// One entry prefix that contains an address (see [`Matcher::matches_for_ip`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IpMatch<'a> {
-    /// Datapath id (index in the policy plus one).
+    /// Datapath id.
     pub platform_id: u16,
+    /// Position of the platform in the policy (name order).
+    pub index: usize,
     pub platform: &'a str,
     pub action: Action,
     /// Position of the entry in the platform's `match` list.
@@ -274,20 +276,23 @@ pub struct IpMatch<'a> {
 /// One entry prefix that matched one side of a packet.
 #[derive(Clone, Copy, Debug)]
 struct Candidate {
+    /// Datapath id: what the packet is counted under.
     platform: u16,
+    /// Name order: what ties are broken by.
+    order: u16,
     action: Action,
     prefix_len: u8,
     direction: u8,
 }
 
 impl Candidate {
-    /// Greater wins: action precedence, then the longer prefix, then the smaller platform id,
-    /// then egress before ingress.
+    /// Greater wins: action precedence, then the longer prefix, then the platform first in name
+    /// order, then egress before ingress.
     fn rank(&self) -> (u8, u8, Reverse<u16>, bool) {
         (
             self.action.precedence(),
             self.prefix_len,
-            Reverse(self.platform),
+            Reverse(self.order),
             self.direction == DIRECTION_EGRESS,
         )
     }
@@ -384,7 +389,8 @@ impl<'a> Matcher<'a> {
                     continue;
                 }
                 let candidate = Candidate {
-                    platform: Policy::platform_id(p),
+                    platform: self.policy.platform_id(p),
+                    order: Policy::platform_rank(p),
                     action: platform.action,
                     prefix_len: net.prefix_len(),
                     direction,
@@ -412,7 +418,8 @@ impl<'a> Matcher<'a> {
             .prefixes()
             .filter(|(_, _, _, net, _)| net.contains(&ip))
             .map(|(p, platform, entry, net, source)| IpMatch {
-                platform_id: Policy::platform_id(p),
+                platform_id: self.policy.platform_id(p),
+                index: p,
                 platform: platform.name.as_str(),
                 action: platform.action,
                 entry: entry.index,
@@ -426,7 +433,7 @@ impl<'a> Matcher<'a> {
             (
                 Reverse(m.action.precedence()),
                 Reverse(m.prefix.prefix_len()),
-                m.platform_id,
+                m.index,
                 m.entry,
             )
         });
@@ -736,6 +743,7 @@ mod tests {
     fn platform(name: &str, action: Action, entries: Vec<Entry>) -> Platform {
         Platform {
             name: name.to_string(),
+            id: 0,
             description: None,
             reference: None,
             action,

@@ -356,6 +356,7 @@ fn platform(name: &str, action: Action, mut entries: Vec<Entry>) -> Platform {
     }
     Platform {
         name: name.to_string(),
+        id: 0,
         description: None,
         reference: None,
         action,

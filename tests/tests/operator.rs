@@ -95,6 +95,44 @@ fn rules_add_reload_explain_and_status_through_the_socket() {
         (Some(1), Some(1))
     );
 
+    // Counters stay with their platform when a platform that sorts first is added.
+    let drops = |m: &Metrics, platform: &str| {
+        m.metric(
+            "enforcer_packets_total",
+            &[
+                ("platform", platform),
+                ("action", "drop"),
+                ("direction", "egress"),
+                ("family", "ipv4"),
+            ],
+        )
+        .unwrap()
+    };
+    lab.send_udp(media, 25).unwrap();
+    std::thread::sleep(SETTLE);
+    let before = drops(&lab.metrics().unwrap(), "banned-media");
+    assert!(before >= 25.0, "{before}");
+    ok(
+        &lab.control(&["rules", "add", "aaa-first", "--prefix", "198.19.50.0/24"])
+            .unwrap(),
+        "rules add aaa-first",
+    );
+    let m = lab.metrics().unwrap();
+    assert_eq!(
+        drops(&m, "banned-media"),
+        before,
+        "banned-media's counters moved"
+    );
+    assert_eq!(
+        drops(&m, "aaa-first"),
+        0.0,
+        "a new platform inherited counters"
+    );
+    ok(
+        &lab.control(&["rules", "remove", "aaa-first"]).unwrap(),
+        "rules remove aaa-first",
+    );
+
     // A flow runs to an address no rule covers yet; `rules add` stops it.
     let stream = lab
         .udp_stream(&[target, exception, control], STREAM_INTERVAL)

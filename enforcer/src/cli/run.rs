@@ -22,6 +22,7 @@ use crate::datapath::{Datapath, DatapathError};
 use crate::learn::{DomainPatterns, LearnedSet, Learner, Reinjector};
 use crate::metrics::{self, MetricsError};
 use crate::netif;
+use crate::platform_ids::{IdsError, PlatformIds};
 use crate::policy::{self, LoadOptions, Policy, PolicyError};
 use crate::privileges;
 use crate::resolve::{
@@ -131,6 +132,8 @@ pub enum RunError {
     Metrics(#[from] MetricsError),
     #[error(transparent)]
     Control(#[from] ServerError),
+    #[error(transparent)]
+    Ids(#[from] IdsError),
     #[error("starting the runtime: {0}")]
     Runtime(std::io::Error),
 }
@@ -215,7 +218,15 @@ pub fn execute(args: RunArgs) -> Result<ExitCode, RunError> {
     let settings = args.settings()?;
     let never_block = never_block_list(&settings)?;
     let load_options = load_options(&settings, &never_block)?;
-    let policy = policy::load_policy(std::slice::from_ref(&settings.rules), &load_options)?;
+    let mut policy = policy::load_policy(std::slice::from_ref(&settings.rules), &load_options)?;
+    let mut ids = PlatformIds::load(&settings.state_dir).unwrap_or_else(|error| {
+        tracing::error!(%error, "the platform ids are unusable; assigning new ones");
+        PlatformIds::default()
+    });
+    let reused_ids = ids.assign(&mut policy, &Policy::default())?;
+    if let Err(error) = ids.save(&settings.state_dir) {
+        tracing::error!(%error, "saving the platform ids failed");
+    }
     let resolver_config = resolver_config(&settings, &never_block)?;
 
     // Fail-static across restarts: the last known addresses are enforced before any DNS answer.
@@ -234,7 +245,10 @@ pub fn execute(args: RunArgs) -> Result<ExitCode, RunError> {
     resolve_metrics.register_platforms(policy.platforms.iter().map(|p| p.name.as_str()));
 
     bpffs::ensure(&settings.bpffs)?;
-    let datapath = Datapath::load_pinned(&settings.bpffs)?;
+    let mut datapath = Datapath::load_pinned(&settings.bpffs)?;
+    for id in reused_ids {
+        datapath.clear_platform_counters(id)?;
+    }
     let mut state = DaemonState {
         datapath,
         policy,
@@ -252,6 +266,7 @@ pub fn execute(args: RunArgs) -> Result<ExitCode, RunError> {
         wake: Arc::new(Notify::new()),
         files_seen: daemon::fingerprint(&settings.rules),
         learner,
+        ids,
         learned_dirty: false,
     };
     let stats = state.enforce()?;

@@ -96,7 +96,7 @@ fn status(state: &DaemonState) -> Response {
         .iter()
         .enumerate()
         .map(|(index, platform)| {
-            let id = Policy::platform_id(index);
+            let id = state.policy.platform_id(index);
             let (mut v4, mut v6) = (0, 0);
             for net in platform.entries.iter().flat_map(|e| e.prefixes.iter()) {
                 match net {
@@ -190,7 +190,7 @@ fn explain_ip(state: &DaemonState, ip: IpAddr) -> Vec<ExplainMatch> {
         .matches_for_ip(ip)
         .into_iter()
         .flat_map(|m| {
-            let platform = &state.policy.platforms[usize::from(m.platform_id) - 1];
+            let platform = &state.policy.platforms[m.index];
             let entry = &platform.entries[m.entry];
             let base = ExplainMatch {
                 platform: m.platform.to_owned(),

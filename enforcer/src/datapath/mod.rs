@@ -187,6 +187,11 @@ impl Datapath {
         })
     }
 
+    /// Zeroes the counters of a platform id that is handed to a new platform.
+    pub fn clear_platform_counters(&mut self, platform: u16) -> Result<(), DatapathError> {
+        clear_platform(&mut self.match_stats, platform)
+    }
+
     /// Makes the program hold DNS responses until `deadline` (CLOCK_MONOTONIC nanoseconds, the
     /// clock of `bpf_ktime_get_ns`); 0 stops holding at once.
     pub fn set_dns_hold(&mut self, deadline: u64) -> Result<(), DatapathError> {
@@ -463,6 +468,25 @@ fn check_pinned(name: &str, path: &Path) -> Result<(), DatapathError> {
             value: found.1,
             entries: found.2,
         });
+    }
+    Ok(())
+}
+
+/// Zeroes every counter of one platform id, on every CPU.
+fn clear_platform(
+    map: &mut PerCpuArray<MapData, Counter>,
+    platform: u16,
+) -> Result<(), DatapathError> {
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| DatapathError::Io(e))?;
+    let per_platform = ACTIONS * DIRECTIONS * FAMILIES;
+    for index in u32::from(platform) * per_platform..(u32::from(platform) + 1) * per_platform {
+        let zeros = aya::maps::PerCpuValues::try_from(vec![Counter::default(); cpus])
+            .map_err(DatapathError::Io)?;
+        map.set(index, zeros, 0)
+            .map_err(|source| DatapathError::Map {
+                name: MAP_MATCH_STATS,
+                source,
+            })?;
     }
     Ok(())
 }

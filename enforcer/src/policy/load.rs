@@ -349,6 +349,7 @@ impl Checker<'_> {
         let (action, action_at) = action.map_or((Action::Drop, None), |(a, l)| (a, Some(l)));
         let platform = Platform {
             name,
+            id: 0,
             description,
             reference,
             action,
@@ -704,6 +705,7 @@ match:
         let policy = parse(text).unwrap();
         let expected = Platform {
             name: "zoom".into(),
+            id: 0,
             description: Some("Zoom meetings".into()),
             reference: Some("https://example.com/zoom".into()),
             action: Action::Monitor,

@@ -144,6 +144,9 @@ pub struct Entry {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Platform {
     pub name: String,
+    /// Datapath id (counters are keyed by it); 0 until the daemon assigns a lasting one, and
+    /// then the platform's position in name order plus one is used.
+    pub id: u16,
     pub description: Option<String>,
     pub reference: Option<String>,
     pub action: Action,
@@ -159,14 +162,23 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// Datapath id of the platform at `index` in `platforms`.
-    pub fn platform_id(index: usize) -> u16 {
+    /// Datapath id of the platform at `index` in `platforms`: its assigned id, else its
+    /// position in name order plus one.
+    pub fn platform_id(&self, index: usize) -> u16 {
+        match self.platforms.get(index).map(|p| p.id) {
+            Some(id) if id != 0 => id,
+            _ => Self::platform_rank(index),
+        }
+    }
+
+    /// Position in name order plus one: how ties between platforms are broken.
+    pub fn platform_rank(index: usize) -> u16 {
         u16::try_from(index + 1).unwrap_or(u16::MAX)
     }
 
     pub fn platform_by_id(&self, id: u16) -> Option<&Platform> {
-        usize::from(id)
-            .checked_sub(1)
+        (0..self.platforms.len())
+            .find(|&i| self.platform_id(i) == id)
             .and_then(|i| self.platforms.get(i))
     }
 }

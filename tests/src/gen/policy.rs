@@ -181,12 +181,18 @@ pub fn random_policy(rng: &mut impl Rng) -> GeneratedPolicy {
         }
         generated.policy.platforms.push(Platform {
             name: name.to_string(),
+            id: 0,
             description: None,
             reference: None,
             action: random_action(rng),
             entries,
             location: location(),
         });
+    }
+    // Datapath ids out of name order, as a daemon's lasting ids become once platforms come and
+    // go: counters follow the id, ties follow the name.
+    for (i, platform) in generated.policy.platforms.iter_mut().enumerate() {
+        platform.id = u16::try_from(700 - i.min(600)).unwrap_or(1);
     }
     generated
 }
@@ -262,7 +268,7 @@ pub fn describe(generated: &GeneratedPolicy) -> String {
         let _ = writeln!(
             out,
             "--- # id {}\nplatform: {}\naction: {}\nmatch:",
-            Policy::platform_id(p),
+            generated.policy.platform_id(p),
             platform.name,
             platform.action
         );
