@@ -61,7 +61,7 @@ pub struct DaemonState {
 pub type Fingerprint = Vec<(PathBuf, u64, Option<SystemTime>)>;
 
 /// How often the policy files are looked at.
-const WATCH_INTERVAL: Duration = Duration::from_millis(250);
+const WATCH_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The fingerprint of `--rules`: the file, or the directory's `*.yaml` files.
 pub fn fingerprint(path: &Path) -> Fingerprint {

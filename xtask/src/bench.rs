@@ -8,5 +8,13 @@ pub fn run() -> Result<()> {
     step("setup");
     crate::setup::run()?;
     step("bench: cargo bench -p enforcer --bench datapath");
-    run_cmd(cargo().args(["bench", "-p", "enforcer", "--bench", "datapath"]))
+    run_cmd(cargo().args(["bench", "-p", "enforcer", "--bench", "datapath"]))?;
+    step("build: cargo build --release -p enforcer -p tests");
+    run_cmd(cargo().args(["build", "--release", "-p", "enforcer", "-p", "tests"]))?;
+    let release = crate::util::root().join("target/release");
+    step("bench: policy changes on a live gateway (target/release/bench_ops)");
+    run_cmd(
+        std::process::Command::new(release.join("bench_ops"))
+            .env("ENFORCER_BIN", release.join("enforcer")),
+    )
 }
