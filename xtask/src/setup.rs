@@ -21,6 +21,8 @@ const PACKAGES: &[&str] = &[
     "nftables",
     "ipset",
     "prometheus",
+    // systemd-analyze, for checking the shipped unit.
+    "systemd",
 ];
 
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
