@@ -12,6 +12,11 @@ pub fn run() -> Result<()> {
     step("build: cargo build --release -p enforcer -p tests");
     run_cmd(cargo().args(["build", "--release", "-p", "enforcer", "-p", "tests"]))?;
     let release = crate::util::root().join("target/release");
+    step("bench: resolution and set updates (target/release/bench_resolve)");
+    run_cmd(
+        std::process::Command::new(release.join("bench_resolve"))
+            .env("ENFORCER_BIN", release.join("enforcer")),
+    )?;
     step("bench: policy changes on a live gateway (target/release/bench_ops)");
     run_cmd(
         std::process::Command::new(release.join("bench_ops"))

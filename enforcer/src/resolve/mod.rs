@@ -140,11 +140,10 @@ pub fn apply_round(
     resolutions: &[NameResolution],
     now: SystemTime,
 ) -> Change {
-    let mut change = Change::default();
     for resolution in resolutions {
         metrics.record(&book.platforms_of(&resolution.name), resolution);
-        change.merge(book.apply(resolution, now));
     }
+    let mut change = book.apply_all(resolutions, now);
     change.merge(book.expire(now));
     change
 }

@@ -1,0 +1,277 @@
+//! Benchmark of resolution and set updates: resolving 10,000 names (A and AAAA) against a local
+//! dnsmasq; applying a 100,000-prefix diff to the maps; and the real daemon enforcing a policy
+//! of those 10,000 names in a namespace lab: time until all 20,000 addresses are in force and
+//! its peak memory. Needs root, dnsmasq and a release build of `enforcer`.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use enforcer::compile::{self, EntryAddress};
+use enforcer::datapath::Datapath;
+use enforcer::policy::{Action, Entry, Location, Platform, Policy, Protocol};
+use enforcer::resolve::{Outcome, Resolver, ResolverConfig};
+use ipnet::IpNet;
+use tests::lab::{Lab, Side};
+
+const NAMES: usize = 10_000;
+const DIFF: usize = 100_000;
+const DNSMASQ: &str = "/usr/sbin/dnsmasq";
+
+fn name(i: usize) -> String {
+    format!("n{i:05}.bench.example")
+}
+
+fn v4(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 100 + (i / 250) as u8 % 100, (i % 250) as u8 + 1)
+}
+
+fn v6(i: usize) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, 0xbe, 0, 0, 0, (i >> 16) as u16, i as u16)
+}
+
+/// dnsmasq serving the bench names from a hosts file; killed when dropped.
+struct Dnsmasq(Child);
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn hosts_file(dir: &Path) -> Result<PathBuf> {
+    let mut text = String::with_capacity(NAMES * 60);
+    for i in 0..NAMES {
+        text.push_str(&format!("{} {}\n{} {}\n", v4(i), name(i), v6(i), name(i)));
+    }
+    let path = dir.join("bench-hosts");
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+fn dnsmasq(netns: Option<&str>, port: u16, hosts: &Path) -> Result<Dnsmasq> {
+    let mut command = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, DNSMASQ]);
+            c
+        }
+        None => Command::new(DNSMASQ),
+    };
+    command
+        .args([
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-interfaces",
+            "--listen-address=127.0.0.1",
+            "--local=/bench.example/",
+            "--local-ttl=3600",
+            "--cache-size=0",
+            "--dns-forward-max=10000",
+        ])
+        .arg(format!("--port={port}"))
+        .arg(format!("--addn-hosts={}", hosts.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let server = Dnsmasq(command.spawn().context("starting dnsmasq")?);
+    std::thread::sleep(Duration::from_millis(500));
+    Ok(server)
+}
+
+fn free_port() -> Result<u16> {
+    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn location() -> Location {
+    Location {
+        path: "bench.yaml".into(),
+        line: 1,
+        column: 1,
+    }
+}
+
+fn platform(name: &str, prefixes: Vec<IpNet>) -> Platform {
+    Platform {
+        name: name.into(),
+        id: 0,
+        description: None,
+        reference: None,
+        action: Action::Drop,
+        entries: vec![Entry {
+            index: 0,
+            domains: vec![],
+            prefixes,
+            protocol: Protocol::Any,
+            ports: vec![],
+            location: location(),
+        }],
+        location: location(),
+    }
+}
+
+fn resolve_in_process(port: u16) -> Result<(Duration, usize)> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let resolver = Resolver::new(&ResolverConfig {
+            servers: vec![SocketAddr::from(([127, 0, 0, 1], port))],
+            ..ResolverConfig::default()
+        })?;
+        let names: Vec<String> = (0..NAMES).map(name).collect();
+        let started = Instant::now();
+        let results = resolver.resolve_many(names).await;
+        let elapsed = started.elapsed();
+        let addresses = results
+            .iter()
+            .map(|r| match &r.outcome {
+                Outcome::Ok(answer) => answer.addresses.len(),
+                _ => 0,
+            })
+            .sum();
+        Ok((elapsed, addresses))
+    })
+}
+
+/// 100,000 IPv4 /32s, of which `shift` are replaced by new ones.
+fn host_policy(shift: usize) -> Policy {
+    let prefixes = (shift..DIFF + shift)
+        .map(|i| {
+            IpNet::from(IpAddr::V4(Ipv4Addr::from(
+                0x0A00_0000u32 + 0x0100_0000 + i as u32,
+            )))
+        })
+        .collect();
+    Policy {
+        platforms: vec![platform("bench", prefixes)],
+    }
+}
+
+fn apply_diff() -> Result<(Duration, Duration, Duration)> {
+    let mut datapath = Datapath::load_unpinned()?;
+    let first = compile::compile(&host_policy(0))?;
+    datapath.apply(&first)?;
+    let started = Instant::now();
+    let second = compile::compile(&host_policy(DIFF / 2))?;
+    let compile_time = started.elapsed();
+    let started = Instant::now();
+    let stats = datapath.apply(&second)?;
+    let apply_time = started.elapsed();
+    if stats.inserted != DIFF / 2 || stats.removed != DIFF / 2 {
+        bail!("unexpected diff: {stats:?}");
+    }
+    // A fast path for a few learned hosts on top of that: add_hosts + write_hosts.
+    let mut compiled = second;
+    let policy = host_policy(DIFF / 2);
+    let hosts: Vec<EntryAddress> = (0..100)
+        .map(|i| EntryAddress {
+            platform: 0,
+            entry: 0,
+            net: IpNet::from(IpAddr::V4(Ipv4Addr::new(203, 0, 113, i as u8))),
+        })
+        .collect();
+    let started = Instant::now();
+    let changed = compile::add_hosts(&mut compiled, &policy, &hosts)?;
+    datapath.write_hosts(&compiled, &changed)?;
+    Ok((compile_time, apply_time, started.elapsed() / 100))
+}
+
+fn daemon_run(hosts: &Path) -> Result<(Duration, u64)> {
+    let mut lab = Lab::new()?;
+    let port = 53;
+    let _dns = dnsmasq(Some(&lab.netns(Side::Gateway)), port, hosts)?;
+    let mut yaml = String::from("platform: bench\nmatch:\n  - domains: [");
+    for i in 0..NAMES {
+        yaml.push_str(&name(i));
+        yaml.push_str(if i + 1 < NAMES { ", " } else { "]\n" });
+    }
+    let rules = lab.write_policy(&[("bench.yaml", &yaml)])?;
+    lab.add_daemon_args(&["--resolver", "127.0.0.1:53"]);
+    let started = Instant::now();
+    lab.start_daemon(&rules)?;
+    let deadline = started + Duration::from_secs(300);
+    loop {
+        let enforced = lab
+            .metrics()
+            .map(|m| m.sum("enforcer_prefixes", &[("source", "dns")]))
+            .unwrap_or(0.0);
+        if enforced >= (2 * NAMES) as f64 {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "only {enforced} of {} addresses enforced after 300 s",
+                2 * NAMES
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let elapsed = started.elapsed();
+    let pid = lab.daemon_pid().context("no daemon")?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let hwm_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .context("no VmHWM")?;
+    lab.stop_daemon()?;
+    Ok((elapsed, hwm_kib))
+}
+
+fn main() -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("bench-resolve-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let hosts = hosts_file(&dir)?;
+    let port = free_port()?;
+    let local = dnsmasq(None, port, &hosts)?;
+    let mut runs = Vec::new();
+    for _ in 0..3 {
+        let (elapsed, addresses) = resolve_in_process(port)?;
+        if addresses != 2 * NAMES {
+            bail!("resolved {addresses} addresses, expected {}", 2 * NAMES);
+        }
+        runs.push(elapsed);
+    }
+    drop(local);
+    runs.sort();
+    let resolve = runs[1];
+    let (compile_time, apply_time, per_host) = apply_diff()?;
+    let (to_enforced, hwm_kib) = daemon_run(&hosts)?;
+    let _ = std::fs::remove_dir_all(&dir);
+
+    println!("resolution and set updates");
+    println!(
+        "resolve {NAMES} names (A+AAAA) against dnsmasq, in process: {:>8.1} ms (median of 3, {:.0} names/s)",
+        resolve.as_secs_f64() * 1e3,
+        NAMES as f64 / resolve.as_secs_f64()
+    );
+    println!(
+        "compile a policy of {DIFF} /32s:                          {:>8.1} ms",
+        compile_time.as_secs_f64() * 1e3
+    );
+    println!(
+        "apply a diff of {DIFF} prefixes (50k in, 50k out):          {:>8.1} ms",
+        apply_time.as_secs_f64() * 1e3
+    );
+    println!(
+        "add one learned host (add_hosts + write_hosts):            {:>8.1} us",
+        per_host.as_secs_f64() * 1e6
+    );
+    println!(
+        "daemon: start to all {} addresses enforced:            {:>8.1} ms",
+        2 * NAMES,
+        to_enforced.as_secs_f64() * 1e3
+    );
+    println!(
+        "daemon: peak resident memory (VmHWM):                      {:>8.1} MiB",
+        hwm_kib as f64 / 1024.0
+    );
+    Ok(())
+}
