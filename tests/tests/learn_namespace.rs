@@ -182,7 +182,9 @@ fn wildcard_answers_are_learned_before_the_client_connects() {
     // again; the address is blocked from the state directory before any DNS traffic.
     lab.stop_daemon().unwrap();
     let bpffs = lab.bpffs().display().to_string();
-    let out = lab.enforcer(&["detach", "--all", "--bpffs", &bpffs]).unwrap();
+    let out = lab
+        .enforcer(&["detach", "--all", "--bpffs", &bpffs])
+        .unwrap();
     assert!(out.status.success());
     lab.start_daemon(&rules).unwrap();
     let connect = lab
