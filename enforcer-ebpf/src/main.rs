@@ -35,14 +35,27 @@ use enforcer_common::{
 
 use crate::parse::{Addresses, Parsed, Ports};
 
-/// IPv4 prefixes of the policy; the value names the rule slot that applies to addresses under
-/// the prefix (its own rules plus those of every enclosing prefix).
+/// IPv4 prefixes of the policy, generation 0; the value names the rule slot that applies to
+/// addresses under the prefix (its own rules plus those of every enclosing prefix).
 #[map]
-static PREFIXES_V4: LpmTrie<[u8; 4], RuleRef> = LpmTrie::with_max_entries(MAX_PREFIXES_V4, 0);
+static PREFIXES_V4_0: LpmTrie<[u8; 4], RuleRef> = LpmTrie::with_max_entries(MAX_PREFIXES_V4, 0);
 
-/// IPv6 prefixes of the policy, as `PREFIXES_V4`.
+/// IPv4 prefixes, generation 1: a new policy is built here while generation 0 enforces (and the
+/// other way round), then `ACTIVE_GENERATION` switches in one write.
 #[map]
-static PREFIXES_V6: LpmTrie<[u8; 16], RuleRef> = LpmTrie::with_max_entries(MAX_PREFIXES_V6, 0);
+static PREFIXES_V4_1: LpmTrie<[u8; 4], RuleRef> = LpmTrie::with_max_entries(MAX_PREFIXES_V4, 0);
+
+/// IPv6 prefixes of the policy, generation 0, as `PREFIXES_V4_0`.
+#[map]
+static PREFIXES_V6_0: LpmTrie<[u8; 16], RuleRef> = LpmTrie::with_max_entries(MAX_PREFIXES_V6, 0);
+
+/// IPv6 prefixes, generation 1, as `PREFIXES_V4_1`.
+#[map]
+static PREFIXES_V6_1: LpmTrie<[u8; 16], RuleRef> = LpmTrie::with_max_entries(MAX_PREFIXES_V6, 0);
+
+/// `[0]`: the generation of tries in force (0 or 1), read once per packet.
+#[map]
+static ACTIVE_GENERATION: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Rule lists referenced by the tries; written only into slots that no prefix points at.
 #[map]
@@ -137,10 +150,12 @@ fn decide(addresses: &Addresses, protocol: u8, ports: Ports) -> Outcome {
         ),
         Addresses::V6 { src, dst } => (FAMILY_IPV6, halves(dst), halves(src)),
     };
+    // One generation for both lookups, so a packet never mixes two policies.
+    let generation = ACTIVE_GENERATION.get(0).copied().unwrap_or(0) as u64 & 1;
     // An unknown port is 0x10000: inside no rule's range, so rules with ports cannot match.
     let query = |port: u16| -> u64 {
         let port = if ports.known { port as u64 } else { 0x1_0000 };
-        (family as u64) << 40 | (protocol as u64) << 32 | port
+        generation << 48 | (family as u64) << 40 | (protocol as u64) << 32 | port
     };
     let egress = best_rule(dst.0, dst.1, query(ports.dst));
     let ingress = best_rule(src.0, src.1, query(ports.src));
@@ -178,21 +193,34 @@ const PRECEDENCE_BY_ACTION: u64 = (3 << (2 * ACTION_ALLOW as u64))
 ///
 /// A global function, so the verifier checks it once rather than once per parse path (parsing
 /// IPv6 extension headers alone yields hundreds of paths). Its arguments are plain scalars:
-/// the address as two halves (IPv4 in the low 32 bits of `addr_lo`) and `query` = family << 40 |
-/// protocol << 32 | port (0x10000 when unknown). The loop learns no constants (no branch on
-/// whether ports are known, no per-action branch, no running maximum), which keeps its
-/// verification linear in the number of rules.
+/// the address as two halves (IPv4 in the low 32 bits of `addr_lo`) and `query` = generation
+/// << 48 | family << 40 | protocol << 32 | port (0x10000 when unknown). The loop learns no
+/// constants (no branch on whether ports are known, no per-action branch, no running maximum),
+/// which keeps its verification linear in the number of rules.
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn best_rule(addr_hi: u64, addr_lo: u64, query: u64) -> u64 {
+    let generation = (query >> 48) & 1;
     let family = (query >> 40) as u8;
     let protocol = (query >> 32) as u8;
     let port = (query & 0x1_FFFF) as u32;
     let found = if family == FAMILY_IPV4 {
-        PREFIXES_V4.get(Key::new(32, (addr_lo as u32).to_be_bytes()))
+        let key = Key::new(32, (addr_lo as u32).to_be_bytes());
+        if generation == 0 {
+            PREFIXES_V4_0.get(key)
+        } else {
+            PREFIXES_V4_1.get(key)
+        }
     } else {
-        let addr = ((addr_hi as u128) << 64 | addr_lo as u128).to_be_bytes();
-        PREFIXES_V6.get(Key::new(128, addr))
+        let key = Key::new(
+            128,
+            ((addr_hi as u128) << 64 | addr_lo as u128).to_be_bytes(),
+        );
+        if generation == 0 {
+            PREFIXES_V6_0.get(key)
+        } else {
+            PREFIXES_V6_1.get(key)
+        }
     };
     let Some(r) = found else {
         return 0;

@@ -6,7 +6,7 @@ pub mod bpffs;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aya::maps::{Array, LpmTrie, MapData, MapError, MapInfo, PerCpuArray, RingBuf, lpm_trie::Key};
 use aya::programs::{ProgramError, TestRun, TestRunOptions, Xdp};
@@ -24,8 +24,13 @@ static PROGRAM_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR
 
 pub const PROGRAM: &str = "enforcer";
 pub const PASS_PROGRAM: &str = "xdp_pass";
-const MAP_PREFIXES_V4: &str = "PREFIXES_V4";
-const MAP_PREFIXES_V6: &str = "PREFIXES_V6";
+/// The tries of generation 0 and 1 (see `ACTIVE_GENERATION`).
+const MAP_PREFIXES_V4: [&str; 2] = ["PREFIXES_V4_0", "PREFIXES_V4_1"];
+const MAP_PREFIXES_V6: [&str; 2] = ["PREFIXES_V6_0", "PREFIXES_V6_1"];
+const MAP_ACTIVE: &str = "ACTIVE_GENERATION";
+/// How long after a switch the previous generation may still be read by a packet in flight
+/// (XDP runs within an RCU read section of microseconds); it is rewritten only after this.
+const SWITCH_SETTLE: Duration = Duration::from_millis(5);
 const MAP_RULE_SLOTS: &str = "RULE_SLOTS_MAP";
 const MAP_MATCH_STATS: &str = "MATCH_STATS";
 const MAP_PASS_STATS: &str = "PASS_STATS";
@@ -33,9 +38,12 @@ const MAP_PASS_STATS: &str = "PASS_STATS";
 const MAP_DNS_EVENTS: &str = "DNS_EVENTS";
 /// Not pinned either: a new program starts without holding.
 const MAP_DNS_HOLD: &str = "DNS_HOLD";
-pub const MAPS: [&str; 5] = [
-    MAP_PREFIXES_V4,
-    MAP_PREFIXES_V6,
+pub const MAPS: [&str; 8] = [
+    MAP_PREFIXES_V4[0],
+    MAP_PREFIXES_V4[1],
+    MAP_PREFIXES_V6[0],
+    MAP_PREFIXES_V6[1],
+    MAP_ACTIVE,
     MAP_RULE_SLOTS,
     MAP_MATCH_STATS,
     MAP_PASS_STATS,
@@ -105,8 +113,12 @@ pub struct CounterSnapshot {
 
 pub struct Datapath {
     ebpf: Ebpf,
-    prefixes_v4: LpmTrie<MapData, [u8; 4], RuleRef>,
-    prefixes_v6: LpmTrie<MapData, [u8; 16], RuleRef>,
+    /// Both generations; `generation` is the one in force.
+    prefixes_v4: [LpmTrie<MapData, [u8; 4], RuleRef>; 2],
+    prefixes_v6: [LpmTrie<MapData, [u8; 16], RuleRef>; 2],
+    active: Array<MapData, u32>,
+    generation: usize,
+    last_switch: Option<Instant>,
     slots: Array<MapData, RuleSlot>,
     match_stats: PerCpuArray<MapData, Counter>,
     pass_stats: PerCpuArray<MapData, Counter>,
@@ -162,10 +174,18 @@ impl Datapath {
         let mut take =
             |name: &'static str| ebpf.take_map(name).ok_or(DatapathError::MissingMap(name));
         let map_err = |name: &'static str| move |source| DatapathError::Map { name, source };
-        let prefixes_v4 =
-            LpmTrie::try_from(take(MAP_PREFIXES_V4)?).map_err(map_err(MAP_PREFIXES_V4))?;
-        let prefixes_v6 =
-            LpmTrie::try_from(take(MAP_PREFIXES_V6)?).map_err(map_err(MAP_PREFIXES_V6))?;
+        let mut trie4 = |i: usize| {
+            LpmTrie::try_from(take(MAP_PREFIXES_V4[i])?).map_err(map_err(MAP_PREFIXES_V4[i]))
+        };
+        let prefixes_v4 = [trie4(0)?, trie4(1)?];
+        let mut trie6 = |i: usize| {
+            LpmTrie::try_from(take(MAP_PREFIXES_V6[i])?).map_err(map_err(MAP_PREFIXES_V6[i]))
+        };
+        let prefixes_v6 = [trie6(0)?, trie6(1)?];
+        let active: Array<MapData, u32> =
+            Array::try_from(take(MAP_ACTIVE)?).map_err(map_err(MAP_ACTIVE))?;
+        // A restarted daemon carries on with the generation its predecessor left in force.
+        let generation = (active.get(&0, 0).map_err(map_err(MAP_ACTIVE))? & 1) as usize;
         let slots = Array::try_from(take(MAP_RULE_SLOTS)?).map_err(map_err(MAP_RULE_SLOTS))?;
         let match_stats =
             PerCpuArray::try_from(take(MAP_MATCH_STATS)?).map_err(map_err(MAP_MATCH_STATS))?;
@@ -178,6 +198,9 @@ impl Datapath {
             ebpf,
             prefixes_v4,
             prefixes_v6,
+            active,
+            generation,
+            last_switch: None,
             slots,
             match_stats,
             pass_stats,
@@ -220,15 +243,23 @@ impl Datapath {
             })
     }
 
-    /// Makes the maps enforce `policy`, never leaving an address that both the old and the new
-    /// policy block unenforced: new rule lists go into free slots, then prefixes are inserted or
-    /// repointed, and only then are prefixes that left the policy removed.
+    /// Makes the maps enforce `policy` in one step: the new sets are written into the
+    /// generation not in force (new rule lists into slots the generation in force does not use),
+    /// then `ACTIVE_GENERATION` switches to it with one write, so every packet sees either the
+    /// old policy or the new one, never a mix. The old generation is left as it is and rewritten
+    /// by the next call. Statistics compare the new sets with the ones that were in force.
     pub fn apply(&mut self, policy: &CompiledPolicy) -> Result<ApplyStats, DatapathError> {
-        let current_v4 = read_trie(&self.prefixes_v4, MAP_PREFIXES_V4)?;
-        let current_v6 = read_trie(&self.prefixes_v6, MAP_PREFIXES_V6)?;
+        if let Some(at) = self.last_switch {
+            std::thread::sleep(SWITCH_SETTLE.saturating_sub(at.elapsed()));
+        }
+        let (active, next) = (self.generation, 1 - self.generation);
+        let current_v4 = read_trie(&self.prefixes_v4[active], MAP_PREFIXES_V4[active])?;
+        let current_v6 = read_trie(&self.prefixes_v6[active], MAP_PREFIXES_V6[active])?;
+        let next_v4 = read_trie(&self.prefixes_v4[next], MAP_PREFIXES_V4[next])?;
+        let next_v6 = read_trie(&self.prefixes_v6[next], MAP_PREFIXES_V6[next])?;
         let mut stats = ApplyStats::default();
 
-        // Slots in use stay untouched; identical lists already in the table are reused.
+        // Slots the generation in force uses stay untouched; identical lists are reused.
         let mut in_use: HashMap<u32, u32> = HashMap::new();
         for r in current_v4.values().chain(current_v6.values()) {
             in_use.insert(r.slot, r.count);
@@ -269,34 +300,45 @@ impl Datapath {
 
         let wanted_v4 = wanted(&policy.v4, &slots_of, |a| a.to_be_bytes());
         let wanted_v6 = wanted(&policy.v6, &slots_of, |a| a.to_be_bytes());
+        count_changes(&current_v4, &wanted_v4, &mut stats);
+        count_changes(&current_v6, &wanted_v6, &mut stats);
+        let mut written = ApplyStats::default();
         upsert(
-            &mut self.prefixes_v4,
-            MAP_PREFIXES_V4,
-            &current_v4,
+            &mut self.prefixes_v4[next],
+            MAP_PREFIXES_V4[next],
+            &next_v4,
             &wanted_v4,
-            &mut stats,
+            &mut written,
         )?;
         upsert(
-            &mut self.prefixes_v6,
-            MAP_PREFIXES_V6,
-            &current_v6,
+            &mut self.prefixes_v6[next],
+            MAP_PREFIXES_V6[next],
+            &next_v6,
             &wanted_v6,
-            &mut stats,
+            &mut written,
         )?;
         remove_stale(
-            &mut self.prefixes_v4,
-            MAP_PREFIXES_V4,
-            &current_v4,
+            &mut self.prefixes_v4[next],
+            MAP_PREFIXES_V4[next],
+            &next_v4,
             &wanted_v4,
-            &mut stats,
+            &mut written,
         )?;
         remove_stale(
-            &mut self.prefixes_v6,
-            MAP_PREFIXES_V6,
-            &current_v6,
+            &mut self.prefixes_v6[next],
+            MAP_PREFIXES_V6[next],
+            &next_v6,
             &wanted_v6,
-            &mut stats,
+            &mut written,
         )?;
+        self.active
+            .set(0, next as u32, 0)
+            .map_err(|source| DatapathError::Map {
+                name: MAP_ACTIVE,
+                source,
+            })?;
+        self.generation = next;
+        self.last_switch = Some(Instant::now());
         let by_content: HashMap<Vec<Rule>, u32> = slots_of
             .iter()
             .map(|(list, slot)| (list.to_vec(), *slot))
@@ -352,18 +394,16 @@ impl Datapath {
             };
             let value = rule_ref(slot, rules);
             match host {
-                IpNet::V4(n) => self
-                    .prefixes_v4
+                IpNet::V4(n) => self.prefixes_v4[self.generation]
                     .insert(&Key::new(32, n.addr().octets()), value, 0)
                     .map_err(|source| DatapathError::Map {
-                        name: MAP_PREFIXES_V4,
+                        name: MAP_PREFIXES_V4[self.generation],
                         source,
                     })?,
-                IpNet::V6(n) => self
-                    .prefixes_v6
+                IpNet::V6(n) => self.prefixes_v6[self.generation]
                     .insert(&Key::new(128, n.addr().octets()), value, 0)
                     .map_err(|source| DatapathError::Map {
-                        name: MAP_PREFIXES_V6,
+                        name: MAP_PREFIXES_V6[self.generation],
                         source,
                     })?,
             }
@@ -375,8 +415,16 @@ impl Datapath {
     /// Number of prefixes per family currently in the tries.
     pub fn prefix_counts(&self) -> Result<(usize, usize), DatapathError> {
         Ok((
-            read_trie(&self.prefixes_v4, MAP_PREFIXES_V4)?.len(),
-            read_trie(&self.prefixes_v6, MAP_PREFIXES_V6)?.len(),
+            read_trie(
+                &self.prefixes_v4[self.generation],
+                MAP_PREFIXES_V4[self.generation],
+            )?
+            .len(),
+            read_trie(
+                &self.prefixes_v6[self.generation],
+                MAP_PREFIXES_V6[self.generation],
+            )?
+            .len(),
         ))
     }
 
@@ -454,8 +502,13 @@ fn check_pinned(name: &str, path: &Path) -> Result<(), DatapathError> {
         source,
     })?;
     let expected = match name {
-        MAP_PREFIXES_V4 => (8, size_of::<RuleRef>(), enforcer_common::MAX_PREFIXES_V4),
-        MAP_PREFIXES_V6 => (20, size_of::<RuleRef>(), enforcer_common::MAX_PREFIXES_V6),
+        n if MAP_PREFIXES_V4.contains(&n) => {
+            (8, size_of::<RuleRef>(), enforcer_common::MAX_PREFIXES_V4)
+        }
+        n if MAP_PREFIXES_V6.contains(&n) => {
+            (20, size_of::<RuleRef>(), enforcer_common::MAX_PREFIXES_V6)
+        }
+        MAP_ACTIVE => (4, size_of::<u32>(), 1),
         MAP_RULE_SLOTS => (4, size_of::<RuleSlot>(), RULE_SLOTS),
         MAP_MATCH_STATS => (4, size_of::<Counter>(), MATCH_COUNTERS),
         _ => (4, size_of::<Counter>(), PASS_REASONS),
@@ -542,6 +595,22 @@ fn rule_ref(slot: u32, entry: &PrefixRules) -> RuleRef {
     value.prefix_lens[..entry.prefix_lens.len()].copy_from_slice(&entry.prefix_lens);
     value.order[..entry.order.len()].copy_from_slice(&entry.order);
     value
+}
+
+/// What switching from `current` to `wanted` changes, for the statistics.
+fn count_changes<const N: usize>(
+    current: &HashMap<(u32, [u8; N]), RuleRef>,
+    wanted: &HashMap<(u32, [u8; N]), RuleRef>,
+    stats: &mut ApplyStats,
+) {
+    for (key, value) in wanted {
+        match current.get(key) {
+            Some(old) if old == value => stats.unchanged += 1,
+            Some(_) => stats.updated += 1,
+            None => stats.inserted += 1,
+        }
+    }
+    stats.removed += current.keys().filter(|k| !wanted.contains_key(*k)).count();
 }
 
 fn upsert<const N: usize>(
