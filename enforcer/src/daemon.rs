@@ -400,7 +400,8 @@ impl DaemonState {
                     .map_err(EnforceError::from)
             });
         match written {
-            Ok(count) => tracing::info!(
+            // Per batch, so at debug level: at thousands of answers a second this would flood.
+            Ok(count) => tracing::debug!(
                 learned = added.len(),
                 written = count,
                 elapsed_us = mono.elapsed().as_micros() as u64,
@@ -509,7 +510,6 @@ pub async fn refresh_loop(state: Arc<Mutex<DaemonState>>, resolver: Arc<Resolver
                 enforce_after(s, "expired", change.added.len(), removed);
                 s.save_book();
             }
-            s.save_learned();
         } else {
             let resolutions = resolver.resolve_many(due).await;
             let Ok(mut guard) = state.lock() else { return };
@@ -522,6 +522,7 @@ pub async fn refresh_loop(state: Arc<Mutex<DaemonState>>, resolver: Arc<Resolver
             // The schedule moved even when the addresses did not.
             s.save_book();
         }
+        save_learned_outside_lock(&state);
         let next = match state.lock() {
             Ok(s) => [s.book.next_due(), s.learner.next_expiry()]
                 .into_iter()
@@ -536,6 +537,26 @@ pub async fn refresh_loop(state: Arc<Mutex<DaemonState>>, resolver: Arc<Resolver
         tokio::select! {
             _ = tokio::time::sleep(idle) => {}
             _ = wake.notified() => {}
+        }
+    }
+}
+
+/// Saves the learned addresses when they changed: copied under the lock, written outside it,
+/// so that learning (which needs the lock) never waits for the disk.
+fn save_learned_outside_lock(state: &Mutex<DaemonState>) {
+    let snapshot = match state.lock() {
+        Ok(mut s) if s.learned_dirty => {
+            s.learned_dirty = false;
+            Some((s.learner.set.clone(), s.state_dir.clone()))
+        }
+        _ => None,
+    };
+    if let Some((set, dir)) = snapshot
+        && let Err(error) = set.save(&dir)
+    {
+        tracing::error!(%error, "saving the learned addresses failed; enforcement is unchanged");
+        if let Ok(mut s) = state.lock() {
+            s.learned_dirty = true;
         }
     }
 }

@@ -17,6 +17,11 @@ pub fn run() -> Result<()> {
         std::process::Command::new(release.join("bench_resolve"))
             .env("ENFORCER_BIN", release.join("enforcer")),
     )?;
+    step("bench: learning from DNS answers (target/release/bench_learn)");
+    run_cmd(
+        std::process::Command::new(release.join("bench_learn"))
+            .env("ENFORCER_BIN", release.join("enforcer")),
+    )?;
     step("bench: policy changes on a live gateway (target/release/bench_ops)");
     run_cmd(
         std::process::Command::new(release.join("bench_ops"))
