@@ -52,6 +52,19 @@ fn render(answer: &serde_json::Value) -> String {
                 }
             }
             "domain" => format!("domain {} (no address known yet)", text(m, "name")),
+            "learned" => {
+                let chain = joined(m, "cname_chain");
+                let via = if chain.is_empty() {
+                    String::new()
+                } else {
+                    format!(" via CNAME {chain}")
+                };
+                format!(
+                    "learned from an answer for {}{via} (from {})",
+                    text(m, "name"),
+                    text(m, "resolver")
+                )
+            }
             _ => format!("published prefix {}", text(m, "prefix")),
         };
         let _ = writeln!(

@@ -186,8 +186,11 @@ fn explain(state: &DaemonState, target: &str) -> Response {
 
 fn explain_ip(state: &DaemonState, ip: IpAddr) -> Vec<ExplainMatch> {
     let matcher = Matcher::with_addresses(&state.policy, state.entry_addresses());
-    matcher
-        .matches_for_ip(ip)
+    let mut matches = matcher.matches_for_ip(ip);
+    // An address both resolved and learned for one entry is one match with several sources.
+    let mut seen = std::collections::HashSet::new();
+    matches.retain(|m| seen.insert((m.index, m.entry, m.prefix, m.source)));
+    matches
         .into_iter()
         .flat_map(|m| {
             let platform = &state.policy.platforms[m.index];

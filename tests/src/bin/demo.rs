@@ -2,12 +2,116 @@
 //! few "internet" hosts, each in its own network namespace. Shows which flows the policy
 //! blocks and which it delivers, then the daemon's metrics, then removes everything.
 
-use std::net::{IpAddr, SocketAddr};
-use std::process::ExitCode;
-use std::time::Duration;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result};
-use tests::lab::{self, Connect, INTERNET_V4, INTERNET_V6, Lab, Side};
+use anyhow::{Context as _, Result, bail};
+use hickory_proto::op::{Message, Query};
+use hickory_proto::rr::{Name, RData, RecordType};
+use tests::lab::{self, Connect, INTERNET_V4, INTERNET_V6, Lab, SERVER_V4, Side};
+
+/// Hosts the demo's DNS server names, on the server's loopback (routed like the others).
+const RESOLVED: Ipv4Addr = Ipv4Addr::new(198, 19, 50, 5);
+const LEARNED: Ipv4Addr = Ipv4Addr::new(198, 19, 60, 5);
+const DOMESTIC: Ipv4Addr = Ipv4Addr::new(198, 19, 70, 5);
+
+/// dnsmasq beyond the gateway, answering for the lab; stopped when dropped.
+struct DnsServer(Child);
+
+impl Drop for DnsServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_dns(lab: &Lab) -> Result<DnsServer> {
+    let hosts = lab.dir().join("demo-hosts");
+    std::fs::write(
+        &hosts,
+        format!("{RESOLVED} zoom.us\n{LEARNED} us05web.zoom.us\n{DOMESTIC} www.domestic.example\n"),
+    )?;
+    let child = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.netns(Side::Server),
+            "/usr/sbin/dnsmasq",
+        ])
+        .args([
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-interfaces",
+            "--port=53",
+            "--local=/#/",
+            "--local-ttl=300",
+        ])
+        .arg(format!("--listen-address={SERVER_V4}"))
+        .arg(format!("--addn-hosts={}", hosts.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting dnsmasq")?;
+    let server = DnsServer(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lookup(lab, "www.domestic.example")?.is_none() {
+        if Instant::now() > deadline {
+            bail!("dnsmasq does not answer");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(server)
+}
+
+/// The client asks the lab's DNS server for `name` (A), like a stub resolver.
+fn lookup(lab: &Lab, name: &str) -> Result<Option<Ipv4Addr>> {
+    let name = name.to_owned();
+    lab.in_netns(Side::Client, move || {
+        let socket = UdpSocket::bind("0.0.0.0:0")?;
+        socket.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let mut query = Message::new();
+        query.set_id(rand::random());
+        query.set_recursion_desired(true);
+        query.add_query(Query::query(Name::from_str(&name)?, RecordType::A));
+        socket.send_to(&query.to_vec()?, (SERVER_V4, 53))?;
+        let mut buf = [0u8; 1500];
+        let Ok((n, _)) = socket.recv_from(&mut buf) else {
+            return Ok(None);
+        };
+        Ok(Message::from_vec(&buf[..n])?
+            .answers()
+            .iter()
+            .find_map(|r| match r.data() {
+                RData::A(a) => Some(a.0),
+                _ => None,
+            }))
+    })
+}
+
+/// The shipped policy (rules/ of the repository) beside the demo's own files.
+fn shipped_rules(into: &Path) -> Result<Vec<String>> {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules");
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&shipped).context("reading rules/")? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            std::fs::copy(&path, into.join(&name))?;
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names)
+}
 
 const DATAGRAMS: usize = 10;
 
@@ -45,9 +149,9 @@ match:
 ",
     ),
     (
-        "webex.yaml",
+        "watched-lab.yaml",
         "\
-platform: webex
+platform: watched-lab
 description: watched, not blocked
 action: monitor
 match:
@@ -126,13 +230,13 @@ fn flows() -> Vec<Flow> {
             (
                 Proto::Udp,
                 at(watched, 443),
-                "webex: monitor (count, pass)",
+                "watched-lab: monitor (count, pass)",
                 false,
             ),
             (
                 Proto::Tcp,
                 at(watched, 443),
-                "webex: monitor (count, pass)",
+                "watched-lab: monitor (count, pass)",
                 false,
             ),
             (Proto::Udp, at(other, 443), "no rule", false),
@@ -179,7 +283,12 @@ fn demo() -> Result<bool> {
     );
 
     let rules = lab.write_policy(POLICY)?;
-    println!("\nPolicy ({}):", rules.display());
+    let shipped = shipped_rules(&rules)?;
+    println!(
+        "\nPolicy ({}): the shipped rules ({}) plus lab stand-ins for published ranges:",
+        rules.display(),
+        shipped.join(", ")
+    );
     for (name, text) in POLICY {
         println!("  # {name}");
         for line in text.lines() {
@@ -198,7 +307,24 @@ fn demo() -> Result<bool> {
         .filter(|f| f.proto == Proto::Tcp)
         .map(|f| f.dst)
         .collect();
+    for address in [RESOLVED, LEARNED, DOMESTIC] {
+        lab.ip(
+            Side::Server,
+            &["addr", "add", &format!("{address}/32"), "dev", "lo"],
+        )?;
+    }
+    let named: Vec<SocketAddr> = [RESOLVED, LEARNED, DOMESTIC]
+        .iter()
+        .map(|a| SocketAddr::new(IpAddr::V4(*a), 443))
+        .collect();
+    let tcp: Vec<SocketAddr> = tcp.into_iter().chain(named.iter().copied()).collect();
     let server = lab.start_server(&udp, &tcp)?;
+    println!(
+        "\nStarting dnsmasq beyond the gateway ({SERVER_V4}:53): zoom.us, us05web.zoom.us, www.domestic.example"
+    );
+    let dns = start_dns(&lab)?;
+    let resolver = format!("{SERVER_V4}:53");
+    lab.add_daemon_args(&["--resolver", &resolver]);
 
     println!("\nStarting the enforcer on the gateway:");
     let command = lab.daemon_command(&rules)?;
@@ -264,7 +390,72 @@ fn demo() -> Result<bool> {
             flow.rule
         );
     }
+
+    // Names: one resolved by the daemon, one learned from a client's lookup, one allowed.
+    println!(
+        "\nNames (the daemon resolves exact domains itself and learns wildcards from answers):"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while lab.metrics()?.sum(
+        "enforcer_prefixes",
+        &[("platform", "zoom"), ("source", "dns")],
+    ) < 1.0
+    {
+        if Instant::now() > deadline {
+            bail!("the daemon did not resolve zoom.us");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for (name, expected, why) in [
+        (
+            "zoom.us",
+            "BLOCKED",
+            "zoom: exact domain, resolved by the daemon",
+        ),
+        (
+            "us05web.zoom.us",
+            "BLOCKED",
+            "zoom: *.zoom.us, learned from this lookup",
+        ),
+        ("www.domestic.example", "DELIVERED", "no rule"),
+    ] {
+        let Some(address) = lookup(&lab, name)? else {
+            bail!("no answer for {name}");
+        };
+        let observed = match lab.tcp_connect(
+            SocketAddr::new(IpAddr::V4(address), 443),
+            Duration::from_secs(1),
+        )? {
+            Connect::Connected => "DELIVERED".to_string(),
+            Connect::TimedOut => "BLOCKED".to_string(),
+            other => format!("{other:?}"),
+        };
+        let mark = if observed == expected {
+            ""
+        } else {
+            all_as_expected = false;
+            "  <-- unexpected"
+        };
+        println!(
+            "  tcp   {:<24} {:<36} {expected:<10} {observed}{mark}",
+            format!("{name} ({address})"),
+            why
+        );
+    }
     drop(server);
+    drop(dns);
+
+    for args in [
+        vec!["status"],
+        vec!["explain", &LEARNED.to_string()],
+        vec!["explain", &RESOLVED.to_string()],
+    ] {
+        let out = lab.control(&args)?;
+        println!("\n$ enforcer {}", args.join(" "));
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            println!("  {line}");
+        }
+    }
 
     let metrics = lab.metrics()?;
     println!(
