@@ -2,14 +2,14 @@
 //! prefixes plus the addresses DNS gave for its domains, compiled together and applied as a diff.
 
 use std::collections::HashMap;
+use std::os::fd::AsRawFd as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use aya::maps::{MapData, RingBuf};
 use ipnet::IpNet;
-use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
 use tokio::sync::Notify;
 
 use crate::compile::{self, CompileError, CompiledPolicy, EntryAddress};
@@ -491,6 +491,7 @@ pub async fn refresh_loop(state: Arc<Mutex<DaemonState>>, resolver: Arc<Resolver
         Ok(s) => Arc::clone(&s.wake),
         Err(_) => return,
     };
+    let mut last_learned_save = std::time::Instant::now();
     loop {
         let now = SystemTime::now();
         let due = match state.lock() {
@@ -522,7 +523,12 @@ pub async fn refresh_loop(state: Arc<Mutex<DaemonState>>, resolver: Arc<Resolver
             // The schedule moved even when the addresses did not.
             s.save_book();
         }
-        save_learned_outside_lock(&state);
+        // At thousands of answers a second the set is always dirty: saving it (a copy under the
+        // lock) every turn of this loop would stall learning, so at most every few seconds.
+        if last_learned_save.elapsed() >= LEARNED_SAVE_EVERY {
+            save_learned_outside_lock(&state);
+            last_learned_save = std::time::Instant::now();
+        }
         let next = match state.lock() {
             Ok(s) => [s.book.next_due(), s.learner.next_expiry()]
                 .into_iter()
@@ -540,6 +546,9 @@ pub async fn refresh_loop(state: Arc<Mutex<DaemonState>>, resolver: Arc<Resolver
         }
     }
 }
+
+/// How often changed learned addresses are written to the state directory (and at exit).
+const LEARNED_SAVE_EVERY: Duration = Duration::from_secs(5);
 
 /// Saves the learned addresses when they changed: copied under the lock, written outside it,
 /// so that learning (which needs the lock) never waits for the disk.
@@ -562,59 +571,54 @@ fn save_learned_outside_lock(state: &Mutex<DaemonState>) {
 }
 
 /// Reads the DNS messages the datapath copies and feeds them to the learner, a batch per
-/// wake-up. Runs until the task is dropped.
-pub async fn learn_loop(
+/// wake-up, then sends the held responses on. Runs on its own thread (blocking in poll(2) on
+/// the ring buffer): a held response waits for this loop, so it must not queue behind the async
+/// tasks. Returns when `stop` is set (checked at least every 200 ms).
+pub fn learn_thread(
     state: Arc<Mutex<DaemonState>>,
-    ring: RingBuf<MapData>,
+    mut ring: RingBuf<MapData>,
     reinjector: Option<Reinjector>,
+    stop: Arc<AtomicBool>,
 ) {
-    // SAFETY: the descriptor is the ring buffer map's own, owned by `ring`, which the AsyncFd
-    // takes and keeps open for as long as it is registered.
-    let registered = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) };
-    let mut ring = match registered {
-        Ok(fd) => fd,
-        Err(error) => {
-            tracing::error!(%error, "cannot watch the DNS ring buffer; wildcards are not learned");
-            return;
-        }
-    };
-    let mut batch: Vec<CapturedMessage> = Vec::new();
-    loop {
-        let mut ready = match ring.readable_mut().await {
-            Ok(ready) => ready,
-            Err(error) => {
+    let fd = ring.as_raw_fd();
+    while !stop.load(Ordering::Relaxed) {
+        let mut poll = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the ring buffer's descriptor, which `ring` keeps open.
+        let ready = unsafe { libc::poll(&mut poll, 1, 200) };
+        if ready < 0 {
+            let error = std::io::Error::last_os_error();
+            if error.kind() != std::io::ErrorKind::Interrupted {
                 tracing::error!(%error, "the DNS ring buffer failed; wildcards are no longer learned");
                 return;
             }
-        };
-        let reader = ready.get_inner_mut();
-        while let Some(record) = reader.next() {
-            match CapturedMessage::decode(&record) {
-                Some(message) => batch.push(message),
-                None => tracing::debug!(len = record.len(), "short DNS record skipped"),
+        }
+        // One message at a time: a held response goes on as soon as its own answer is in force,
+        // not after everything else that arrived with it.
+        while let Some(record) = ring.next() {
+            let Some(message) = CapturedMessage::decode(&record) else {
+                tracing::debug!(len = record.len(), "short DNS record skipped");
+                continue;
+            };
+            drop(record);
+            {
+                let Ok(mut s) = state.lock() else { return };
+                s.observe_dns(std::slice::from_ref(&message));
             }
-        }
-        ready.clear_ready();
-        if batch.is_empty() {
-            continue;
-        }
-        {
-            let Ok(mut s) = state.lock() else { return };
-            s.observe_dns(&batch);
-        }
-        // What the held responses teach is enforced now: let them go on.
-        for message in batch.iter().filter(|m| m.held) {
-            match &reinjector {
-                Some(r) => {
-                    tracing::debug!(dst = %message.dst, len = message.packet.len(), "sending a held DNS response on");
-                    if let Err(error) = r.send(message) {
-                        tracing::warn!(%error, dst = %message.dst, "a held DNS response could not be sent on");
+            if message.held {
+                match &reinjector {
+                    Some(r) => {
+                        if let Err(error) = r.send(&message) {
+                            tracing::warn!(%error, dst = %message.dst, "a held DNS response could not be sent on");
+                        }
                     }
+                    None => tracing::warn!("a DNS response was held without a way to send it on"),
                 }
-                None => tracing::warn!("a DNS response was held without a way to send it on"),
             }
         }
-        batch.clear();
     }
 }
 

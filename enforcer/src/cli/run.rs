@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -349,9 +350,19 @@ async fn serve(
         .ok()
         .and_then(|mut s| s.datapath.take_dns_events());
     let holding = reinjector.is_some();
-    let learn_task = dns_events
-        .map(|ring| tokio::spawn(daemon::learn_loop(Arc::clone(&state), ring, reinjector)));
-    let hold_task = (holding && learn_task.is_some())
+    let stop_learning = Arc::new(AtomicBool::new(false));
+    let learn_thread = match dns_events {
+        Some(ring) => {
+            let (state, stop) = (Arc::clone(&state), Arc::clone(&stop_learning));
+            std::thread::Builder::new()
+                .name("learn".into())
+                .spawn(move || daemon::learn_thread(state, ring, reinjector, stop))
+                .map_err(RunError::Runtime)
+                .map(Some)?
+        }
+        None => None,
+    };
+    let hold_task = (holding && learn_thread.is_some())
         .then(|| tokio::spawn(daemon::hold_heartbeat(Arc::clone(&state))));
     let refresh_task = tokio::spawn(daemon::refresh_loop(Arc::clone(&state), resolver));
     wait_for_termination().await.map_err(RunError::Runtime)?;
@@ -363,8 +374,9 @@ async fn serve(
     if let Ok(mut s) = state.lock() {
         let _ = s.datapath.set_dns_hold(0);
     }
-    if let Some(task) = learn_task {
-        task.abort();
+    stop_learning.store(true, Ordering::Relaxed);
+    if let Some(thread) = learn_thread {
+        let _ = thread.join();
     }
     watch_task.abort();
     control_task.abort();

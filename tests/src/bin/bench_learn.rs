@@ -222,6 +222,7 @@ fn main() -> Result<()> {
 
     // Without the daemon: the plain round trip through the gateway.
     let base = load(&lab, &sent, "other.example", 0, 1_000, 1_000)?;
+    let base_fast = load(&lab, &sent, "other.example", 100_000, 20_000, 10_000)?;
     lab.start_daemon(&rules)?;
     let pid = lab.daemon_pid().context("no daemon")?;
 
@@ -260,6 +261,7 @@ fn main() -> Result<()> {
         "load", "n", "lost", "p50", "p99", "max", "rtt p50", "rtt p99", "cpu us/ans"
     );
     row("no daemon, 1,000/s (baseline)", &base, None);
+    row("no daemon, 10,000/s (baseline)", &base_fast, None);
     let mut answered_wildcard = 0;
     for (what, phase, cpu, count) in &results {
         row(what, phase, Some((*cpu, *count)));
