@@ -215,7 +215,12 @@ impl DaemonState {
         edit(&mut platforms)?;
         let text = managed::render(&platforms);
         let policy = policy::load_policy_with_managed(&dir, Some(&text), &self.load_options)?;
-        write_atomically(&path, &text)?;
+        crate::fsutil::write_atomically(&path, text.as_bytes()).map_err(|source| {
+            ReloadError::Write {
+                path: path.clone(),
+                source,
+            }
+        })?;
         self.files_seen = fingerprint(&self.rules_path);
         self.install(policy, why)
     }
@@ -317,26 +322,6 @@ pub fn policy_digest(policy: &Policy) -> String {
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
     format!("{hash:016x}")
-}
-
-/// Writes `path` through a hidden temporary file in the same directory and a rename, so the
-/// policy loader (which skips hidden files) never reads half a file.
-fn write_atomically(path: &Path, text: &str) -> Result<(), ReloadError> {
-    let write_error = |source| ReloadError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    std::fs::write(&tmp, text).map_err(write_error)?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        write_error(e)
-    })
 }
 
 impl DaemonState {

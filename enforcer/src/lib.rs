@@ -5,6 +5,7 @@ pub mod compile;
 pub mod control;
 pub mod daemon;
 pub mod datapath;
+pub mod fsutil;
 pub mod learn;
 pub mod logging;
 pub mod metrics;

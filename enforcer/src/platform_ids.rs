@@ -3,7 +3,6 @@
 //! or Prometheus would see its counters jump to another platform's.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use enforcer_common::MAX_PLATFORMS;
@@ -94,18 +93,7 @@ impl PlatformIds {
             path: path.clone(),
             source,
         })?;
-        std::fs::create_dir_all(dir).map_err(io)?;
-        let tmp = dir.join(format!(".{IDS_FILE}.{}.tmp", std::process::id()));
-        let written = (|| {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&json)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &path)
-        })();
-        written.map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            io(e)
-        })
+        crate::fsutil::write_atomically(&path, &json).map_err(io)
     }
 }
 

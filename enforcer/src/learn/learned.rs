@@ -1,7 +1,6 @@
 //! Addresses learned from DNS answers, per platform entry, with provenance and expiry.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -203,19 +202,7 @@ impl LearnedSet {
             path: path.clone(),
             source,
         })?;
-        std::fs::create_dir_all(dir).map_err(io)?;
-        let tmp = dir.join(format!(".{LEARNED_FILE}.{}.tmp", std::process::id()));
-        let written = (|| {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&json)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &path)
-        })();
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(io(e));
-        }
-        Ok(())
+        crate::fsutil::write_atomically(&path, &json).map_err(io)
     }
 
     /// Reads `<dir>/learned.json`; a missing file is an empty set.

@@ -6,11 +6,10 @@
 //! the new file, never a partial one. Times are wall-clock UNIX seconds (with milliseconds).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write as _};
+use std::fs;
+use std::io;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -75,9 +74,6 @@ struct FileAddress {
     missing_since: Option<f64>,
 }
 
-/// Distinguishes temporary files of concurrent saves within one process.
-static SAVE_COUNTER: AtomicU64 = AtomicU64::new(0);
-
 impl AddressBook {
     /// The path `save` and `load` use inside `dir`.
     pub fn state_path(dir: &Path) -> PathBuf {
@@ -97,26 +93,10 @@ impl AddressBook {
                 path: path.clone(),
                 source,
             })?;
-        let tmp = dir.join(format!(
-            ".{STATE_FILE}.{}.{}.tmp",
-            std::process::id(),
-            SAVE_COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let written = (|| {
-            let mut file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-            file.write_all(&json)?;
-            file.write_all(b"\n")?;
-            file.sync_all()?;
-            fs::rename(&tmp, &path)
-        })();
-        if let Err(source) = written {
-            let _ = fs::remove_file(&tmp);
-            return Err(StateError::Io { path, source });
-        }
-        // The rename is durable only once the directory itself is on disk.
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err(dir))
+        let mut bytes = json;
+        bytes.push(b'\n');
+        crate::fsutil::write_atomically(&path, &bytes)
+            .map_err(|source| StateError::Io { path, source })
     }
 
     /// Reads `<dir>/addresses.json`: a missing file is an empty book; anything unreadable is an
@@ -255,6 +235,8 @@ fn ms(secs: f64) -> Result<u64, String> {
 mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
+    use std::sync::atomic::{AtomicU64, Ordering};
+
     use super::*;
     use crate::resolve::dns::{Answer, NameResolution, Outcome};
 
@@ -265,6 +247,8 @@ mod tests {
             grace: Duration::from_secs(600),
         }
     }
+
+    static SAVE_COUNTER: AtomicU64 = AtomicU64::new(0);
 
     fn tempdir(tag: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!(
