@@ -16,6 +16,15 @@ const ROUNDS: usize = 5;
 
 fn main() -> anyhow::Result<()> {
     let mut datapath = Datapath::load_unpinned()?;
+    let verified = datapath
+        .program_mut()?
+        .info()
+        .ok()
+        .and_then(|info| info.verified_instruction_count());
+    println!(
+        "datapath: instructions the verifier processed for the program: {}",
+        verified.map_or_else(|| "unknown".to_owned(), |n| n.to_string())
+    );
     println!("datapath: BPF_PROG_TEST_RUN, {REPEAT} runs per measurement, median of {ROUNDS}");
     println!(
         "{:>9} {:>6} {:>10} {:>12} {:>12} {:>7}",
