@@ -4,7 +4,7 @@
 //! unrelated names are not learned; an unsolicited answer is not believed; a learned address
 //! expires after its TTL plus the grace period. Needs root, dnsmasq and a built daemon.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -13,7 +13,9 @@ use hickory_proto::op::{Message, MessageType, Query};
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use serde_json::Value;
-use tests::lab::{CLIENT_V4, Connect, INTERNET_V4, Lab, Metrics, SERVER_V4, Side};
+use tests::lab::{
+    CLIENT_V4, Connect, INTERNET_V4, INTERNET_V6, Lab, Metrics, SERVER_V4, SERVER_V6, Side,
+};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const DNSMASQ: &str = "/usr/sbin/dnsmasq";
@@ -29,6 +31,7 @@ impl DnsServer {
             .args(["netns", "exec", &lab.netns(Side::Server), DNSMASQ])
             .args([
                 "--keep-in-foreground",
+                "--pid-file=",
                 "--conf-file=/dev/null",
                 "--no-resolv",
                 "--no-hosts",
@@ -38,6 +41,7 @@ impl DnsServer {
                 "--local=/example/",
             ])
             .arg(format!("--listen-address={SERVER_V4}"))
+            .arg(format!("--listen-address={SERVER_V6}"))
             .arg(format!("--addn-hosts={}", path.display()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -247,6 +251,80 @@ fn wildcard_answers_are_learned_before_the_client_connects() {
         .tcp_connect(SocketAddr::new(IpAddr::V4(fresh), 443), CONNECT_TIMEOUT)
         .unwrap();
     assert_eq!(connect, Connect::Connected, "after expiry");
+    drop(dns);
+    lab.stop_daemon().unwrap();
+}
+
+/// The client asks over IPv6 for `name`'s AAAA record.
+fn lookup_v6(lab: &Lab, name: &str) -> Option<Ipv6Addr> {
+    let name = name.to_owned();
+    lab.in_netns(Side::Client, move || {
+        let socket = UdpSocket::bind("[::]:0")?;
+        socket.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let mut m = Message::new();
+        m.set_id(rand::random::<u16>());
+        m.set_recursion_desired(true);
+        m.add_query(Query::query(Name::from_str(&name)?, RecordType::AAAA));
+        socket.send_to(&m.to_vec()?, (SERVER_V6, 53))?;
+        let mut buf = [0u8; 1500];
+        let Ok((n, _)) = socket.recv_from(&mut buf) else {
+            return Ok(None);
+        };
+        Ok(Message::from_vec(&buf[..n])?
+            .answers()
+            .iter()
+            .find_map(|r| match r.data() {
+                RData::AAAA(a) => Some(a.0),
+                _ => None,
+            }))
+    })
+    .unwrap()
+}
+
+#[test]
+fn answers_over_ipv6_are_held_sent_on_and_learned() {
+    let mut lab = Lab::new().unwrap();
+    let fresh = INTERNET_V6[0];
+    let listener = SocketAddr::new(IpAddr::V6(fresh), 443);
+    let _server = lab.start_server(&[], &[listener]).unwrap();
+    let other = INTERNET_V4[4];
+    let dns = DnsServer::start(
+        &lab,
+        &format!("{fresh} v6only.media.example\n{other} www.other.example\n"),
+    );
+    let rules = lab
+        .write_policy(&[(
+            "media.yaml",
+            "platform: media\nmatch:\n  - domains: [\"*.media.example\"]\n",
+        )])
+        .unwrap();
+    lab.start_daemon(&rules).unwrap();
+    assert_eq!(
+        lab.tcp_connect(listener, CONNECT_TIMEOUT).unwrap(),
+        Connect::Connected,
+        "before the lookup"
+    );
+    // The response travels over IPv6: it is held, then sent on through the IPv6 raw socket.
+    let answer = lookup_v6(&lab, "v6only.media.example");
+    assert_eq!(answer, Some(fresh), "no IPv6 answer reached the client");
+    assert_eq!(
+        lab.tcp_connect(listener, CONNECT_TIMEOUT).unwrap(),
+        Connect::TimedOut,
+        "right after the lookup"
+    );
+    let m = lab.metrics().unwrap();
+    let learned_v6 = m
+        .metric(
+            "enforcer_prefixes",
+            &[
+                ("platform", "media"),
+                ("family", "ipv6"),
+                ("source", "learned"),
+            ],
+        )
+        .unwrap();
+    assert_eq!(learned_v6, 1.0);
+    assert!(m.metric("enforcer_dns_held_packets_total", &[]).unwrap() >= 1.0);
     drop(dns);
     lab.stop_daemon().unwrap();
 }

@@ -64,6 +64,7 @@ fn dnsmasq(netns: Option<&str>, port: u16, hosts: &Path) -> Result<Dnsmasq> {
     command
         .args([
             "--keep-in-foreground",
+            "--pid-file=",
             "--conf-file=/dev/null",
             "--no-resolv",
             "--no-hosts",

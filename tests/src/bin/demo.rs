@@ -43,6 +43,7 @@ fn start_dns(lab: &Lab) -> Result<DnsServer> {
         ])
         .args([
             "--keep-in-foreground",
+            "--pid-file=",
             "--conf-file=/dev/null",
             "--no-resolv",
             "--no-hosts",
