@@ -15,3 +15,4 @@ pub mod policy;
 pub mod privileges;
 pub mod reference;
 pub mod resolve;
+pub mod settings;

@@ -1,8 +1,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use enforcer::cli::config::FileConfig;
 use enforcer::cli::{Cli, Command, LogFormat};
+use enforcer::settings::ConfigFile;
 
 fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
@@ -11,9 +11,8 @@ fn main() -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check(args) => Ok(enforcer::cli::check::execute(&args)),
         Command::Resolve(args) => Ok(enforcer::cli::resolve::execute(&args)),
-        Command::Run(mut args) => {
-            args.socket = cli.socket;
-            enforcer::cli::run::execute(args).map_err(anyhow::Error::from)
+        Command::Run(args) => {
+            enforcer::cli::run::execute(args, cli.socket).map_err(anyhow::Error::from)
         }
         Command::Detach(args) => enforcer::cli::detach::execute(&args).map_err(anyhow::Error::from),
         Command::Status(args) => Ok(enforcer::cli::status::execute(&socket, &args)),
@@ -32,7 +31,7 @@ fn log_format(cli: &Cli) -> LogFormat {
         Command::Run(args) => args
             .config
             .as_deref()
-            .and_then(|path| FileConfig::load(path).ok())
+            .and_then(|path| ConfigFile::load(path).ok())
             .and_then(|config| config.log_format)
             .unwrap_or_default(),
         _ => LogFormat::default(),

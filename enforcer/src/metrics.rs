@@ -3,7 +3,6 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use enforcer_common::{
@@ -16,7 +15,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use crate::daemon::DaemonState;
+use crate::daemon::{Daemon, State};
 use crate::datapath::MatchKey;
 
 #[derive(Debug, thiserror::Error)]
@@ -31,10 +30,7 @@ pub enum MetricsError {
 const MAX_REQUEST: usize = 8192;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub async fn spawn(
-    addr: SocketAddr,
-    state: Arc<Mutex<DaemonState>>,
-) -> Result<JoinHandle<()>, MetricsError> {
+pub async fn spawn(addr: SocketAddr, daemon: Daemon) -> Result<JoinHandle<()>, MetricsError> {
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| MetricsError::Bind { addr, source })?;
@@ -43,9 +39,10 @@ pub async fn spawn(
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
-                    let state = Arc::clone(&state);
+                    let daemon = daemon.clone();
                     tokio::spawn(async move {
-                        let _ = tokio::time::timeout(REQUEST_TIMEOUT, respond(stream, state)).await;
+                        let _ =
+                            tokio::time::timeout(REQUEST_TIMEOUT, respond(stream, daemon)).await;
                     });
                 }
                 Err(error) => {
@@ -58,7 +55,7 @@ pub async fn spawn(
 }
 
 /// A minimal HTTP/1.1 responder: GET /metrics answers, everything else is 404/405.
-async fn respond(mut stream: TcpStream, state: Arc<Mutex<DaemonState>>) -> std::io::Result<()> {
+async fn respond(mut stream: TcpStream, daemon: Daemon) -> std::io::Result<()> {
     let mut request = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
     while !request.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -76,7 +73,7 @@ async fn respond(mut stream: TcpStream, state: Arc<Mutex<DaemonState>>) -> std::
     );
     let (status, body) = match (method, path) {
         (b"GET", b"/metrics") => {
-            let body = tokio::task::spawn_blocking(move || render(&state))
+            let body = tokio::task::spawn_blocking(move || daemon.render_metrics())
                 .await
                 .unwrap_or_else(|_| Err("render task failed".into()));
             match body {
@@ -109,18 +106,16 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
-pub fn render(state: &Mutex<DaemonState>) -> Result<String, String> {
-    let state = state
-        .lock()
-        .map_err(|_| "daemon state poisoned".to_string())?;
+/// The exposition of everything the daemon counts, at this moment.
+pub fn render(state: &State) -> Result<String, String> {
     // Ids last across policy changes, so they need not be dense: read up to the highest.
-    let platform_count = (0..state.policy.platforms.len())
-        .map(|i| state.policy.platform_id(i))
+    let platform_count = (0..state.policy().platforms.len())
+        .map(|i| state.policy().platform_id(i))
         .max()
         .unwrap_or(0)
         .saturating_add(1);
     let counters = state
-        .datapath
+        .datapath()
         .counters_up_to(Some(platform_count))
         .map_err(|e| e.to_string())?;
     let mut out = String::with_capacity(8192);
@@ -138,8 +133,8 @@ pub fn render(state: &Mutex<DaemonState>) -> Result<String, String> {
         ),
     ] {
         header(&mut out, name, "counter", help);
-        for (index, platform) in state.policy.platforms.iter().enumerate() {
-            let id = state.policy.platform_id(index);
+        for (index, platform) in state.policy().platforms.iter().enumerate() {
+            let id = state.policy().platform_id(index);
             let action = platform.action.code();
             let action_name = platform.action.as_str();
             for (direction, direction_name) in DIRECTIONS {
@@ -199,9 +194,9 @@ pub fn render(state: &Mutex<DaemonState>) -> Result<String, String> {
         "gauge",
         "Prefixes enforced per platform, family and source.",
     );
-    let dns = state.book.counts();
-    let learned_counts = state.learner.set.counts();
-    for platform in &state.policy.platforms {
+    let dns = state.book().counts();
+    let learned_counts = state.learner().set.counts();
+    for platform in &state.policy().platforms {
         let resolved = dns.get(&platform.name).copied().unwrap_or_default();
         let learned = learned_counts
             .get(&platform.name)
@@ -232,8 +227,8 @@ pub fn render(state: &Mutex<DaemonState>) -> Result<String, String> {
         }
     }
 
-    state.resolve_metrics.render(&mut out);
-    state.learner.counters.render(&mut out);
+    state.resolve_metrics().render(&mut out);
+    state.learner().counters.render(&mut out);
 
     header(
         &mut out,
@@ -244,12 +239,12 @@ pub fn render(state: &Mutex<DaemonState>) -> Result<String, String> {
     let _ = writeln!(
         out,
         "enforcer_policy_reloads_total{{result=\"ok\"}} {}",
-        state.reloads_ok
+        state.reloads().ok
     );
     let _ = writeln!(
         out,
         "enforcer_policy_reloads_total{{result=\"error\"}} {}",
-        state.reloads_error
+        state.reloads().error
     );
 
     header(
@@ -259,7 +254,7 @@ pub fn render(state: &Mutex<DaemonState>) -> Result<String, String> {
         "When the policy in force was applied.",
     );
     let updated = state
-        .last_policy_update
+        .last_policy_update()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or_default();
@@ -274,7 +269,7 @@ pub fn render(state: &Mutex<DaemonState>) -> Result<String, String> {
         "gauge",
         "1 for each interface the program is attached to.",
     );
-    for a in &state.attached {
+    for a in state.attached() {
         let _ = writeln!(
             out,
             "enforcer_xdp_attached{{interface=\"{}\",mode=\"{}\"}} 1",
@@ -283,7 +278,7 @@ pub fn render(state: &Mutex<DaemonState>) -> Result<String, String> {
         );
     }
 
-    let rule_lists = state.compiled.rule_lists().len();
+    let rule_lists = state.compiled().rule_lists().len();
     header(
         &mut out,
         "enforcer_map_entries",
@@ -291,8 +286,8 @@ pub fn render(state: &Mutex<DaemonState>) -> Result<String, String> {
         "Entries in each datapath map.",
     );
     for (map, value) in [
-        ("prefixes_v4", state.compiled.v4.len()),
-        ("prefixes_v6", state.compiled.v6.len()),
+        ("prefixes_v4", state.compiled().v4.len()),
+        ("prefixes_v6", state.compiled().v6.len()),
         ("rule_slots", rule_lists),
     ] {
         let _ = writeln!(out, "enforcer_map_entries{{map=\"{map}\"}} {value}");

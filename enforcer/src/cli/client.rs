@@ -1,33 +1,36 @@
-//! Shared by the subcommands that talk to the daemon: send, then print the answer or the errors.
+//! Shared by the subcommands that talk to the daemon: send, then print the typed reply or the
+//! errors.
 
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::control::{self, Request, Response};
+use crate::control::protocol::PolicyChange;
+use crate::control::{self, Reply, Request};
 
-/// Sends `request`; on success prints `render(result)` (or the JSON result with `json`), on
+/// Sends `request`; on success prints `render(reply)` (or the reply as JSON with `json`), on
 /// failure every error on stderr. Exit 0 on success, 1 otherwise.
-pub fn run(
+pub fn run<R: Reply>(
     socket: &Path,
     request: &Request,
     json: bool,
-    render: impl FnOnce(&serde_json::Value) -> String,
+    render: impl FnOnce(&R) -> String,
 ) -> ExitCode {
-    match control::call(socket, request) {
-        Ok(Response {
-            ok: true, result, ..
-        }) => {
+    match control::call::<R>(socket, request) {
+        Ok(Ok(reply)) => {
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&result).unwrap_or_default()
-                );
+                match serde_json::to_string_pretty(&reply) {
+                    Ok(text) => println!("{text}"),
+                    Err(error) => {
+                        eprintln!("encoding the answer: {error}");
+                        return ExitCode::FAILURE;
+                    }
+                }
             } else {
-                print!("{}", render(&result));
+                print!("{}", render(&reply));
             }
             ExitCode::SUCCESS
         }
-        Ok(Response { errors, .. }) => {
+        Ok(Err(errors)) => {
             for error in errors {
                 eprintln!("{error}");
             }
@@ -40,44 +43,16 @@ pub fn run(
     }
 }
 
-/// A string field of a JSON object, empty when missing.
-pub fn text<'a>(value: &'a serde_json::Value, key: &str) -> &'a str {
-    value.get(key).and_then(|v| v.as_str()).unwrap_or_default()
-}
-
-/// An integer field of a JSON object, 0 when missing.
-pub fn number(value: &serde_json::Value, key: &str) -> u64 {
-    value.get(key).and_then(|v| v.as_u64()).unwrap_or_default()
-}
-
-/// The items of an array field, empty when missing.
-pub fn items<'a>(value: &'a serde_json::Value, key: &str) -> &'a [serde_json::Value] {
-    value
-        .get(key)
-        .and_then(|v| v.as_array())
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-}
-
-/// A list of strings as `a, b, c`.
-pub fn joined(value: &serde_json::Value, key: &str) -> String {
-    items(value, key)
-        .iter()
-        .filter_map(|v| v.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// What a policy change did, in one line.
-pub fn render_change(result: &serde_json::Value) -> String {
+pub fn render_change(change: &PolicyChange) -> String {
     format!(
         "policy applied: {} platforms, {} IPv4 and {} IPv6 prefixes ({} inserted, {} updated, {} removed), digest {}\n",
-        number(result, "platforms"),
-        number(result, "prefixes_v4"),
-        number(result, "prefixes_v6"),
-        number(result, "inserted"),
-        number(result, "updated"),
-        number(result, "removed"),
-        text(result, "policy_digest"),
+        change.platforms,
+        change.prefixes_v4,
+        change.prefixes_v6,
+        change.inserted,
+        change.updated,
+        change.removed,
+        change.policy_digest,
     )
 }

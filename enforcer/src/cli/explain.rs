@@ -4,8 +4,9 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
 
-use super::client::{self, items, joined, text};
+use super::client;
 use crate::control::Request;
+use crate::control::protocol::Explanation;
 
 #[derive(Debug, clap::Args)]
 pub struct ExplainArgs {
@@ -23,59 +24,48 @@ pub fn execute(socket: &Path, args: &ExplainArgs) -> ExitCode {
     client::run(socket, &request, args.json, render)
 }
 
-fn render(answer: &serde_json::Value) -> String {
+fn render(answer: &Explanation) -> String {
     let mut out = String::new();
-    let matches = items(answer, "matches");
     let _ = writeln!(
         out,
         "{}: {}",
-        text(answer, "target"),
-        match text(answer, "verdict") {
+        answer.target,
+        match answer.verdict.as_str() {
             "none" => "no platform matches it",
             verdict => verdict,
         }
     );
-    for (i, m) in matches.iter().enumerate() {
-        let ports = joined(m, "ports");
-        let scope = match (text(m, "protocol"), ports.is_empty()) {
+    for (i, m) in answer.matches.iter().enumerate() {
+        let ports = m.ports.join(", ");
+        let scope = match (m.protocol.as_str(), ports.is_empty()) {
             ("any", _) => "every protocol and port".to_owned(),
             (protocol, true) => format!("{protocol}, every port"),
             (protocol, false) => format!("{protocol} ports {ports}"),
         };
-        let why = match text(m, "source") {
-            "dns" => {
-                let chain = joined(m, "cname_chain");
-                if chain.is_empty() {
-                    format!("resolved from {}", text(m, "name"))
-                } else {
-                    format!("resolved from {} via CNAME {chain}", text(m, "name"))
-                }
-            }
-            "domain" => format!("domain {} (no address known yet)", text(m, "name")),
-            "learned" => {
-                let chain = joined(m, "cname_chain");
-                let via = if chain.is_empty() {
-                    String::new()
-                } else {
-                    format!(" via CNAME {chain}")
-                };
-                format!(
-                    "learned from an answer for {}{via} (from {})",
-                    text(m, "name"),
-                    text(m, "resolver")
-                )
-            }
-            _ => format!("published prefix {}", text(m, "prefix")),
+        let name = m.name.as_deref().unwrap_or_default();
+        let via = if m.cname_chain.is_empty() {
+            String::new()
+        } else {
+            format!(" via CNAME {}", m.cname_chain.join(", "))
+        };
+        let why = match m.source.as_str() {
+            "dns" => format!("resolved from {name}{via}"),
+            "domain" => format!("domain {name} (no address known yet)"),
+            "learned" => format!(
+                "learned from an answer for {name}{via} (from {})",
+                m.resolver.as_deref().unwrap_or("?")
+            ),
+            _ => format!("published prefix {}", m.prefix),
         };
         let _ = writeln!(
             out,
             "  {} {} {} (entry {} at {}): {why}; {scope}{}",
             if i == 0 { "=>" } else { "  " },
-            text(m, "platform"),
-            text(m, "action"),
-            m.get("entry").and_then(|v| v.as_u64()).unwrap_or_default(),
-            text(m, "location"),
-            if text(m, "action") == "allow" {
+            m.platform,
+            m.action,
+            m.entry,
+            m.location,
+            if m.action == "allow" {
                 " (an allow exception: never dropped)"
             } else {
                 ""

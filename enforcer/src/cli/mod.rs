@@ -2,7 +2,6 @@
 
 pub mod check;
 pub mod client;
-pub mod config;
 pub mod detach;
 pub mod explain;
 pub mod reload;
@@ -13,9 +12,9 @@ pub mod status;
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
-pub const DEFAULT_SOCKET: &str = "/run/enforcer/enforcer.sock";
+pub const DEFAULT_SOCKET: &str = crate::settings::Settings::DEFAULT_SOCKET;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -34,12 +33,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    #[default]
-    Text,
-    Json,
-}
+pub use crate::logging::LogFormat;
 
 #[derive(Debug, Subcommand)]
 pub enum Command {

@@ -7,8 +7,9 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
-use super::client::{self, items, joined, text};
+use super::client;
 use crate::control::Request;
+use crate::control::protocol::RulesList;
 
 #[derive(Debug, Subcommand)]
 pub enum RulesCommand {
@@ -73,32 +74,24 @@ pub fn execute(socket: &Path, command: RulesCommand) -> ExitCode {
     }
 }
 
-fn render_list(list: &serde_json::Value) -> String {
+fn render_list(list: &RulesList) -> String {
     let mut out = String::new();
-    for p in items(list, "platforms") {
-        let _ = writeln!(
-            out,
-            "{} ({}) at {}",
-            text(p, "platform"),
-            text(p, "action"),
-            text(p, "location")
-        );
-        for e in items(p, "entries") {
+    for p in &list.platforms {
+        let _ = writeln!(out, "{} ({}) at {}", p.platform, p.action, p.location);
+        for e in &p.entries {
             let mut parts = Vec::new();
-            for key in ["domains", "prefixes"] {
-                let values = joined(e, key);
+            for (key, values) in [("domains", &e.domains), ("prefixes", &e.prefixes)] {
                 if !values.is_empty() {
-                    parts.push(format!("{key}: {values}"));
+                    parts.push(format!("{key}: {}", values.join(", ")));
                 }
             }
-            if text(e, "protocol") != "any" {
-                parts.push(format!("protocol: {}", text(e, "protocol")));
+            if e.protocol != "any" {
+                parts.push(format!("protocol: {}", e.protocol));
             }
-            let ports = joined(e, "ports");
-            if !ports.is_empty() {
-                parts.push(format!("ports: {ports}"));
+            if !e.ports.is_empty() {
+                parts.push(format!("ports: {}", e.ports.join(", ")));
             }
-            let _ = writeln!(out, "  - {}  [{}]", parts.join("; "), text(e, "location"));
+            let _ = writeln!(out, "  - {}  [{}]", parts.join("; "), e.location);
         }
     }
     out

@@ -4,8 +4,9 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
 
-use super::client::{self, items, number, text};
+use super::client;
 use crate::control::Request;
+use crate::control::protocol::StatusReply;
 
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
@@ -18,23 +19,19 @@ pub fn execute(socket: &Path, args: &StatusArgs) -> ExitCode {
     client::run(socket, &Request::Status, args.json, render)
 }
 
-fn render(status: &serde_json::Value) -> String {
+fn render(status: &StatusReply) -> String {
     let mut out = String::new();
-    let interfaces: Vec<String> = items(status, "interfaces")
+    let interfaces: Vec<String> = status
+        .interfaces
         .iter()
-        .map(|i| format!("{} ({})", text(i, "name"), text(i, "mode")))
+        .map(|i| format!("{} ({})", i.name, i.mode))
         .collect();
     let _ = writeln!(out, "interfaces:    {}", interfaces.join(", "));
-    let _ = writeln!(out, "policy digest: {}", text(status, "policy_digest"));
-    let resolver = status.get("resolver").cloned().unwrap_or_default();
-    let health = if resolver.get("ok").and_then(|v| v.as_bool()) == Some(true) {
-        "ok"
-    } else {
-        "failing"
-    };
-    let last = resolver
-        .get("last_success")
-        .and_then(|v| v.as_u64())
+    let _ = writeln!(out, "policy digest: {}", status.policy_digest);
+    let health = if status.resolver.ok { "ok" } else { "failing" };
+    let last = status
+        .resolver
+        .last_success
         .map_or_else(|| "never".to_owned(), |t| format!("{t} (unix)"));
     let _ = writeln!(out, "resolver:      {health}, last answer {last}");
     let _ = writeln!(
@@ -42,16 +39,11 @@ fn render(status: &serde_json::Value) -> String {
         "{:<24} {:<8} {:>10} {:>10} {:>14} {:>16}",
         "platform", "action", "prefix v4", "prefix v6", "packets", "bytes"
     );
-    for p in items(status, "platforms") {
+    for p in &status.platforms {
         let _ = writeln!(
             out,
             "{:<24} {:<8} {:>10} {:>10} {:>14} {:>16}",
-            text(p, "platform"),
-            text(p, "action"),
-            number(p, "prefixes_v4"),
-            number(p, "prefixes_v6"),
-            number(p, "packets"),
-            number(p, "bytes"),
+            p.platform, p.action, p.prefixes_v4, p.prefixes_v6, p.packets, p.bytes,
         );
     }
     out

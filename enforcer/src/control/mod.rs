@@ -2,71 +2,20 @@
 //! per line from the daemon. `status`, `reload`, `explain` and `rules` go through it.
 
 pub mod handlers;
+pub mod protocol;
 pub mod server;
+
+pub use protocol::{Reply, Request, Response};
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 /// Longest request or response line accepted.
 pub const MAX_LINE: usize = 16 * 1024 * 1024;
 /// How long the CLI waits for the daemon (a reload of a large policy takes a while).
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "command", rename_all = "snake_case")]
-pub enum Request {
-    Status,
-    Reload,
-    Explain {
-        target: String,
-    },
-    RulesList,
-    RulesAdd {
-        platform: String,
-        domains: Vec<String>,
-        prefixes: Vec<String>,
-        action: Option<String>,
-    },
-    RulesRemove {
-        platform: String,
-        domains: Vec<String>,
-        prefixes: Vec<String>,
-    },
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Response {
-    pub ok: bool,
-    #[serde(default)]
-    pub result: serde_json::Value,
-    #[serde(default)]
-    pub errors: Vec<String>,
-}
-
-impl Response {
-    pub fn success(result: impl Serialize) -> Self {
-        match serde_json::to_value(result) {
-            Ok(result) => Self {
-                ok: true,
-                result,
-                errors: Vec::new(),
-            },
-            Err(e) => Self::failure(vec![format!("encoding the answer: {e}")]),
-        }
-    }
-
-    pub fn failure(errors: Vec<String>) -> Self {
-        Self {
-            ok: false,
-            result: serde_json::Value::Null,
-            errors,
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -89,8 +38,25 @@ pub enum ClientError {
     },
 }
 
-/// Sends one request and waits for its response.
-pub fn call(socket: &Path, request: &Request) -> Result<Response, ClientError> {
+/// Sends one request and reads its typed reply: `Ok(Err(errors))` when the daemon refused it.
+pub fn call<R: Reply>(
+    socket: &Path,
+    request: &Request,
+) -> Result<Result<R, Vec<String>>, ClientError> {
+    let response = exchange(socket, request)?;
+    if !response.ok {
+        return Ok(Err(response.errors));
+    }
+    serde_json::from_value(response.result)
+        .map(Ok)
+        .map_err(|source| ClientError::Decode {
+            path: socket.to_path_buf(),
+            source,
+        })
+}
+
+/// Sends one request and waits for its response envelope.
+fn exchange(socket: &Path, request: &Request) -> Result<Response, ClientError> {
     let io = |source| ClientError::Io {
         path: socket.to_path_buf(),
         source,

@@ -3,14 +3,13 @@
 use std::ffi::CString;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinHandle;
 
 use super::{MAX_LINE, Request, Response, handlers};
-use crate::daemon::DaemonState;
+use crate::daemon::Daemon;
 
 /// Group that may use the socket besides root, when it exists.
 const GROUP: &str = "enforcer";
@@ -56,7 +55,7 @@ pub fn bind(path: &Path) -> Result<std::os::unix::net::UnixListener, ServerError
 /// Serves requests on `listener` until the task is aborted. Needs the runtime.
 pub fn spawn(
     listener: std::os::unix::net::UnixListener,
-    state: Arc<Mutex<DaemonState>>,
+    daemon: Daemon,
 ) -> Result<JoinHandle<()>, ServerError> {
     let listener = UnixListener::from_std(listener).map_err(|source| ServerError::Bind {
         path: PathBuf::from("(control socket)"),
@@ -66,7 +65,7 @@ pub fn spawn(
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
-                    tokio::spawn(serve(stream, Arc::clone(&state)));
+                    tokio::spawn(serve(stream, daemon.clone()));
                 }
                 Err(error) => {
                     tracing::warn!(%error, "control socket accept failed");
@@ -93,7 +92,7 @@ fn set_group(path: &Path) {
     }
 }
 
-async fn serve(stream: UnixStream, state: Arc<Mutex<DaemonState>>) {
+async fn serve(stream: UnixStream, daemon: Daemon) {
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read.take(MAX_LINE as u64));
     let mut line = String::new();
@@ -102,7 +101,7 @@ async fn serve(stream: UnixStream, state: Arc<Mutex<DaemonState>>) {
         Ok(_) => match serde_json::from_str::<Request>(&line) {
             Ok(request) => {
                 let handled =
-                    tokio::task::spawn_blocking(move || handlers::handle(&state, request)).await;
+                    tokio::task::spawn_blocking(move || handlers::handle(&daemon, request)).await;
                 handled.unwrap_or_else(|e| Response::failure(vec![format!("request failed: {e}")]))
             }
             Err(e) => Response::failure(vec![format!("unreadable request: {e}")]),

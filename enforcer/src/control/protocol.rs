@@ -1,0 +1,202 @@
+//! The control protocol: one JSON request per line, one JSON response per line. The request and
+//! every reply are typed here and shared by the daemon (which builds them) and the CLI (which
+//! reads them), so the two cannot drift apart. The JSON shapes are the stable ones of
+//! docs/reference.md ("JSON outputs").
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Request {
+    Status,
+    Reload,
+    Explain {
+        target: String,
+    },
+    RulesList,
+    RulesAdd {
+        platform: String,
+        domains: Vec<String>,
+        prefixes: Vec<String>,
+        action: Option<String>,
+    },
+    RulesRemove {
+        platform: String,
+        domains: Vec<String>,
+        prefixes: Vec<String>,
+    },
+}
+
+/// The reply type of each request.
+pub trait Reply: Serialize + DeserializeOwned {}
+
+/// The wire envelope: `result` holds the request's reply when `ok`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default)]
+    pub result: serde_json::Value,
+    #[serde(default)]
+    pub errors: Vec<String>,
+}
+
+impl Response {
+    pub fn success<R: Reply>(reply: &R) -> Self {
+        match serde_json::to_value(reply) {
+            Ok(result) => Self {
+                ok: true,
+                result,
+                errors: Vec::new(),
+            },
+            Err(e) => Self::failure(vec![format!("encoding the answer: {e}")]),
+        }
+    }
+
+    pub fn failure(errors: Vec<String>) -> Self {
+        Self {
+            ok: false,
+            result: serde_json::Value::Null,
+            errors,
+        }
+    }
+
+    pub fn from_result<R: Reply>(result: Result<R, Vec<String>>) -> Self {
+        match result {
+            Ok(reply) => Self::success(&reply),
+            Err(errors) => Self::failure(errors),
+        }
+    }
+}
+
+/// `status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReply {
+    pub interfaces: Vec<InterfaceStatus>,
+    pub policy_digest: String,
+    pub platforms: Vec<PlatformStatus>,
+    pub resolver: ResolverStatus,
+}
+impl Reply for StatusReply {}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterfaceStatus {
+    pub name: String,
+    pub mode: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlatformStatus {
+    pub platform: String,
+    pub action: String,
+    pub prefixes_v4: usize,
+    pub prefixes_v6: usize,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResolverStatus {
+    pub ok: bool,
+    /// Unix seconds of the last answer from the resolvers.
+    pub last_success: Option<u64>,
+}
+
+/// `explain`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Explanation {
+    pub target: String,
+    /// drop, monitor, allow or none: what the first (best) match decides.
+    pub verdict: String,
+    pub matches: Vec<ExplainMatch>,
+}
+impl Reply for Explanation {}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExplainMatch {
+    pub platform: String,
+    pub action: String,
+    /// Position of the entry in the platform's `match` list, from 0.
+    pub entry: usize,
+    pub prefix: String,
+    /// published, dns, learned or domain (a name with no address known yet).
+    pub source: String,
+    pub name: Option<String>,
+    pub cname_chain: Vec<String>,
+    /// For a learned address: the server whose answer taught it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolver: Option<String>,
+    pub protocol: String,
+    pub ports: Vec<String>,
+    /// Where the entry was written (`PATH:LINE:COLUMN`).
+    pub location: String,
+}
+
+/// `rules list`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RulesList {
+    pub platforms: Vec<ListedPlatform>,
+}
+impl Reply for RulesList {}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListedPlatform {
+    pub platform: String,
+    pub action: String,
+    pub location: String,
+    pub entries: Vec<ListedEntry>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListedEntry {
+    pub entry: usize,
+    pub domains: Vec<String>,
+    pub prefixes: Vec<String>,
+    pub protocol: String,
+    pub ports: Vec<String>,
+    pub location: String,
+}
+
+/// `reload`, `rules add` and `rules remove`: what the policy change did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyChange {
+    pub platforms: usize,
+    pub prefixes_v4: usize,
+    pub prefixes_v6: usize,
+    pub inserted: usize,
+    pub updated: usize,
+    pub removed: usize,
+    pub policy_digest: String,
+}
+impl Reply for PolicyChange {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reply_survives_the_wire() {
+        let change = PolicyChange {
+            platforms: 2,
+            prefixes_v4: 3,
+            prefixes_v6: 1,
+            inserted: 4,
+            updated: 0,
+            removed: 1,
+            policy_digest: "00ff".into(),
+        };
+        let line = serde_json::to_string(&Response::success(&change)).unwrap();
+        let back: Response = serde_json::from_str(&line).unwrap();
+        assert!(back.ok);
+        assert_eq!(
+            serde_json::from_value::<PolicyChange>(back.result).unwrap(),
+            change
+        );
+        let request = Request::Explain {
+            target: "192.0.2.1".into(),
+        };
+        let text = serde_json::to_string(&request).unwrap();
+        assert_eq!(text, r#"{"command":"explain","target":"192.0.2.1"}"#);
+        assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), request);
+    }
+}

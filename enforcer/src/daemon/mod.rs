@@ -1,0 +1,366 @@
+//! The daemon (`enforcer run`): start-up, the state it owns, and the tasks that keep it current.
+//! Loads the policy, programs the maps, attaches to the interfaces and keeps enforcing until
+//! SIGTERM. Exiting leaves everything pinned (fail-static).
+//!
+//! Everything the daemon holds lives in one [`State`] behind one mutex, reached only through its
+//! methods. Work that compiles or applies a policy runs on blocking threads, never on the async
+//! workers that serve the control socket and the metrics.
+
+mod report;
+mod state;
+mod tasks;
+mod watch;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use ipnet::IpNet;
+use tokio::sync::Notify;
+
+pub use state::{EnforceError, ReloadError, Reloads, State, policy_digest};
+
+use crate::control::{self, server::ServerError};
+use crate::datapath::attach::{self, AttachError};
+use crate::datapath::bpffs::{self, BpffsError};
+use crate::datapath::{Datapath, DatapathError};
+use crate::learn::{DomainPatterns, LearnedSet, Learner, Reinjector};
+use crate::metrics::{self, MetricsError};
+use crate::netif;
+use crate::platform_ids::{IdsError, PlatformIds};
+use crate::policy::{self, LoadOptions, Policy, PolicyError};
+use crate::privileges;
+use crate::resolve::{
+    self, AddressBook, BookSettings, Guard, ResolveMetrics, Resolver, ResolverAddrError,
+    ResolverConfig, ResolverError,
+};
+use crate::settings::Settings;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("policy refused, nothing was changed:\n{0}")]
+    Policy(#[from] PolicyError),
+    #[error("policy refused, nothing was changed: {0}")]
+    Enforce(#[from] EnforceError),
+    #[error("--resolver {0}")]
+    ResolverAddress(#[from] ResolverAddrError),
+    #[error("resolver: {0}")]
+    Resolver(#[from] ResolverError),
+    #[error("reading the gateway's addresses: {0}")]
+    LocalAddresses(std::io::Error),
+    #[error(transparent)]
+    Bpffs(#[from] BpffsError),
+    #[error(transparent)]
+    Datapath(#[from] DatapathError),
+    #[error(transparent)]
+    Attach(#[from] AttachError),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    #[error(transparent)]
+    Control(#[from] ServerError),
+    #[error(transparent)]
+    Ids(#[from] IdsError),
+    #[error("starting the runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// A handle on the daemon's state, shared by the control socket, the metrics and the tasks.
+#[derive(Clone)]
+pub struct Daemon {
+    state: Arc<Mutex<State>>,
+    /// Wakes the refresh loop when a policy change brings names to resolve (the state holds the
+    /// other end, so waiting for it needs no lock).
+    wake: Arc<Notify>,
+}
+
+const POISONED: &str = "the daemon's state is poisoned (a task panicked); restart it";
+
+impl Daemon {
+    fn new(state: State, wake: Arc<Notify>) -> Self {
+        Self {
+            state: Arc::new(Mutex::new(state)),
+            wake,
+        }
+    }
+
+    fn lock(&self) -> Option<MutexGuard<'_, State>> {
+        self.state.lock().ok()
+    }
+
+    /// Runs `f` on the state (blocking): for the control handlers, which answer with errors.
+    pub fn with<R>(
+        &self,
+        f: impl FnOnce(&mut State) -> Result<R, Vec<String>>,
+    ) -> Result<R, Vec<String>> {
+        match self.state.lock() {
+            Ok(mut state) => f(&mut state),
+            Err(_) => Err(vec![POISONED.to_owned()]),
+        }
+    }
+
+    /// Runs `f` on the state on a blocking thread, so compiling and applying a policy never
+    /// stalls the async workers. None when the state is poisoned or the task failed.
+    pub async fn blocking<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut State) -> R + Send + 'static,
+    ) -> Option<R> {
+        let daemon = self.clone();
+        tokio::task::spawn_blocking(move || daemon.lock().map(|mut s| f(&mut s)))
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// The Prometheus exposition of the state.
+    pub fn render_metrics(&self) -> Result<String, String> {
+        let state = self.lock().ok_or_else(|| POISONED.to_owned())?;
+        metrics::render(&state)
+    }
+}
+
+/// Runs the daemon with `settings` until SIGTERM or SIGINT.
+pub fn run(settings: Settings) -> Result<(), DaemonError> {
+    let never_block = never_block_list(&settings)?;
+    let load_options = load_options(&settings, &never_block)?;
+    let mut policy = policy::load_policy(std::slice::from_ref(&settings.rules), &load_options)?;
+    let mut ids = PlatformIds::load(&settings.state_dir).unwrap_or_else(|error| {
+        tracing::error!(%error, "the platform ids are unusable; assigning new ones");
+        PlatformIds::default()
+    });
+    let reused_ids = ids.assign(&mut policy, &Policy::default())?;
+    if let Err(error) = ids.save(&settings.state_dir) {
+        tracing::error!(%error, "saving the platform ids failed");
+    }
+    let resolver_config = resolver_config(&settings, &never_block)?;
+
+    // Fail-static across restarts: the last known addresses are enforced before any DNS answer.
+    let book_settings = BookSettings::from_config(&resolver_config);
+    let mut book = AddressBook::load(&settings.state_dir, book_settings).unwrap_or_else(|error| {
+        tracing::error!(%error, "the saved addresses are unusable; starting without them");
+        AddressBook::new(book_settings)
+    });
+    let restored = book.len();
+    let now = SystemTime::now();
+    book.set_uses(resolve::policy_uses(&policy), now);
+    // Enforce what was known, then ask DNS again at once rather than when the saved TTLs end.
+    book.refresh_all(now);
+    let learner = learner(&settings, &policy, &resolver_config, book_settings);
+    let resolve_metrics = ResolveMetrics::new();
+    resolve_metrics.register_platforms(policy.platforms.iter().map(|p| p.name.as_str()));
+
+    bpffs::ensure(&settings.bpffs)?;
+    let mut datapath = Datapath::load_pinned(&settings.bpffs)?;
+    for id in reused_ids {
+        datapath.clear_platform_counters(id)?;
+    }
+    let wake = Arc::new(Notify::new());
+    let (mut state, stats) = State::new(state::Parts {
+        datapath,
+        policy,
+        book,
+        resolve_metrics,
+        state_dir: settings.state_dir.clone(),
+        never_block: resolver_config.never_block.clone(),
+        rules_path: settings.rules.clone(),
+        load_options,
+        learner,
+        ids,
+        wake: Arc::clone(&wake),
+    })?;
+    tracing::info!(
+        platforms = state.policy().platforms.len(),
+        prefixes_v4 = state.compiled().v4.len(),
+        prefixes_v6 = state.compiled().v6.len(),
+        names = state.book().len(),
+        restored_names = restored,
+        restored_addresses = state.book().mappings().len(),
+        inserted = stats.inserted,
+        updated = stats.updated,
+        removed = stats.removed,
+        unchanged = stats.unchanged,
+        "policy applied"
+    );
+    let attached = attach::attach_all(
+        state.datapath_mut().program_mut()?,
+        &settings.bpffs,
+        &settings.interfaces,
+        settings.xdp_mode,
+    )?;
+    for a in &attached {
+        tracing::info!(interface = %a.interface, mode = a.mode.as_str(), adopted = a.adopted, "enforcing");
+    }
+    state.set_attached(attached);
+
+    let control_listener = control::server::bind(&settings.socket)?;
+    // Raw sockets for sending held DNS responses on; without them responses are not held.
+    let reinjector = if settings.dns_hold {
+        match Reinjector::open() {
+            Ok(r) => Some(r),
+            Err(error) => {
+                tracing::warn!(%error, "cannot open raw sockets: DNS responses are not held, so a client may connect to a banned answer before it is learned");
+                None
+            }
+        }
+    } else {
+        tracing::warn!("--no-dns-hold: DNS responses are not held (tests only)");
+        None
+    };
+    // Loading, pinning and attaching are done: keep only what map updates need.
+    match privileges::keep_only(&[privileges::CAP_BPF]) {
+        Ok(()) => tracing::info!("capabilities dropped; CAP_BPF kept for map updates"),
+        Err(error) => tracing::warn!(%error, "keeping the capabilities the daemon started with"),
+    }
+
+    let daemon = Daemon::new(state, wake);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(DaemonError::Runtime)?;
+    runtime.block_on(serve(
+        &settings,
+        &resolver_config,
+        control_listener,
+        reinjector,
+        &daemon,
+    ))?;
+    if let Some(mut state) = daemon.lock() {
+        state.save_book();
+        state.save_learned();
+    }
+    tracing::info!("stopping; the program, links and maps stay pinned and keep enforcing");
+    Ok(())
+}
+
+/// Starts the control socket, the metrics and the background work, and stops them in order on
+/// SIGTERM or SIGINT.
+async fn serve(
+    settings: &Settings,
+    resolver_config: &ResolverConfig,
+    control_listener: std::os::unix::net::UnixListener,
+    reinjector: Option<Reinjector>,
+    daemon: &Daemon,
+) -> Result<(), DaemonError> {
+    let control_task = control::server::spawn(control_listener, daemon.clone())?;
+    let metrics_task = match settings.metrics {
+        Some(addr) => Some(metrics::spawn(addr, daemon.clone()).await?),
+        None => None,
+    };
+    let resolver = Arc::new(Resolver::new(resolver_config)?);
+    tracing::info!(servers = ?resolver.servers(), "resolving the policy's domains");
+    let watch_task = tokio::spawn(tasks::watch_policy(daemon.clone()));
+    let dns_events = daemon
+        .lock()
+        .and_then(|mut s| s.datapath_mut().take_dns_events());
+    let holding = reinjector.is_some();
+    let stop_learning = Arc::new(AtomicBool::new(false));
+    let learn_thread = match dns_events {
+        Some(ring) => {
+            let (daemon, stop) = (daemon.clone(), Arc::clone(&stop_learning));
+            std::thread::Builder::new()
+                .name("learn".into())
+                .spawn(move || tasks::learn_thread(&daemon, ring, reinjector, &stop))
+                .map_err(DaemonError::Runtime)
+                .map(Some)?
+        }
+        None => None,
+    };
+    let hold_task = (holding && learn_thread.is_some())
+        .then(|| tokio::spawn(tasks::hold_heartbeat(daemon.clone())));
+    let refresh_task = tokio::spawn(tasks::refresh_loop(daemon.clone(), resolver));
+    wait_for_termination().await.map_err(DaemonError::Runtime)?;
+    refresh_task.abort();
+    if let Some(task) = hold_task {
+        task.abort();
+    }
+    // Stop holding before the reader goes, so no response waits for a daemon that left.
+    if let Some(mut s) = daemon.lock() {
+        let _ = s.datapath_mut().set_dns_hold(0);
+    }
+    stop_learning.store(true, Ordering::Relaxed);
+    if let Some(thread) = learn_thread {
+        let _ = thread.join();
+    }
+    watch_task.abort();
+    control_task.abort();
+    let _ = std::fs::remove_file(&settings.socket);
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
+    Ok(())
+}
+
+async fn wait_for_termination() -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    Ok(())
+}
+
+/// The built-in list, `--never-block`, and the gateway's own addresses. The resolvers' addresses
+/// are added by [`resolver_config`] for DNS and here for the policy.
+fn never_block_list(settings: &Settings) -> Result<Vec<IpNet>, DaemonError> {
+    let mut list = settings.never_block.clone();
+    list.extend(netif::local_addresses().map_err(DaemonError::LocalAddresses)?);
+    Ok(list)
+}
+
+fn load_options(settings: &Settings, never_block: &[IpNet]) -> Result<LoadOptions, DaemonError> {
+    let mut never_block = never_block.to_vec();
+    for text in &settings.resolvers {
+        never_block.push(IpNet::from(resolve::parse_resolver(text)?.ip()));
+    }
+    Ok(LoadOptions { never_block })
+}
+
+fn resolver_config(
+    settings: &Settings,
+    never_block: &[IpNet],
+) -> Result<ResolverConfig, DaemonError> {
+    let servers = settings
+        .resolvers
+        .iter()
+        .map(|text| resolve::parse_resolver(text))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut config = ResolverConfig {
+        servers,
+        ttl_floor: Duration::from_secs(settings.ttl_floor),
+        ttl_ceiling: Duration::from_secs(settings.ttl_ceiling),
+        grace: Duration::from_secs(settings.grace),
+        max_addresses_per_name: usize::try_from(settings.max_addresses_per_name)
+            .unwrap_or(usize::MAX),
+        shared_suffixes: settings.shared_suffixes.clone(),
+        ..ResolverConfig::default()
+    };
+    config.never_block.extend(never_block.iter().copied());
+    Ok(config)
+}
+
+/// The learning pipeline for `policy`, with the addresses learned before a restart (those of
+/// entries the policy no longer has are dropped).
+fn learner(
+    settings: &Settings,
+    policy: &Policy,
+    config: &ResolverConfig,
+    book_settings: BookSettings,
+) -> Learner {
+    let mut guard = Guard::new(
+        config.never_block.clone(),
+        config.max_addresses_per_name,
+        &config.shared_suffixes,
+    );
+    guard.add_never_block(config.servers.iter().map(|s| IpNet::from(s.ip())));
+    let patterns = DomainPatterns::from_policy(policy);
+    let mut set = LearnedSet::load(&settings.state_dir).unwrap_or_else(|error| {
+        tracing::error!(%error, "the learned addresses are unusable; starting without them");
+        LearnedSet::default()
+    });
+    set.retain_uses(|u| patterns.has_use(u));
+    let mut learner = Learner::new(DomainPatterns::default(), guard, book_settings);
+    learner.replace(patterns, set);
+    learner
+}

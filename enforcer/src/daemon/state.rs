@@ -1,0 +1,576 @@
+//! What the running daemon holds, and the one way its sets reach the datapath: the policy's
+//! published prefixes plus the addresses DNS gave for its domains (resolved and learned),
+//! compiled together and applied as a diff (`compile_and_apply`).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use ipnet::IpNet;
+use tokio::sync::Notify;
+
+use super::watch::{self, Fingerprint};
+use crate::compile::{self, CompileError, CompiledPolicy, EntryAddress};
+use crate::control::protocol::PolicyChange;
+use crate::datapath::attach::Attached;
+use crate::datapath::{ApplyStats, Datapath, DatapathError};
+use crate::learn::{CapturedMessage, DomainPatterns, LearnedSet, Learner};
+use crate::platform_ids::{IdsError, PlatformIds};
+use crate::policy::managed::{self, ManagedError, ManagedPlatform};
+use crate::policy::{self, LoadOptions, MANAGED_FILE, Policy, PolicyError};
+use crate::resolve::{self, AddressBook, NameResolution, ResolveMetrics};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{0}")]
+    Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Enforce(#[from] EnforceError),
+    #[error("--rules {0} is a single file: `enforcer rules` needs a policy directory")]
+    NotADirectory(PathBuf),
+    #[error("{0}")]
+    Managed(#[from] ManagedError),
+    #[error(transparent)]
+    Ids(#[from] IdsError),
+    #[error("writing {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl ReloadError {
+    /// One line per problem, for the operator (a refused policy lists every diagnostic).
+    pub fn lines(&self) -> Vec<String> {
+        match self {
+            Self::Policy(PolicyError::Invalid(diagnostics)) => {
+                diagnostics.iter().map(ToString::to_string).collect()
+            }
+            other => vec![other.to_string()],
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnforceError {
+    #[error(transparent)]
+    Compile(#[from] CompileError),
+    #[error(transparent)]
+    Datapath(#[from] DatapathError),
+}
+
+/// Policy reloads by result, for the metrics.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Reloads {
+    pub ok: u64,
+    pub error: u64,
+}
+
+/// Everything the running daemon holds. Built once by [`super::run`]; the control handlers, the
+/// metrics and the background tasks reach it only through its methods.
+pub struct State {
+    datapath: Datapath,
+    policy: Policy,
+    compiled: CompiledPolicy,
+    attached: Vec<Attached>,
+    last_policy_update: SystemTime,
+    /// Addresses resolved for the policy's exact domains, with provenance and timing.
+    book: AddressBook,
+    resolve_metrics: ResolveMetrics,
+    /// Where the book, the learned set and the platform ids are saved.
+    state_dir: PathBuf,
+    /// DNS may never make these blocked; also re-checked for addresses read from the state files,
+    /// which may predate a `--never-block` the operator added since.
+    never_block: Vec<IpNet>,
+    /// `--rules` and how it is loaded, for `reload`, `rules` and the file watcher.
+    rules_path: PathBuf,
+    load_options: LoadOptions,
+    reloads: Reloads,
+    /// The policy files as last read, so the watcher reloads only on a real change.
+    files_seen: Fingerprint,
+    /// Addresses learned from DNS answers crossing the gateway.
+    learner: Learner,
+    /// Lasting platform ids (counters are keyed by them).
+    ids: PlatformIds,
+    /// The learned set changed since it was last saved.
+    learned_dirty: bool,
+    /// Wakes the refresh loop when a new policy brings names to resolve.
+    wake: Arc<Notify>,
+}
+
+/// What [`State::new`] needs: the pieces the start-up sequence built.
+pub struct Parts {
+    pub datapath: Datapath,
+    pub policy: Policy,
+    pub book: AddressBook,
+    pub resolve_metrics: ResolveMetrics,
+    pub state_dir: PathBuf,
+    pub never_block: Vec<IpNet>,
+    pub rules_path: PathBuf,
+    pub load_options: LoadOptions,
+    pub learner: Learner,
+    pub ids: PlatformIds,
+    pub wake: Arc<Notify>,
+}
+
+impl State {
+    /// The state for `parts`, with its sets enforced in the datapath.
+    pub fn new(parts: Parts) -> Result<(Self, ApplyStats), EnforceError> {
+        let mut state = Self {
+            datapath: parts.datapath,
+            files_seen: watch::fingerprint(&parts.rules_path),
+            policy: parts.policy,
+            compiled: CompiledPolicy::default(),
+            attached: Vec::new(),
+            last_policy_update: SystemTime::now(),
+            book: parts.book,
+            resolve_metrics: parts.resolve_metrics,
+            state_dir: parts.state_dir,
+            never_block: parts.never_block,
+            rules_path: parts.rules_path,
+            load_options: parts.load_options,
+            reloads: Reloads::default(),
+            learner: parts.learner,
+            ids: parts.ids,
+            learned_dirty: false,
+            wake: parts.wake,
+        };
+        let stats = state.enforce()?;
+        Ok((state, stats))
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+    pub fn compiled(&self) -> &CompiledPolicy {
+        &self.compiled
+    }
+    pub fn datapath(&self) -> &Datapath {
+        &self.datapath
+    }
+    pub fn datapath_mut(&mut self) -> &mut Datapath {
+        &mut self.datapath
+    }
+    pub fn attached(&self) -> &[Attached] {
+        &self.attached
+    }
+    pub fn set_attached(&mut self, attached: Vec<Attached>) {
+        self.attached = attached;
+    }
+    pub fn book(&self) -> &AddressBook {
+        &self.book
+    }
+    pub fn learner(&self) -> &Learner {
+        &self.learner
+    }
+    pub fn resolve_metrics(&self) -> &ResolveMetrics {
+        &self.resolve_metrics
+    }
+    pub fn reloads(&self) -> Reloads {
+        self.reloads
+    }
+    pub fn last_policy_update(&self) -> SystemTime {
+        self.last_policy_update
+    }
+    pub fn rules_path(&self) -> &std::path::Path {
+        &self.rules_path
+    }
+
+    /// Makes the maps enforce the policy in force with the addresses known now.
+    pub fn enforce(&mut self) -> Result<ApplyStats, EnforceError> {
+        let (compiled, stats) = compile_and_apply(
+            &mut self.datapath,
+            &self.never_block,
+            &self.policy,
+            &self.book,
+            &self.learner.set,
+        )?;
+        self.compiled = compiled;
+        Ok(stats)
+    }
+
+    /// The known addresses as compiler input (for explain's reference matcher).
+    pub fn entry_addresses(&self) -> Vec<EntryAddress> {
+        dns_addresses(
+            &self.policy,
+            &self.book,
+            &self.learner.set,
+            &self.never_block,
+        )
+    }
+
+    /// Whether the policy files changed since they were last read.
+    pub fn files_changed(&self) -> bool {
+        self.files_seen != watch::fingerprint(&self.rules_path)
+    }
+
+    /// Re-reads `--rules` and installs it; on any error the running policy stays.
+    pub fn reload(&mut self, why: &str) -> Result<PolicyChange, ReloadError> {
+        self.files_seen = watch::fingerprint(&self.rules_path);
+        let loaded =
+            policy::load_policy(std::slice::from_ref(&self.rules_path), &self.load_options);
+        let result = loaded
+            .map_err(ReloadError::from)
+            .and_then(|policy| self.install(policy, why));
+        self.count_reload(why, &result);
+        result
+    }
+
+    /// Edits the managed file of the policy directory, checks the whole resulting policy, and
+    /// only then writes the file and installs the policy.
+    pub fn edit_managed(
+        &mut self,
+        why: &str,
+        edit: impl FnOnce(&mut Vec<ManagedPlatform>) -> Result<(), ManagedError>,
+    ) -> Result<PolicyChange, ReloadError> {
+        let result = self.try_edit_managed(why, edit);
+        self.count_reload(why, &result);
+        result
+    }
+
+    fn try_edit_managed(
+        &mut self,
+        why: &str,
+        edit: impl FnOnce(&mut Vec<ManagedPlatform>) -> Result<(), ManagedError>,
+    ) -> Result<PolicyChange, ReloadError> {
+        let dir = self.rules_path.clone();
+        if !dir.is_dir() {
+            return Err(ReloadError::NotADirectory(dir));
+        }
+        let path = dir.join(MANAGED_FILE);
+        let mut platforms = match std::fs::read_to_string(&path) {
+            Ok(text) => managed::from_parsed(policy::read_managed(&path, &text)?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(source) => return Err(PolicyError::Io { path, source }.into()),
+        };
+        edit(&mut platforms)?;
+        let text = managed::render(&platforms);
+        let policy = policy::load_policy_with_managed(&dir, Some(&text), &self.load_options)?;
+        crate::fsutil::write_atomically(&path, text.as_bytes()).map_err(|source| {
+            ReloadError::Write {
+                path: path.clone(),
+                source,
+            }
+        })?;
+        self.files_seen = watch::fingerprint(&self.rules_path);
+        self.install(policy, why)
+    }
+
+    fn count_reload<T>(&mut self, why: &str, result: &Result<T, ReloadError>) {
+        match result {
+            Ok(_) => self.reloads.ok += 1,
+            Err(error) => {
+                self.reloads.error += 1;
+                tracing::error!(%error, "{why}: policy refused; the running policy stays");
+            }
+        }
+    }
+
+    /// Switches to `policy`: the book follows its names, the new sets are compiled beside the
+    /// running ones and applied in one step. Nothing changes when any step fails.
+    fn install(&mut self, mut policy: Policy, why: &str) -> Result<PolicyChange, ReloadError> {
+        let now = SystemTime::now();
+        let mut ids = self.ids.clone();
+        for id in ids.assign(&mut policy, &self.policy)? {
+            self.datapath
+                .clear_platform_counters(id)
+                .map_err(EnforceError::from)?;
+        }
+        let mut book = self.book.clone();
+        let names = book.set_uses(resolve::policy_uses(&policy), now);
+        let mut learned = self.learner.set.clone();
+        let patterns = DomainPatterns::from_policy(&policy);
+        let forgotten = learned.retain_uses(|u| patterns.has_use(u));
+        let (compiled, stats) = compile_and_apply(
+            &mut self.datapath,
+            &self.never_block,
+            &policy,
+            &book,
+            &learned,
+        )?;
+        let change = PolicyChange {
+            platforms: policy.platforms.len(),
+            prefixes_v4: compiled.v4.len(),
+            prefixes_v6: compiled.v6.len(),
+            inserted: stats.inserted,
+            updated: stats.updated,
+            removed: stats.removed,
+            policy_digest: policy_digest(&policy),
+        };
+        tracing::info!(
+            platforms = change.platforms,
+            prefixes_v4 = change.prefixes_v4,
+            prefixes_v6 = change.prefixes_v6,
+            inserted = change.inserted,
+            updated = change.updated,
+            removed = change.removed,
+            dns_added = names.added.len(),
+            dns_removed = names.removed.len(),
+            digest = %change.policy_digest,
+            "{why}: policy applied"
+        );
+        self.resolve_metrics
+            .register_platforms(policy.platforms.iter().map(|p| p.name.as_str()));
+        self.policy = policy;
+        self.book = book;
+        if ids != self.ids {
+            self.ids = ids;
+            if let Err(error) = self.ids.save(&self.state_dir) {
+                tracing::error!(%error, "saving the platform ids failed");
+            }
+        }
+        self.learner.replace(patterns, learned);
+        if !forgotten.is_empty() {
+            self.learned_dirty = true;
+        }
+        self.compiled = compiled;
+        self.last_policy_update = now;
+        self.save_book();
+        self.wake.notify_one();
+        Ok(change)
+    }
+
+    /// Writes the book to the state directory; a failure is logged, enforcement goes on.
+    pub fn save_book(&self) {
+        if let Err(error) = self.book.save(&self.state_dir) {
+            tracing::error!(%error, "saving the resolved addresses failed; enforcement is unchanged");
+        }
+    }
+
+    /// Writes the learned addresses when they changed since the last save.
+    pub fn save_learned(&mut self) {
+        if let Some((set, dir)) = self.learned_to_save() {
+            Self::write_learned(&set, &dir);
+            self.learned_dirty = false;
+        }
+    }
+
+    /// A copy of the learned set when it changed since the last save (and marks it saved), so
+    /// the caller can write it without holding the state.
+    pub fn learned_to_save(&mut self) -> Option<(LearnedSet, PathBuf)> {
+        if !self.learned_dirty {
+            return None;
+        }
+        self.learned_dirty = false;
+        Some((self.learner.set.clone(), self.state_dir.clone()))
+    }
+
+    /// Marks the learned set as not saved (a write failed).
+    pub fn learned_save_failed(&mut self) {
+        self.learned_dirty = true;
+    }
+
+    /// Writes `set` into `dir`; true when it worked.
+    pub fn write_learned(set: &LearnedSet, dir: &std::path::Path) -> bool {
+        match set.save(dir) {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::error!(
+                    %error,
+                    "saving the learned addresses failed; enforcement is unchanged"
+                );
+                false
+            }
+        }
+    }
+
+    /// Names whose addresses are due for a new question.
+    pub fn due_names(&self, now: SystemTime) -> Vec<String> {
+        self.book.due_names(now)
+    }
+
+    /// When the next name is due or the next learned address expires.
+    pub fn next_deadline(&self) -> Option<SystemTime> {
+        [self.book.next_due(), self.learner.next_expiry()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Drops what has run out (resolved past its grace, learned past TTL + grace) and enforces
+    /// the rest.
+    pub fn expire(&mut self, now: SystemTime) {
+        let change = self.book.expire(now);
+        let forgotten = self.learner.expire(now);
+        if !forgotten.is_empty() {
+            self.learned_dirty = true;
+        }
+        if !change.is_empty() || !forgotten.is_empty() {
+            let removed = change.removed.len() + forgotten.len();
+            self.enforce_logged("expired", change.added.len(), removed);
+            self.save_book();
+        }
+    }
+
+    /// Folds a round of answers into the book, enforces what changed and saves the book.
+    pub fn apply_resolutions(&mut self, resolutions: &[NameResolution], asked: SystemTime) {
+        let now = SystemTime::now().max(asked);
+        let change = resolve::apply_round(&mut self.book, &self.resolve_metrics, resolutions, now);
+        if !change.is_empty() {
+            self.enforce_logged("refresh", change.added.len(), change.removed.len());
+        }
+        // The schedule moved even when the addresses did not.
+        self.save_book();
+    }
+
+    /// Enforces the known addresses after `what` changed them, logging what moved.
+    fn enforce_logged(&mut self, what: &str, added: usize, removed: usize) {
+        let started = Instant::now();
+        match self.enforce() {
+            Ok(stats) => tracing::info!(
+                added,
+                removed,
+                inserted = stats.inserted,
+                updated = stats.updated,
+                deleted = stats.removed,
+                prefixes_v4 = self.compiled.v4.len(),
+                prefixes_v6 = self.compiled.v6.len(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "{what}: DNS addresses applied"
+            ),
+            Err(error) => tracing::error!(
+                %error,
+                added,
+                removed,
+                "{what}: applying DNS addresses failed; the sets in force stay as they were"
+            ),
+        }
+    }
+
+    /// A DNS message seen on the attached interfaces: what a believed answer for a banned name
+    /// teaches is enforced before this returns. Returns how many addresses it taught.
+    pub fn observe_dns(&mut self, message: &CapturedMessage) -> usize {
+        let (now, mono) = (SystemTime::now(), Instant::now());
+        let added = self
+            .learner
+            .observe(&message.observed(), now, mono, &self.resolve_metrics)
+            .added;
+        if added.is_empty() {
+            return 0;
+        }
+        self.learned_dirty = true;
+        // Fast path: only the new host keys are written; anything unusual recompiles everything.
+        let hosts: Vec<EntryAddress> = added
+            .iter()
+            .filter(|m| !self.never_block.iter().any(|n| n.contains(&m.address)))
+            .filter_map(|m| {
+                Some(EntryAddress {
+                    platform: self
+                        .policy
+                        .platforms
+                        .iter()
+                        .position(|p| p.name == m.platform)?,
+                    entry: m.entry,
+                    net: IpNet::from(m.address),
+                })
+            })
+            .collect();
+        let written = compile::add_hosts(&mut self.compiled, &self.policy, &hosts)
+            .map_err(EnforceError::from)
+            .and_then(|changed| {
+                self.datapath
+                    .write_hosts(&self.compiled, &changed)
+                    .map_err(EnforceError::from)
+            });
+        match written {
+            // Per answer, so at debug level: at thousands of answers a second this would flood.
+            Ok(count) => tracing::debug!(
+                learned = added.len(),
+                written = count,
+                elapsed_us = mono.elapsed().as_micros() as u64,
+                "learned from DNS: addresses enforced"
+            ),
+            Err(error) => {
+                tracing::warn!(%error, "learned addresses: recompiling the whole policy");
+                self.enforce_logged("learned from DNS", added.len(), 0);
+            }
+        }
+        added.len()
+    }
+}
+
+/// A short, stable digest of what a policy enforces (names, actions, entries; not comments or
+/// file layout), so that two gateways can be compared at a glance.
+pub fn policy_digest(policy: &Policy) -> String {
+    // FNV-1a over a canonical rendering: not cryptographic, only an identity for humans.
+    let mut canonical = String::new();
+    for p in &policy.platforms {
+        canonical.push_str(&format!("{}|{}\n", p.name, p.action));
+        for e in &p.entries {
+            let domains: Vec<String> = e.domains.iter().map(ToString::to_string).collect();
+            let prefixes: Vec<String> = e.prefixes.iter().map(ToString::to_string).collect();
+            let ports: Vec<String> = e.ports.iter().map(ToString::to_string).collect();
+            canonical.push_str(&format!(
+                "{}|{}|{}|{}\n",
+                domains.join(","),
+                prefixes.join(","),
+                e.protocol.as_str(),
+                ports.join(",")
+            ));
+        }
+    }
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in canonical.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+/// The one path from known addresses to the maps: `policy`'s prefixes plus the resolved and
+/// learned addresses (minus the never-block list) are compiled and applied as a diff, additions
+/// before removals, so an address that stays blocked is never let through. On an error the maps
+/// keep at least what they had.
+fn compile_and_apply(
+    datapath: &mut Datapath,
+    never_block: &[IpNet],
+    policy: &Policy,
+    book: &AddressBook,
+    learned: &LearnedSet,
+) -> Result<(CompiledPolicy, ApplyStats), EnforceError> {
+    let addresses = dns_addresses(policy, book, learned, never_block);
+    let compiled = compile::compile_with(policy, addresses)?;
+    let stats = datapath.apply(&compiled)?;
+    Ok((compiled, stats))
+}
+
+/// The book's and the learned set's addresses as compiler input, minus any inside the
+/// never-block list.
+fn dns_addresses(
+    policy: &Policy,
+    book: &AddressBook,
+    learned: &LearnedSet,
+    never_block: &[IpNet],
+) -> Vec<EntryAddress> {
+    let index: HashMap<&str, usize> = policy
+        .platforms
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.name.as_str(), i))
+        .collect();
+    let mut refused = 0usize;
+    let resolved = book.mappings();
+    let addresses = resolved
+        .iter()
+        .chain(learned.mappings())
+        .filter_map(|m| {
+            if never_block.iter().any(|n| n.contains(&m.address)) {
+                refused += 1;
+                return None;
+            }
+            Some(EntryAddress {
+                platform: *index.get(m.platform.as_str())?,
+                entry: m.entry,
+                net: IpNet::from(m.address),
+            })
+        })
+        .collect();
+    if refused > 0 {
+        tracing::warn!(
+            refused,
+            "known addresses inside the never-block list were not enforced"
+        );
+    }
+    addresses
+}

@@ -1,0 +1,393 @@
+//! The daemon's run settings: one declaration of the options (`RunOptions`, whose flag names are
+//! also the `--config` file's keys), one place for their defaults (`Settings::DEFAULT_*` and
+//! [`Settings::from_options`]), one merge (flags win over the file). `run` and `check` both go
+//! through here, so they read a config file and its values the same way.
+//! Reference: docs/reference.md, "`enforcer run` options".
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{CommandFactory as _, Parser as _};
+use ipnet::IpNet;
+use yaml_rust2::{Yaml, YamlLoader};
+
+use crate::datapath::attach::ModeRequest;
+use crate::logging::LogFormat;
+
+/// Every `enforcer run` option but `--config` itself. A field left unset (None or empty) takes
+/// the config file's value, then the default.
+#[derive(Clone, Debug, Default, PartialEq, Eq, clap::Args)]
+pub struct RunOptions {
+    /// Policy file or directory [default: /etc/enforcer/rules].
+    #[arg(long, value_name = "PATH")]
+    pub rules: Option<PathBuf>,
+    /// Interface to enforce on (repeatable; required here or in --config).
+    #[arg(long = "iface", value_name = "IF")]
+    pub iface: Vec<String>,
+    /// XDP attach mode [default: auto].
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub xdp_mode: Option<ModeRequest>,
+    /// DNS resolver ADDR[:PORT] (repeatable) [default: the system's].
+    #[arg(long = "resolver", value_name = "ADDR[:PORT]")]
+    pub resolver: Vec<String>,
+    /// Prometheus endpoint ADDR:PORT, or `off` [default: 127.0.0.1:9464].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<String>,
+    /// Directory for the resolved-address state [default: /var/lib/enforcer].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Directory for pinned maps and links, on a BPF filesystem [default: /sys/fs/bpf/enforcer].
+    #[arg(long, value_name = "DIR")]
+    pub bpffs: Option<PathBuf>,
+    /// CIDR (or a bare address) that no rule or answer may block, added to the built-in list
+    /// (repeatable).
+    #[arg(long = "never-block", value_name = "CIDR", value_parser = crate::cli::check::parse_cidr)]
+    pub never_block: Vec<IpNet>,
+    /// Shortest time an address from DNS is kept, in seconds [default: 60].
+    #[arg(long, value_name = "SECS")]
+    pub ttl_floor: Option<u64>,
+    /// Longest time an address from DNS is kept, in seconds [default: 86400].
+    #[arg(long, value_name = "SECS")]
+    pub ttl_ceiling: Option<u64>,
+    /// How long an address stays blocked after DNS stops giving it, in seconds [default: 3600].
+    #[arg(long, value_name = "SECS")]
+    pub grace: Option<u64>,
+    /// Most addresses one name may resolve to before its answer is refused [default: 64].
+    #[arg(long, value_name = "N")]
+    pub max_addresses_per_name: Option<u64>,
+    /// Name whose subtree is a shared front end or CDN (repeatable).
+    #[arg(long = "shared-suffix", value_name = "NAME")]
+    pub shared_suffix: Vec<String>,
+    /// Hidden, for tests: do not hold DNS responses (shows the race holding closes).
+    #[arg(long, hide = true)]
+    pub no_dns_hold: bool,
+}
+
+impl RunOptions {
+    /// `self`, with every option it leaves unset taken from `file`.
+    fn or(self, file: RunOptions) -> RunOptions {
+        fn list<T>(flags: Vec<T>, file: Vec<T>) -> Vec<T> {
+            if flags.is_empty() { file } else { flags }
+        }
+        RunOptions {
+            rules: self.rules.or(file.rules),
+            iface: list(self.iface, file.iface),
+            xdp_mode: self.xdp_mode.or(file.xdp_mode),
+            resolver: list(self.resolver, file.resolver),
+            metrics: self.metrics.or(file.metrics),
+            state_dir: self.state_dir.or(file.state_dir),
+            bpffs: self.bpffs.or(file.bpffs),
+            never_block: list(self.never_block, file.never_block),
+            ttl_floor: self.ttl_floor.or(file.ttl_floor),
+            ttl_ceiling: self.ttl_ceiling.or(file.ttl_ceiling),
+            grace: self.grace.or(file.grace),
+            max_addresses_per_name: self.max_addresses_per_name.or(file.max_addresses_per_name),
+            shared_suffix: list(self.shared_suffix, file.shared_suffix),
+            no_dns_hold: self.no_dns_hold || file.no_dns_hold,
+        }
+    }
+}
+
+/// `enforcer run`'s arguments.
+#[derive(Debug, Default, clap::Args)]
+pub struct RunArgs {
+    /// YAML file with any of these options (keys are the flag names); flags win.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub options: RunOptions,
+}
+
+/// A `--config` file: the run options plus the two global ones it may also set.
+#[derive(Debug, Default, PartialEq, Eq, clap::Parser)]
+#[command(
+    no_binary_name = true,
+    disable_help_flag = true,
+    disable_version_flag = true
+)]
+pub struct ConfigFile {
+    #[command(flatten)]
+    pub options: RunOptions,
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("{path}: {source}")]
+    ReadConfig {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Config { path: PathBuf, message: String },
+    #[error("no interface given: pass --iface (or `iface:` in --config)")]
+    NoInterface,
+    #[error("--metrics {0}: expected ADDR:PORT or `off`")]
+    BadMetricsAddress(String),
+    #[error("--ttl-floor {floor} is above --ttl-ceiling {ceiling}")]
+    TtlBounds { floor: u64, ceiling: u64 },
+}
+
+impl ConfigFile {
+    pub fn load(path: &Path) -> Result<Self, SettingsError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SettingsError::ReadConfig {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| SettingsError::Config {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    /// Reads the YAML mapping as the flags it stands for and parses them exactly as the command
+    /// line is parsed, so a value means the same in both places.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let docs = YamlLoader::load_from_str(text).map_err(|e| e.to_string())?;
+        let Some(doc) = docs.into_iter().next() else {
+            return Ok(Self::default());
+        };
+        let map = match doc {
+            Yaml::Hash(map) => map,
+            Yaml::Null => return Ok(Self::default()),
+            _ => return Err("expected a mapping of option names to values".into()),
+        };
+        let known: Vec<String> = Self::command()
+            .get_arguments()
+            .filter_map(|a| a.get_long().map(str::to_owned))
+            .filter(|name| name != "no-dns-hold")
+            .collect();
+        let mut argv: Vec<OsString> = Vec::new();
+        for (key, value) in map {
+            let Yaml::String(key) = key else {
+                return Err("option names must be strings".into());
+            };
+            if !known.contains(&key) {
+                return Err(format!("unknown option {key:?}"));
+            }
+            let values = match &value {
+                Yaml::Array(items) => items.iter().map(scalar).collect::<Option<Vec<_>>>(),
+                other => scalar(other).map(|s| vec![s]),
+            }
+            .ok_or_else(|| format!("{key}: expected a value or a list of values"))?;
+            for v in values {
+                argv.push(format!("--{key}={v}").into());
+            }
+        }
+        Self::try_parse_from(argv).map_err(|e| clap_message(&e))
+    }
+}
+
+/// A YAML scalar as the text a flag would carry.
+fn scalar(value: &Yaml) -> Option<String> {
+    match value {
+        Yaml::String(s) | Yaml::Real(s) => Some(s.clone()),
+        Yaml::Integer(i) => Some(i.to_string()),
+        Yaml::Boolean(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// clap's first error line without its "error: " prefix and usage hints.
+fn clap_message(error: &clap::Error) -> String {
+    let text = error.to_string();
+    let first = text.lines().next().unwrap_or_default();
+    first
+        .trim_start_matches("error: ")
+        .replace("'--", "'")
+        .to_owned()
+}
+
+/// The options in force, after flags, the config file and the defaults.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    pub rules: PathBuf,
+    pub interfaces: Vec<String>,
+    pub xdp_mode: ModeRequest,
+    pub resolvers: Vec<String>,
+    pub metrics: Option<SocketAddr>,
+    pub state_dir: PathBuf,
+    pub bpffs: PathBuf,
+    pub never_block: Vec<IpNet>,
+    pub ttl_floor: u64,
+    pub ttl_ceiling: u64,
+    pub grace: u64,
+    pub max_addresses_per_name: u64,
+    pub shared_suffixes: Vec<String>,
+    pub socket: PathBuf,
+    pub dns_hold: bool,
+}
+
+impl Settings {
+    pub const DEFAULT_RULES: &str = "/etc/enforcer/rules";
+    pub const DEFAULT_METRICS: &str = "127.0.0.1:9464";
+    pub const DEFAULT_STATE_DIR: &str = "/var/lib/enforcer";
+    pub const DEFAULT_BPFFS: &str = "/sys/fs/bpf/enforcer";
+    pub const DEFAULT_SOCKET: &str = "/run/enforcer/enforcer.sock";
+    pub const DEFAULT_TTL_FLOOR: u64 = 60;
+    pub const DEFAULT_TTL_CEILING: u64 = 86_400;
+    pub const DEFAULT_GRACE: u64 = 3_600;
+    pub const DEFAULT_MAX_ADDRESSES_PER_NAME: u64 = 64;
+
+    /// `run`'s settings: flags, then `--config`, then defaults. `socket` is the global flag.
+    pub fn for_run(args: RunArgs, socket: Option<PathBuf>) -> Result<Self, SettingsError> {
+        let file = match &args.config {
+            Some(path) => ConfigFile::load(path)?,
+            None => ConfigFile::default(),
+        };
+        let settings = Self::from_options(args.options.or(file.options), socket.or(file.socket))?;
+        if settings.interfaces.is_empty() {
+            return Err(SettingsError::NoInterface);
+        }
+        Ok(settings)
+    }
+
+    /// Settings from merged options, with the defaults for whatever is still unset. Does not
+    /// require an interface (`check` reads a config file without running anything).
+    pub fn from_options(
+        options: RunOptions,
+        socket: Option<PathBuf>,
+    ) -> Result<Self, SettingsError> {
+        let metrics_text = options
+            .metrics
+            .unwrap_or_else(|| Self::DEFAULT_METRICS.to_owned());
+        let metrics = if metrics_text == "off" {
+            None
+        } else {
+            Some(
+                metrics_text
+                    .parse()
+                    .map_err(|_| SettingsError::BadMetricsAddress(metrics_text.clone()))?,
+            )
+        };
+        let settings = Self {
+            rules: options.rules.unwrap_or_else(|| Self::DEFAULT_RULES.into()),
+            interfaces: options.iface,
+            xdp_mode: options.xdp_mode.unwrap_or(ModeRequest::Auto),
+            resolvers: options.resolver,
+            metrics,
+            state_dir: options
+                .state_dir
+                .unwrap_or_else(|| Self::DEFAULT_STATE_DIR.into()),
+            bpffs: options.bpffs.unwrap_or_else(|| Self::DEFAULT_BPFFS.into()),
+            never_block: options.never_block,
+            ttl_floor: options.ttl_floor.unwrap_or(Self::DEFAULT_TTL_FLOOR),
+            ttl_ceiling: options.ttl_ceiling.unwrap_or(Self::DEFAULT_TTL_CEILING),
+            grace: options.grace.unwrap_or(Self::DEFAULT_GRACE),
+            max_addresses_per_name: options
+                .max_addresses_per_name
+                .unwrap_or(Self::DEFAULT_MAX_ADDRESSES_PER_NAME),
+            shared_suffixes: options.shared_suffix,
+            socket: socket.unwrap_or_else(|| Self::DEFAULT_SOCKET.into()),
+            dns_hold: !options.no_dns_hold,
+        };
+        if settings.ttl_floor > settings.ttl_ceiling {
+            return Err(SettingsError::TtlBounds {
+                floor: settings.ttl_floor,
+                ceiling: settings.ttl_ceiling,
+            });
+        }
+        Ok(settings)
+    }
+
+    /// The settings a `--config` file alone gives (for `check --config`).
+    pub fn from_config_file(path: Option<&Path>) -> Result<Self, SettingsError> {
+        let file = match path {
+            Some(path) => ConfigFile::load(path)?,
+            None => ConfigFile::default(),
+        };
+        Self::from_options(file.options, file.socket)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_args(argv: &[&str]) -> RunArgs {
+        #[derive(clap::Parser)]
+        struct Wrap {
+            #[command(flatten)]
+            args: RunArgs,
+        }
+        Wrap::try_parse_from(std::iter::once("run").chain(argv.iter().copied()))
+            .unwrap()
+            .args
+    }
+
+    #[test]
+    fn config_file_keys_are_the_flag_names_and_parse_like_flags() {
+        let c = ConfigFile::parse(
+            "rules: /etc/r\niface: [eth0, eth1]\nxdp-mode: skb\nmetrics: \"off\"\nnever-block: [203.0.113.0/24, 192.0.2.53]\nttl-floor: 30\nsocket: /run/x.sock\nlog-format: json\n",
+        )
+        .unwrap();
+        assert_eq!(c.options.rules, Some(PathBuf::from("/etc/r")));
+        assert_eq!(
+            c.options.iface,
+            vec!["eth0".to_string(), "eth1".to_string()]
+        );
+        assert_eq!(c.options.xdp_mode, Some(ModeRequest::Skb));
+        assert_eq!(c.options.metrics.as_deref(), Some("off"));
+        assert_eq!(
+            c.options.never_block,
+            vec![
+                "203.0.113.0/24".parse::<IpNet>().unwrap(),
+                "192.0.2.53/32".parse().unwrap()
+            ]
+        );
+        assert_eq!(c.options.ttl_floor, Some(30));
+        assert_eq!(c.socket, Some(PathBuf::from("/run/x.sock")));
+        assert_eq!(c.log_format, Some(LogFormat::Json));
+    }
+
+    #[test]
+    fn unknown_and_mistyped_options_are_errors() {
+        assert_eq!(
+            ConfigFile::parse("ifaces: [eth0]").unwrap_err(),
+            "unknown option \"ifaces\""
+        );
+        let grace = ConfigFile::parse("grace: soon").unwrap_err();
+        assert!(grace.contains("grace") && grace.contains("soon"), "{grace}");
+        let mode = ConfigFile::parse("xdp-mode: fast").unwrap_err();
+        assert!(mode.contains("xdp-mode") && mode.contains("fast"), "{mode}");
+        let cidr = ConfigFile::parse("never-block: [not-a-cidr]").unwrap_err();
+        assert!(cidr.contains("not-a-cidr"), "{cidr}");
+        assert!(ConfigFile::parse("no-dns-hold: true").is_err());
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_defaults_fill_the_rest() {
+        let file = ConfigFile::parse("iface: [eth9]\ngrace: 10\nresolver: [192.0.2.1]\n").unwrap();
+        let flags = run_args(&["--iface", "eth0", "--never-block", "192.0.2.53"]).options;
+        let s = Settings::from_options(flags.or(file.options), None).unwrap();
+        assert_eq!(s.interfaces, vec!["eth0".to_string()]);
+        assert_eq!(s.grace, 10);
+        assert_eq!(s.resolvers, vec!["192.0.2.1".to_string()]);
+        assert_eq!(
+            s.never_block,
+            vec!["192.0.2.53/32".parse::<IpNet>().unwrap()]
+        );
+        assert_eq!(s.ttl_floor, Settings::DEFAULT_TTL_FLOOR);
+        assert_eq!(s.socket, PathBuf::from(Settings::DEFAULT_SOCKET));
+        assert!(s.dns_hold);
+    }
+
+    #[test]
+    fn run_needs_an_interface_and_sane_ttls() {
+        let no_iface = Settings::for_run(run_args(&[]), None).unwrap_err();
+        assert!(matches!(no_iface, SettingsError::NoInterface));
+        let bounds = Settings::for_run(
+            run_args(&["--iface", "x", "--ttl-floor", "10", "--ttl-ceiling", "5"]),
+            None,
+        )
+        .unwrap_err();
+        assert!(matches!(bounds, SettingsError::TtlBounds { .. }));
+        let metrics =
+            Settings::for_run(run_args(&["--iface", "x", "--metrics", "nope"]), None).unwrap_err();
+        assert!(matches!(metrics, SettingsError::BadMetricsAddress(_)));
+    }
+}
