@@ -2,20 +2,18 @@
 //! prefixes plus the addresses DNS gave for its domains, compiled together and applied as a diff.
 
 use std::collections::HashMap;
-use std::os::fd::AsRawFd as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use aya::maps::{MapData, RingBuf};
 use ipnet::IpNet;
 use tokio::sync::Notify;
 
 use crate::compile::{self, CompileError, CompiledPolicy, EntryAddress};
 use crate::datapath::attach::Attached;
-use crate::datapath::{ApplyStats, Datapath, DatapathError};
-use crate::learn::{CapturedMessage, DomainPatterns, LearnedSet, Learner, Reinjector};
+use crate::datapath::{ApplyStats, Datapath, DatapathError, DnsEvents, DnsPacket};
+use crate::learn::{DomainPatterns, LearnedSet, Learner, Observed, Reinjector};
 use crate::platform_ids::{IdsError, PlatformIds};
 use crate::policy::managed::{self, ManagedError, ManagedPlatform};
 use crate::policy::{self, LoadOptions, MANAGED_FILE, Policy, PolicyError};
@@ -348,13 +346,13 @@ impl DaemonState {
 
     /// DNS messages seen on the attached interfaces, in order: what believed answers for banned
     /// names teach is enforced, in one step, before this returns.
-    pub fn observe_dns(&mut self, messages: &[CapturedMessage]) -> usize {
+    pub fn observe_dns(&mut self, messages: &[DnsPacket]) -> usize {
         let (now, mono) = (SystemTime::now(), std::time::Instant::now());
         let mut added = Vec::new();
         for message in messages {
             let outcome =
                 self.learner
-                    .observe(&message.observed(), now, mono, &self.resolve_metrics);
+                    .observe(&Observed::from(message), now, mono, &self.resolve_metrics);
             added.extend(outcome.added);
         }
         if added.is_empty() {
@@ -561,34 +559,18 @@ fn save_learned_outside_lock(state: &Mutex<DaemonState>) {
 /// tasks. Returns when `stop` is set (checked at least every 200 ms).
 pub fn learn_thread(
     state: Arc<Mutex<DaemonState>>,
-    mut ring: RingBuf<MapData>,
+    mut events: DnsEvents,
     reinjector: Option<Reinjector>,
     stop: Arc<AtomicBool>,
 ) {
-    let fd = ring.as_raw_fd();
     while !stop.load(Ordering::Relaxed) {
-        let mut poll = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd for the ring buffer's descriptor, which `ring` keeps open.
-        let ready = unsafe { libc::poll(&mut poll, 1, 200) };
-        if ready < 0 {
-            let error = std::io::Error::last_os_error();
-            if error.kind() != std::io::ErrorKind::Interrupted {
-                tracing::error!(%error, "the DNS ring buffer failed; wildcards are no longer learned");
-                return;
-            }
+        if let Err(error) = events.wait(Duration::from_millis(200)) {
+            tracing::error!(%error, "the DNS ring buffer failed; wildcards are no longer learned");
+            return;
         }
         // One message at a time: a held response goes on as soon as its own answer is in force,
         // not after everything else that arrived with it.
-        while let Some(record) = ring.next() {
-            let Some(message) = CapturedMessage::decode(&record) else {
-                tracing::debug!(len = record.len(), "short DNS record skipped");
-                continue;
-            };
-            drop(record);
+        for message in events.by_ref() {
             {
                 let Ok(mut s) = state.lock() else { return };
                 s.observe_dns(std::slice::from_ref(&message));
