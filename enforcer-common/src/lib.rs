@@ -4,7 +4,7 @@
 //! arrays with explicit padding; sizes are checked at compile time so that both sides agree.
 #![no_std]
 
-use core::mem::size_of;
+use core::mem::{offset_of, size_of};
 
 /// Rules applying to one prefix live in one slot of the rule table.
 pub const RULES_PER_SLOT: usize = 32;
@@ -21,13 +21,17 @@ pub const ACTION_DROP: u8 = 0;
 pub const ACTION_MONITOR: u8 = 1;
 pub const ACTION_ALLOW: u8 = 2;
 pub const ACTIONS: u32 = 3;
+/// The name of each action code (indexed by code): the policy keyword and the metrics label.
+pub const ACTION_NAMES: [&str; ACTIONS as usize] = ["drop", "monitor", "allow"];
 
-/// Precedence of an action when several rules match: allow, then drop, then monitor.
+/// Precedence of an action when several rules match: allow, then drop, then monitor (0 for a
+/// code that is no action). The XDP program turns this into a lookup table at compile time.
 pub const fn action_precedence(action: u8) -> u8 {
     match action {
         ACTION_ALLOW => 3,
         ACTION_DROP => 2,
-        _ => 1,
+        ACTION_MONITOR => 1,
+        _ => 0,
     }
 }
 
@@ -36,10 +40,14 @@ pub const DIRECTION_EGRESS: u8 = 0;
 /// The packet's source matched (return traffic from the platform).
 pub const DIRECTION_INGRESS: u8 = 1;
 pub const DIRECTIONS: u32 = 2;
+/// The metrics label of each direction code (indexed by code).
+pub const DIRECTION_NAMES: [&str; DIRECTIONS as usize] = ["egress", "ingress"];
 
 pub const FAMILY_IPV4: u8 = 0;
 pub const FAMILY_IPV6: u8 = 1;
 pub const FAMILIES: u32 = 2;
+/// The metrics label of each family code (indexed by code).
+pub const FAMILY_NAMES: [&str; FAMILIES as usize] = ["ipv4", "ipv6"];
 
 /// Rule protocol meaning "every IP protocol, ports ignored".
 pub const PROTOCOL_ANY: u8 = 0;
@@ -49,11 +57,18 @@ pub const PROTOCOL_UDP: u8 = 17;
 /// only `PROTOCOL_ANY` rules can match it. 255 is reserved by IANA, so no real packet carries it.
 pub const PROTOCOL_UNKNOWN: u8 = 255;
 
+/// Why a frame passed without matching: it matched no rule.
 pub const PASS_NO_MATCH: u32 = 0;
+/// Why a frame passed without matching: its ether type is neither IPv4 nor IPv6.
 pub const PASS_NOT_IP: u32 = 1;
+/// Why a frame passed without matching: a header was truncated or malformed.
 pub const PASS_UNPARSED: u32 = 2;
-/// Not a pass: a DNS response held until the daemon has enforced its answer and sent it on.
+/// The metrics label of each pass reason (indexed by code; `PASS_DNS_HELD` is no reason).
+pub const PASS_REASON_NAMES: [&str; 3] = ["no_match", "not_ip", "unparsed"];
+/// Not a pass: the slot of the pass counters that counts DNS responses held until the daemon
+/// has enforced their answers and sent them on.
 pub const PASS_DNS_HELD: u32 = 3;
+/// Entries in the pass counter array: the reasons, then `PASS_DNS_HELD`.
 pub const PASS_REASONS: u32 = 4;
 
 /// Entries in the per-CPU match counter array.
@@ -158,11 +173,54 @@ pub struct DnsEvent {
     pub packet: [u8; DNS_CAPTURE_BYTES],
 }
 
+// The layout both sides rely on: sizes, and every field where it is expected, so that a field
+// moved, resized or reordered fails the build instead of being misread across the boundary.
 const _: () = assert!(size_of::<DnsEvent>() == 48 + DNS_CAPTURE_BYTES);
+const _: () = assert!(offset_of!(DnsEvent, src_addr) == 0);
+const _: () = assert!(offset_of!(DnsEvent, dst_addr) == 16);
+const _: () = assert!(offset_of!(DnsEvent, src_port) == 32);
+const _: () = assert!(offset_of!(DnsEvent, dst_port) == 34);
+const _: () = assert!(offset_of!(DnsEvent, family) == 36);
+const _: () = assert!(offset_of!(DnsEvent, held) == 37);
+const _: () = assert!(offset_of!(DnsEvent, captured) == 38);
+const _: () = assert!(offset_of!(DnsEvent, length) == 40);
+const _: () = assert!(offset_of!(DnsEvent, payload_offset) == 42);
+const _: () = assert!(offset_of!(DnsEvent, _pad) == 44);
+const _: () = assert!(offset_of!(DnsEvent, packet) == 48);
+
 const _: () = assert!(size_of::<RuleRef>() == 8 + 2 * RULES_PER_SLOT);
+const _: () = assert!(offset_of!(RuleRef, slot) == 0);
+const _: () = assert!(offset_of!(RuleRef, count) == 4);
+const _: () = assert!(offset_of!(RuleRef, prefix_lens) == 8);
+const _: () = assert!(offset_of!(RuleRef, order) == 8 + RULES_PER_SLOT);
+
 const _: () = assert!(size_of::<Rule>() == 16);
+const _: () = assert!(offset_of!(Rule, platform) == 0);
+const _: () = assert!(offset_of!(Rule, action) == 2);
+const _: () = assert!(offset_of!(Rule, protocol) == 3);
+const _: () = assert!(offset_of!(Rule, port_first) == 4);
+const _: () = assert!(offset_of!(Rule, port_last) == 6);
+const _: () = assert!(offset_of!(Rule, has_ports) == 8);
+const _: () = assert!(offset_of!(Rule, _pad0) == 9);
+const _: () = assert!(offset_of!(Rule, rank) == 10);
+const _: () = assert!(offset_of!(Rule, _pad) == 12);
+
 const _: () = assert!(size_of::<RuleSlot>() == 16 * RULES_PER_SLOT);
+const _: () = assert!(offset_of!(RuleSlot, rules) == 0);
+
 const _: () = assert!(size_of::<Counter>() == 16);
+const _: () = assert!(offset_of!(Counter, packets) == 0);
+const _: () = assert!(offset_of!(Counter, bytes) == 8);
+
+// Every reason has its name, and the held-DNS slot follows them.
+const _: () = assert!(PASS_REASON_NAMES.len() == PASS_DNS_HELD as usize);
+const _: () = assert!(PASS_DNS_HELD + 1 == PASS_REASONS);
+// Allow beats drop beats monitor, and every action outranks a code that is no action.
+const _: () = assert!(
+    action_precedence(ACTION_ALLOW) > action_precedence(ACTION_DROP)
+        && action_precedence(ACTION_DROP) > action_precedence(ACTION_MONITOR)
+        && action_precedence(ACTION_MONITOR) > 0
+);
 const _: () = assert!(match_counter_index(MAX_PLATFORMS as u16 - 1, 2, 1, 1) == MATCH_COUNTERS - 1);
 
 #[cfg(feature = "user")]

@@ -27,10 +27,10 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use enforcer_common::{
-    ACTION_ALLOW, ACTION_DROP, ACTION_MONITOR, Counter, DIRECTION_EGRESS, DIRECTION_INGRESS,
-    FAMILY_IPV4, FAMILY_IPV6, MATCH_COUNTERS, MAX_PREFIXES_V4, MAX_PREFIXES_V6, PASS_DNS_HELD,
-    PASS_NO_MATCH, PASS_NOT_IP, PASS_REASONS, PASS_UNPARSED, PROTOCOL_ANY, RULE_SLOTS,
-    RULES_PER_SLOT, RuleRef, RuleSlot, match_counter_index,
+    ACTION_DROP, Counter, DIRECTION_EGRESS, DIRECTION_INGRESS, FAMILY_IPV4, FAMILY_IPV6,
+    MATCH_COUNTERS, MAX_PREFIXES_V4, MAX_PREFIXES_V6, PASS_DNS_HELD, PASS_NO_MATCH, PASS_NOT_IP,
+    PASS_REASONS, PASS_UNPARSED, PROTOCOL_ANY, RULE_SLOTS, RULES_PER_SLOT, RuleRef, RuleSlot,
+    action_precedence, match_counter_index,
 };
 
 use crate::parse::{Addresses, Parsed, Ports};
@@ -182,10 +182,27 @@ fn halves(addr: &[u8; 16]) -> (u64, u64) {
     ((v >> 64) as u64, v as u64)
 }
 
-/// Two bits of precedence per action code: drop (0) → 2, monitor (1) → 1, allow (2) → 3.
-const PRECEDENCE_BY_ACTION: u64 = (3 << (2 * ACTION_ALLOW as u64))
-    | (2 << (2 * ACTION_DROP as u64))
-    | (1 << (2 * ACTION_MONITOR as u64));
+/// `enforcer_common::action_precedence` as a table of two bits per action code (codes 0-3),
+/// computed at compile time so the hot loop looks precedence up instead of branching.
+const PRECEDENCE_BY_ACTION: u64 = {
+    let mut table = 0u64;
+    let mut action = 0u8;
+    while action < 4 {
+        table |= (action_precedence(action) as u64 & 3) << (2 * action as u64);
+        action += 1;
+    }
+    table
+};
+// Every code's precedence fits its two bits.
+const _: () = {
+    let mut action = 0u8;
+    while action < 4 {
+        assert!(
+            (PRECEDENCE_BY_ACTION >> (2 * action as u64)) & 3 == action_precedence(action) as u64
+        );
+        action += 1;
+    }
+};
 
 /// The best rule for one address, as a score that orders winners: action precedence, then
 /// prefix length, then platform name order (`rank`); below those sit the platform id (bits

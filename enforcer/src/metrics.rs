@@ -6,9 +6,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 use enforcer_common::{
-    ACTION_ALLOW, ACTION_DROP, ACTION_MONITOR, DIRECTION_EGRESS, DIRECTION_INGRESS, FAMILY_IPV4,
-    FAMILY_IPV6, MAX_PREFIXES_V4, MAX_PREFIXES_V6, PASS_DNS_HELD, PASS_NO_MATCH, PASS_NOT_IP,
-    PASS_UNPARSED, RULE_SLOTS,
+    DIRECTION_NAMES, FAMILY_IPV4, FAMILY_IPV6, FAMILY_NAMES, MAX_PREFIXES_V4, MAX_PREFIXES_V6,
+    PASS_DNS_HELD, PASS_REASON_NAMES, RULE_SLOTS,
 };
 use ipnet::IpNet;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -93,13 +92,10 @@ async fn respond(mut stream: TcpStream, daemon: Daemon) -> std::io::Result<()> {
     stream.shutdown().await
 }
 
-const ACTIONS: [(u8, &str); 3] = [
-    (ACTION_DROP, "drop"),
-    (ACTION_MONITOR, "monitor"),
-    (ACTION_ALLOW, "allow"),
-];
-const DIRECTIONS: [(u8, &str); 2] = [(DIRECTION_EGRESS, "egress"), (DIRECTION_INGRESS, "ingress")];
-const FAMILIES: [(u8, &str); 2] = [(FAMILY_IPV4, "ipv4"), (FAMILY_IPV6, "ipv6")];
+/// `(code, label)` pairs of a name table indexed by code (see `enforcer_common::*_NAMES`).
+fn labelled<const N: usize>(names: [&'static str; N]) -> impl Iterator<Item = (u8, &'static str)> {
+    (0u8..).zip(names)
+}
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
@@ -137,8 +133,8 @@ pub fn render(state: &State) -> Result<String, String> {
             let id = state.policy().platform_id(index);
             let action = platform.action.code();
             let action_name = platform.action.as_str();
-            for (direction, direction_name) in DIRECTIONS {
-                for (family, family_name) in FAMILIES {
+            for (direction, direction_name) in labelled(DIRECTION_NAMES) {
+                for (family, family_name) in labelled(FAMILY_NAMES) {
                     let key = MatchKey {
                         platform: id,
                         action,
@@ -156,7 +152,6 @@ pub fn render(state: &State) -> Result<String, String> {
             }
         }
     }
-    debug_assert_eq!(ACTIONS.len(), 3);
 
     header(
         &mut out,
@@ -164,15 +159,11 @@ pub fn render(state: &State) -> Result<String, String> {
         "counter",
         "Packets that matched no platform, by reason.",
     );
-    for (reason, name) in [
-        (PASS_NO_MATCH, "no_match"),
-        (PASS_NOT_IP, "not_ip"),
-        (PASS_UNPARSED, "unparsed"),
-    ] {
+    for (reason, name) in PASS_REASON_NAMES.iter().enumerate() {
         let _ = writeln!(
             out,
             "enforcer_passed_packets_total{{reason=\"{name}\"}} {}",
-            counters.passed[reason as usize].packets
+            counters.passed[reason].packets
         );
     }
 
@@ -210,8 +201,18 @@ pub fn render(state: &State) -> Result<String, String> {
             }
         }
         for (family, published, resolved, learned) in [
-            ("ipv4", v4, resolved.ipv4, learned.ipv4),
-            ("ipv6", v6, resolved.ipv6, learned.ipv6),
+            (
+                FAMILY_NAMES[usize::from(FAMILY_IPV4)],
+                v4,
+                resolved.ipv4,
+                learned.ipv4,
+            ),
+            (
+                FAMILY_NAMES[usize::from(FAMILY_IPV6)],
+                v6,
+                resolved.ipv6,
+                learned.ipv6,
+            ),
         ] {
             for (source, value) in [
                 ("dns", resolved),

@@ -14,8 +14,8 @@ use super::watch::{self, Fingerprint};
 use crate::compile::{self, CompileError, CompiledPolicy, EntryAddress};
 use crate::control::protocol::PolicyChange;
 use crate::datapath::attach::Attached;
-use crate::datapath::{ApplyStats, Datapath, DatapathError};
-use crate::learn::{CapturedMessage, DomainPatterns, LearnedSet, Learner};
+use crate::datapath::{ApplyStats, Datapath, DatapathError, DnsPacket};
+use crate::learn::{DomainPatterns, LearnedSet, Learner, Observed};
 use crate::platform_ids::{IdsError, PlatformIds};
 use crate::policy::managed::{self, ManagedError, ManagedPlatform};
 use crate::policy::{self, LoadOptions, MANAGED_FILE, Policy, PolicyError};
@@ -440,11 +440,11 @@ impl State {
 
     /// A DNS message seen on the attached interfaces: what a believed answer for a banned name
     /// teaches is enforced before this returns. Returns how many addresses it taught.
-    pub fn observe_dns(&mut self, message: &CapturedMessage) -> usize {
+    pub fn observe_dns(&mut self, packet: &DnsPacket) -> usize {
         let (now, mono) = (SystemTime::now(), Instant::now());
         let added = self
             .learner
-            .observe(&message.observed(), now, mono, &self.resolve_metrics)
+            .observe(&Observed::from(packet), now, mono, &self.resolve_metrics)
             .added;
         if added.is_empty() {
             return 0;

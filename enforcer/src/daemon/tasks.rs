@@ -2,15 +2,13 @@
 //! learning thread and the hold heartbeat. Each reaches the state only through [`Daemon`]; the
 //! async ones do their state work on blocking threads.
 
-use std::os::fd::AsRawFd as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use aya::maps::{MapData, RingBuf};
-
 use super::{Daemon, State};
-use crate::learn::{CapturedMessage, Reinjector};
+use crate::datapath::DnsEvents;
+use crate::learn::Reinjector;
 use crate::resolve::Resolver;
 
 /// How often the policy files are looked at.
@@ -103,45 +101,29 @@ async fn save_learned(daemon: &Daemon) {
 /// when `stop` is set (checked at least every 200 ms).
 pub fn learn_thread(
     daemon: &Daemon,
-    mut ring: RingBuf<MapData>,
+    mut events: DnsEvents,
     reinjector: Option<Reinjector>,
     stop: &AtomicBool,
 ) {
-    let fd = ring.as_raw_fd();
     while !stop.load(Ordering::Relaxed) {
-        let mut poll = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd for the ring buffer's descriptor, which `ring` keeps open.
-        let ready = unsafe { libc::poll(&mut poll, 1, 200) };
-        if ready < 0 {
-            let error = std::io::Error::last_os_error();
-            if error.kind() != std::io::ErrorKind::Interrupted {
-                tracing::error!(%error, "the DNS ring buffer failed; wildcards are no longer learned");
-                return;
-            }
+        if let Err(error) = events.wait(Duration::from_millis(200)) {
+            tracing::error!(%error, "the DNS ring buffer failed; wildcards are no longer learned");
+            return;
         }
         // One message at a time: a held response goes on as soon as its own answer is in force,
         // not after everything else that arrived with it.
-        while let Some(record) = ring.next() {
-            let Some(message) = CapturedMessage::decode(&record) else {
-                tracing::debug!(len = record.len(), "short DNS record skipped");
-                continue;
-            };
-            drop(record);
+        for packet in events.by_ref() {
             {
                 let Some(mut state) = daemon.lock() else {
                     return;
                 };
-                state.observe_dns(&message);
+                state.observe_dns(&packet);
             }
-            if message.held {
+            if packet.held {
                 match &reinjector {
                     Some(r) => {
-                        if let Err(error) = r.send(&message) {
-                            tracing::warn!(%error, dst = %message.dst, "a held DNS response could not be sent on");
+                        if let Err(error) = r.send(&packet) {
+                            tracing::warn!(%error, dst = %packet.dst, "a held DNS response could not be sent on");
                         }
                     }
                     None => tracing::warn!("a DNS response was held without a way to send it on"),

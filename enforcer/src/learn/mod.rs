@@ -1,8 +1,8 @@
 //! Learning addresses for the policy's domains (wildcards above all) from the DNS traffic that
 //! crosses the gateway.
 //!
-//! The XDP program copies UDP DNS messages (port 53, either direction) into a ring buffer and
-//! lets them pass. Here, one concern per module:
+//! The XDP program copies UDP DNS messages (port 53, either direction) into a ring buffer, which
+//! `datapath::dns_events` reads and decodes into [`DnsPacket`]s. Here, one concern per module:
 //! - `patterns`: which platform entries a name belongs to (exact names and `*.` wildcards), in a
 //!   few hash lookups per name however many patterns there are;
 //! - `correlate`: only a response to a query that crossed the gateway (same transaction id,
@@ -30,8 +30,7 @@ pub use message::{DnsMessage, parse_message};
 pub use patterns::DomainPatterns;
 pub use reinject::Reinjector;
 
-use enforcer_common::{DnsEvent, FAMILY_IPV4};
-
+use crate::datapath::DnsPacket;
 use crate::resolve::{BookSettings, Guard, Mapping, ResolveMetrics, Use};
 
 /// What became of one DNS message; the `result` label of `enforcer_dns_answers_total` for
@@ -109,50 +108,12 @@ pub struct Observed<'a> {
     pub payload: &'a [u8],
 }
 
-/// A DNS packet copied by the datapath, decoded from its ring-buffer record.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CapturedMessage {
-    pub src: SocketAddr,
-    pub dst: SocketAddr,
-    /// The IP packet (whole when `held`).
-    pub packet: Vec<u8>,
-    /// Where the DNS message starts in `packet`.
-    pub payload_offset: usize,
-    /// The datapath dropped the frame: the daemon must send `packet` on.
-    pub held: bool,
-}
-
-impl CapturedMessage {
-    /// Decodes one record; `None` when it is not a whole event.
-    pub fn decode(record: &[u8]) -> Option<Self> {
-        if record.len() < std::mem::size_of::<DnsEvent>() {
-            return None;
-        }
-        // SAFETY: the record holds a whole DnsEvent (checked above), a repr(C) struct of integers
-        // and byte arrays, so any bytes are a valid value; read_unaligned needs no alignment.
-        let event: DnsEvent = unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
-        let ip = |bytes: [u8; 16]| -> IpAddr {
-            if event.family == FAMILY_IPV4 {
-                IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]])
-            } else {
-                IpAddr::from(bytes)
-            }
-        };
-        let captured = usize::from(event.captured).min(event.packet.len());
-        Some(Self {
-            src: SocketAddr::new(ip(event.src_addr), event.src_port),
-            dst: SocketAddr::new(ip(event.dst_addr), event.dst_port),
-            packet: event.packet[..captured].to_vec(),
-            payload_offset: usize::from(event.payload_offset).min(captured),
-            held: event.held != 0,
-        })
-    }
-
-    pub fn observed(&self) -> Observed<'_> {
+impl<'a> From<&'a DnsPacket> for Observed<'a> {
+    fn from(packet: &'a DnsPacket) -> Self {
         Observed {
-            src: self.src,
-            dst: self.dst,
-            payload: &self.packet[self.payload_offset..],
+            src: packet.src,
+            dst: packet.dst,
+            payload: packet.payload(),
         }
     }
 }

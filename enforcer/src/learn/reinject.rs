@@ -6,7 +6,7 @@ use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 
-use super::CapturedMessage;
+use crate::datapath::DnsPacket;
 
 /// `IPV6_HDRINCL` (include/uapi/linux/in6.h): the packet given carries its own IPv6 header.
 const IPV6_HDRINCL: libc::c_int = 36;
@@ -57,10 +57,10 @@ impl Reinjector {
     /// Sends the held packet on towards its destination, with its UDP checksum recomputed: a
     /// sender that offloads checksums (any veth, many NICs) leaves only a partial sum in the
     /// frame, which the receiver would refuse once the packet is sent again from here.
-    pub fn send(&self, message: &CapturedMessage) -> io::Result<()> {
+    pub fn send(&self, message: &DnsPacket) -> io::Result<()> {
         let mut packet = message.packet.clone();
         fix_udp_checksum(&mut packet, message.payload_offset);
-        let message = &CapturedMessage {
+        let message = &DnsPacket {
             packet,
             ..message.clone()
         };

@@ -14,12 +14,9 @@ pub enum Action {
 }
 
 impl Action {
+    /// The policy keyword and metrics label (`enforcer_common::ACTION_NAMES`).
     pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Drop => "drop",
-            Action::Monitor => "monitor",
-            Action::Allow => "allow",
-        }
+        enforcer_common::ACTION_NAMES[usize::from(self.code())]
     }
 
     /// The value shared with the datapath (`enforcer_common::ACTION_*`).
@@ -31,13 +28,10 @@ impl Action {
         }
     }
 
-    /// Precedence when several entries match one packet: allow, then drop, then monitor.
+    /// Precedence when several entries match one packet: allow, then drop, then monitor
+    /// (`enforcer_common::action_precedence`, the datapath's own order).
     pub fn precedence(self) -> u8 {
-        match self {
-            Action::Allow => 3,
-            Action::Drop => 2,
-            Action::Monitor => 1,
-        }
+        enforcer_common::action_precedence(self.code())
     }
 }
 
@@ -180,5 +174,22 @@ impl Policy {
         (0..self.platforms.len())
             .find(|&i| self.platform_id(i) == id)
             .and_then(|i| self.platforms.get(i))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The keywords and the order an operator reads about: allow beats drop beats monitor.
+    #[test]
+    fn action_names_and_precedence() {
+        let names: Vec<&str> = [Action::Drop, Action::Monitor, Action::Allow]
+            .iter()
+            .map(|a| a.as_str())
+            .collect();
+        assert_eq!(names, ["drop", "monitor", "allow"]);
+        assert!(Action::Allow.precedence() > Action::Drop.precedence());
+        assert!(Action::Drop.precedence() > Action::Monitor.precedence());
     }
 }

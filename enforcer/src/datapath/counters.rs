@@ -1,0 +1,96 @@
+//! Reading and clearing the per-CPU counters the program keeps.
+
+use std::collections::BTreeMap;
+
+use aya::maps::{MapData, PerCpuArray};
+use enforcer_common::{ACTIONS, Counter, DIRECTIONS, FAMILIES, MATCH_COUNTERS, PASS_REASONS};
+
+use super::{Datapath, DatapathError, MAP_MATCH_STATS, MAP_PASS_STATS};
+
+/// Counter key as the datapath indexes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MatchKey {
+    pub platform: u16,
+    pub action: u8,
+    pub direction: u8,
+    pub family: u8,
+}
+
+/// Counters summed over CPUs. `matches` holds only non-zero entries.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CounterSnapshot {
+    pub matches: BTreeMap<MatchKey, Counter>,
+    pub passed: [Counter; PASS_REASONS as usize],
+}
+
+impl Datapath {
+    /// Zeroes the counters of a platform id that is handed to a new platform.
+    pub fn clear_platform_counters(&mut self, platform: u16) -> Result<(), DatapathError> {
+        clear_platform(&mut self.match_stats, platform)
+    }
+
+    /// Counters of every platform id below `platforms_below` (all when `None`), summed over CPUs.
+    pub fn counters_up_to(
+        &self,
+        platforms_below: Option<u16>,
+    ) -> Result<CounterSnapshot, DatapathError> {
+        let per_platform = ACTIONS * DIRECTIONS * FAMILIES;
+        let limit = platforms_below
+            .map(|p| (u32::from(p) * per_platform).min(MATCH_COUNTERS))
+            .unwrap_or(MATCH_COUNTERS);
+        let mut snapshot = CounterSnapshot::default();
+        for index in 0..limit {
+            let total = sum(&self.match_stats, index, MAP_MATCH_STATS)?;
+            if total != Counter::default() {
+                let key = MatchKey {
+                    platform: (index / per_platform) as u16,
+                    action: ((index / (DIRECTIONS * FAMILIES)) % ACTIONS) as u8,
+                    direction: ((index / FAMILIES) % DIRECTIONS) as u8,
+                    family: (index % FAMILIES) as u8,
+                };
+                snapshot.matches.insert(key, total);
+            }
+        }
+        for reason in 0..PASS_REASONS {
+            snapshot.passed[reason as usize] = sum(&self.pass_stats, reason, MAP_PASS_STATS)?;
+        }
+        Ok(snapshot)
+    }
+
+    pub fn counters(&self) -> Result<CounterSnapshot, DatapathError> {
+        self.counters_up_to(None)
+    }
+}
+
+/// Zeroes every counter of one platform id, on every CPU.
+fn clear_platform(
+    map: &mut PerCpuArray<MapData, Counter>,
+    platform: u16,
+) -> Result<(), DatapathError> {
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| DatapathError::Io(e))?;
+    let per_platform = ACTIONS * DIRECTIONS * FAMILIES;
+    for index in u32::from(platform) * per_platform..(u32::from(platform) + 1) * per_platform {
+        let zeros = aya::maps::PerCpuValues::try_from(vec![Counter::default(); cpus])
+            .map_err(DatapathError::Io)?;
+        map.set(index, zeros, 0)
+            .map_err(|source| DatapathError::Map {
+                name: MAP_MATCH_STATS,
+                source,
+            })?;
+    }
+    Ok(())
+}
+
+fn sum(
+    map: &PerCpuArray<MapData, Counter>,
+    index: u32,
+    name: &'static str,
+) -> Result<Counter, DatapathError> {
+    let values = map
+        .get(&index, 0)
+        .map_err(|source| DatapathError::Map { name, source })?;
+    Ok(values.iter().fold(Counter::default(), |acc, c| Counter {
+        packets: acc.packets + c.packets,
+        bytes: acc.bytes + c.bytes,
+    }))
+}

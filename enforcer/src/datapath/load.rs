@@ -1,0 +1,122 @@
+//! Loading the program: with private maps (tests, benchmarks) or adopting the maps pinned by an
+//! earlier run, refusing pins whose layout is not this build's.
+
+use std::path::{Path, PathBuf};
+
+use aya::maps::{Array, LpmTrie, MapData, MapInfo, PerCpuArray, RingBuf};
+use aya::programs::Xdp;
+use aya::{Ebpf, EbpfLoader};
+use enforcer_common::{Counter, MATCH_COUNTERS, PASS_REASONS, RULE_SLOTS, RuleRef, RuleSlot};
+
+use super::dns_events::DnsEvents;
+use super::{
+    Datapath, DatapathError, MAP_ACTIVE, MAP_DNS_EVENTS, MAP_DNS_HOLD, MAP_MATCH_STATS,
+    MAP_PASS_STATS, MAP_PREFIXES_V4, MAP_PREFIXES_V6, MAP_RULE_SLOTS, MAPS, PASS_PROGRAM, PROGRAM,
+    PROGRAM_OBJECT,
+};
+
+impl Datapath {
+    /// Loads the program with private maps: for tests and benchmarks.
+    pub fn load_unpinned() -> Result<Self, DatapathError> {
+        Self::from_ebpf(EbpfLoader::new().load(PROGRAM_OBJECT)?)
+    }
+
+    /// Loads the program, reusing the maps pinned in `dir` (so enforcement continues with the
+    /// sets in force) or creating and pinning them there.
+    pub fn load_pinned(dir: &Path) -> Result<Self, DatapathError> {
+        let maps_dir = dir.join("maps");
+        std::fs::create_dir_all(&maps_dir)?;
+        let paths: Vec<(&'static str, PathBuf)> = MAPS
+            .iter()
+            .map(|name| (*name, maps_dir.join(name)))
+            .collect();
+        let mut loader = EbpfLoader::new();
+        for (name, path) in &paths {
+            if path.exists() {
+                check_pinned(name, path)?;
+            }
+            loader.map_pin_path(name, path.as_path());
+        }
+        Self::from_ebpf(loader.load(PROGRAM_OBJECT)?)
+    }
+
+    fn from_ebpf(mut ebpf: Ebpf) -> Result<Self, DatapathError> {
+        for name in [PROGRAM, PASS_PROGRAM] {
+            let program: &mut Xdp = ebpf
+                .program_mut(name)
+                .ok_or(DatapathError::MissingProgram(name))?
+                .try_into()
+                .map_err(|source| DatapathError::Program { name, source })?;
+            program
+                .load()
+                .map_err(|source| DatapathError::Program { name, source })?;
+        }
+        let mut take =
+            |name: &'static str| ebpf.take_map(name).ok_or(DatapathError::MissingMap(name));
+        let map_err = |name: &'static str| move |source| DatapathError::Map { name, source };
+        let mut trie4 = |i: usize| {
+            LpmTrie::try_from(take(MAP_PREFIXES_V4[i])?).map_err(map_err(MAP_PREFIXES_V4[i]))
+        };
+        let prefixes_v4 = [trie4(0)?, trie4(1)?];
+        let mut trie6 = |i: usize| {
+            LpmTrie::try_from(take(MAP_PREFIXES_V6[i])?).map_err(map_err(MAP_PREFIXES_V6[i]))
+        };
+        let prefixes_v6 = [trie6(0)?, trie6(1)?];
+        let active: Array<MapData, u32> =
+            Array::try_from(take(MAP_ACTIVE)?).map_err(map_err(MAP_ACTIVE))?;
+        // A restarted daemon carries on with the generation its predecessor left in force.
+        let generation = (active.get(&0, 0).map_err(map_err(MAP_ACTIVE))? & 1) as usize;
+        let slots = Array::try_from(take(MAP_RULE_SLOTS)?).map_err(map_err(MAP_RULE_SLOTS))?;
+        let match_stats =
+            PerCpuArray::try_from(take(MAP_MATCH_STATS)?).map_err(map_err(MAP_MATCH_STATS))?;
+        let pass_stats =
+            PerCpuArray::try_from(take(MAP_PASS_STATS)?).map_err(map_err(MAP_PASS_STATS))?;
+        let dns_events =
+            RingBuf::try_from(take(MAP_DNS_EVENTS)?).map_err(map_err(MAP_DNS_EVENTS))?;
+        let dns_hold = Array::try_from(take(MAP_DNS_HOLD)?).map_err(map_err(MAP_DNS_HOLD))?;
+        Ok(Self {
+            ebpf,
+            prefixes_v4,
+            prefixes_v6,
+            active,
+            generation,
+            last_switch: None,
+            slots,
+            match_stats,
+            pass_stats,
+            dns_events: Some(DnsEvents::new(dns_events)),
+            dns_hold,
+            slot_cache: None,
+        })
+    }
+}
+
+/// A pinned map left by an older build with another layout must not be adopted.
+fn check_pinned(name: &str, path: &Path) -> Result<(), DatapathError> {
+    let info = MapInfo::from_pin(path).map_err(|source| DatapathError::Map {
+        name: "pinned",
+        source,
+    })?;
+    let expected = match name {
+        n if MAP_PREFIXES_V4.contains(&n) => {
+            (8, size_of::<RuleRef>(), enforcer_common::MAX_PREFIXES_V4)
+        }
+        n if MAP_PREFIXES_V6.contains(&n) => {
+            (20, size_of::<RuleRef>(), enforcer_common::MAX_PREFIXES_V6)
+        }
+        MAP_ACTIVE => (4, size_of::<u32>(), 1),
+        MAP_RULE_SLOTS => (4, size_of::<RuleSlot>(), RULE_SLOTS),
+        MAP_MATCH_STATS => (4, size_of::<Counter>(), MATCH_COUNTERS),
+        _ => (4, size_of::<Counter>(), PASS_REASONS),
+    };
+    let found = (info.key_size(), info.value_size(), info.max_entries());
+    if found != (expected.0, expected.1 as u32, expected.2) {
+        return Err(DatapathError::IncompatiblePin {
+            path: path.to_path_buf(),
+            key: found.0,
+            value: found.1,
+            entries: found.2,
+        });
+    }
+    Ok(())
+}
