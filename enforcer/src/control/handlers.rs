@@ -3,9 +3,9 @@
 
 use ipnet::IpNet;
 
+use super::protocol::PolicyChange;
 use super::{Request, Response};
 use crate::daemon::Daemon;
-use crate::policy::managed;
 use crate::policy::{Action, DomainPattern};
 
 /// Answers one request. Runs on a blocking thread: a reload may compile a large policy.
@@ -92,7 +92,7 @@ fn rules_add(
     domains: &[String],
     prefixes: &[String],
     action: Option<&str>,
-) -> Result<crate::control::protocol::PolicyChange, Vec<String>> {
+) -> Result<PolicyChange, Vec<String>> {
     let (domains, prefixes) = parse_items(domains, prefixes)?;
     let action = match action {
         None => None,
@@ -105,16 +105,9 @@ fn rules_add(
             )]);
         }
     };
-    let summary = format!(
-        "rules add {platform}: {} domains, {} prefixes",
-        domains.len(),
-        prefixes.len()
-    );
     daemon.with(|s| {
-        s.edit_managed(&summary, |platforms| {
-            managed::add(platforms, &platform, action, domains, prefixes)
-        })
-        .map_err(|e| e.lines())
+        s.rules_add(&platform, action, domains, prefixes)
+            .map_err(|e| e.lines())
     })
 }
 
@@ -123,17 +116,10 @@ fn rules_remove(
     platform: String,
     domains: &[String],
     prefixes: &[String],
-) -> Result<crate::control::protocol::PolicyChange, Vec<String>> {
+) -> Result<PolicyChange, Vec<String>> {
     let (domains, prefixes) = parse_items(domains, prefixes)?;
-    let summary = format!(
-        "rules remove {platform}: {} domains, {} prefixes",
-        domains.len(),
-        prefixes.len()
-    );
     daemon.with(|s| {
-        s.edit_managed(&summary, |platforms| {
-            managed::remove(platforms, &platform, &domains, &prefixes)
-        })
-        .map_err(|e| e.lines())
+        s.rules_remove(&platform, &domains, &prefixes)
+            .map_err(|e| e.lines())
     })
 }

@@ -18,7 +18,7 @@ use crate::datapath::{ApplyStats, Datapath, DatapathError, DnsPacket};
 use crate::learn::{DomainPatterns, LearnedSet, Learner, Observed};
 use crate::platform_ids::{IdsError, PlatformIds};
 use crate::policy::managed::{self, ManagedError, ManagedPlatform};
-use crate::policy::{self, LoadOptions, MANAGED_FILE, Policy, PolicyError};
+use crate::policy::{self, Action, DomainPattern, LoadOptions, MANAGED_FILE, Policy, PolicyError};
 use crate::resolve::{self, AddressBook, NameResolution, ResolveMetrics};
 
 #[derive(Debug, thiserror::Error)]
@@ -217,9 +217,46 @@ impl State {
         result
     }
 
+    /// `rules add`: adds domains and prefixes to a platform of the managed file (created when
+    /// new; `action` must match an existing platform's), then installs the whole policy.
+    pub fn rules_add(
+        &mut self,
+        platform: &str,
+        action: Option<Action>,
+        domains: Vec<DomainPattern>,
+        prefixes: Vec<IpNet>,
+    ) -> Result<PolicyChange, ReloadError> {
+        let why = format!(
+            "rules add {platform}: {} domains, {} prefixes",
+            domains.len(),
+            prefixes.len()
+        );
+        self.edit_managed(&why, |platforms| {
+            managed::add(platforms, platform, action, domains, prefixes)
+        })
+    }
+
+    /// `rules remove`: removes domains and prefixes from a platform of the managed file (the
+    /// whole platform when none are named), then installs the whole policy.
+    pub fn rules_remove(
+        &mut self,
+        platform: &str,
+        domains: &[DomainPattern],
+        prefixes: &[IpNet],
+    ) -> Result<PolicyChange, ReloadError> {
+        let why = format!(
+            "rules remove {platform}: {} domains, {} prefixes",
+            domains.len(),
+            prefixes.len()
+        );
+        self.edit_managed(&why, |platforms| {
+            managed::remove(platforms, platform, domains, prefixes)
+        })
+    }
+
     /// Edits the managed file of the policy directory, checks the whole resulting policy, and
     /// only then writes the file and installs the policy.
-    pub fn edit_managed(
+    fn edit_managed(
         &mut self,
         why: &str,
         edit: impl FnOnce(&mut Vec<ManagedPlatform>) -> Result<(), ManagedError>,
