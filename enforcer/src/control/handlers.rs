@@ -1,4 +1,5 @@
-//! What the daemon answers on the control socket. The JSON shapes are those of interface.md.
+//! What the daemon answers on the control socket. The JSON shapes are those of
+//! docs/reference.md ("JSON outputs").
 
 use std::net::IpAddr;
 use std::sync::Mutex;
