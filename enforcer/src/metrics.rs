@@ -1,5 +1,6 @@
 //! Prometheus exposition at `--metrics`: counters are read from the per-CPU maps at scrape time.
 //! No label ever carries an address or a name.
+//! The metrics and their labels are listed in docs/reference.md ("Prometheus metrics").
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;

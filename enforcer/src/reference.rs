@@ -102,8 +102,8 @@ fn fits(frame: &[u8], at: usize, len: usize) -> bool {
 }
 
 /// Parses a frame exactly as the datapath does (see the module docs of the XDP program and
-/// `interface.md`): Ethernet, up to two VLAN tags, IPv4 or IPv6 with its extension headers, and
-/// the ports of TCP and UDP.
+/// docs/reference.md, "Matching"): Ethernet, up to two VLAN tags, IPv4 or IPv6 with its
+/// extension headers, and the ports of TCP and UDP.
 pub fn parse_frame(frame: &[u8]) -> ParsedFrame {
     if frame.len() < ETHERNET_HEADER_LEN {
         return ParsedFrame::Unparsed;

@@ -1,5 +1,5 @@
 //! What the daemon answers on the control socket: each request goes to the daemon's method for
-//! it, and its typed reply (or its errors) goes back.
+//! it, and its typed reply (docs/reference.md, "JSON outputs") or its errors go back.
 
 use ipnet::IpNet;
 
