@@ -230,4 +230,5 @@ mod pod {
     unsafe impl aya::Pod for super::Rule {}
     unsafe impl aya::Pod for super::RuleSlot {}
     unsafe impl aya::Pod for super::Counter {}
+    unsafe impl aya::Pod for super::DnsEvent {}
 }

@@ -1,5 +1,8 @@
 //! The enforcer: policy, compiler, datapath loader and daemon.
 
+// FFI and every other unsafe block live in `sys`.
+#![deny(unsafe_code)]
+
 pub mod cli;
 pub mod compile;
 pub mod control;
@@ -9,10 +12,10 @@ pub mod fsutil;
 pub mod learn;
 pub mod logging;
 pub mod metrics;
-pub mod netif;
 pub mod platform_ids;
 pub mod policy;
-pub mod privileges;
 pub mod reference;
 pub mod resolve;
 pub mod settings;
+#[allow(unsafe_code)]
+pub mod sys;

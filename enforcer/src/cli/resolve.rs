@@ -11,12 +11,12 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use crate::cli::check::parse_cidr;
-use crate::netif;
 use crate::policy::{self, DomainPattern, LoadOptions, Policy, PolicyError};
 use crate::resolve::{
     AddressBook, BookSettings, NameResolution, Outcome, Resolver, ResolverConfig, parse_resolver,
     policy_uses,
 };
+use crate::sys::netif;
 
 #[derive(Debug, clap::Args)]
 pub struct ResolveArgs {

@@ -1,6 +1,5 @@
 //! The daemon's side of the control socket.
 
-use std::ffi::CString;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
@@ -77,16 +76,9 @@ pub fn spawn(
 }
 
 fn set_group(path: &Path) {
-    let Ok(name) = CString::new(GROUP) else {
+    let Some(gid) = crate::sys::group_id(GROUP) else {
         return;
     };
-    // SAFETY: getgrnam reads a NUL-terminated name; the result is checked for NULL and read at once.
-    let group = unsafe { libc::getgrnam(name.as_ptr()) };
-    if group.is_null() {
-        return;
-    }
-    // SAFETY: non-null pointer returned by getgrnam just above.
-    let gid = unsafe { (*group).gr_gid };
     if let Err(error) = std::os::unix::fs::chown(path, Some(0), Some(gid)) {
         tracing::warn!(%error, "could not give the control socket to group {GROUP}");
     }

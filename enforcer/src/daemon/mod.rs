@@ -26,15 +26,15 @@ use crate::datapath::bpffs::{self, BpffsError};
 use crate::datapath::{Datapath, DatapathError};
 use crate::learn::{DomainPatterns, LearnedSet, Learner, Reinjector};
 use crate::metrics::{self, MetricsError};
-use crate::netif;
 use crate::platform_ids::{IdsError, PlatformIds};
 use crate::policy::{self, LoadOptions, Policy, PolicyError};
-use crate::privileges;
 use crate::resolve::{
     self, AddressBook, BookSettings, Guard, ResolveMetrics, Resolver, ResolverAddrError,
     ResolverConfig, ResolverError,
 };
 use crate::settings::Settings;
+use crate::sys::netif;
+use crate::sys::privileges;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {

@@ -138,7 +138,7 @@ pub fn learn_thread(
 /// daemon's death instead of cutting clients off DNS.
 pub async fn hold_heartbeat(daemon: Daemon) {
     loop {
-        let deadline = monotonic_ns().saturating_add(HOLD_AHEAD.as_nanos() as u64);
+        let deadline = crate::sys::monotonic_ns().saturating_add(HOLD_AHEAD.as_nanos() as u64);
         let set = daemon
             .blocking(move |s| s.datapath_mut().set_dns_hold(deadline))
             .await;
@@ -149,17 +149,4 @@ pub async fn hold_heartbeat(daemon: Daemon) {
         }
         tokio::time::sleep(HOLD_EVERY).await;
     }
-}
-
-/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(ts.tv_nsec as u64)
 }

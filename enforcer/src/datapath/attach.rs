@@ -5,13 +5,13 @@
 //! filesystems refuse names containing '.', so a '.' in an interface name (VLAN interfaces such
 //! as eth0.100) is stored as ':', which interface names cannot contain.
 
-use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
-use std::os::unix::ffi::OsStrExt as _;
+use std::os::fd::AsRawFd as _;
 use std::path::{Path, PathBuf};
 
 use aya::programs::links::{FdLink, PinnedLink};
+
+use crate::sys;
 use aya::programs::xdp::XdpLink;
 use aya::programs::{Xdp, XdpMode};
 
@@ -208,61 +208,8 @@ pub fn detach_link(path: &Path) -> Result<(), AttachError> {
         path: path.to_path_buf(),
         source,
     };
-    let link = bpf_obj_get(path).map_err(io_err)?;
-    bpf_link_detach(link.as_raw_fd()).map_err(io_err)?;
+    let link = sys::obj_get(path).map_err(io_err)?;
+    sys::link_detach(link.as_raw_fd()).map_err(io_err)?;
     drop(link);
     std::fs::remove_file(path).map_err(io_err)
-}
-
-/// BPF_OBJ_GET: opens a pinned object.
-fn bpf_obj_get(path: &Path) -> io::Result<OwnedFd> {
-    const BPF_OBJ_GET: libc::c_long = 7;
-    #[repr(C)]
-    struct Attr {
-        pathname: u64,
-        bpf_fd: u32,
-        file_flags: u32,
-    }
-    let c_path = CString::new(path.as_os_str().as_bytes())
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let attr = Attr {
-        pathname: c_path.as_ptr() as u64,
-        bpf_fd: 0,
-        file_flags: 0,
-    };
-    let fd = bpf_syscall(BPF_OBJ_GET, &attr)?;
-    // SAFETY: the kernel returned a new file descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
-/// BPF_LINK_DETACH (kernel 5.9+), which aya does not expose.
-fn bpf_link_detach(link_fd: i32) -> io::Result<()> {
-    const BPF_LINK_DETACH: libc::c_long = 34;
-    #[repr(C)]
-    struct Attr {
-        link_fd: u32,
-    }
-    bpf_syscall(
-        BPF_LINK_DETACH,
-        &Attr {
-            link_fd: link_fd as u32,
-        },
-    )
-    .map(|_| ())
-}
-
-fn bpf_syscall<T>(command: libc::c_long, attr: &T) -> io::Result<libc::c_long> {
-    // SAFETY: `attr` is a repr(C) prefix of `union bpf_attr` for `command`, valid for the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            command,
-            attr as *const T,
-            size_of::<T>() as libc::c_uint,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(rc)
 }

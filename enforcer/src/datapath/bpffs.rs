@@ -1,9 +1,9 @@
 //! Making sure the pin directory lives on a BPF filesystem.
 
-use std::ffi::CString;
 use std::io;
-use std::os::unix::ffi::OsStrExt as _;
 use std::path::Path;
+
+use crate::sys;
 
 /// `f_type` of a BPF filesystem (linux/magic.h).
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -24,14 +24,7 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> BpffsError + '_ {
 }
 
 pub fn is_bpffs(path: &Path) -> Result<bool, BpffsError> {
-    let c_path = CString::new(path.as_os_str().as_bytes())
-        .map_err(|e| io_at(path)(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
-    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: valid NUL-terminated path and a zeroed out-parameter of the right type.
-    if unsafe { libc::statfs(c_path.as_ptr(), &mut stat) } != 0 {
-        return Err(io_at(path)(io::Error::last_os_error()));
-    }
-    Ok(stat.f_type as i64 == BPF_FS_MAGIC)
+    Ok(sys::statfs_type(path).map_err(io_at(path))? == BPF_FS_MAGIC)
 }
 
 /// Creates `dir`, mounting a BPF filesystem on its parent first when the parent is not one.
@@ -43,7 +36,7 @@ pub fn ensure(dir: &Path) -> Result<bool, BpffsError> {
     std::fs::create_dir_all(parent).map_err(io_at(parent))?;
     let mut mounted = false;
     if !is_bpffs(parent)? {
-        mount_bpffs(parent)?;
+        sys::mount_bpffs(parent).map_err(io_at(parent))?;
         mounted = true;
         if private_mount_namespace() {
             tracing::warn!(
@@ -58,27 +51,6 @@ pub fn ensure(dir: &Path) -> Result<bool, BpffsError> {
     }
     std::fs::create_dir_all(dir).map_err(io_at(dir))?;
     Ok(mounted)
-}
-
-fn mount_bpffs(at: &Path) -> Result<(), BpffsError> {
-    let target = CString::new(at.as_os_str().as_bytes())
-        .map_err(|e| io_at(at)(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
-    let kind = c"bpf";
-    let options = c"mode=0700";
-    // SAFETY: all pointers are valid NUL-terminated strings.
-    let rc = unsafe {
-        libc::mount(
-            kind.as_ptr(),
-            target.as_ptr(),
-            kind.as_ptr(),
-            0,
-            options.as_ptr().cast(),
-        )
-    };
-    if rc != 0 {
-        return Err(io_at(at)(io::Error::last_os_error()));
-    }
-    Ok(())
 }
 
 /// True when this process does not share PID 1's mount namespace.

@@ -3,11 +3,13 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsRawFd as _;
+use std::os::fd::AsFd as _;
 use std::time::Duration;
 
 use aya::maps::{MapData, RingBuf};
 use enforcer_common::{DnsEvent, FAMILY_IPV4};
+
+use crate::sys;
 
 /// One UDP DNS packet the program saw, from its IP header on.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,12 +27,7 @@ pub struct DnsPacket {
 impl DnsPacket {
     /// Decodes one ring-buffer record; `None` when it is shorter than a `DnsEvent`.
     pub fn decode(record: &[u8]) -> Option<Self> {
-        if record.len() < size_of::<DnsEvent>() {
-            return None;
-        }
-        // SAFETY: the record holds a whole DnsEvent (checked above), a repr(C) struct of integers
-        // and byte arrays, so any bytes are a valid value; read_unaligned needs no alignment.
-        let event: DnsEvent = unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
+        let event: DnsEvent = sys::read_pod(record)?;
         let ip = |bytes: [u8; 16]| -> IpAddr {
             if event.family == FAMILY_IPV4 {
                 IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]])
@@ -69,23 +66,7 @@ impl DnsEvents {
     /// Blocks until the ring buffer has data or `timeout` passes (a signal also ends the wait
     /// early); returns whether data is ready.
     pub fn wait(&mut self, timeout: Duration) -> io::Result<bool> {
-        let mut poll = libc::pollfd {
-            fd: self.ring.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let millis = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
-        // SAFETY: one valid pollfd, whose descriptor `self.ring` keeps open for the whole call;
-        // poll(2) writes only its `revents`.
-        let ready = unsafe { libc::poll(&mut poll, 1, millis) };
-        if ready < 0 {
-            let error = io::Error::last_os_error();
-            return match error.kind() {
-                io::ErrorKind::Interrupted => Ok(false),
-                _ => Err(error),
-            };
-        }
-        Ok(ready > 0)
+        sys::wait_readable(self.ring.as_fd(), timeout)
     }
 }
 
@@ -111,15 +92,7 @@ mod tests {
     use super::*;
 
     fn record(event: &DnsEvent) -> Vec<u8> {
-        // SAFETY: DnsEvent is a repr(C) struct of integers and byte arrays without implicit
-        // padding: all of its bytes are initialised.
-        let bytes = unsafe {
-            std::slice::from_raw_parts(
-                (event as *const DnsEvent).cast::<u8>(),
-                size_of::<DnsEvent>(),
-            )
-        };
-        bytes.to_vec()
+        sys::pod_bytes(event).to_vec()
     }
 
     fn event(family: u8) -> DnsEvent {

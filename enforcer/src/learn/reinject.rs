@@ -3,107 +3,30 @@
 //! through the gateway's stack with raw sockets (opened before capabilities are dropped).
 
 use std::io;
-use std::net::IpAddr;
-use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 
 use crate::datapath::DnsPacket;
+use crate::sys::RawSockets;
 
-/// `IPV6_HDRINCL` (include/uapi/linux/in6.h): the packet given carries its own IPv6 header.
-const IPV6_HDRINCL: libc::c_int = 36;
-
+/// The raw sockets the held packets go out on.
 pub struct Reinjector {
-    v4: OwnedFd,
-    v6: OwnedFd,
-}
-
-fn raw_socket(domain: libc::c_int) -> io::Result<OwnedFd> {
-    // SAFETY: plain socket(2); the result is checked before it is wrapped.
-    let fd = unsafe {
-        libc::socket(
-            domain,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::IPPROTO_RAW,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a fresh descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    sockets: RawSockets,
 }
 
 impl Reinjector {
     /// Needs CAP_NET_RAW.
     pub fn open() -> io::Result<Self> {
-        let v4 = raw_socket(libc::AF_INET)?;
-        let v6 = raw_socket(libc::AF_INET6)?;
-        let on: libc::c_int = 1;
-        // SAFETY: setsockopt with a pointer to a live c_int and its size.
-        let rc = unsafe {
-            libc::setsockopt(
-                v6.as_raw_fd(),
-                libc::IPPROTO_IPV6,
-                IPV6_HDRINCL,
-                (&on as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Self { v4, v6 })
+        Ok(Self {
+            sockets: RawSockets::open()?,
+        })
     }
 
     /// Sends the held packet on towards its destination, with its UDP checksum recomputed: a
     /// sender that offloads checksums (any veth, many NICs) leaves only a partial sum in the
     /// frame, which the receiver would refuse once the packet is sent again from here.
-    pub fn send(&self, message: &DnsPacket) -> io::Result<()> {
-        let mut packet = message.packet.clone();
-        fix_udp_checksum(&mut packet, message.payload_offset);
-        let message = &DnsPacket {
-            packet,
-            ..message.clone()
-        };
-        let rc = match message.dst.ip() {
-            IpAddr::V4(ip) => {
-                // SAFETY: zeroed sockaddr_in is valid; the fields are filled below.
-                let mut addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-                addr.sin_family = libc::AF_INET as libc::sa_family_t;
-                addr.sin_addr.s_addr = u32::from_ne_bytes(ip.octets());
-                // SAFETY: sendto with the packet buffer and a sockaddr_in of the right size.
-                unsafe {
-                    libc::sendto(
-                        self.v4.as_raw_fd(),
-                        message.packet.as_ptr().cast(),
-                        message.packet.len(),
-                        0,
-                        (&addr as *const libc::sockaddr_in).cast(),
-                        std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-                    )
-                }
-            }
-            IpAddr::V6(ip) => {
-                // SAFETY: zeroed sockaddr_in6 is valid; the fields are filled below.
-                let mut addr: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
-                addr.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-                addr.sin6_addr.s6_addr = ip.octets();
-                // SAFETY: sendto with the packet buffer and a sockaddr_in6 of the right size.
-                unsafe {
-                    libc::sendto(
-                        self.v6.as_raw_fd(),
-                        message.packet.as_ptr().cast(),
-                        message.packet.len(),
-                        0,
-                        (&addr as *const libc::sockaddr_in6).cast(),
-                        std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
-                    )
-                }
-            }
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+    pub fn send(&self, held: &DnsPacket) -> io::Result<()> {
+        let mut packet = held.packet.clone();
+        fix_udp_checksum(&mut packet, held.payload_offset);
+        self.sockets.send(held.dst.ip(), &packet)
     }
 }
 
