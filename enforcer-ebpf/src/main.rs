@@ -4,11 +4,17 @@
 //! Semantics (the reference matcher in `enforcer::reference` decides exactly the same):
 //! - Ethernet with up to two VLAN tags (802.1Q, 802.1ad); a third tag or a truncated header makes
 //!   the frame "unparsed". Ether types other than IPv4/IPv6 are "not IP". Both pass.
-//! - IPv4: a non-first fragment has no transport header, so its ports are unknown: it matches
-//!   only entries without a port list (entries for the whole prefix, or protocol-wide ones). The
-//!   first fragment carries the ports and decides the flow; later fragments of a dropped first
-//!   fragment are dropped too when the prefix is banned on every port, and are useless to the
-//!   receiver otherwise.
+//! - Ports are the first four bytes of a TCP or UDP header, read only inside the IP packet (its
+//!   length field, not Ethernet padding, says where it ends). A packet without them matches
+//!   only entries without a port list (entries for the whole prefix, or protocol-wide ones).
+//! - Fragments (IPv4, and IPv6 through its Fragment header): the first fragment carries the ports
+//!   and decides the flow; a later one has no transport header, so its ports are unknown. When a
+//!   fragment could hide its ports (RFC 1858) — a first fragment too short to hold them, or a
+//!   fragment at offset 1 (8 bytes) that can overwrite them — drop rules of its protocol match
+//!   it whatever their ports, so such fragments are dropped toward a prefix with any drop rule
+//!   (an allow rule without ports still wins). Later fragments of a dropped first fragment are
+//!   dropped too when the prefix is banned on every port, and are useless to the receiver
+//!   otherwise.
 //! - IPv6: at most eight extension headers are walked. A chain that is longer or truncated leaves
 //!   the upper-layer protocol unknown, so only entries for every protocol can match; such packets
 //!   are never let through a prefix banned on every port.
@@ -152,10 +158,16 @@ fn decide(addresses: &Addresses, protocol: u8, ports: Ports) -> Outcome {
     };
     // One generation for both lookups, so a packet never mixes two policies.
     let generation = ACTIVE_GENERATION.get(0).copied().unwrap_or(0) as u64 & 1;
+    // Ports a fragment hides could be any: drop rules match whatever their ports.
+    let any_port_actions: u64 = if ports.hidden { 1 << ACTION_DROP } else { 0 };
     // An unknown port is 0x10000: inside no rule's range, so rules with ports cannot match.
     let query = |port: u16| -> u64 {
         let port = if ports.known { port as u64 } else { 0x1_0000 };
-        generation << 48 | (family as u64) << 40 | (protocol as u64) << 32 | port
+        generation << 48
+            | (family as u64) << 40
+            | (protocol as u64) << 32
+            | any_port_actions << 24
+            | port
     };
     let egress = best_rule(dst.0, dst.1, query(ports.dst));
     let ingress = best_rule(src.0, src.1, query(ports.src));
@@ -211,7 +223,9 @@ const _: () = {
 /// A global function, so the verifier checks it once rather than once per parse path (parsing
 /// IPv6 extension headers alone yields hundreds of paths). Its arguments are plain scalars:
 /// the address as two halves (IPv4 in the low 32 bits of `addr_lo`) and `query` = generation
-/// << 48 | family << 40 | protocol << 32 | port (0x10000 when unknown). The loop learns no
+/// << 48 | family << 40 | protocol << 32 | any-port actions << 24 | port (0x10000 when
+/// unknown), where bit `a` of the any-port actions lets rules of action `a` match whatever
+/// their ports (drop, for a fragment that hides its ports). The loop learns no
 /// constants (no branch on whether ports are known, no per-action branch, no running maximum),
 /// which keeps its verification linear in the number of rules.
 #[unsafe(no_mangle)]
@@ -220,6 +234,7 @@ pub extern "C" fn best_rule(addr_hi: u64, addr_lo: u64, query: u64) -> u64 {
     let generation = (query >> 48) & 1;
     let family = (query >> 40) as u8;
     let protocol = (query >> 32) as u8;
+    let any_port_actions = (query >> 24) as u8;
     let port = (query & 0x1_FFFF) as u32;
     let found = if family == FAMILY_IPV4 {
         let key = Key::new(32, (addr_lo as u32).to_be_bytes());
@@ -261,7 +276,10 @@ pub extern "C" fn best_rule(addr_hi: u64, addr_lo: u64, query: u64) -> u64 {
             if rule.protocol != protocol {
                 continue;
             }
+            // By shift rather than by comparing actions, like precedence below.
+            let any_port = (any_port_actions >> (rule.action & 7)) & 1;
             if rule.has_ports != 0
+                && any_port == 0
                 && !(rule.port_first as u32 <= port && port <= rule.port_last as u32)
             {
                 continue;

@@ -15,6 +15,13 @@ const MAX_VLAN_TAGS: usize = 2;
 const MAX_IPV6_EXTENSION_HEADERS: usize = 8;
 /// No frame reaches this size; bounding offsets by it lets the verifier prove reads safe.
 const MAX_OFFSET: usize = 0x3FFF;
+/// Bytes of a TCP or UDP header that hold the ports: all that must be in the packet to know them.
+const PORT_BYTES: usize = 4;
+/// IPv4 flags and fragment offset: the more-fragments flag and the offset (in 8-byte units).
+const IPV4_MORE_FRAGMENTS: u16 = 0x2000;
+const IPV4_FRAGMENT_OFFSET: u16 = 0x1FFF;
+/// A fragment at this offset (8 bytes) can overwrite the ports of the first one (RFC 1858).
+const OVERLAPPING_OFFSET: u16 = 1;
 
 pub enum Parsed {
     NotIp,
@@ -30,6 +37,10 @@ pub enum Addresses {
 #[derive(Clone, Copy)]
 pub struct Ports {
     pub known: bool,
+    /// Unknown because a fragment may hide them (RFC 1858): a first fragment too short to hold
+    /// them, or a fragment at offset 1 that can overwrite them. Drop rules of the packet's
+    /// protocol then match whatever their ports.
+    pub hidden: bool,
     pub src: u16,
     pub dst: u16,
     /// Offset of the transport header in the frame, when `known`.
@@ -38,9 +49,15 @@ pub struct Ports {
 
 const UNKNOWN_PORTS: Ports = Ports {
     known: false,
+    hidden: false,
     src: 0,
     dst: 0,
     l4: 0,
+};
+
+const HIDDEN_PORTS: Ports = Ports {
+    hidden: true,
+    ..UNKNOWN_PORTS
 };
 
 pub struct Packet {
@@ -55,13 +72,16 @@ pub struct Packet {
 struct Cursor {
     start: usize,
     end: usize,
+    /// Offset where the IP packet ends by its length field (the frame's end until known):
+    /// bytes past it are padding, never read as headers.
+    limit: usize,
 }
 
 impl Cursor {
-    /// The `N` bytes at `offset`, or `None` when they are not all inside the frame.
+    /// The `N` bytes at `offset`, or `None` when they are not all inside the frame and packet.
     #[inline(always)]
     fn array_at<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
-        if offset > MAX_OFFSET {
+        if offset > MAX_OFFSET || offset + N > self.limit {
             return None;
         }
         let at = self.start + offset;
@@ -75,6 +95,27 @@ impl Cursor {
     fn len(&self) -> usize {
         self.end - self.start
     }
+
+    /// The same frame, ending where the IP packet at `l3` of `length` bytes ends; a length of 0
+    /// (as large offloaded packets carry) leaves the frame's end.
+    #[inline(always)]
+    fn packet(&self, l3: usize, length: usize) -> Cursor {
+        let limit = if length == 0 {
+            self.limit
+        } else {
+            self.limit.min(l3 + length)
+        };
+        Cursor {
+            start: self.start,
+            end: self.end,
+            limit,
+        }
+    }
+
+    /// Bytes of the frame that belong to the IP packet.
+    fn packet_len(&self) -> usize {
+        self.len().min(self.limit)
+    }
 }
 
 #[inline(always)]
@@ -82,6 +123,7 @@ pub fn parse(ctx: &XdpContext) -> Parsed {
     let cursor = Cursor {
         start: ctx.data(),
         end: ctx.data_end(),
+        limit: MAX_OFFSET + 1,
     };
     let Some(ethertype) = cursor.array_at::<2>(12) else {
         return Parsed::Unparsed;
@@ -117,11 +159,20 @@ fn parse_ipv4(cursor: &Cursor, l3: usize) -> Parsed {
         return Parsed::Unparsed;
     }
     let protocol = header[9];
-    let fragment_offset = u16::from_be_bytes([header[6], header[7]]) & 0x1FFF;
-    let ports = if fragment_offset != 0 {
+    let packet = cursor.packet(l3, u16::from_be_bytes([header[2], header[3]]) as usize);
+    let flags = u16::from_be_bytes([header[6], header[7]]);
+    let fragment_offset = flags & IPV4_FRAGMENT_OFFSET;
+    let ports = if fragment_offset == OVERLAPPING_OFFSET {
+        HIDDEN_PORTS
+    } else if fragment_offset != 0 {
         UNKNOWN_PORTS
     } else {
-        transport_ports(cursor, l3 + header_len, protocol)
+        let ports = transport_ports(&packet, l3 + header_len, protocol);
+        // A first fragment too short for its ports.
+        Ports {
+            hidden: flags & IPV4_MORE_FRAGMENTS != 0 && !ports.known,
+            ..ports
+        }
     };
     Parsed::Ip(Packet {
         addresses: Addresses::V4 {
@@ -146,7 +197,14 @@ fn parse_ipv6(cursor: &Cursor, l3: usize) -> Parsed {
     let mut dst = [0u8; 16];
     src.copy_from_slice(&header[8..24]);
     dst.copy_from_slice(&header[24..40]);
-    let (protocol, ports) = upper_layer(cursor, l3 + 40, header[6]);
+    // The payload length counts from the end of the fixed header; 0 is a jumbogram's.
+    let payload = u16::from_be_bytes([header[4], header[5]]) as usize;
+    let packet = if payload == 0 {
+        cursor.packet(l3, 0)
+    } else {
+        cursor.packet(l3, 40 + payload)
+    };
+    let (protocol, ports) = upper_layer(&packet, l3 + 40, header[6]);
     Parsed::Ip(Packet {
         addresses: Addresses::V6 { src, dst },
         protocol,
@@ -158,6 +216,8 @@ fn parse_ipv6(cursor: &Cursor, l3: usize) -> Parsed {
 /// Walks IPv6 extension headers from `offset`; returns the upper-layer protocol and ports.
 #[inline(always)]
 fn upper_layer(cursor: &Cursor, mut offset: usize, mut next: u8) -> (u8, Ports) {
+    // Whether a Fragment header said this is the first of several fragments.
+    let mut first_fragment = false;
     for _ in 0..MAX_IPV6_EXTENSION_HEADERS {
         let header_len = match next {
             0 | 43 | 60 => {
@@ -179,17 +239,20 @@ fn upper_layer(cursor: &Cursor, mut offset: usize, mut next: u8) -> (u8, Ports) 
                     return (PROTOCOL_UNKNOWN, UNKNOWN_PORTS);
                 };
                 next = h[0];
+                let field = u16::from_be_bytes([h[2], h[3]]);
                 // A non-first fragment carries no transport header.
-                if u16::from_be_bytes([h[2], h[3]]) >> 3 != 0 {
-                    return (next, UNKNOWN_PORTS);
+                match field >> 3 {
+                    0 => first_fragment |= field & 1 != 0,
+                    OVERLAPPING_OFFSET => return (next, HIDDEN_PORTS),
+                    _ => return (next, UNKNOWN_PORTS),
                 }
                 8
             }
-            _ => return (next, transport_ports(cursor, offset, next)),
+            _ => return (next, first_ports(cursor, offset, next, first_fragment)),
         };
         offset += header_len;
-        // A header that runs past the end of the frame is truncated: nothing after it is known.
-        if offset > MAX_OFFSET || offset > cursor.len() {
+        // A header that runs past the end of the packet is truncated: nothing after it is known.
+        if offset > MAX_OFFSET || offset > cursor.packet_len() {
             return (PROTOCOL_UNKNOWN, UNKNOWN_PORTS);
         }
         // A no-op after the check above, but it gives every header kind the same offset range,
@@ -198,25 +261,31 @@ fn upper_layer(cursor: &Cursor, mut offset: usize, mut next: u8) -> (u8, Ports) 
     }
     match next {
         0 | 43 | 60 | 51 | 44 => (PROTOCOL_UNKNOWN, UNKNOWN_PORTS),
-        _ => (next, transport_ports(cursor, offset, next)),
+        _ => (next, first_ports(cursor, offset, next, first_fragment)),
     }
 }
 
-/// Ports of a TCP or UDP header at `offset`, known only when the whole minimal header is there.
+/// The ports at the end of an IPv6 header chain: hidden when a first fragment is too short
+/// for them.
+#[inline(always)]
+fn first_ports(cursor: &Cursor, offset: usize, protocol: u8, first_fragment: bool) -> Ports {
+    let ports = transport_ports(cursor, offset, protocol);
+    Ports {
+        hidden: first_fragment && !ports.known,
+        ..ports
+    }
+}
+
+/// Ports of a TCP or UDP header at `offset`, known when its first four bytes are in the packet.
 #[inline(always)]
 fn transport_ports(cursor: &Cursor, offset: usize, protocol: u8) -> Ports {
-    let header = match protocol {
-        PROTOCOL_TCP => cursor
-            .array_at::<20>(offset)
-            .map(|h| [h[0], h[1], h[2], h[3]]),
-        PROTOCOL_UDP => cursor
-            .array_at::<8>(offset)
-            .map(|h| [h[0], h[1], h[2], h[3]]),
-        _ => None,
-    };
-    match header {
+    if protocol != PROTOCOL_TCP && protocol != PROTOCOL_UDP {
+        return UNKNOWN_PORTS;
+    }
+    match cursor.array_at::<PORT_BYTES>(offset) {
         Some(p) => Ports {
             known: true,
+            hidden: false,
             src: u16::from_be_bytes([p[0], p[1]]),
             dst: u16::from_be_bytes([p[2], p[3]]),
             l4: offset,

@@ -38,9 +38,13 @@ const IPV6_FRAGMENT: u8 = 44;
 const IPV6_AUTH: u8 = 51;
 const IPV6_DEST_OPTIONS: u8 = 60;
 
-/// Minimal upper-layer header that must be inside the frame for its ports to count as known.
-const TCP_HEADER_LEN: usize = 20;
-const UDP_HEADER_LEN: usize = 8;
+/// Bytes of a TCP or UDP header that hold the ports: all that must be in the packet to know them.
+const PORT_BYTES: usize = 4;
+/// IPv4 flags and fragment offset: the more-fragments flag and the offset (in 8-byte units).
+const IPV4_MORE_FRAGMENTS: u16 = 0x2000;
+const IPV4_FRAGMENT_OFFSET: u16 = 0x1FFF;
+/// A fragment at this offset (8 bytes) can overwrite the ports of the first one (RFC 1858).
+const OVERLAPPING_OFFSET: u16 = 1;
 
 /// What the datapath's parser makes of a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,9 +65,13 @@ pub struct Packet {
     pub dst: IpAddr,
     /// Upper-layer protocol; `PROTOCOL_UNKNOWN` when the IPv6 header chain could not be walked.
     pub protocol: u8,
-    /// `(source port, destination port)` of a TCP or UDP packet whose header is in the frame and
-    /// that is not a non-first fragment.
+    /// `(source port, destination port)` of a TCP or UDP packet whose first four header bytes
+    /// are in the packet and that is not a non-first fragment.
     pub ports: Option<(u16, u16)>,
+    /// The ports are unknown because a fragment may hide them (RFC 1858): a first fragment too
+    /// short to hold them, or a fragment at offset 1 that can overwrite them. Such a packet
+    /// matches drop entries of its protocol whatever their ports.
+    pub hidden_ports: bool,
 }
 
 /// What the datapath does with a frame, and which counter it bumps.
@@ -87,6 +95,27 @@ impl Decision {
         match self {
             Decision::Match { action, .. } if *action == ACTION_DROP => XDP_DROP,
             _ => XDP_PASS,
+        }
+    }
+}
+
+/// Which fragment of a packet an IP packet is, as far as its ports are concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fragment {
+    /// Not fragmented, or an IPv6 atomic fragment (offset 0, no more to come).
+    Whole,
+    /// Offset 0 with more to come: holds the transport header's start.
+    First,
+    /// A later fragment, at this offset in 8-byte units.
+    Later(u16),
+}
+
+impl Fragment {
+    fn new(offset: u16, more: bool) -> Self {
+        match (offset, more) {
+            (0, false) => Fragment::Whole,
+            (0, true) => Fragment::First,
+            (offset, _) => Fragment::Later(offset),
         }
     }
 }
@@ -147,20 +176,53 @@ fn parse_ipv4(frame: &[u8], l3: usize) -> ParsedFrame {
     let protocol = header[9];
     let src = Ipv4Addr::new(header[12], header[13], header[14], header[15]);
     let dst = Ipv4Addr::new(header[16], header[17], header[18], header[19]);
-    let fragment_offset = u16::from_be_bytes([header[6], header[7]]) & 0x1FFF;
-    // Only the first fragment carries the upper-layer header.
-    let ports = if fragment_offset != 0 {
-        None
-    } else {
-        l4_ports(frame, l3 + ihl * 4, protocol)
-    };
+    let packet = ip_packet(
+        frame,
+        l3,
+        usize::from(u16::from_be_bytes([header[2], header[3]])),
+    );
+    let flags = u16::from_be_bytes([header[6], header[7]]);
+    let fragment = Fragment::new(
+        flags & IPV4_FRAGMENT_OFFSET,
+        flags & IPV4_MORE_FRAGMENTS != 0,
+    );
+    let (ports, hidden_ports) = transport(packet, l3 + ihl * 4, protocol, fragment);
     ParsedFrame::Ip(Packet {
         family: FAMILY_IPV4,
         src: IpAddr::V4(src),
         dst: IpAddr::V4(dst),
         protocol,
         ports,
+        hidden_ports,
     })
+}
+
+/// The frame up to the end of the IP packet that starts at `l3` and is `length` bytes long by
+/// its header: bytes after it (Ethernet padding) are not the packet's. A length of 0 (as large
+/// offloaded packets carry) or one beyond the frame leaves the frame's end.
+fn ip_packet(frame: &[u8], l3: usize, length: usize) -> &[u8] {
+    match length {
+        0 => frame,
+        length => &frame[..frame.len().min(l3 + length)],
+    }
+}
+
+/// The ports of the transport header at `l4` in `packet`, and whether the fragment hides them.
+fn transport(
+    packet: &[u8],
+    l4: usize,
+    protocol: u8,
+    fragment: Fragment,
+) -> (Option<(u16, u16)>, bool) {
+    match fragment {
+        // A later fragment carries no transport header; at offset 1 it can overwrite the ports.
+        Fragment::Later(offset) => (None, offset == OVERLAPPING_OFFSET),
+        Fragment::First => {
+            let ports = l4_ports(packet, l4, protocol);
+            (ports, ports.is_none())
+        }
+        Fragment::Whole => (l4_ports(packet, l4, protocol), false),
+    }
 }
 
 fn parse_ipv6(frame: &[u8], l3: usize) -> ParsedFrame {
@@ -174,21 +236,28 @@ fn parse_ipv6(frame: &[u8], l3: usize) -> ParsedFrame {
     src.copy_from_slice(&header[8..24]);
     let mut dst = [0u8; 16];
     dst.copy_from_slice(&header[24..40]);
-    let (protocol, ports) = walk_ipv6_chain(frame, header[6], l3 + 40);
+    // The payload length counts from the end of the fixed header; 0 is a jumbogram's.
+    let packet = match usize::from(u16::from_be_bytes([header[4], header[5]])) {
+        0 => frame,
+        payload => ip_packet(frame, l3, 40 + payload),
+    };
+    let (protocol, ports, hidden_ports) = walk_ipv6_chain(packet, header[6], l3 + 40);
     ParsedFrame::Ip(Packet {
         family: FAMILY_IPV6,
         src: IpAddr::V6(Ipv6Addr::from(src)),
         dst: IpAddr::V6(Ipv6Addr::from(dst)),
         protocol,
         ports,
+        hidden_ports,
     })
 }
 
-/// Follows the IPv6 extension headers from `cursor` and returns the upper-layer protocol and
-/// ports.
-fn walk_ipv6_chain(frame: &[u8], first: u8, mut cursor: usize) -> (u8, Option<(u16, u16)>) {
-    const UNKNOWN: (u8, Option<(u16, u16)>) = (PROTOCOL_UNKNOWN, None);
+/// Follows the IPv6 extension headers from `cursor` in `frame` (cut at the end of the IP packet)
+/// and returns the upper-layer protocol, the ports and whether a fragment hides them.
+fn walk_ipv6_chain(frame: &[u8], first: u8, mut cursor: usize) -> (u8, Option<(u16, u16)>, bool) {
+    const UNKNOWN: (u8, Option<(u16, u16)>, bool) = (PROTOCOL_UNKNOWN, None, false);
     let mut next = first;
+    let mut fragment = Fragment::Whole;
     let mut walked = 0;
     while matches!(
         next,
@@ -204,10 +273,15 @@ fn walk_ipv6_chain(frame: &[u8], first: u8, mut cursor: usize) -> (u8, Option<(u
                 return UNKNOWN;
             }
             let inner = frame[cursor];
-            let offset = u16::from_be_bytes([frame[cursor + 2], frame[cursor + 3]]) >> 3;
-            if offset != 0 {
+            let field = u16::from_be_bytes([frame[cursor + 2], frame[cursor + 3]]);
+            match Fragment::new(field >> 3, field & 1 != 0) {
                 // A non-first fragment: the protocol is known, its header is not here.
-                return (inner, None);
+                later @ Fragment::Later(_) => {
+                    let (ports, hidden) = transport(frame, cursor, inner, later);
+                    return (inner, ports, hidden);
+                }
+                Fragment::First => fragment = Fragment::First,
+                Fragment::Whole => {}
             }
             next = inner;
             8
@@ -230,20 +304,16 @@ fn walk_ipv6_chain(frame: &[u8], first: u8, mut cursor: usize) -> (u8, Option<(u
         }
         cursor += length;
     }
-    (next, l4_ports(frame, cursor, next))
+    let (ports, hidden) = transport(frame, cursor, next, fragment);
+    (next, ports, hidden)
 }
 
-/// Ports of a TCP or UDP header at `l4`, when its minimal header is inside the frame.
-fn l4_ports(frame: &[u8], l4: usize, protocol: u8) -> Option<(u16, u16)> {
-    let needed = match protocol {
-        PROTOCOL_TCP => TCP_HEADER_LEN,
-        PROTOCOL_UDP => UDP_HEADER_LEN,
-        _ => return None,
-    };
-    if !fits(frame, l4, needed) {
+/// Ports of a TCP or UDP header at `l4`, when its first four bytes are inside the packet.
+fn l4_ports(packet: &[u8], l4: usize, protocol: u8) -> Option<(u16, u16)> {
+    if !matches!(protocol, PROTOCOL_TCP | PROTOCOL_UDP) || !fits(packet, l4, PORT_BYTES) {
         return None;
     }
-    Some((be16(frame, l4)?, be16(frame, l4 + 2)?))
+    Some((be16(packet, l4)?, be16(packet, l4 + 2)?))
 }
 
 /// Where a matching prefix comes from.
@@ -385,7 +455,7 @@ impl<'a> Matcher<'a> {
                 ),
             ];
             for (addr, direction, port) in sides {
-                if !net.contains(&addr) || !entry_accepts(entry, packet.protocol, port) {
+                if !net.contains(&addr) || !entry_accepts(entry, platform.action, packet, port) {
                     continue;
                 }
                 let candidate = Candidate {
@@ -441,20 +511,27 @@ impl<'a> Matcher<'a> {
     }
 }
 
-/// Whether an entry's protocol and ports accept a packet, given the port on the matched side.
-fn entry_accepts(entry: &Entry, protocol: u8, port: Option<u16>) -> bool {
+/// Whether an entry (of a platform with `action`) accepts a packet by its protocol and ports,
+/// given the port on the matched side.
+fn entry_accepts(entry: &Entry, action: Action, packet: &Packet, port: Option<u16>) -> bool {
     match entry.protocol {
         // `any` ignores ports altogether.
         Protocol::Any => true,
         Protocol::Tcp | Protocol::Udp => {
-            if protocol != entry.protocol.code() {
+            if packet.protocol != entry.protocol.code() {
                 return false;
             }
             if entry.ports.is_empty() {
                 return true;
             }
-            // Ports named but unknown (non-first fragment, truncated header): no match.
-            port.is_some_and(|port| entry.ports.iter().any(|range| range.contains(port)))
+            match port {
+                Some(port) => entry.ports.iter().any(|range| range.contains(port)),
+                // Ports a fragment may hide could be any: a drop entry's ports cannot be
+                // escaped that way.
+                None if packet.hidden_ports => action == Action::Drop,
+                // Otherwise unknown ports (non-first fragment, truncated header) match no list.
+                None => false,
+            }
         }
     }
 }
@@ -584,6 +661,7 @@ mod tests {
                 dst: IpAddr::from([198, 18, 0, 1]),
                 protocol: 17,
                 ports: Some((1000, 53)),
+                hidden_ports: false,
             }
         );
         let mut bad_version = good.clone();
@@ -607,12 +685,18 @@ mod tests {
         // The IP header alone, 19 bytes of it: unparsed; 20: parsed without ports.
         assert_eq!(parse_frame(&good[..33]), ParsedFrame::Unparsed);
         assert_eq!(packet(&good[..34]).ports, None);
-        // UDP needs 8 bytes, TCP 20.
-        assert_eq!(packet(&good[..41]).ports, None);
-        assert_eq!(packet(&good[..42]).ports, Some((1000, 53)));
+        // The ports are the first four bytes of UDP and TCP alike; the rest may be missing.
+        assert_eq!(packet(&good[..37]).ports, None);
+        assert_eq!(packet(&good[..38]).ports, Some((1000, 53)));
         let t = v4_tcp(CLIENT, [198, 18, 0, 1], 1000, 443);
-        assert_eq!(packet(&t[..53]).ports, None);
-        assert_eq!(packet(&t).ports, Some((1000, 443)));
+        assert_eq!(packet(&t[..37]).ports, None);
+        assert_eq!(packet(&t[..38]).ports, Some((1000, 443)));
+        // Bytes past the total length are padding, not ports.
+        let mut short = good.clone();
+        short[16..18].copy_from_slice(&22u16.to_be_bytes());
+        assert_eq!(packet(&short).ports, None);
+        short[16..18].copy_from_slice(&24u16.to_be_bytes());
+        assert_eq!(packet(&short).ports, Some((1000, 53)));
         // Ethernet padding after the packet is ignored.
         let mut padded = good.clone();
         padded.extend_from_slice(&[0; 20]);
@@ -626,10 +710,28 @@ mod tests {
         f.extend(ipv4(CLIENT, [198, 18, 0, 1], 17, 0x2000));
         f.extend(udp(1, 2));
         assert_eq!(packet(&f).ports, Some((1, 2)));
-        // Offset 1 (8 bytes): ports unknown, protocol still UDP.
-        f[20..22].copy_from_slice(&0x0001u16.to_be_bytes());
-        assert_eq!(packet(&f).ports, None);
-        assert_eq!(packet(&f).protocol, 17);
+        assert!(!packet(&f).hidden_ports);
+        // A first fragment cut inside the ports hides them; a whole packet cut there does not.
+        let tiny = &f[..f.len() - 5];
+        assert_eq!(
+            (packet(tiny).ports, packet(tiny).hidden_ports),
+            (None, true)
+        );
+        let mut whole = tiny.to_vec();
+        whole[20..22].copy_from_slice(&0u16.to_be_bytes());
+        assert_eq!(
+            (packet(&whole).ports, packet(&whole).hidden_ports),
+            (None, false)
+        );
+        // Offset 1 (8 bytes): ports unknown and hidden, protocol still UDP; last or not.
+        for field in [0x0001u16, 0x2001] {
+            f[20..22].copy_from_slice(&field.to_be_bytes());
+            let p = packet(&f);
+            assert_eq!((p.protocol, p.ports, p.hidden_ports), (17, None, true));
+        }
+        // Offset 2: ports unknown, not hidden.
+        f[20..22].copy_from_slice(&0x2002u16.to_be_bytes());
+        assert_eq!((packet(&f).ports, packet(&f).hidden_ports), (None, false));
         // Don't-fragment alone is not a fragment.
         f[20..22].copy_from_slice(&0x4000u16.to_be_bytes());
         assert_eq!(packet(&f).ports, Some((1, 2)));
@@ -661,9 +763,13 @@ mod tests {
         let p = packet(&f);
         assert_eq!((p.src, p.dst), (IpAddr::V6(A), IpAddr::V6(B)));
         assert_eq!((p.protocol, p.ports), (17, Some((5353, 3478))));
-        // Cut inside the UDP header: protocol known, ports unknown.
-        assert_eq!(packet(&f[..f.len() - 1]).protocol, 17);
-        assert_eq!(packet(&f[..f.len() - 1]).ports, None);
+        // Cut inside the UDP ports: protocol known, ports unknown (the first fragment of this
+        // chain is also its last, so nothing hides them).
+        let cut = packet(&f[..f.len() - 5]);
+        assert_eq!(
+            (cut.protocol, cut.ports, cut.hidden_ports),
+            (17, None, false)
+        );
         // Cut inside the destination options: the chain cannot be walked.
         let cut = f.len() - 8 - 3;
         assert_eq!(packet(&f[..cut]).protocol, PROTOCOL_UNKNOWN);
@@ -692,6 +798,31 @@ mod tests {
         ext_next.extend(ipv6(A, B, IPV6_FRAGMENT));
         ext_next.extend(frag(IPV6_DEST_OPTIONS, 3));
         assert_eq!(packet(&ext_next).protocol, IPV6_DEST_OPTIONS);
+        assert!(!packet(&ext_next).hidden_ports);
+        // A first fragment (more to come) cut inside the ports hides them; an atomic fragment
+        // (offset 0, no more) cut there does not.
+        let mut first = frag(17, 0);
+        first[3] |= 1;
+        let mut tiny = eth(ETHERTYPE_IPV6);
+        tiny.extend(ipv6(A, B, IPV6_FRAGMENT));
+        tiny.extend(first);
+        tiny.extend(&udp(1, 2)[..3]);
+        assert_eq!(
+            (packet(&tiny).ports, packet(&tiny).hidden_ports),
+            (None, true)
+        );
+        tiny[14 + 40 + 3] &= !1;
+        assert_eq!(
+            (packet(&tiny).ports, packet(&tiny).hidden_ports),
+            (None, false)
+        );
+        // Offset 1 hides the ports of the first fragment it overlaps.
+        let mut overlap = eth(ETHERTYPE_IPV6);
+        overlap.extend(ipv6(A, B, IPV6_FRAGMENT));
+        overlap.extend(frag(17, 1));
+        overlap.extend(udp(1, 2));
+        let p = packet(&overlap);
+        assert_eq!((p.protocol, p.ports, p.hidden_ports), (17, None, true));
     }
 
     #[test]

@@ -6,7 +6,41 @@ use std::process::Command;
 
 use anyhow::{Result, bail};
 
-use crate::util::{cargo, run_cmd, step};
+use crate::util::{cargo, root, run_cmd, step};
+
+/// Clippy on the XDP program, built the way enforcer's build.rs builds it through aya-build:
+/// nightly cargo, `core` built from source for bpfel-unknown-none, `bpf_target_arch` set.
+fn ebpf_clippy() -> Command {
+    let mut command = Command::new("rustup");
+    command
+        .current_dir(root())
+        .args([
+            "run",
+            "nightly",
+            "cargo",
+            "clippy",
+            "-p",
+            "enforcer-ebpf",
+            "--lib",
+            "--bins",
+            "--release",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--",
+            "-D",
+            "warnings",
+        ])
+        .env(
+            "CARGO_ENCODED_RUSTFLAGS",
+            format!("--cfg=bpf_target_arch=\"{}\"", std::env::consts::ARCH),
+        )
+        // As aya-build does: the toolchain's own compiler, not one cargo chose for xtask.
+        .env_remove("RUSTC")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER");
+    command
+}
 
 pub fn run() -> Result<()> {
     step("setup");
@@ -45,6 +79,7 @@ pub fn run() -> Result<()> {
             "warnings",
         ]),
     );
+    check("clippy (eBPF)", &mut ebpf_clippy());
     // The namespace tests run this binary (target/debug/enforcer).
     if check("build", cargo().args(["build", "-p", "enforcer"])) {
         check(

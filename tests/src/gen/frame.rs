@@ -1,5 +1,7 @@
-//! Random Ethernet frames aimed at the parser's edges: VLAN stacks, IPv4 options and fragments,
-//! IPv6 extension-header chains, truncation at every header boundary, bad versions and lengths.
+//! Random Ethernet frames aimed at the parser's edges: VLAN stacks, IPv4 options and fragments
+//! (first fragments too short for the ports, fragments at offset 1), IPv6 extension-header
+//! chains, truncation at every header boundary, IP length fields shorter or longer than the
+//! frame, bad versions and lengths.
 
 use std::net::IpAddr;
 
@@ -49,6 +51,21 @@ impl Builder {
 
     fn put16(&mut self, value: u16) {
         self.put(&value.to_be_bytes());
+    }
+
+    /// Writes the 16-bit length field at `at` for the packet that started at `start` with
+    /// `header` bytes not counted: mostly the true length, else one that ends the packet early
+    /// (inside its transport header, say, with the rest as padding), 0 (length unknown) or any.
+    fn patch_length(&mut self, rng: &mut impl Rng, at: usize, start: usize, header: usize) {
+        let actual = self.bytes.len().saturating_sub(start + header);
+        let length = match rng.random_range(0..20) {
+            0..=10 => actual,
+            11..=15 => rng.random_range(0..=actual),
+            16..=17 => 0,
+            _ => usize::from(rng.random::<u16>()),
+        };
+        let length = u16::try_from(length).unwrap_or(u16::MAX);
+        self.bytes[at..at + 2].copy_from_slice(&length.to_be_bytes());
     }
 
     fn random_bytes(&mut self, rng: &mut impl Rng, len: usize) {
@@ -138,16 +155,18 @@ fn put_ipv4(b: &mut Builder, rng: &mut impl Rng) {
         _ => rng.random_range(0..5),
     };
     let fragment: u16 = match rng.random_range(0..20) {
-        0..=9 => 0x4000,   // don't fragment
-        10..=12 => 0,      // plain
-        13..=14 => 0x2000, // first fragment
-        15..=17 => 0x2000 | rng.random_range(1..=4),
+        0..=8 => 0x4000,                                         // don't fragment
+        9..=11 => 0,                                             // plain
+        12..=14 => 0x2000, // first fragment (its length may end inside the ports)
+        15 => 0x2001 & !(u16::from(rng.random_bool(0.3)) << 13), // offset 1, last or not
+        16..=17 => 0x2000 | rng.random_range(2..=4),
         _ => (rng.random::<u16>() & 0xE000) | rng.random_range(1..=0x1FFF),
     };
     let protocol = upper_protocol(rng);
+    let start = b.bytes.len();
     b.mark_within(&[1, 6, 8, 9, 10, 12, 16, 19]);
     b.put(&[(version << 4) | ihl, rng.random()]);
-    b.put16(rng.random()); // total length: the datapath ignores it
+    b.put16(0); // total length, written once the packet is built
     b.put16(rng.random());
     b.put16(fragment);
     b.put(&[rng.random_range(1..=255), protocol, 0, 0]);
@@ -161,6 +180,7 @@ fn put_ipv4(b: &mut Builder, rng: &mut impl Rng) {
     b.random_bytes(rng, options);
     b.mark();
     put_l4(b, rng, protocol);
+    b.patch_length(rng, start + 2, start, 0);
 }
 
 fn put_ipv6(b: &mut Builder, rng: &mut impl Rng) {
@@ -170,20 +190,26 @@ fn put_ipv6(b: &mut Builder, rng: &mut impl Rng) {
     } else {
         bad_version(rng, 6)
     };
-    let extensions = match rng.random_range(0..10) {
-        0..=4 => 0,
-        5..=7 => rng.random_range(1..=3),
+    let extensions = match rng.random_range(0..20) {
+        0..=7 => 0,
+        // A Fragment header alone: how fragmented IPv6 usually looks.
+        8..=10 => usize::MAX,
+        11..=15 => rng.random_range(1..=3),
         _ => rng.random_range(4..=10),
     };
-    let chain: Vec<u8> = (0..extensions)
-        .map(|_| EXTENSION_HEADERS.choose(rng).copied().unwrap_or(0))
-        .collect();
+    let chain: Vec<u8> = match extensions {
+        usize::MAX => vec![44],
+        n => (0..n)
+            .map(|_| EXTENSION_HEADERS.choose(rng).copied().unwrap_or(0))
+            .collect(),
+    };
     let protocol = upper_protocol(rng);
     let first = chain.first().copied().unwrap_or(protocol);
+    let start = b.bytes.len();
     b.mark_within(&[1, 6, 7, 8, 24, 39]);
     b.put(&[(version << 4) | (rng.random::<u8>() & 0x0F)]);
     b.random_bytes(rng, 3);
-    b.put16(rng.random()); // payload length: unused
+    b.put16(0); // payload length, written once the packet is built
     b.put(&[first, 64]);
     if let (IpAddr::V6(s), IpAddr::V6(d)) = (src, dst) {
         b.put(&s.octets());
@@ -197,10 +223,10 @@ fn put_ipv6(b: &mut Builder, rng: &mut impl Rng) {
         b.mark_within(&[1, 2, 3, 4, 7]);
         match header {
             44 => {
-                let offset: u16 = if rng.random_bool(0.6) {
-                    0
-                } else {
-                    rng.random_range(1..=0x1FFF)
+                let offset: u16 = match rng.random_range(0..20) {
+                    0..=11 => 0,
+                    12..=15 => 1, // can overwrite the first fragment's ports
+                    _ => rng.random_range(2..=0x1FFF),
                 };
                 let more = u16::from(rng.random_bool(0.5));
                 b.put(&[next, rng.random()]);
@@ -236,6 +262,7 @@ fn put_ipv6(b: &mut Builder, rng: &mut impl Rng) {
         let payload = rng.random_range(0..=32);
         b.random_bytes(rng, payload);
     }
+    b.patch_length(rng, start + 4, start, 40);
 }
 
 /// A random frame of at least `MIN_FRAME` bytes.
@@ -385,6 +412,7 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(3);
         let (mut not_ip, mut unparsed, mut ports, mut no_ports, mut v6, mut unknown) =
             (0, 0, 0, 0, 0, 0);
+        let (mut hidden_v4, mut hidden_v6) = (0, 0);
         for _ in 0..20_000 {
             let frame = random_frame(&mut rng);
             assert!(frame.len() >= MIN_FRAME);
@@ -403,6 +431,13 @@ mod tests {
                     if p.protocol == enforcer_common::PROTOCOL_UNKNOWN {
                         unknown += 1;
                     }
+                    if p.hidden_ports && matches!(p.protocol, 6 | 17) {
+                        if p.src.is_ipv6() {
+                            hidden_v6 += 1;
+                        } else {
+                            hidden_v4 += 1;
+                        }
+                    }
                 }
             }
         }
@@ -413,6 +448,8 @@ mod tests {
             ("without ports", no_ports),
             ("ipv6", v6),
             ("unknown protocol", unknown),
+            ("tcp/udp ports hidden by an ipv4 fragment", hidden_v4),
+            ("tcp/udp ports hidden by an ipv6 fragment", hidden_v6),
         ] {
             assert!(count > 200, "{what}: {count}");
         }
