@@ -16,6 +16,7 @@ use crate::compile::{self, CompileError, CompiledPolicy, EntryAddress};
 use crate::datapath::attach::Attached;
 use crate::datapath::{ApplyStats, Datapath, DatapathError};
 use crate::learn::{CapturedMessage, DomainPatterns, LearnedSet, Learner, Reinjector};
+use crate::never_block::NeverBlock;
 use crate::platform_ids::{IdsError, PlatformIds};
 use crate::policy::managed::{self, ManagedError, ManagedPlatform};
 use crate::policy::{self, LoadOptions, MANAGED_FILE, Policy, PolicyError};
@@ -39,7 +40,7 @@ pub struct DaemonState {
     pub state_dir: PathBuf,
     /// DNS may never make these blocked; also re-checked for addresses read from the state file,
     /// which may predate a `--never-block` the operator added since.
-    pub never_block: Vec<IpNet>,
+    pub never_block: NeverBlock,
     /// `--rules` and how it is loaded, for `reload`, `rules` and the file watcher.
     pub rules_path: PathBuf,
     pub load_options: LoadOptions,
@@ -364,7 +365,7 @@ impl DaemonState {
         // Fast path: only the new host keys are written; anything unusual recompiles everything.
         let hosts: Vec<EntryAddress> = added
             .iter()
-            .filter(|m| !self.never_block.iter().any(|n| n.contains(&m.address)))
+            .filter(|m| !self.never_block.contains(m.address))
             .filter_map(|m| {
                 Some(EntryAddress {
                     platform: self
@@ -406,7 +407,7 @@ fn dns_addresses(
     policy: &Policy,
     book: &AddressBook,
     learned: &LearnedSet,
-    never_block: &[IpNet],
+    never_block: &NeverBlock,
 ) -> Vec<EntryAddress> {
     let index: HashMap<&str, usize> = policy
         .platforms
@@ -420,7 +421,7 @@ fn dns_addresses(
         .iter()
         .chain(learned.mappings())
         .filter_map(|m| {
-            if never_block.iter().any(|n| n.contains(&m.address)) {
+            if never_block.contains(m.address) {
                 refused += 1;
                 return None;
             }

@@ -10,6 +10,7 @@ pub mod learn;
 pub mod logging;
 pub mod metrics;
 pub mod netif;
+pub mod never_block;
 pub mod platform_ids;
 pub mod policy;
 pub mod privileges;

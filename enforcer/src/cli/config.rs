@@ -7,6 +7,7 @@ use yaml_rust2::{Yaml, YamlLoader};
 
 use crate::cli::LogFormat;
 use crate::datapath::attach::ModeRequest;
+use crate::policy;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -91,10 +92,7 @@ impl FileConfig {
                     let items = strings(&value).ok_or_else(|| bad("CIDRs"))?;
                     let nets = items
                         .iter()
-                        .map(|s| {
-                            s.parse::<IpNet>()
-                                .map_err(|_| format!("{key}: {s:?} is not a CIDR"))
-                        })
+                        .map(|s| policy::parse_prefix(s).map_err(|e| format!("{key}: {e}")))
                         .collect::<Result<Vec<_>, _>>()?;
                     config.never_block = Some(nets);
                 }
@@ -178,6 +176,21 @@ mod tests {
         assert_eq!(
             FileConfig::parse("grace: soon").unwrap_err(),
             "grace: expected seconds"
+        );
+        // The rule files' prefix parser: a bare address is a host prefix, garbage says so.
+        assert_eq!(
+            FileConfig::parse("never-block: [192.0.2.53, \"2001:db8::/32\"]")
+                .unwrap()
+                .never_block,
+            Some(vec![
+                "192.0.2.53/32".parse().unwrap(),
+                "2001:db8::/32".parse().unwrap()
+            ])
+        );
+        assert_eq!(
+            FileConfig::parse("never-block: [resolver]").unwrap_err(),
+            "never-block: invalid prefix `resolver`: expected an address or a CIDR like \
+             192.0.2.0/24 or 2001:db8::/32"
         );
         assert!(
             FileConfig::parse("xdp-mode: fast")

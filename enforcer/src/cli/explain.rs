@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use super::client::{self, items, joined, text};
 use crate::control::Request;
+use crate::never_block::Origin;
 
 #[derive(Debug, clap::Args)]
 pub struct ExplainArgs {
@@ -35,6 +36,14 @@ fn render(answer: &serde_json::Value) -> String {
             verdict => verdict,
         }
     );
+    if let Some(note) = answer.get("never_block") {
+        let _ = writeln!(
+            out,
+            "  in the never-block list: {} ({}); no DNS answer makes it blocked",
+            text(note, "range"),
+            Origin::from_name(text(note, "origin")).map_or("", Origin::describe),
+        );
+    }
     for (i, m) in matches.iter().enumerate() {
         let ports = joined(m, "ports");
         let scope = match (text(m, "protocol"), ports.is_empty()) {
@@ -83,4 +92,26 @@ fn render(answer: &serde_json::Value) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_in_the_never_block_list_says_so() {
+        let answer = serde_json::json!({
+            "target": "192.0.2.53",
+            "verdict": "none",
+            "matches": [],
+            "never_block": {"range": "192.0.2.53/32", "origin": "resolver"},
+        });
+        assert_eq!(
+            render(&answer),
+            "192.0.2.53: no platform matches it\n  in the never-block list: 192.0.2.53/32 (a \
+             resolver of the daemon); no DNS answer makes it blocked\n"
+        );
+        let answer = serde_json::json!({"target": "198.18.0.1", "verdict": "none", "matches": []});
+        assert_eq!(render(&answer), "198.18.0.1: no platform matches it\n");
+    }
 }

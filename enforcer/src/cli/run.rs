@@ -22,7 +22,7 @@ use crate::datapath::bpffs::{self, BpffsError};
 use crate::datapath::{Datapath, DatapathError};
 use crate::learn::{DomainPatterns, LearnedSet, Learner, Reinjector};
 use crate::metrics::{self, MetricsError};
-use crate::netif;
+use crate::never_block::{NeverBlock, NeverBlockError};
 use crate::platform_ids::{IdsError, PlatformIds};
 use crate::policy::{self, LoadOptions, Policy, PolicyError};
 use crate::privileges;
@@ -61,8 +61,9 @@ pub struct RunArgs {
     /// Directory for pinned maps and links, on a BPF filesystem [default: /sys/fs/bpf/enforcer].
     #[arg(long, value_name = "DIR")]
     pub bpffs: Option<PathBuf>,
-    /// CIDR that no rule or answer may block, added to the built-in list (repeatable).
-    #[arg(long = "never-block", value_name = "CIDR")]
+    /// CIDR that no rule or answer may block, added to the built-in list (repeatable). A bare
+    /// address stands for itself alone.
+    #[arg(long = "never-block", value_name = "CIDR", value_parser = policy::parse_prefix)]
     pub never_block: Vec<IpNet>,
     /// Shortest time an address from DNS is kept, in seconds [default: 60].
     #[arg(long, value_name = "SECS")]
@@ -121,8 +122,8 @@ pub enum RunError {
     ResolverAddress(#[from] ResolverAddrError),
     #[error("resolver: {0}")]
     Resolver(#[from] ResolverError),
-    #[error("reading the gateway's addresses: {0}")]
-    LocalAddresses(std::io::Error),
+    #[error(transparent)]
+    NeverBlock(#[from] NeverBlockError),
     #[error(transparent)]
     Bpffs(#[from] BpffsError),
     #[error(transparent)]
@@ -217,8 +218,10 @@ impl RunArgs {
 
 pub fn execute(args: RunArgs) -> Result<ExitCode, RunError> {
     let settings = args.settings()?;
-    let never_block = never_block_list(&settings)?;
-    let load_options = load_options(&settings, &never_block)?;
+    let (never_block, servers) = never_block(&settings.never_block, &settings.resolvers)?;
+    let load_options = LoadOptions {
+        never_block: never_block.clone(),
+    };
     let mut policy = policy::load_policy(std::slice::from_ref(&settings.rules), &load_options)?;
     let mut ids = PlatformIds::load(&settings.state_dir).unwrap_or_else(|error| {
         tracing::error!(%error, "the platform ids are unusable; assigning new ones");
@@ -228,7 +231,7 @@ pub fn execute(args: RunArgs) -> Result<ExitCode, RunError> {
     if let Err(error) = ids.save(&settings.state_dir) {
         tracing::error!(%error, "saving the platform ids failed");
     }
-    let resolver_config = resolver_config(&settings, &never_block)?;
+    let resolver_config = resolver_config(&settings, servers, &never_block);
 
     // Fail-static across restarts: the last known addresses are enforced before any DNS answer.
     let book_settings = BookSettings::from_config(&resolver_config);
@@ -259,7 +262,7 @@ pub fn execute(args: RunArgs) -> Result<ExitCode, RunError> {
         book,
         resolve_metrics,
         state_dir: settings.state_dir.clone(),
-        never_block: resolver_config.never_block.clone(),
+        never_block,
         rules_path: settings.rules.clone(),
         load_options,
         reloads_ok: 0,
@@ -398,40 +401,38 @@ async fn wait_for_termination() -> std::io::Result<()> {
     Ok(())
 }
 
-/// The built-in list, `--never-block`, and the gateway's own addresses. The resolvers' addresses
-/// are added by [`resolver_config`] for DNS and here for the policy.
-fn never_block_list(settings: &Settings) -> Result<Vec<IpNet>, RunError> {
-    let mut list = settings.never_block.clone();
-    list.extend(netif::local_addresses().map_err(RunError::LocalAddresses)?);
-    Ok(list)
-}
-
-fn load_options(settings: &Settings, never_block: &[IpNet]) -> Result<LoadOptions, RunError> {
-    let mut never_block = never_block.to_vec();
-    for text in &settings.resolvers {
-        never_block.push(IpNet::from(resolve::parse_resolver(text)?.ip()));
-    }
-    Ok(LoadOptions { never_block })
-}
-
-fn resolver_config(settings: &Settings, never_block: &[IpNet]) -> Result<ResolverConfig, RunError> {
-    let servers = settings
-        .resolvers
+/// The never-block list the daemon enforces with, built once here from `--never-block`, the
+/// gateway's addresses and the resolvers' (`--resolver`, else the system's, also returned).
+/// `check` builds it here too, so that it validates exactly as the daemon would.
+pub fn never_block(
+    never_block: &[IpNet],
+    resolvers: &[String],
+) -> Result<(NeverBlock, Vec<SocketAddr>), RunError> {
+    let configured = resolvers
         .iter()
         .map(|text| resolve::parse_resolver(text))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut config = ResolverConfig {
+    let servers = resolve::servers(&configured)?;
+    let list = NeverBlock::build(never_block, &servers)?;
+    Ok((list, servers))
+}
+
+fn resolver_config(
+    settings: &Settings,
+    servers: Vec<SocketAddr>,
+    never_block: &NeverBlock,
+) -> ResolverConfig {
+    ResolverConfig {
         servers,
         ttl_floor: Duration::from_secs(settings.ttl_floor),
         ttl_ceiling: Duration::from_secs(settings.ttl_ceiling),
         grace: Duration::from_secs(settings.grace),
         max_addresses_per_name: usize::try_from(settings.max_addresses_per_name)
             .unwrap_or(usize::MAX),
+        never_block: never_block.clone(),
         shared_suffixes: settings.shared_suffixes.clone(),
         ..ResolverConfig::default()
-    };
-    config.never_block.extend(never_block.iter().copied());
-    Ok(config)
+    }
 }
 
 /// The learning pipeline for `policy`, with the addresses learned before a restart (those of
@@ -442,12 +443,11 @@ fn learner(
     config: &ResolverConfig,
     book_settings: BookSettings,
 ) -> Learner {
-    let mut guard = Guard::new(
+    let guard = Guard::new(
         config.never_block.clone(),
         config.max_addresses_per_name,
         &config.shared_suffixes,
     );
-    guard.add_never_block(config.servers.iter().map(|s| IpNet::from(s.ip())));
     let patterns = DomainPatterns::from_policy(policy);
     let mut set = LearnedSet::load(&settings.state_dir).unwrap_or_else(|error| {
         tracing::error!(%error, "the learned addresses are unusable; starting without them");

@@ -10,8 +10,7 @@ use serde::Serialize;
 use super::{Request, Response};
 use crate::daemon::{self, DaemonState, ReloadError};
 use crate::datapath::MatchKey;
-use crate::policy::managed;
-use crate::policy::{Action, DomainPattern, Policy};
+use crate::policy::{self, DomainPattern, Policy, managed};
 use crate::reference::{Matcher, PrefixSource};
 
 pub fn handle(state: &Mutex<DaemonState>, request: Request) -> Response {
@@ -146,6 +145,16 @@ struct Explanation {
     target: String,
     verdict: String,
     matches: Vec<ExplainMatch>,
+    /// For an address in the never-block list: the range holding it and why it is there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    never_block: Option<NeverBlockNote>,
+}
+
+#[derive(Serialize)]
+struct NeverBlockNote {
+    range: String,
+    /// `built-in`, `never-block`, `interface`, `resolver` or `dns-server`.
+    origin: &'static str,
 }
 
 #[derive(Clone, Serialize)]
@@ -169,10 +178,19 @@ struct ExplainMatch {
 
 fn explain(state: &DaemonState, target: &str) -> Response {
     let target = target.trim();
-    let matches = match target.parse::<IpAddr>() {
-        Ok(ip) => explain_ip(state, ip),
-        Err(_) => explain_name(state, target),
+    let ip = target.parse::<IpAddr>().ok();
+    let matches = match ip {
+        Some(ip) => explain_ip(state, ip),
+        None => explain_name(state, target),
     };
+    // No DNS answer makes such an address blocked (a published prefix of a monitor or allow
+    // platform may still match it): say so, and why.
+    let never_block = ip
+        .and_then(|ip| state.never_block.find(ip))
+        .map(|range| NeverBlockNote {
+            range: range.net.to_string(),
+            origin: range.origin.as_str(),
+        });
     // Matches come best first; the first one decides.
     let verdict = matches
         .first()
@@ -181,6 +199,7 @@ fn explain(state: &DaemonState, target: &str) -> Response {
         target: target.to_owned(),
         verdict,
         matches,
+        never_block,
     })
 }
 
@@ -357,48 +376,37 @@ fn rules_list(policy: &Policy) -> RulesList {
     }
 }
 
-/// Parses the CLI's domains and prefixes; every bad one is reported.
+/// Parses the CLI's domains and prefixes with the rule files' vocabulary, so that `rules add`
+/// refuses exactly what the loader would; every bad one is reported, naming its flag.
 fn parse_items(
     domains: &[String],
     prefixes: &[String],
 ) -> Result<(Vec<DomainPattern>, Vec<IpNet>), Vec<String>> {
     let mut errors = Vec::new();
-    let mut parsed_domains = Vec::new();
-    for d in domains {
-        let d = d.trim().trim_end_matches('.').to_ascii_lowercase();
-        let valid = |s: &str| {
-            !s.is_empty()
-                && s.contains('.')
-                && s.split('.').all(|label| {
-                    !label.is_empty()
-                        && label.len() <= 63
-                        && label
-                            .bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-                })
-        };
-        match d.strip_prefix("*.") {
-            Some(rest) if valid(rest) => parsed_domains.push(DomainPattern::Wildcard(rest.into())),
-            None if valid(&d) => parsed_domains.push(DomainPattern::Exact(d)),
-            _ => errors.push(format!("--domain {d}: not a domain name or *.domain")),
-        }
-    }
-    let mut parsed_prefixes = Vec::new();
-    for p in prefixes {
-        match crate::cli::check::parse_cidr(p.trim()) {
-            Ok(net) if net != net.trunc() => errors.push(format!(
-                "--prefix {p}: host bits set; did you mean {}?",
-                net.trunc()
-            )),
-            Ok(net) => parsed_prefixes.push(net),
-            Err(e) => errors.push(format!("--prefix {p}: {e}")),
-        }
-    }
+    let domains = parse_all("--domain", domains, policy::parse_domain, &mut errors);
+    let prefixes = parse_all("--prefix", prefixes, policy::parse_prefix, &mut errors);
     if errors.is_empty() {
-        Ok((parsed_domains, parsed_prefixes))
+        Ok((domains, prefixes))
     } else {
         Err(errors)
     }
+}
+
+/// Every text `parse` accepts; an error for each it refuses, naming `flag`.
+fn parse_all<T>(
+    flag: &str,
+    texts: &[String],
+    parse: fn(&str) -> Result<T, String>,
+    errors: &mut Vec<String>,
+) -> Vec<T> {
+    texts
+        .iter()
+        .filter_map(|text| {
+            parse(text)
+                .map_err(|message| errors.push(format!("{flag}: {message}")))
+                .ok()
+        })
+        .collect()
 }
 
 fn rules_add(
@@ -412,16 +420,9 @@ fn rules_add(
         Ok(parsed) => parsed,
         Err(errors) => return Response::failure(errors),
     };
-    let action = match action {
-        None => None,
-        Some("drop") => Some(Action::Drop),
-        Some("monitor") => Some(Action::Monitor),
-        Some("allow") => Some(Action::Allow),
-        Some(other) => {
-            return Response::failure(vec![format!(
-                "--action {other}: expected drop, monitor or allow"
-            )]);
-        }
+    let action = match action.map(policy::parse_action).transpose() {
+        Ok(action) => action,
+        Err(message) => return Response::failure(vec![format!("--action: {message}")]),
     };
     let summary = format!(
         "rules add {platform}: {} domains, {} prefixes",
@@ -451,4 +452,46 @@ fn rules_remove(
     changed(state.edit_managed(&summary, |platforms| {
         managed::remove(platforms, &platform, &domains, &prefixes)
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_items_are_parsed_like_rule_files() {
+        // A rule file refuses `_` in a domain: `rules add` must refuse it too, naming the flag,
+        // rather than write it into the managed file for the loader to reject there.
+        assert_eq!(
+            parse_items(&["a_b.example.com".into()], &[]).unwrap_err(),
+            vec![
+                "--domain: invalid domain `a_b.example.com`: character `_` is not allowed \
+                 (only letters, digits and `-`)"
+            ]
+        );
+        // Every bad item is reported, each with the rule files' words.
+        assert_eq!(
+            parse_items(&["*.com".into()], &["10.0.0.1/8".into(), "zoom".into()]).unwrap_err(),
+            vec![
+                "--domain: invalid domain `*.com`: a wildcard must cover a domain of at least two \
+                 labels, like `*.example.com`, not a whole top-level domain",
+                "--prefix: prefix `10.0.0.1/8` has host bits set; did you mean `10.0.0.0/8`?",
+                "--prefix: invalid prefix `zoom`: expected an address or a CIDR like \
+                 192.0.2.0/24 or 2001:db8::/32",
+            ]
+        );
+        let (domains, prefixes) = parse_items(
+            &["Zoom.US.".into(), "*.zoom.us".into()],
+            &["198.51.100.7".into()],
+        )
+        .unwrap();
+        assert_eq!(
+            domains,
+            vec![
+                DomainPattern::Exact("zoom.us".into()),
+                DomainPattern::Wildcard("zoom.us".into())
+            ]
+        );
+        assert_eq!(prefixes, vec!["198.51.100.7/32".parse::<IpNet>().unwrap()]);
+    }
 }
