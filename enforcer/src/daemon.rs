@@ -644,3 +644,57 @@ fn monotonic_ns() -> u64 {
 fn now_or(before: SystemTime) -> SystemTime {
     SystemTime::now().max(before)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use super::*;
+    use crate::learn::LearnedEntry;
+    use crate::never_block::Origin;
+    use crate::resolve::{BookSettings, Use};
+
+    #[test]
+    fn restored_addresses_inside_the_never_block_list_are_not_enforced() {
+        let policy = policy::parse_policy_str(
+            Path::new("p.yaml"),
+            "platform: zoom\nmatch:\n  - domains: [\"*.zoom.us\"]\n",
+            &LoadOptions::default(),
+        )
+        .unwrap();
+        // As read from the state directory: one address since added to --never-block, one of
+        // a DNS server clients use, one ordinary.
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        let mut learned = LearnedSet::default();
+        learned.learn(
+            &[Use {
+                platform: "zoom".into(),
+                entry: 0,
+            }],
+            &[
+                (ip("198.18.5.1"), 60),
+                (ip("198.18.5.53"), 60),
+                (ip("198.18.5.9"), 60),
+            ],
+            &LearnedEntry {
+                name: "a.zoom.us".into(),
+                cname_chain: Vec::new(),
+                resolver: ip("198.18.2.2"),
+                remove_at: SystemTime::now() + Duration::from_secs(60),
+            },
+        );
+        let never_block =
+            NeverBlock::builtin().with([("198.18.5.0/30".parse().unwrap(), Origin::Configured)]);
+        never_block.note_dns_server(ip("198.18.5.53"));
+        let book = AddressBook::new(BookSettings {
+            ttl_floor: Duration::from_secs(60),
+            ttl_ceiling: Duration::from_secs(3600),
+            grace: Duration::ZERO,
+        });
+        let enforced: Vec<IpNet> = dns_addresses(&policy, &book, &learned, &never_block)
+            .into_iter()
+            .map(|a| a.net)
+            .collect();
+        assert_eq!(enforced, vec!["198.18.5.9/32".parse::<IpNet>().unwrap()]);
+    }
+}
