@@ -10,6 +10,7 @@ use serde::Serialize;
 use super::{Request, Response};
 use crate::daemon::{self, DaemonState, ReloadError};
 use crate::datapath::MatchKey;
+use crate::never_block::NeverBlock;
 use crate::policy::{self, DomainPattern, Policy, managed};
 use crate::reference::{Matcher, PrefixSource};
 
@@ -183,14 +184,7 @@ fn explain(state: &DaemonState, target: &str) -> Response {
         Some(ip) => explain_ip(state, ip),
         None => explain_name(state, target),
     };
-    // No DNS answer makes such an address blocked (a published prefix of a monitor or allow
-    // platform may still match it): say so, and why.
-    let never_block = ip
-        .and_then(|ip| state.never_block.find(ip))
-        .map(|range| NeverBlockNote {
-            range: range.net.to_string(),
-            origin: range.origin.as_str(),
-        });
+    let never_block = ip.and_then(|ip| never_block_note(&state.never_block, ip));
     // Matches come best first; the first one decides.
     let verdict = matches
         .first()
@@ -200,6 +194,15 @@ fn explain(state: &DaemonState, target: &str) -> Response {
         verdict,
         matches,
         never_block,
+    })
+}
+
+/// For an address in the never-block list, where it is and why. No DNS answer makes it blocked
+/// (a published prefix of a monitor or allow platform may still match it).
+fn never_block_note(never_block: &NeverBlock, ip: IpAddr) -> Option<NeverBlockNote> {
+    never_block.find(ip).map(|range| NeverBlockNote {
+        range: range.net.to_string(),
+        origin: range.origin.as_str(),
     })
 }
 
@@ -457,6 +460,34 @@ fn rules_remove(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::never_block::Origin;
+
+    #[test]
+    fn explain_says_when_an_address_is_in_the_never_block_list() {
+        let list = NeverBlock::builtin().with_resolvers(&["198.51.100.53:53".parse().unwrap()]);
+        list.note_dns_server("198.18.2.2".parse().unwrap());
+        let note = |ip: &str| {
+            never_block_note(&list, ip.parse().unwrap())
+                .map(|n| serde_json::to_value(n).unwrap().to_string())
+        };
+        assert_eq!(
+            note("10.1.2.3").as_deref(),
+            Some(r#"{"origin":"built-in","range":"10.0.0.0/8"}"#)
+        );
+        assert_eq!(
+            note("198.51.100.53").as_deref(),
+            Some(r#"{"origin":"resolver","range":"198.51.100.53/32"}"#)
+        );
+        assert_eq!(
+            note("198.18.2.2").as_deref(),
+            Some(r#"{"origin":"dns-server","range":"198.18.2.2/32"}"#)
+        );
+        assert_eq!(note("198.18.2.3"), None);
+        assert_eq!(
+            Origin::from_name("dns-server"),
+            Some(Origin::DnsServerInUse)
+        );
+    }
 
     #[test]
     fn rules_items_are_parsed_like_rule_files() {
