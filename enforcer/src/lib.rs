@@ -12,6 +12,7 @@ pub mod fsutil;
 pub mod learn;
 pub mod logging;
 pub mod metrics;
+pub mod never_block;
 pub mod platform_ids;
 pub mod policy;
 pub mod reference;

@@ -42,7 +42,7 @@ pub struct RunOptions {
     pub bpffs: Option<PathBuf>,
     /// CIDR (or a bare address) that no rule or answer may block, added to the built-in list
     /// (repeatable).
-    #[arg(long = "never-block", value_name = "CIDR", value_parser = crate::cli::check::parse_cidr)]
+    #[arg(long = "never-block", value_name = "CIDR", value_parser = crate::policy::parse_prefix)]
     pub never_block: Vec<IpNet>,
     /// Shortest time an address from DNS is kept, in seconds [default: 60].
     #[arg(long, value_name = "SECS")]
@@ -192,14 +192,36 @@ fn scalar(value: &Yaml) -> Option<String> {
     }
 }
 
-/// clap's first error line without its "error: " prefix and usage hints.
+/// clap's error as a config-file error: `KEY: what is wrong`, in the words the same value
+/// would get on the command line.
 fn clap_message(error: &clap::Error) -> String {
     let text = error.to_string();
-    let first = text.lines().next().unwrap_or_default();
-    first
-        .trim_start_matches("error: ")
-        .replace("'--", "'")
-        .to_owned()
+    let mut lines = text.lines();
+    let first = lines
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ");
+    let hint = lines
+        .map(str::trim)
+        .find(|l| l.starts_with("[possible values"))
+        .map(|l| format!(" {l}"))
+        .unwrap_or_default();
+    // "invalid value 'V' for '--KEY <NAME>': WHY"
+    if let Some(rest) = first.strip_prefix("invalid value '")
+        && let Some((value, rest)) = rest.split_once("' for '--")
+        && let Some((arg, why)) = rest.split_once("'")
+    {
+        let key = arg.split_whitespace().next().unwrap_or(arg);
+        let why = why.trim_start_matches(':').trim();
+        return if why.is_empty() {
+            format!("{key}: invalid value `{value}`{hint}")
+        } else if why.contains(value) {
+            format!("{key}: {why}")
+        } else {
+            format!("{key}: `{value}`: {why}")
+        };
+    }
+    format!("{first}{hint}")
 }
 
 /// The options in force, after flags, the config file and the defaults.
@@ -350,12 +372,20 @@ mod tests {
             ConfigFile::parse("ifaces: [eth0]").unwrap_err(),
             "unknown option \"ifaces\""
         );
-        let grace = ConfigFile::parse("grace: soon").unwrap_err();
-        assert!(grace.contains("grace") && grace.contains("soon"), "{grace}");
-        let mode = ConfigFile::parse("xdp-mode: fast").unwrap_err();
-        assert!(mode.contains("xdp-mode") && mode.contains("fast"), "{mode}");
-        let cidr = ConfigFile::parse("never-block: [not-a-cidr]").unwrap_err();
-        assert!(cidr.contains("not-a-cidr"), "{cidr}");
+        // The rule files' prefix parser, with its words: a bare address is a host prefix.
+        assert_eq!(
+            ConfigFile::parse("never-block: [resolver]").unwrap_err(),
+            "never-block: invalid prefix `resolver`: expected an address or a CIDR like \
+             192.0.2.0/24 or 2001:db8::/32"
+        );
+        assert_eq!(
+            ConfigFile::parse("xdp-mode: fast").unwrap_err(),
+            "xdp-mode: invalid value `fast` [possible values: auto, native, skb]"
+        );
+        assert_eq!(
+            ConfigFile::parse("grace: soon").unwrap_err(),
+            "grace: `soon`: invalid digit found in string"
+        );
         assert!(ConfigFile::parse("no-dns-hold: true").is_err());
     }
 

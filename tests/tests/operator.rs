@@ -8,7 +8,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tests::lab::{INTERNET_V4, INTERNET_V6, Lab, Metrics, Server};
+use tests::lab::{GATEWAY_CLIENT_V4, INTERNET_V4, INTERNET_V6, Lab, Metrics, Server};
 
 const POLICY: &[(&str, &str)] = &[
     (
@@ -204,6 +204,19 @@ fn rules_add_reload_explain_and_status_through_the_socket() {
         "explain",
     );
     assert_eq!(why["verdict"], "none", "{why}");
+    assert!(why.get("never_block").is_none(), "{why}");
+    // The gateway's own address is in the never-block list, and explain says so.
+    let gateway = GATEWAY_CLIENT_V4.to_string();
+    let why = ok(
+        &lab.control(&["explain", &gateway, "--json"]).unwrap(),
+        "explain",
+    );
+    assert_eq!(why["never_block"]["origin"], "interface", "{why}");
+    assert_eq!(
+        why["never_block"]["range"],
+        format!("{gateway}/32"),
+        "{why}"
+    );
 
     // A broken file: the watcher and `reload` both refuse it; nothing changes.
     std::fs::write(

@@ -10,6 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
 use common_dns::{Dnsmasq, RcodeServer, SilentServer, TempDir, Zone, enforcer_bin};
+use enforcer::never_block::{NeverBlock, Origin};
 use enforcer::resolve::{
     AddressBook, BookSettings, Change, FailureKind, Mapping, NameResolution, Outcome, RejectReason,
     ResolveMetrics, Resolver, ResolverConfig, ResultLabel, STATE_FILE, Use, apply_round,
@@ -332,7 +333,8 @@ async fn poisoned_answers_refused_and_counted() {
 
     let mut dns = Dnsmasq::start(&clean);
     let mut cfg = config(vec![dns.addr]);
-    cfg.never_block.push("198.18.41.0/24".parse().unwrap());
+    cfg.never_block =
+        NeverBlock::builtin().with([("198.18.41.0/24".parse().unwrap(), Origin::Configured)]);
     cfg.max_addresses_per_name = 64;
     let resolver = Resolver::new(&cfg).unwrap();
     let metrics = ResolveMetrics::new();
@@ -395,13 +397,16 @@ async fn the_resolvers_own_address_is_refused() {
             .host("other.test", &["127.0.0.2"], None),
     );
     let mut cfg = config(vec![dns.addr]);
-    cfg.never_block = Vec::new();
+    cfg.never_block = NeverBlock::from_ranges([]);
     let resolver = Resolver::new(&cfg).unwrap();
-    assert!(
-        resolver
-            .guard()
-            .never_block()
-            .contains(&"127.0.0.1/32".parse::<IpNet>().unwrap())
+    let range = resolver
+        .guard()
+        .never_block()
+        .find("127.0.0.1".parse().unwrap());
+    assert_eq!(range.map(|r| r.origin), Some(Origin::Resolver));
+    assert_eq!(
+        range.map(|r| r.net),
+        Some("127.0.0.1/32".parse::<IpNet>().unwrap())
     );
     match resolver.resolve("self.test").await.outcome {
         Outcome::Rejected(rej) => {

@@ -106,9 +106,8 @@ fn rule_files() -> Vec<PathBuf> {
 }
 
 fn load(paths: &[PathBuf]) -> Policy {
-    let options = LoadOptions {
-        never_block: vec![],
-    };
+    // The built-in list: the shipped rules must load on any gateway.
+    let options = LoadOptions::default();
     match policy::load_policy(paths, &options) {
         Ok(policy) => policy,
         Err(err) => panic!("the shipped policy {paths:?} does not load:\n{err}"),

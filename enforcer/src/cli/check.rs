@@ -1,12 +1,16 @@
-//! `enforcer check`: validate policies without touching the datapath.
+//! `enforcer check`: validate policies without touching the datapath, exactly as `enforcer run`
+//! would with the same `--config` and `--never-block` (the same never-block list: the built-in
+//! ranges, `--never-block`, this host's addresses and the resolvers').
 
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use ipnet::IpNet;
 
+use crate::daemon::{self, DaemonError};
+use crate::never_block::NeverBlock;
 use crate::policy::{self, LoadOptions, Policy, PolicyError};
+use crate::settings::{Settings, SettingsError};
 
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
@@ -15,15 +19,43 @@ pub struct CheckArgs {
     pub paths: Vec<PathBuf>,
     /// Extra range no rule may overlap, added to the built-in list (repeatable). A bare
     /// address stands for itself alone.
-    #[arg(long = "never-block", value_name = "CIDR", value_parser = parse_cidr)]
+    #[arg(long = "never-block", value_name = "CIDR", value_parser = policy::parse_prefix)]
     pub never_block: Vec<IpNet>,
+    /// The daemon's config file: its `never-block` and `resolver` count as they do for `run`.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// Why `check` could not even start validating.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error(transparent)]
+    Daemon(#[from] DaemonError),
+}
+
+/// The never-block list `run` would build with these arguments: the same settings (flags win
+/// over the file) through the same builder.
+pub fn never_block(args: &CheckArgs) -> Result<NeverBlock, CheckError> {
+    let mut settings = Settings::from_config_file(args.config.as_deref())?;
+    if !args.never_block.is_empty() {
+        settings.never_block = args.never_block.clone();
+    }
+    let (list, _) = daemon::never_block(&settings)?;
+    Ok(list)
 }
 
 /// Exit 0 with a one-line summary on stdout when valid; 1 with every error on stderr otherwise.
 pub fn execute(args: &CheckArgs) -> ExitCode {
-    let options = LoadOptions {
-        never_block: args.never_block.clone(),
+    let never_block = match never_block(args) {
+        Ok(list) => list,
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::FAILURE;
+        }
     };
+    let options = LoadOptions { never_block };
     match policy::load_policy(&args.paths, &options) {
         Ok(policy) => {
             println!("{}", summary(&policy));
@@ -40,13 +72,6 @@ pub fn execute(args: &CheckArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// A CIDR, or a bare address as a host route (operators pass resolver addresses as they are).
-pub fn parse_cidr(text: &str) -> Result<IpNet, String> {
-    text.parse::<IpNet>()
-        .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
-        .map_err(|_| format!("`{text}` is not an address or CIDR"))
 }
 
 fn summary(policy: &Policy) -> String {
@@ -92,39 +117,115 @@ mod tests {
         );
     }
 
-    #[test]
-    fn never_block_arguments() {
-        assert_eq!(
-            parse_cidr("192.0.2.53"),
-            Ok("192.0.2.53/32".parse().unwrap())
-        );
-        assert_eq!(
-            parse_cidr("2001:db8::53"),
-            Ok("2001:db8::53/128".parse().unwrap())
-        );
-        assert_eq!(
-            parse_cidr("203.0.113.0/24"),
-            Ok("203.0.113.0/24".parse().unwrap())
-        );
-        assert!(parse_cidr("resolver").is_err());
+    /// What the real command line gives `subcommand` for `--never-block value`.
+    fn parse_never_block(subcommand: &str, value: &str) -> Result<Vec<IpNet>, String> {
+        use crate::cli::{Cli, Command};
         use clap::Parser;
-        #[derive(Debug, Parser)]
-        struct Cli {
-            #[command(flatten)]
-            check: CheckArgs,
+        let mut argv = vec!["enforcer", subcommand, "--never-block", value];
+        argv.extend(if subcommand == "run" {
+            ["--iface", "eth0"]
+        } else {
+            ["--", "rules"]
+        });
+        match Cli::try_parse_from(argv)
+            .map_err(|e| e.to_string())?
+            .command
+        {
+            Command::Check(args) => Ok(args.never_block),
+            Command::Run(args) => Ok(args.options.never_block),
+            other => panic!("{other:?}"),
         }
-        let cli = Cli::try_parse_from(["x", "r", "--never-block", "192.0.2.53"]).unwrap();
-        assert_eq!(
-            cli.check.never_block,
-            vec!["192.0.2.53/32".parse().unwrap()]
-        );
-        assert!(Cli::try_parse_from(["x", "--never-block", "192.0.2.53"]).is_err());
+    }
+
+    #[test]
+    fn run_and_check_parse_never_block_alike() {
+        let net = |s: &str| -> IpNet { s.parse().unwrap() };
+        for subcommand in ["run", "check"] {
+            for (value, expected) in [
+                ("192.0.2.53", net("192.0.2.53/32")),
+                ("2001:db8::53", net("2001:db8::53/128")),
+                ("203.0.113.0/24", net("203.0.113.0/24")),
+            ] {
+                assert_eq!(
+                    parse_never_block(subcommand, value),
+                    Ok(vec![expected]),
+                    "{subcommand} --never-block {value}"
+                );
+            }
+            // Garbage and host bits: the same words for both, naming the flag.
+            for (value, message) in [
+                (
+                    "resolver",
+                    "invalid prefix `resolver`: expected an address or a CIDR like 192.0.2.0/24 or 2001:db8::/32",
+                ),
+                (
+                    "10.0.0.1/8",
+                    "prefix `10.0.0.1/8` has host bits set; did you mean `10.0.0.0/8`?",
+                ),
+            ] {
+                let error = parse_never_block(subcommand, value).unwrap_err();
+                assert!(
+                    error.contains("--never-block") && error.contains(message),
+                    "{subcommand} --never-block {value}: {error}"
+                );
+            }
+        }
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("enforcer-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn check_builds_the_never_block_list_as_run_does() {
+        use crate::never_block::Origin;
+        use crate::settings::{RunArgs, RunOptions};
+        let dir = temp_dir("check-config");
+        let config = dir.join("config.yaml");
+        std::fs::write(
+            &config,
+            "never-block: [203.0.113.0/24]\nresolver: [\"198.51.100.53:5353\"]\n",
+        )
+        .unwrap();
+        let check = |never_block: Vec<IpNet>| CheckArgs {
+            paths: vec![dir.clone()],
+            never_block,
+            config: Some(config.clone()),
+        };
+        let run = |never_block: Vec<IpNet>| {
+            let args = RunArgs {
+                config: Some(config.clone()),
+                options: RunOptions {
+                    iface: vec!["eth0".into()],
+                    never_block,
+                    ..RunOptions::default()
+                },
+            };
+            let settings = Settings::for_run(args, None).unwrap();
+            daemon::never_block(&settings).unwrap().0
+        };
+        let from_file = never_block(&check(Vec::new())).unwrap();
+        assert_eq!(from_file.ranges(), run(Vec::new()).ranges());
+        let origin = |list: &NeverBlock, s: &str| list.find(s.parse().unwrap()).map(|r| r.origin);
+        assert_eq!(origin(&from_file, "203.0.113.7"), Some(Origin::Configured));
+        assert_eq!(origin(&from_file, "198.51.100.53"), Some(Origin::Resolver));
+        for local in crate::sys::netif::local_addresses().unwrap() {
+            assert!(from_file.contains(local.addr()), "{local}");
+        }
+        // The flag replaces the file's list, for both.
+        let flag = vec!["192.0.2.128/25".parse().unwrap()];
+        let from_flag = never_block(&check(flag.clone())).unwrap();
+        assert_eq!(from_flag.ranges(), run(flag).ranges());
+        assert_eq!(origin(&from_flag, "203.0.113.7"), None);
+        assert_eq!(origin(&from_flag, "192.0.2.200"), Some(Origin::Configured));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn exit_codes() {
-        let dir = std::env::temp_dir().join(format!("enforcer-check-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = temp_dir("check");
         let good = dir.join("good.yaml");
         std::fs::write(
             &good,
@@ -134,6 +235,7 @@ mod tests {
         let args = |path: &Path, never_block: &[&str]| CheckArgs {
             paths: vec![path.to_path_buf()],
             never_block: never_block.iter().map(|s| s.parse().unwrap()).collect(),
+            config: None,
         };
         assert_eq!(execute(&args(&good, &[])), ExitCode::SUCCESS);
         assert_eq!(

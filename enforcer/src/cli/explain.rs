@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use super::client;
 use crate::control::Request;
 use crate::control::protocol::Explanation;
+use crate::never_block::Origin;
 
 #[derive(Debug, clap::Args)]
 pub struct ExplainArgs {
@@ -35,6 +36,14 @@ fn render(answer: &Explanation) -> String {
             verdict => verdict,
         }
     );
+    if let Some(note) = &answer.never_block {
+        let _ = writeln!(
+            out,
+            "  in the never-block list: {} ({}); no DNS answer makes it blocked",
+            note.range,
+            Origin::from_name(&note.origin).map_or("", Origin::describe),
+        );
+    }
     for (i, m) in answer.matches.iter().enumerate() {
         let ports = m.ports.join(", ");
         let scope = match (m.protocol.as_str(), ports.is_empty()) {
@@ -73,4 +82,30 @@ fn render(answer: &Explanation) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_in_the_never_block_list_says_so() {
+        let answer: Explanation = serde_json::from_value(serde_json::json!({
+            "target": "192.0.2.53",
+            "verdict": "none",
+            "matches": [],
+            "never_block": {"range": "192.0.2.53/32", "origin": "resolver"},
+        }))
+        .unwrap();
+        assert_eq!(
+            render(&answer),
+            "192.0.2.53: no platform matches it\n  in the never-block list: 192.0.2.53/32 (a \
+             resolver of the daemon); no DNS answer makes it blocked\n"
+        );
+        let answer: Explanation = serde_json::from_value(
+            serde_json::json!({"target": "198.18.0.1", "verdict": "none", "matches": []}),
+        )
+        .unwrap();
+        assert_eq!(render(&answer), "198.18.0.1: no platform matches it\n");
+    }
 }

@@ -10,13 +10,12 @@ use std::time::{Duration, Instant, SystemTime};
 use ipnet::IpNet;
 use serde::Serialize;
 
-use crate::cli::check::parse_cidr;
+use crate::never_block::NeverBlock;
 use crate::policy::{self, DomainPattern, LoadOptions, Policy, PolicyError};
 use crate::resolve::{
-    AddressBook, BookSettings, NameResolution, Outcome, Resolver, ResolverConfig, parse_resolver,
-    policy_uses,
+    self, AddressBook, BookSettings, NameResolution, Outcome, Resolver, ResolverConfig,
+    parse_resolver, policy_uses,
 };
-use crate::sys::netif;
 
 #[derive(Debug, clap::Args)]
 pub struct ResolveArgs {
@@ -30,7 +29,7 @@ pub struct ResolveArgs {
     #[arg(long)]
     pub json: bool,
     /// Extra range no answer may contain, added to the built-in list (repeatable).
-    #[arg(long = "never-block", value_name = "CIDR", value_parser = parse_cidr)]
+    #[arg(long = "never-block", value_name = "CIDR", value_parser = policy::parse_prefix)]
     pub never_block: Vec<IpNet>,
     /// Most addresses one name may resolve to before its answer is refused.
     #[arg(long, value_name = "N", default_value_t = 64)]
@@ -70,17 +69,21 @@ struct AddressOutput {
 /// Exit 0 once it ran (even if some names failed or were refused: those go to stderr), 1 when
 /// the policy is invalid or no resolver can be set up.
 pub fn execute(args: &ResolveArgs) -> ExitCode {
-    let local = match netif::local_addresses() {
-        Ok(local) => local,
-        Err(error) => {
-            tracing::warn!(%error, "cannot list the interface addresses; not adding them to the never-block list");
-            Vec::new()
+    // The daemon's list: built-in, `--never-block`, this host's and the resolvers' addresses.
+    let built = resolve::servers(&args.resolvers)
+        .map_err(|e| e.to_string())
+        .and_then(|servers| {
+            NeverBlock::build(&args.never_block, &servers)
+                .map(|list| (list, servers))
+                .map_err(|e| e.to_string())
+        });
+    let (never_block, servers) = match built {
+        Ok(built) => built,
+        Err(err) => {
+            eprintln!("enforcer resolve: {err}");
+            return ExitCode::FAILURE;
         }
     };
-    let mut never_block = args.never_block.clone();
-    never_block.extend(local);
-    never_block.extend(args.resolvers.iter().map(|s| IpNet::from(s.ip())));
-
     let options = LoadOptions {
         never_block: never_block.clone(),
     };
@@ -98,14 +101,14 @@ pub fn execute(args: &ResolveArgs) -> ExitCode {
         }
     };
 
-    let mut config = ResolverConfig {
-        servers: args.resolvers.clone(),
+    let config = ResolverConfig {
+        servers,
         max_addresses_per_name: args.max_addresses_per_name,
+        never_block,
         shared_suffixes: args.shared_suffixes.clone(),
         timeout: Duration::from_secs(args.timeout.max(1)),
         ..ResolverConfig::default()
     };
-    config.never_block.extend(never_block);
 
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

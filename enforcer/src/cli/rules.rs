@@ -6,10 +6,12 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Subcommand;
+use ipnet::IpNet;
 
 use super::client;
 use crate::control::Request;
 use crate::control::protocol::RulesList;
+use crate::policy::{self, Action, DomainPattern};
 
 #[derive(Debug, Subcommand)]
 pub enum RulesCommand {
@@ -23,22 +25,22 @@ pub enum RulesCommand {
     Add {
         platform: String,
         /// Domain to ban (repeatable); `*.example.com` for every name below it.
-        #[arg(long = "domain", value_name = "D")]
-        domains: Vec<String>,
-        /// Prefix to ban (repeatable).
-        #[arg(long = "prefix", value_name = "P")]
-        prefixes: Vec<String>,
+        #[arg(long = "domain", value_name = "D", value_parser = policy::parse_domain)]
+        domains: Vec<DomainPattern>,
+        /// Prefix to ban (repeatable); a bare address stands for itself alone.
+        #[arg(long = "prefix", value_name = "P", value_parser = policy::parse_prefix)]
+        prefixes: Vec<IpNet>,
         /// drop, monitor or allow (default: the platform's, or drop for a new one).
-        #[arg(long, value_name = "A")]
-        action: Option<String>,
+        #[arg(long, value_name = "A", value_parser = policy::parse_action)]
+        action: Option<Action>,
     },
     /// Remove domains and prefixes added with `rules add` (all of the platform's without any).
     Remove {
         platform: String,
-        #[arg(long = "domain", value_name = "D")]
-        domains: Vec<String>,
-        #[arg(long = "prefix", value_name = "P")]
-        prefixes: Vec<String>,
+        #[arg(long = "domain", value_name = "D", value_parser = policy::parse_domain)]
+        domains: Vec<DomainPattern>,
+        #[arg(long = "prefix", value_name = "P", value_parser = policy::parse_prefix)]
+        prefixes: Vec<IpNet>,
     },
 }
 
@@ -53,9 +55,9 @@ pub fn execute(socket: &Path, command: RulesCommand) -> ExitCode {
         } => {
             let request = Request::RulesAdd {
                 platform,
-                domains,
-                prefixes,
-                action,
+                domains: texts(&domains),
+                prefixes: texts(&prefixes),
+                action: action.map(|a| a.as_str().to_owned()),
             };
             client::run(socket, &request, false, client::render_change)
         }
@@ -66,12 +68,17 @@ pub fn execute(socket: &Path, command: RulesCommand) -> ExitCode {
         } => {
             let request = Request::RulesRemove {
                 platform,
-                domains,
-                prefixes,
+                domains: texts(&domains),
+                prefixes: texts(&prefixes),
             };
             client::run(socket, &request, false, client::render_change)
         }
     }
+}
+
+/// Values already checked here, written as the daemon parses them again.
+fn texts<T: ToString>(values: &[T]) -> Vec<String> {
+    values.iter().map(ToString::to_string).collect()
 }
 
 fn render_list(list: &RulesList) -> String {
@@ -95,4 +102,76 @@ fn render_list(list: &RulesList) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser as _;
+
+    fn parse(args: &[&str]) -> Result<RulesCommand, String> {
+        let argv = ["enforcer", "rules"].iter().chain(args);
+        match Cli::try_parse_from(argv)
+            .map_err(|e| e.to_string())?
+            .command
+        {
+            Command::Rules(command) => Ok(command),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn values_are_checked_with_the_rule_files_vocabulary() {
+        let RulesCommand::Add {
+            domains,
+            prefixes,
+            action,
+            ..
+        } = parse(&[
+            "add",
+            "zoom",
+            "--domain",
+            "Zoom.US.",
+            "--prefix",
+            "198.51.100.7",
+            "--action",
+            "monitor",
+        ])
+        .unwrap()
+        else {
+            panic!("not an add");
+        };
+        assert_eq!(domains, vec![DomainPattern::Exact("zoom.us".into())]);
+        assert_eq!(prefixes, vec!["198.51.100.7/32".parse::<IpNet>().unwrap()]);
+        assert_eq!(action, Some(Action::Monitor));
+        for (args, flag, message) in [
+            (
+                ["add", "zoom", "--domain", "a_b.zoom.us"],
+                "--domain",
+                "invalid domain `a_b.zoom.us`: character `_` is not allowed",
+            ),
+            (
+                ["add", "zoom", "--prefix", "10.0.0.1/8"],
+                "--prefix",
+                "prefix `10.0.0.1/8` has host bits set; did you mean `10.0.0.0/8`?",
+            ),
+            (
+                ["add", "zoom", "--action", "block"],
+                "--action",
+                "invalid action `block`: expected drop, monitor or allow",
+            ),
+            (
+                ["remove", "zoom", "--domain", "*.com"],
+                "--domain",
+                "invalid domain `*.com`: a wildcard must cover",
+            ),
+        ] {
+            let error = parse(&args).unwrap_err();
+            assert!(
+                error.contains(flag) && error.contains(message),
+                "{args:?}: {error}"
+            );
+        }
+    }
 }

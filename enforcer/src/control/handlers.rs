@@ -6,7 +6,7 @@ use ipnet::IpNet;
 use super::protocol::PolicyChange;
 use super::{Request, Response};
 use crate::daemon::Daemon;
-use crate::policy::{Action, DomainPattern};
+use crate::policy::{self, DomainPattern};
 
 /// Answers one request. Runs on a blocking thread: a reload may compile a large policy.
 pub fn handle(daemon: &Daemon, request: Request) -> Response {
@@ -29,7 +29,7 @@ pub fn handle(daemon: &Daemon, request: Request) -> Response {
             action,
         } => Response::from_result(rules_add(
             daemon,
-            platform,
+            &platform,
             &domains,
             &prefixes,
             action.as_deref(),
@@ -38,88 +38,112 @@ pub fn handle(daemon: &Daemon, request: Request) -> Response {
             platform,
             domains,
             prefixes,
-        } => Response::from_result(rules_remove(daemon, platform, &domains, &prefixes)),
+        } => Response::from_result(rules_remove(daemon, &platform, &domains, &prefixes)),
     }
 }
 
-/// Parses the CLI's domains and prefixes; every bad one is reported.
+/// Parses the CLI's domains and prefixes with the rule files' vocabulary, so that `rules add`
+/// refuses exactly what the loader would; every bad one is reported, naming its flag.
 fn parse_items(
     domains: &[String],
     prefixes: &[String],
 ) -> Result<(Vec<DomainPattern>, Vec<IpNet>), Vec<String>> {
     let mut errors = Vec::new();
-    let mut parsed_domains = Vec::new();
-    for d in domains {
-        let d = d.trim().trim_end_matches('.').to_ascii_lowercase();
-        let valid = |s: &str| {
-            !s.is_empty()
-                && s.contains('.')
-                && s.split('.').all(|label| {
-                    !label.is_empty()
-                        && label.len() <= 63
-                        && label
-                            .bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-                })
-        };
-        match d.strip_prefix("*.") {
-            Some(rest) if valid(rest) => parsed_domains.push(DomainPattern::Wildcard(rest.into())),
-            None if valid(&d) => parsed_domains.push(DomainPattern::Exact(d)),
-            _ => errors.push(format!("--domain {d}: not a domain name or *.domain")),
-        }
-    }
-    let mut parsed_prefixes = Vec::new();
-    for p in prefixes {
-        match crate::cli::check::parse_cidr(p.trim()) {
-            Ok(net) if net != net.trunc() => errors.push(format!(
-                "--prefix {p}: host bits set; did you mean {}?",
-                net.trunc()
-            )),
-            Ok(net) => parsed_prefixes.push(net),
-            Err(e) => errors.push(format!("--prefix {p}: {e}")),
-        }
-    }
+    let domains = parse_all("--domain", domains, policy::parse_domain, &mut errors);
+    let prefixes = parse_all("--prefix", prefixes, policy::parse_prefix, &mut errors);
     if errors.is_empty() {
-        Ok((parsed_domains, parsed_prefixes))
+        Ok((domains, prefixes))
     } else {
         Err(errors)
     }
 }
 
+/// Every text `parse` accepts; an error for each it refuses, naming `flag`.
+fn parse_all<T>(
+    flag: &str,
+    texts: &[String],
+    parse: fn(&str) -> Result<T, String>,
+    errors: &mut Vec<String>,
+) -> Vec<T> {
+    texts
+        .iter()
+        .filter_map(|text| {
+            parse(text)
+                .map_err(|message| errors.push(format!("{flag}: {message}")))
+                .ok()
+        })
+        .collect()
+}
+
 fn rules_add(
     daemon: &Daemon,
-    platform: String,
+    platform: &str,
     domains: &[String],
     prefixes: &[String],
     action: Option<&str>,
 ) -> Result<PolicyChange, Vec<String>> {
     let (domains, prefixes) = parse_items(domains, prefixes)?;
-    let action = match action {
-        None => None,
-        Some("drop") => Some(Action::Drop),
-        Some("monitor") => Some(Action::Monitor),
-        Some("allow") => Some(Action::Allow),
-        Some(other) => {
-            return Err(vec![format!(
-                "--action {other}: expected drop, monitor or allow"
-            )]);
-        }
-    };
+    let action = action
+        .map(policy::parse_action)
+        .transpose()
+        .map_err(|message| vec![format!("--action: {message}")])?;
     daemon.with(|s| {
-        s.rules_add(&platform, action, domains, prefixes)
+        s.rules_add(platform, action, domains, prefixes)
             .map_err(|e| e.lines())
     })
 }
 
 fn rules_remove(
     daemon: &Daemon,
-    platform: String,
+    platform: &str,
     domains: &[String],
     prefixes: &[String],
 ) -> Result<PolicyChange, Vec<String>> {
     let (domains, prefixes) = parse_items(domains, prefixes)?;
     daemon.with(|s| {
-        s.rules_remove(&platform, &domains, &prefixes)
+        s.rules_remove(platform, &domains, &prefixes)
             .map_err(|e| e.lines())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_items_are_parsed_like_rule_files() {
+        // A rule file refuses `_` in a domain: `rules add` must refuse it too, naming the flag,
+        // rather than write it into the managed file for the loader to reject there.
+        assert_eq!(
+            parse_items(&["a_b.example.com".into()], &[]).unwrap_err(),
+            vec![
+                "--domain: invalid domain `a_b.example.com`: character `_` is not allowed \
+                 (only letters, digits and `-`)"
+            ]
+        );
+        // Every bad item is reported, each with the rule files' words.
+        assert_eq!(
+            parse_items(&["*.com".into()], &["10.0.0.1/8".into(), "zoom".into()]).unwrap_err(),
+            vec![
+                "--domain: invalid domain `*.com`: a wildcard must cover a domain of at least two \
+                 labels, like `*.example.com`, not a whole top-level domain",
+                "--prefix: prefix `10.0.0.1/8` has host bits set; did you mean `10.0.0.0/8`?",
+                "--prefix: invalid prefix `zoom`: expected an address or a CIDR like \
+                 192.0.2.0/24 or 2001:db8::/32",
+            ]
+        );
+        let (domains, prefixes) = parse_items(
+            &["Zoom.US.".into(), "*.zoom.us".into()],
+            &["198.51.100.7".into()],
+        )
+        .unwrap();
+        assert_eq!(
+            domains,
+            vec![
+                DomainPattern::Exact("zoom.us".into()),
+                DomainPattern::Wildcard("zoom.us".into())
+            ]
+        );
+        assert_eq!(prefixes, vec!["198.51.100.7/32".parse::<IpNet>().unwrap()]);
+    }
 }

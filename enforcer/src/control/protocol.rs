@@ -109,8 +109,18 @@ pub struct Explanation {
     /// drop, monitor, allow or none: what the first (best) match decides.
     pub verdict: String,
     pub matches: Vec<ExplainMatch>,
+    /// For an address in the never-block list: the range holding it and why it is there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub never_block: Option<NeverBlockNote>,
 }
 impl Reply for Explanation {}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NeverBlockNote {
+    pub range: String,
+    /// `built-in`, `never-block`, `interface`, `resolver` or `dns-server`.
+    pub origin: String,
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExplainMatch {

@@ -11,11 +11,11 @@ mod state;
 mod tasks;
 mod watch;
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use ipnet::IpNet;
 use tokio::sync::Notify;
 
 pub use state::{EnforceError, ReloadError, Reloads, State, policy_digest};
@@ -26,6 +26,7 @@ use crate::datapath::bpffs::{self, BpffsError};
 use crate::datapath::{Datapath, DatapathError};
 use crate::learn::{DomainPatterns, LearnedSet, Learner, Reinjector};
 use crate::metrics::{self, MetricsError};
+use crate::never_block::{NeverBlock, NeverBlockError};
 use crate::platform_ids::{IdsError, PlatformIds};
 use crate::policy::{self, LoadOptions, Policy, PolicyError};
 use crate::resolve::{
@@ -33,7 +34,6 @@ use crate::resolve::{
     ResolverConfig, ResolverError,
 };
 use crate::settings::Settings;
-use crate::sys::netif;
 use crate::sys::privileges;
 
 #[derive(Debug, thiserror::Error)]
@@ -46,8 +46,8 @@ pub enum DaemonError {
     ResolverAddress(#[from] ResolverAddrError),
     #[error("resolver: {0}")]
     Resolver(#[from] ResolverError),
-    #[error("reading the gateway's addresses: {0}")]
-    LocalAddresses(std::io::Error),
+    #[error(transparent)]
+    NeverBlock(#[from] NeverBlockError),
     #[error(transparent)]
     Bpffs(#[from] BpffsError),
     #[error(transparent)]
@@ -120,8 +120,10 @@ impl Daemon {
 
 /// Runs the daemon with `settings` until SIGTERM or SIGINT.
 pub fn run(settings: Settings) -> Result<(), DaemonError> {
-    let never_block = never_block_list(&settings)?;
-    let load_options = load_options(&settings, &never_block)?;
+    let (never_block, servers) = never_block(&settings)?;
+    let load_options = LoadOptions {
+        never_block: never_block.clone(),
+    };
     let mut policy = policy::load_policy(std::slice::from_ref(&settings.rules), &load_options)?;
     let mut ids = PlatformIds::load(&settings.state_dir).unwrap_or_else(|error| {
         tracing::error!(%error, "the platform ids are unusable; assigning new ones");
@@ -131,7 +133,7 @@ pub fn run(settings: Settings) -> Result<(), DaemonError> {
     if let Err(error) = ids.save(&settings.state_dir) {
         tracing::error!(%error, "saving the platform ids failed");
     }
-    let resolver_config = resolver_config(&settings, &never_block)?;
+    let resolver_config = resolver_config(&settings, servers, &never_block);
 
     // Fail-static across restarts: the last known addresses are enforced before any DNS answer.
     let book_settings = BookSettings::from_config(&resolver_config);
@@ -160,7 +162,7 @@ pub fn run(settings: Settings) -> Result<(), DaemonError> {
         book,
         resolve_metrics,
         state_dir: settings.state_dir.clone(),
-        never_block: resolver_config.never_block.clone(),
+        never_block,
         rules_path: settings.rules.clone(),
         load_options,
         learner,
@@ -301,43 +303,36 @@ async fn wait_for_termination() -> std::io::Result<()> {
     Ok(())
 }
 
-/// The built-in list, `--never-block`, and the gateway's own addresses. The resolvers' addresses
-/// are added by [`resolver_config`] for DNS and here for the policy.
-fn never_block_list(settings: &Settings) -> Result<Vec<IpNet>, DaemonError> {
-    let mut list = settings.never_block.clone();
-    list.extend(netif::local_addresses().map_err(DaemonError::LocalAddresses)?);
-    Ok(list)
-}
-
-fn load_options(settings: &Settings, never_block: &[IpNet]) -> Result<LoadOptions, DaemonError> {
-    let mut never_block = never_block.to_vec();
-    for text in &settings.resolvers {
-        never_block.push(IpNet::from(resolve::parse_resolver(text)?.ip()));
-    }
-    Ok(LoadOptions { never_block })
-}
-
-fn resolver_config(
-    settings: &Settings,
-    never_block: &[IpNet],
-) -> Result<ResolverConfig, DaemonError> {
-    let servers = settings
+/// The never-block list the daemon enforces with, built once here from `--never-block`, the
+/// gateway's addresses and the resolvers' (`--resolver`, else the system's, also returned).
+/// `check` builds it here too, so that it validates exactly as the daemon would.
+pub fn never_block(settings: &Settings) -> Result<(NeverBlock, Vec<SocketAddr>), DaemonError> {
+    let configured = settings
         .resolvers
         .iter()
         .map(|text| resolve::parse_resolver(text))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut config = ResolverConfig {
+    let servers = resolve::servers(&configured)?;
+    let list = NeverBlock::build(&settings.never_block, &servers)?;
+    Ok((list, servers))
+}
+
+fn resolver_config(
+    settings: &Settings,
+    servers: Vec<SocketAddr>,
+    never_block: &NeverBlock,
+) -> ResolverConfig {
+    ResolverConfig {
         servers,
         ttl_floor: Duration::from_secs(settings.ttl_floor),
         ttl_ceiling: Duration::from_secs(settings.ttl_ceiling),
         grace: Duration::from_secs(settings.grace),
         max_addresses_per_name: usize::try_from(settings.max_addresses_per_name)
             .unwrap_or(usize::MAX),
+        never_block: never_block.clone(),
         shared_suffixes: settings.shared_suffixes.clone(),
         ..ResolverConfig::default()
-    };
-    config.never_block.extend(never_block.iter().copied());
-    Ok(config)
+    }
 }
 
 /// The learning pipeline for `policy`, with the addresses learned before a restart (those of
@@ -348,12 +343,11 @@ fn learner(
     config: &ResolverConfig,
     book_settings: BookSettings,
 ) -> Learner {
-    let mut guard = Guard::new(
+    let guard = Guard::new(
         config.never_block.clone(),
         config.max_addresses_per_name,
         &config.shared_suffixes,
     );
-    guard.add_never_block(config.servers.iter().map(|s| IpNet::from(s.ip())));
     let patterns = DomainPatterns::from_policy(policy);
     let mut set = LearnedSet::load(&settings.state_dir).unwrap_or_else(|error| {
         tracing::error!(%error, "the learned addresses are unusable; starting without them");

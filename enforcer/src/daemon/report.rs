@@ -8,10 +8,11 @@ use ipnet::IpNet;
 
 use super::state::{State, policy_digest};
 use crate::control::protocol::{
-    ExplainMatch, Explanation, InterfaceStatus, ListedEntry, ListedPlatform, PlatformStatus,
-    ResolverStatus, RulesList, StatusReply,
+    ExplainMatch, Explanation, InterfaceStatus, ListedEntry, ListedPlatform, NeverBlockNote,
+    PlatformStatus, ResolverStatus, RulesList, StatusReply,
 };
 use crate::datapath::DatapathError;
+use crate::never_block::NeverBlock;
 use crate::policy::{DomainPattern, Policy};
 use crate::reference::{Matcher, PrefixSource};
 
@@ -78,10 +79,12 @@ impl State {
     /// Which platform and entry decide an address or a name, best first.
     pub fn explain(&self, target: &str) -> Explanation {
         let target = target.trim();
-        let matches = match target.parse::<IpAddr>() {
-            Ok(ip) => explain_ip(self, ip),
-            Err(_) => explain_name(self, target),
+        let ip = target.parse::<IpAddr>().ok();
+        let matches = match ip {
+            Some(ip) => explain_ip(self, ip),
+            None => explain_name(self, target),
         };
+        let never_block = ip.and_then(|ip| never_block_note(self.never_block(), ip));
         // Matches come best first; the first one decides.
         let verdict = matches
             .first()
@@ -90,6 +93,7 @@ impl State {
             target: target.to_owned(),
             verdict,
             matches,
+            never_block,
         }
     }
 
@@ -97,6 +101,15 @@ impl State {
     pub fn rules_list(&self) -> RulesList {
         rules_list(self.policy())
     }
+}
+
+/// For an address in the never-block list, where it is and why. No DNS answer makes it blocked
+/// (a published prefix of a monitor or allow platform may still match it).
+fn never_block_note(never_block: &NeverBlock, ip: IpAddr) -> Option<NeverBlockNote> {
+    never_block.find(ip).map(|range| NeverBlockNote {
+        range: range.net.to_string(),
+        origin: range.origin.as_str().to_owned(),
+    })
 }
 
 fn explain_ip(state: &State, ip: IpAddr) -> Vec<ExplainMatch> {
@@ -251,5 +264,38 @@ fn rules_list(policy: &Policy) -> RulesList {
                     .collect(),
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::never_block::Origin;
+
+    #[test]
+    fn explain_says_when_an_address_is_in_the_never_block_list() {
+        let list = NeverBlock::builtin().with_resolvers(&["198.51.100.53:53".parse().unwrap()]);
+        list.note_dns_server("198.18.2.2".parse().unwrap());
+        let note = |ip: &str| {
+            never_block_note(&list, ip.parse().unwrap())
+                .map(|n| serde_json::to_value(n).unwrap().to_string())
+        };
+        assert_eq!(
+            note("10.1.2.3").as_deref(),
+            Some(r#"{"origin":"built-in","range":"10.0.0.0/8"}"#)
+        );
+        assert_eq!(
+            note("198.51.100.53").as_deref(),
+            Some(r#"{"origin":"resolver","range":"198.51.100.53/32"}"#)
+        );
+        assert_eq!(
+            note("198.18.2.2").as_deref(),
+            Some(r#"{"origin":"dns-server","range":"198.18.2.2/32"}"#)
+        );
+        assert_eq!(note("198.18.2.3"), None);
+        assert_eq!(
+            Origin::from_name("dns-server"),
+            Some(Origin::DnsServerInUse)
+        );
     }
 }

@@ -16,6 +16,7 @@ use crate::control::protocol::PolicyChange;
 use crate::datapath::attach::Attached;
 use crate::datapath::{ApplyStats, Datapath, DatapathError, DnsPacket};
 use crate::learn::{DomainPatterns, LearnedSet, Learner, Observed};
+use crate::never_block::NeverBlock;
 use crate::platform_ids::{IdsError, PlatformIds};
 use crate::policy::managed::{self, ManagedError, ManagedPlatform};
 use crate::policy::{self, Action, DomainPattern, LoadOptions, MANAGED_FILE, Policy, PolicyError};
@@ -81,8 +82,9 @@ pub struct State {
     /// Where the book, the learned set and the platform ids are saved.
     state_dir: PathBuf,
     /// DNS may never make these blocked; also re-checked for addresses read from the state files,
-    /// which may predate a `--never-block` the operator added since.
-    never_block: Vec<IpNet>,
+    /// which may predate a `--never-block` the operator added since. The one list, built at
+    /// start-up and shared (clones see the DNS servers the learner notes).
+    never_block: NeverBlock,
     /// `--rules` and how it is loaded, for `reload`, `rules` and the file watcher.
     rules_path: PathBuf,
     load_options: LoadOptions,
@@ -106,7 +108,7 @@ pub struct Parts {
     pub book: AddressBook,
     pub resolve_metrics: ResolveMetrics,
     pub state_dir: PathBuf,
-    pub never_block: Vec<IpNet>,
+    pub never_block: NeverBlock,
     pub rules_path: PathBuf,
     pub load_options: LoadOptions,
     pub learner: Learner,
@@ -172,6 +174,9 @@ impl State {
     }
     pub fn last_policy_update(&self) -> SystemTime {
         self.last_policy_update
+    }
+    pub fn never_block(&self) -> &NeverBlock {
+        &self.never_block
     }
     pub fn rules_path(&self) -> &std::path::Path {
         &self.rules_path
@@ -490,7 +495,7 @@ impl State {
         // Fast path: only the new host keys are written; anything unusual recompiles everything.
         let hosts: Vec<EntryAddress> = added
             .iter()
-            .filter(|m| !self.never_block.iter().any(|n| n.contains(&m.address)))
+            .filter(|m| !self.never_block.contains(m.address))
             .filter_map(|m| {
                 Some(EntryAddress {
                     platform: self
@@ -561,7 +566,7 @@ pub fn policy_digest(policy: &Policy) -> String {
 /// keep at least what they had.
 fn compile_and_apply(
     datapath: &mut Datapath,
-    never_block: &[IpNet],
+    never_block: &NeverBlock,
     policy: &Policy,
     book: &AddressBook,
     learned: &LearnedSet,
@@ -578,7 +583,7 @@ fn dns_addresses(
     policy: &Policy,
     book: &AddressBook,
     learned: &LearnedSet,
-    never_block: &[IpNet],
+    never_block: &NeverBlock,
 ) -> Vec<EntryAddress> {
     let index: HashMap<&str, usize> = policy
         .platforms
@@ -592,7 +597,7 @@ fn dns_addresses(
         .iter()
         .chain(learned.mappings())
         .filter_map(|m| {
-            if never_block.iter().any(|n| n.contains(&m.address)) {
+            if never_block.contains(m.address) {
                 refused += 1;
                 return None;
             }
@@ -610,4 +615,60 @@ fn dns_addresses(
         );
     }
     addresses
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+    use std::path::Path;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::learn::LearnedEntry;
+    use crate::never_block::Origin;
+    use crate::resolve::{BookSettings, Use};
+
+    #[test]
+    fn restored_addresses_inside_the_never_block_list_are_not_enforced() {
+        let policy = policy::parse_policy_str(
+            Path::new("p.yaml"),
+            "platform: zoom\nmatch:\n  - domains: [\"*.zoom.us\"]\n",
+            &LoadOptions::default(),
+        )
+        .unwrap();
+        // As read from the state directory: one address since added to --never-block, one of
+        // a DNS server clients use, one ordinary.
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        let mut learned = LearnedSet::default();
+        learned.learn(
+            &[Use {
+                platform: "zoom".into(),
+                entry: 0,
+            }],
+            &[
+                (ip("198.18.5.1"), 60),
+                (ip("198.18.5.53"), 60),
+                (ip("198.18.5.9"), 60),
+            ],
+            &LearnedEntry {
+                name: "a.zoom.us".into(),
+                cname_chain: Vec::new(),
+                resolver: ip("198.18.2.2"),
+                remove_at: SystemTime::now() + Duration::from_secs(60),
+            },
+        );
+        let never_block =
+            NeverBlock::builtin().with([("198.18.5.0/30".parse().unwrap(), Origin::Configured)]);
+        never_block.note_dns_server(ip("198.18.5.53"));
+        let book = AddressBook::new(BookSettings {
+            ttl_floor: Duration::from_secs(60),
+            ttl_ceiling: Duration::from_secs(3600),
+            grace: Duration::ZERO,
+        });
+        let enforced: Vec<IpNet> = dns_addresses(&policy, &book, &learned, &never_block)
+            .into_iter()
+            .map(|a| a.net)
+            .collect();
+        assert_eq!(enforced, vec!["198.18.5.9/32".parse::<IpNet>().unwrap()]);
+    }
 }

@@ -206,6 +206,9 @@ impl Learner {
             self.counters.add(AnswerResult::Unsolicited);
             return result(AnswerResult::Unsolicited, Vec::new());
         }
+        // It answered a client's query that crossed the gateway: a DNS server clients use, which
+        // no answer may make blocked (this one included), for learning and resolution alike.
+        self.guard.never_block().note_dns_server(observed.src.ip());
         let uses = self.uses_of(&message);
         if uses.is_empty() || message.addresses.is_empty() {
             self.counters.add(AnswerResult::Unmatched);
@@ -274,7 +277,9 @@ mod tests {
 
     use super::message::tests::{a, cname, query, response};
     use super::*;
-    use crate::policy::{LoadOptions, builtin_never_block, parse_policy_str};
+    use crate::never_block::NeverBlock;
+    use crate::policy::{LoadOptions, parse_policy_str};
+    use crate::resolve::{RejectReason, Resolver, ResolverConfig};
 
     type Case<'a> = (
         &'a str,
@@ -286,6 +291,10 @@ mod tests {
     const SERVER: &str = "198.18.2.2:53";
 
     fn learner() -> Learner {
+        learner_with(NeverBlock::builtin())
+    }
+
+    fn learner_with(never_block: NeverBlock) -> Learner {
         let policy = parse_policy_str(
             Path::new("p.yaml"),
             "platform: zoom\nmatch:\n  - domains: [\"*.zoom.us\"]\n",
@@ -294,7 +303,7 @@ mod tests {
         .unwrap();
         Learner::new(
             DomainPatterns::from_policy(&policy),
-            Guard::new(builtin_never_block(), 4, &[]),
+            Guard::new(never_block, 4, &[]),
             BookSettings {
                 ttl_floor: Duration::from_secs(60),
                 ttl_ceiling: Duration::from_secs(3600),
@@ -304,6 +313,16 @@ mod tests {
     }
 
     fn see(l: &mut Learner, from: &str, to: &str, payload: &[u8]) -> Outcome {
+        see_counted(l, from, to, payload, &ResolveMetrics::new())
+    }
+
+    fn see_counted(
+        l: &mut Learner,
+        from: &str,
+        to: &str,
+        payload: &[u8],
+        metrics: &ResolveMetrics,
+    ) -> Outcome {
         let observed = Observed {
             src: from.parse().unwrap(),
             dst: to.parse().unwrap(),
@@ -313,7 +332,7 @@ mod tests {
             &observed,
             SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000),
             Instant::now(),
-            &ResolveMetrics::new(),
+            metrics,
         )
     }
 
@@ -403,6 +422,91 @@ mod tests {
             Some(AnswerResult::Malformed)
         );
         assert!(l.set.is_empty());
+    }
+
+    #[test]
+    fn an_answer_naming_its_own_server_is_refused() {
+        let mut l = learner();
+        let metrics = ResolveMetrics::new();
+        see(&mut l, CLIENT, SERVER, &query(7, "self.zoom.us"));
+        // SERVER is 198.18.2.2: outside the built-in list, so only the rule about servers
+        // refuses it.
+        let r = response(
+            7,
+            "self.zoom.us",
+            &[("self.zoom.us", a([198, 18, 2, 2]), 60)],
+        );
+        let out = see_counted(&mut l, SERVER, CLIENT, &r, &metrics);
+        assert_eq!(out.result, Some(AnswerResult::Refused));
+        assert!(out.added.is_empty());
+        assert!(l.set.is_empty());
+        assert_eq!(l.counters.get(AnswerResult::Refused), 1);
+        assert_eq!(metrics.rejected(RejectReason::NeverBlock), 1);
+    }
+
+    #[test]
+    fn an_answer_naming_a_server_clients_use_is_refused() {
+        const OTHER_SERVER: &str = "198.18.3.3:53";
+        let mut l = learner();
+        let metrics = ResolveMetrics::new();
+        // Clients use OTHER_SERVER too (for a name no rule covers).
+        see(&mut l, CLIENT, OTHER_SERVER, &query(8, "news.example"));
+        let r = response(
+            8,
+            "news.example",
+            &[("news.example", a([198, 19, 1, 1]), 60)],
+        );
+        assert_eq!(
+            see(&mut l, OTHER_SERVER, CLIENT, &r).result,
+            Some(AnswerResult::Unmatched)
+        );
+        // An answer from SERVER naming it is refused and counted; a clean one still learns.
+        see(&mut l, CLIENT, SERVER, &query(9, "x.zoom.us"));
+        let r = response(9, "x.zoom.us", &[("x.zoom.us", a([198, 18, 3, 3]), 60)]);
+        let out = see_counted(&mut l, SERVER, CLIENT, &r, &metrics);
+        assert_eq!(out.result, Some(AnswerResult::Refused));
+        assert_eq!(metrics.rejected(RejectReason::NeverBlock), 1);
+        see(&mut l, CLIENT, SERVER, &query(10, "y.zoom.us"));
+        let r = response(10, "y.zoom.us", &[("y.zoom.us", a([198, 18, 3, 4]), 60)]);
+        assert_eq!(
+            see(&mut l, SERVER, CLIENT, &r).result,
+            Some(AnswerResult::Learned)
+        );
+        // An unsolicited response does not make its source a server clients use.
+        let r = response(11, "z.zoom.us", &[("z.zoom.us", a([198, 19, 1, 1]), 60)]);
+        see(&mut l, "198.18.9.9:53", CLIENT, &r);
+        assert!(
+            !l.guard
+                .never_block()
+                .contains("198.18.9.9".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn the_daemons_resolver_refuses_servers_the_learner_saw() {
+        // The daemon hands clones of one list to the learner and to its resolver.
+        let never_block = NeverBlock::builtin();
+        let resolver = Resolver::new(&ResolverConfig {
+            servers: vec!["127.0.0.1:53".parse().unwrap()],
+            never_block: never_block.clone(),
+            ..ResolverConfig::default()
+        })
+        .unwrap();
+        let server: IpAddr = "198.18.2.2".parse().unwrap();
+        assert!(resolver.guard().check("a.example", &[], &[server]).is_ok());
+        let mut l = learner_with(never_block);
+        see(&mut l, CLIENT, SERVER, &query(12, "news.example"));
+        let r = response(
+            12,
+            "news.example",
+            &[("news.example", a([198, 19, 1, 1]), 60)],
+        );
+        see(&mut l, SERVER, CLIENT, &r);
+        let rejection = resolver
+            .guard()
+            .check("a.example", &[], &[server])
+            .unwrap_err();
+        assert_eq!(rejection.reason, RejectReason::NeverBlock);
     }
 
     #[test]

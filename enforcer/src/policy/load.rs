@@ -10,8 +10,8 @@ use super::values;
 use super::yaml::{self, Node, Pos, Value};
 use super::{
     Action, Diagnostic, Entry, LoadOptions, Location, Platform, Policy, PolicyError, Protocol,
-    builtin_never_block,
 };
+use crate::never_block::NeverBlock;
 
 const PLATFORM_KEYS: &[&str] = &["platform", "description", "reference", "action", "match"];
 const ENTRY_KEYS: &[&str] = &["domains", "prefixes", "protocol", "ports"];
@@ -58,16 +58,16 @@ pub fn load_policy_with_managed(
 
 /// The platforms written in a managed file alone, with whether each wrote its `action`.
 pub fn read_managed(path: &Path, text: &str) -> Result<Vec<(Platform, bool)>, PolicyError> {
-    let never_block = Vec::new();
     let mut checker = Checker {
         path,
-        never_block: &never_block,
         diagnostics: Vec::new(),
+        prefixes: Vec::new(),
+        written: Vec::new(),
     };
     let platforms = checker
         .documents(text, true)
         .into_iter()
-        .map(|(p, action_at)| (p, action_at.is_some()))
+        .map(|p| (p.platform, p.action_at.is_some()))
         .collect();
     if checker.diagnostics.is_empty() {
         Ok(platforms)
@@ -95,24 +95,21 @@ fn build(
     options: &LoadOptions,
     mut diagnostics: Vec<Diagnostic>,
 ) -> Result<Policy, PolicyError> {
-    let never_block = never_block_list(options);
     let mut parsed = Vec::new();
+    let mut written = Vec::new();
     for source in sources {
         let mut checker = Checker {
             path: &source.path,
-            never_block: &never_block,
             diagnostics: Vec::new(),
+            prefixes: Vec::new(),
+            written: Vec::new(),
         };
-        for (platform, action_at) in checker.documents(&source.text, source.managed) {
-            parsed.push(Parsed {
-                platform,
-                action_at,
-                managed: source.managed,
-            });
-        }
+        parsed.extend(checker.documents(&source.text, source.managed));
         diagnostics.append(&mut checker.diagnostics);
+        written.append(&mut checker.written);
     }
     let policy = merge(parsed, &mut diagnostics);
+    check_never_block(&policy, &written, &options.never_block, &mut diagnostics);
     if diagnostics.is_empty() {
         return Ok(policy);
     }
@@ -129,16 +126,65 @@ fn build(
     Err(PolicyError::Invalid(diagnostics))
 }
 
-/// The built-in list plus the caller's ranges, without repeats so messages list each once.
-fn never_block_list(options: &LoadOptions) -> Vec<IpNet> {
-    let mut list = builtin_never_block();
-    for net in &options.never_block {
-        let net = net.trunc();
-        if !list.contains(&net) {
-            list.push(net);
+/// Reports every prefix of a `drop` platform that overlaps the never-block list. Run after the
+/// files are merged, since a platform's action may be written in another file than its entry
+/// (the managed file extends platforms without repeating their action); `monitor` and `allow`
+/// platforms may overlap the list.
+fn check_never_block(
+    policy: &Policy,
+    written: &[WrittenPlatform],
+    never_block: &NeverBlock,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    for platform in written {
+        let merged = platform
+            .name
+            .as_ref()
+            .and_then(|name| policy.platforms.iter().find(|p| &p.name == name));
+        if merged.map_or(platform.action, |p| p.action) != Action::Drop {
+            continue;
+        }
+        for prefix in &platform.prefixes {
+            let overlaps = never_block.overlaps(&prefix.net);
+            if overlaps.is_empty() {
+                continue;
+            }
+            let list = overlaps
+                .iter()
+                .map(|r| r.net.to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            let ranges = if overlaps.len() == 1 {
+                "range"
+            } else {
+                "ranges"
+            };
+            diagnostics.push(Diagnostic {
+                location: prefix.location.clone(),
+                message: format!(
+                    "prefix `{}` overlaps the never-block {ranges} {list}",
+                    prefix.text
+                ),
+            });
         }
     }
-    list
+}
+
+/// The valid prefixes of one document, for the never-block check after merging; kept even when
+/// the document is invalid, so that every error is reported in one run.
+struct WrittenPlatform {
+    /// Its name, when valid.
+    name: Option<String>,
+    /// Its own action: the one written when valid, else drop.
+    action: Action,
+    prefixes: Vec<WrittenPrefix>,
+}
+
+/// A valid prefix as written in a file, with where.
+struct WrittenPrefix {
+    net: IpNet,
+    text: String,
+    location: Location,
 }
 
 /// A platform of one file, before files are merged.
@@ -235,8 +281,11 @@ const EMPTY_FILE: &str =
 /// Validates the documents of one file, collecting its diagnostics.
 struct Checker<'a> {
     path: &'a Path,
-    never_block: &'a [IpNet],
     diagnostics: Vec<Diagnostic>,
+    /// The valid prefixes of the document being read.
+    prefixes: Vec<WrittenPrefix>,
+    /// Every document's prefixes, once read.
+    written: Vec<WrittenPlatform>,
 }
 
 impl Checker<'_> {
@@ -258,7 +307,7 @@ impl Checker<'_> {
 
     /// The platforms of a file: one document, or any number (none included) in the managed
     /// file, which `enforcer rules` writes with one document per platform.
-    fn documents(&mut self, text: &str, managed: bool) -> Vec<(Platform, Option<Location>)> {
+    fn documents(&mut self, text: &str, managed: bool) -> Vec<Parsed> {
         let documents = match yaml::parse(text) {
             Ok(documents) => documents,
             Err(e) => {
@@ -270,7 +319,7 @@ impl Checker<'_> {
             return documents
                 .iter()
                 .filter(|d| !d.root.is_null())
-                .filter_map(|d| self.document(d))
+                .filter_map(|d| self.document(d, true))
                 .collect();
         }
         let Some(first) = documents.first() else {
@@ -284,12 +333,13 @@ impl Checker<'_> {
                  split the file",
             );
         }
-        self.document(first).into_iter().collect()
+        self.document(first, false).into_iter().collect()
     }
 
     /// The platform of a document, if it has a valid name (even when other parts are invalid, so
     /// that duplicates are still reported), and where its `action` was written.
-    fn document(&mut self, document: &yaml::Document) -> Option<(Platform, Option<Location>)> {
+    fn document(&mut self, document: &yaml::Document, managed: bool) -> Option<Parsed> {
+        self.prefixes.clear();
         let root = &document.root;
         if root.is_null() {
             // An empty root is marked where the parser stopped; the document start is clearer.
@@ -323,19 +373,13 @@ impl Checker<'_> {
             .and_then(|(k, v)| self.optional_string(k, v, "reference"));
         let action = fields.get("action").and_then(|(k, v)| {
             let text = self.string(k, v, "action", "drop, monitor or allow")?;
-            let action = match text {
-                "drop" => Action::Drop,
-                "monitor" => Action::Monitor,
-                "allow" => Action::Allow,
-                _ => {
-                    self.error(
-                        v.pos,
-                        format!("invalid action `{text}`: expected drop, monitor or allow"),
-                    );
-                    return None;
+            match values::parse_action(text) {
+                Ok(action) => Some((action, self.location(v.pos))),
+                Err(message) => {
+                    self.error(v.pos, message);
+                    None
                 }
-            };
-            Some((action, self.location(v.pos)))
+            }
         });
         let entries = match fields.get("match") {
             None => {
@@ -345,8 +389,13 @@ impl Checker<'_> {
             Some((key, value)) => self.entries(key, value),
         };
 
-        let (name, name_pos) = name?;
         let (action, action_at) = action.map_or((Action::Drop, None), |(a, l)| (a, Some(l)));
+        self.written.push(WrittenPlatform {
+            name: name.as_ref().map(|(name, _)| name.clone()),
+            action,
+            prefixes: std::mem::take(&mut self.prefixes),
+        });
+        let (name, name_pos) = name?;
         let platform = Platform {
             name,
             id: 0,
@@ -356,7 +405,11 @@ impl Checker<'_> {
             entries,
             location: self.location(name_pos),
         };
-        Some((platform, action_at))
+        Some(Parsed {
+            platform,
+            action_at,
+            managed,
+        })
     }
 
     /// Reports keys that are not names, unknown or repeated; keeps the first of each.
@@ -536,7 +589,14 @@ impl Checker<'_> {
             for item in items.unwrap_or_default() {
                 if let Some(text) = self.item(item, "a prefix must be a string") {
                     match values::parse_prefix(text) {
-                        Ok(prefix) => self.check_never_block(item.pos, text, prefix, &mut prefixes),
+                        Ok(net) => {
+                            prefixes.push(net);
+                            self.prefixes.push(WrittenPrefix {
+                                net,
+                                text: text.to_owned(),
+                                location: self.location(item.pos),
+                            });
+                        }
                         Err(message) => self.error(item.pos, message),
                     }
                 }
@@ -548,15 +608,10 @@ impl Checker<'_> {
             None => Some(Protocol::Any),
             Some((k, v)) => self
                 .string(k, v, "protocol", "tcp, udp or any")
-                .and_then(|text| match text {
-                    "tcp" => Some(Protocol::Tcp),
-                    "udp" => Some(Protocol::Udp),
-                    "any" => Some(Protocol::Any),
-                    _ => {
-                        self.error(
-                            v.pos,
-                            format!("invalid protocol `{text}`: expected tcp, udp or any"),
-                        );
+                .and_then(|text| match values::parse_protocol(text) {
+                    Ok(protocol) => Some(protocol),
+                    Err(message) => {
+                        self.error(v.pos, message);
                         None
                     }
                 }),
@@ -613,34 +668,6 @@ impl Checker<'_> {
             }
         }
     }
-
-    fn check_never_block(
-        &mut self,
-        pos: Pos,
-        text: &str,
-        prefix: IpNet,
-        prefixes: &mut Vec<IpNet>,
-    ) {
-        let overlaps = values::never_block_overlaps(&prefix, self.never_block);
-        if overlaps.is_empty() {
-            prefixes.push(prefix);
-            return;
-        }
-        let list = overlaps
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(", ");
-        let ranges = if overlaps.len() == 1 {
-            "range"
-        } else {
-            "ranges"
-        };
-        self.error(
-            pos,
-            format!("prefix `{text}` overlaps the never-block {ranges} {list}"),
-        );
-    }
 }
 
 #[cfg(test)]
@@ -649,6 +676,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
+    use crate::never_block::Origin;
     use crate::policy::{DomainPattern, PortRange};
 
     fn parse(text: &str) -> Result<Policy, PolicyError> {
@@ -1075,7 +1103,10 @@ match:
         );
         // Ranges from the options count too, in both directions.
         let options = LoadOptions {
-            never_block: vec![net("198.51.100.53/32"), net("203.0.113.0/24")],
+            never_block: NeverBlock::from_ranges([
+                (net("198.51.100.53/32"), Origin::Resolver),
+                (net("203.0.113.0/24"), Origin::Configured),
+            ]),
         };
         let text = "platform: a\nmatch:\n  - prefixes: [198.51.100.0/24, 203.0.113.128/25, 198.18.0.0/15]\n";
         let err = parse_policy_str(Path::new("p.yaml"), text, &options).unwrap_err();
@@ -1084,6 +1115,52 @@ match:
             "p.yaml:3:16: prefix `198.51.100.0/24` overlaps the never-block range 198.51.100.53/32\n\
              p.yaml:3:33: prefix `203.0.113.128/25` overlaps the never-block range 203.0.113.0/24"
         );
+    }
+
+    #[test]
+    fn monitor_and_allow_may_overlap_the_never_block_list() {
+        for action in ["monitor", "allow"] {
+            let text = format!(
+                "platform: a\naction: {action}\nmatch:\n  - prefixes: [10.0.0.0/8, 192.168.1.0/24]\n"
+            );
+            let policy = parse(&text).unwrap_or_else(|e| panic!("{action}: {e}"));
+            assert_eq!(policy.platforms[0].entries[0].prefixes.len(), 2);
+        }
+        // The default action is drop.
+        error_at(
+            "platform: a\nmatch:\n  - prefixes: [192.168.1.0/24]\n",
+            3,
+            16,
+            "overlaps the never-block range 192.168.0.0/16",
+        );
+    }
+
+    #[test]
+    fn managed_extension_is_checked_with_the_platforms_action() {
+        let dir = temp_dir();
+        let managed = dir.join(sources::MANAGED_FILE);
+        // The managed file leaves the action out: the platform's own decides.
+        let extension = "platform: p\nmatch:\n  - prefixes: [10.1.0.0/16]\n";
+        fs::write(&managed, extension).unwrap();
+        fs::write(
+            dir.join("p.yaml"),
+            "platform: p\naction: monitor\nmatch:\n  - domains: [p.example]\n",
+        )
+        .unwrap();
+        assert!(load(&dir).is_ok());
+        fs::write(
+            dir.join("p.yaml"),
+            "platform: p\nmatch:\n  - domains: [p.example]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            invalid(load(&dir)),
+            vec![format!(
+                "{}:3:16: prefix `10.1.0.0/16` overlaps the never-block range 10.0.0.0/8",
+                managed.display()
+            )]
+        );
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

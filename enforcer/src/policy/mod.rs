@@ -13,11 +13,12 @@ mod yaml;
 use std::fmt;
 use std::path::PathBuf;
 
-use ipnet::IpNet;
-
 pub use load::{load_policy, load_policy_with_managed, parse_policy_str, read_managed};
 pub use model::*;
 pub use sources::MANAGED_FILE;
+pub use values::{parse_action, parse_domain, parse_ports, parse_prefix, parse_protocol};
+
+use crate::never_block::NeverBlock;
 
 /// One problem in a rule file. A `line` of 0 means the problem concerns the whole path (a
 /// directory without rule files), and the position is left out of the message.
@@ -58,55 +59,17 @@ fn display_lines(diagnostics: &[Diagnostic]) -> String {
         .join("\n")
 }
 
+/// How a policy is validated.
 #[derive(Clone, Debug, Default)]
 pub struct LoadOptions {
-    /// Added to [`builtin_never_block`]: typically the resolvers' and the gateway's addresses.
-    pub never_block: Vec<IpNet>,
-}
-
-/// Ranges no rule may ever block: local, private, link-local, multicast and broadcast space.
-const BUILTIN_NEVER_BLOCK: [&str; 14] = [
-    "0.0.0.0/8",
-    "10.0.0.0/8",
-    "100.64.0.0/10",
-    "127.0.0.0/8",
-    "169.254.0.0/16",
-    "172.16.0.0/12",
-    "192.168.0.0/16",
-    "224.0.0.0/4",
-    "255.255.255.255/32",
-    "::/128",
-    "::1/128",
-    "fc00::/7",
-    "fe80::/10",
-    "ff00::/8",
-];
-
-/// The built-in never-block list (without resolver or interface addresses: callers add those).
-pub fn builtin_never_block() -> Vec<IpNet> {
-    // The literals are checked by a unit test, so nothing is silently dropped here.
-    BUILTIN_NEVER_BLOCK
-        .iter()
-        .filter_map(|s| s.parse().ok())
-        .collect()
+    /// A prefix of a `drop` platform may not overlap it (the default: the built-in list alone;
+    /// the daemon and `check` pass the one built at start-up).
+    pub never_block: NeverBlock,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn builtin_list_is_complete() {
-        let list = builtin_never_block();
-        assert_eq!(list.len(), BUILTIN_NEVER_BLOCK.len());
-        assert!(list.contains(&"255.255.255.255/32".parse().unwrap()));
-        assert!(list.contains(&"ff00::/8".parse().unwrap()));
-        // The test networks stand for the internet and must stay blockable.
-        for internet in ["198.18.0.0/15", "2001:db8::/32"] {
-            let net: IpNet = internet.parse().unwrap();
-            assert!(list.iter().all(|n| !n.contains(&net) && !net.contains(n)));
-        }
-    }
 
     #[test]
     fn diagnostics_display() {

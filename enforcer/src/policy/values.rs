@@ -1,11 +1,13 @@
-//! Parsing of the scalar values of a rule file: domains, prefixes, ports, and the never-block
-//! check. Each returns the message of the error; the caller adds the position.
+//! The policy's vocabulary: parsing of domains, prefixes, actions, protocols and ports, for
+//! every place they are written (rule files, `rules add`, the control socket, `--never-block`
+//! on the command line and in the config file). Each returns the message of the error; the
+//! caller adds the place (`PATH:LINE:COLUMN` in a file, the flag on the command line).
 
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use super::model::{DomainPattern, PortRange};
+use super::model::{Action, DomainPattern, PortRange, Protocol};
 
 /// `zoom.us` → `Exact`, `*.zoom.us` → `Wildcard("zoom.us")`; case-folded, trailing dot dropped.
 pub fn parse_domain(text: &str) -> Result<DomainPattern, String> {
@@ -141,13 +143,28 @@ fn parse_port(text: &str) -> Result<u16, String> {
     }
 }
 
-/// The never-block ranges `prefix` overlaps: those containing it and those inside it.
-pub fn never_block_overlaps(prefix: &IpNet, never_block: &[IpNet]) -> Vec<IpNet> {
-    never_block
-        .iter()
-        .filter(|n| n.contains(prefix) || prefix.contains(*n))
-        .copied()
-        .collect()
+/// `drop`, `monitor` or `allow`.
+pub fn parse_action(text: &str) -> Result<Action, String> {
+    match text {
+        "drop" => Ok(Action::Drop),
+        "monitor" => Ok(Action::Monitor),
+        "allow" => Ok(Action::Allow),
+        _ => Err(format!(
+            "invalid action `{text}`: expected drop, monitor or allow"
+        )),
+    }
+}
+
+/// `tcp`, `udp` or `any`.
+pub fn parse_protocol(text: &str) -> Result<Protocol, String> {
+    match text {
+        "tcp" => Ok(Protocol::Tcp),
+        "udp" => Ok(Protocol::Udp),
+        "any" => Ok(Protocol::Any),
+        _ => Err(format!(
+            "invalid protocol `{text}`: expected tcp, udp or any"
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -314,15 +331,20 @@ mod tests {
     }
 
     #[test]
-    fn never_block_overlap_both_ways() {
-        let list: Vec<IpNet> = ["10.0.0.0/8", "fe80::/10"]
-            .map(|s| s.parse().unwrap())
-            .to_vec();
-        let overlaps = |s: &str| never_block_overlaps(&s.parse().unwrap(), &list);
-        assert_eq!(overlaps("10.1.0.0/16"), vec![list[0]]);
-        assert_eq!(overlaps("0.0.0.0/0"), vec![list[0]]);
-        assert_eq!(overlaps("fe80::1/128"), vec![list[1]]);
-        assert!(overlaps("11.0.0.0/8").is_empty());
-        assert!(overlaps("2001:db8::/32").is_empty());
+    fn actions_and_protocols() {
+        for action in [Action::Drop, Action::Monitor, Action::Allow] {
+            assert_eq!(parse_action(action.as_str()), Ok(action));
+        }
+        for protocol in [Protocol::Tcp, Protocol::Udp, Protocol::Any] {
+            assert_eq!(parse_protocol(protocol.as_str()), Ok(protocol));
+        }
+        assert_eq!(
+            parse_action("Drop").unwrap_err(),
+            "invalid action `Drop`: expected drop, monitor or allow"
+        );
+        assert_eq!(
+            parse_protocol("icmp").unwrap_err(),
+            "invalid protocol `icmp`: expected tcp, udp or any"
+        );
     }
 }

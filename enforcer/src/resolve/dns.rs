@@ -20,7 +20,6 @@ use hickory_resolver::proto::xfer::{
     DnsHandle as _, DnsRequestOptions, DnsResponse, FirstAnswer as _, Protocol, RetryDnsHandle,
 };
 use hickory_resolver::proto::{ProtoError, ProtoErrorKind};
-use ipnet::IpNet;
 
 use super::ResolverConfig;
 use super::guard::{Guard, Rejection, display_chain};
@@ -148,14 +147,7 @@ impl Resolver {
     /// Builds the resolver; with no servers in `config`, reads `/etc/resolv.conf`. The servers'
     /// own addresses are added to the never-block list.
     pub fn new(config: &ResolverConfig) -> Result<Self, ResolverError> {
-        let servers = if config.servers.is_empty() {
-            system_servers()?
-        } else {
-            dedup(config.servers.clone())
-        };
-        if servers.is_empty() {
-            return Err(ResolverError::NoServers);
-        }
+        let servers = servers(&config.servers)?;
         let mut group = NameServerConfigGroup::with_capacity(servers.len() * 2);
         for server in &servers {
             // UDP first, TCP for truncated answers (a name with many addresses).
@@ -174,12 +166,12 @@ impl Resolver {
         let pool = NameServerPool::from_config(group, options, TokioConnectionProvider::default());
         let client = RetryDnsHandle::new(pool, config.attempts);
 
-        let mut guard = Guard::new(
-            config.never_block.clone(),
+        // The daemon's list holds them already; any other caller's gets them here.
+        let guard = Guard::new(
+            config.never_block.with_resolvers(&servers),
             config.max_addresses_per_name,
             &config.shared_suffixes,
         );
-        guard.add_never_block(servers.iter().map(|s| IpNet::from(s.ip())));
 
         let tries = u32::try_from(config.attempts.saturating_add(1)).unwrap_or(u32::MAX);
         Ok(Self {
@@ -494,6 +486,20 @@ fn combine_failures(v4: &Failure, v6: &Failure) -> Failure {
         kind,
         detail: format!("{}; {}", v4.detail, v6.detail),
     }
+}
+
+/// The servers a resolver for `configured` asks: those, or the system's (`/etc/resolv.conf`)
+/// when none are configured. The daemon reads them once at start-up, for its never-block list.
+pub fn servers(configured: &[SocketAddr]) -> Result<Vec<SocketAddr>, ResolverError> {
+    let servers = if configured.is_empty() {
+        system_servers()?
+    } else {
+        dedup(configured.to_vec())
+    };
+    if servers.is_empty() {
+        return Err(ResolverError::NoServers);
+    }
+    Ok(servers)
 }
 
 fn system_servers() -> Result<Vec<SocketAddr>, ResolverError> {

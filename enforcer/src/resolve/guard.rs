@@ -4,9 +4,8 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use ipnet::IpNet;
-
 use super::shared::{builtin_shared_suffixes, normalize, shared_suffix_of};
+use crate::never_block::NeverBlock;
 
 /// Why an answer was refused; the `reason` label of `enforcer_rejected_answers_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -54,22 +53,19 @@ pub struct Rejection {
 /// The checks, configured once per resolver.
 #[derive(Clone, Debug)]
 pub struct Guard {
-    never_block: Vec<IpNet>,
+    never_block: NeverBlock,
     max_addresses: usize,
     shared: Vec<String>,
 }
 
 impl Guard {
     /// `extra_shared` is added to the built-in shared suffixes.
-    pub fn new(never_block: Vec<IpNet>, max_addresses: usize, extra_shared: &[String]) -> Self {
+    pub fn new(never_block: NeverBlock, max_addresses: usize, extra_shared: &[String]) -> Self {
         let mut shared = builtin_shared_suffixes();
         shared.extend(extra_shared.iter().map(|s| normalize(s)));
         shared.retain(|s| !s.is_empty());
         shared.sort();
         shared.dedup();
-        let mut never_block: Vec<IpNet> = never_block.into_iter().map(|n| n.trunc()).collect();
-        never_block.sort();
-        never_block.dedup();
         Self {
             never_block,
             max_addresses,
@@ -77,13 +73,7 @@ impl Guard {
         }
     }
 
-    pub fn add_never_block(&mut self, nets: impl IntoIterator<Item = IpNet>) {
-        self.never_block.extend(nets.into_iter().map(|n| n.trunc()));
-        self.never_block.sort();
-        self.never_block.dedup();
-    }
-
-    pub fn never_block(&self) -> &[IpNet] {
+    pub fn never_block(&self) -> &NeverBlock {
         &self.never_block
     }
 
@@ -111,11 +101,11 @@ impl Guard {
             addresses: addresses.to_vec(),
         };
         for address in addresses {
-            if let Some(net) = self.never_block.iter().find(|n| n.contains(address)) {
+            if let Some(range) = self.never_block.find(*address) {
                 return Err(reject(
                     RejectReason::NeverBlock,
                     address.to_string(),
-                    format!("answer {address} is inside never-block {net}"),
+                    format!("answer {address} is inside never-block {range}"),
                 ));
             }
         }
@@ -158,8 +148,8 @@ mod tests {
     use super::*;
 
     fn guard() -> Guard {
-        let mut never_block = crate::policy::builtin_never_block();
-        never_block.push("198.18.255.0/24".parse().unwrap());
+        let never_block =
+            NeverBlock::builtin().with_resolvers(&["198.18.255.53:53".parse().unwrap()]);
         Guard::new(never_block, 4, &["Shared.Example.".to_owned()])
     }
 
@@ -188,7 +178,7 @@ mod tests {
             "127.0.0.1",
             "10.1.2.3",
             "192.168.1.1",
-            "198.18.255.7",
+            "198.18.255.53",
             "::1",
             "fe80::1",
             "0.0.0.0",
@@ -200,6 +190,24 @@ mod tests {
             assert_eq!(r.offending, bad);
             assert!(r.detail.contains("video.example") && r.detail.contains(bad));
         }
+    }
+
+    #[test]
+    fn dns_servers_clients_use_are_refused() {
+        let g = guard();
+        let answer = ips(&["198.18.7.53"]);
+        assert!(g.check("video.example", &[], &answer).is_ok());
+        // Seen by the learner through a clone of the same list.
+        g.never_block()
+            .clone()
+            .note_dns_server("198.18.7.53".parse().unwrap());
+        let r = g.check("video.example", &[], &answer).unwrap_err();
+        assert_eq!(r.reason, RejectReason::NeverBlock);
+        assert!(
+            r.detail.contains("a DNS server clients use"),
+            "{}",
+            r.detail
+        );
     }
 
     #[test]

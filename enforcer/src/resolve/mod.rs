@@ -61,12 +61,14 @@ mod state;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime};
 
-use ipnet::IpNet;
+use crate::never_block::NeverBlock;
 
 pub use book::{
     AddressBook, BookEntry, BookSettings, Change, FamilyCounts, Mapping, Use, policy_uses,
 };
-pub use dns::{Answer, Failure, FailureKind, NameResolution, Outcome, Resolver, ResolverError};
+pub use dns::{
+    Answer, Failure, FailureKind, NameResolution, Outcome, Resolver, ResolverError, servers,
+};
 pub use guard::{Guard, RejectReason, Rejection};
 pub use metrics::{
     DURATION_BUCKETS, HistogramSnapshot, ResolveMetrics, ResolverHealth, ResultLabel,
@@ -93,9 +95,9 @@ pub struct ResolverConfig {
     pub grace: Duration,
     /// Answers with more addresses than this are refused (`--max-addresses-per-name`).
     pub max_addresses_per_name: usize,
-    /// Addresses DNS must never make us block: callers pass the built-in list, `--never-block` and
-    /// the gateway's interface addresses; the resolver adds its servers' own addresses.
-    pub never_block: Vec<IpNet>,
+    /// Addresses DNS must never make us block: the daemon passes the list it built at start-up
+    /// ([`NeverBlock::build`]); the resolver makes sure its servers' own addresses are in it.
+    pub never_block: NeverBlock,
     /// Extra shared suffixes (`--shared-suffix`), added to [`BUILTIN_SHARED_SUFFIXES`].
     pub shared_suffixes: Vec<String>,
     /// Time allowed for one query to one server before it counts as unanswered.
@@ -115,7 +117,7 @@ impl Default for ResolverConfig {
             ttl_ceiling: Duration::from_secs(86_400),
             grace: Duration::from_secs(3_600),
             max_addresses_per_name: 64,
-            never_block: crate::policy::builtin_never_block(),
+            never_block: NeverBlock::builtin(),
             shared_suffixes: Vec::new(),
             timeout: Duration::from_secs(3),
             attempts: 2,
@@ -232,6 +234,6 @@ mod tests {
         assert_eq!(c.ttl_ceiling, Duration::from_secs(86_400));
         assert_eq!(c.grace, Duration::from_secs(3_600));
         assert_eq!(c.max_addresses_per_name, 64);
-        assert!(c.never_block.contains(&"127.0.0.0/8".parse().unwrap()));
+        assert!(c.never_block.contains("127.0.0.1".parse().unwrap()));
     }
 }

@@ -1,0 +1,156 @@
+//! The command line as an operator types it: values are parsed with the policy's vocabulary by
+//! every command, and `check` builds its never-block list as `run` does.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+const GARBAGE: &str =
+    "invalid prefix `resolver`: expected an address or a CIDR like 192.0.2.0/24 or 2001:db8::/32";
+
+fn enforcer(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_enforcer"))
+        .args(args)
+        .output()
+        .expect("running the enforcer binary")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A directory of its own for one test, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("enforcer-cli-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    fn write(&self, name: &str, text: &str) -> String {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const POLICY: &str = "platform: video\nmatch:\n  - prefixes: [198.51.100.0/24]\n";
+
+#[test]
+fn check_takes_a_bare_address_as_never_block() {
+    let dir = TempDir::new("bare");
+    let policy = dir.write("video.yaml", POLICY);
+    let clean = enforcer(&["check", &policy]);
+    assert_eq!(clean.status.code(), Some(0), "{}", stderr(&clean));
+
+    let refused = enforcer(&["check", "--never-block", "198.51.100.53", &policy]);
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    assert_eq!(
+        stderr(&refused),
+        format!(
+            "{policy}:3:16: prefix `198.51.100.0/24` overlaps the never-block range 198.51.100.53/32\n"
+        )
+    );
+}
+
+#[test]
+fn check_honours_the_daemons_config_file() {
+    let dir = TempDir::new("config");
+    let policy = dir.write("video.yaml", POLICY);
+    // The resolver's address is in the daemon's never-block list, so it is in check's.
+    let config = dir.write("config.yaml", "resolver: [\"198.51.100.53:5353\"]\n");
+    let refused = enforcer(&["check", "--config", &config, &policy]);
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("overlaps the never-block range 198.51.100.53/32"),
+        "{}",
+        stderr(&refused)
+    );
+    let config = dir.write("bad.yaml", "never-block: [resolver]\n");
+    let bad = enforcer(&["check", "--config", &config, &policy]);
+    assert_eq!(bad.status.code(), Some(1), "{}", stderr(&bad));
+    assert!(
+        stderr(&bad).contains(&format!("{config}: never-block: {GARBAGE}")),
+        "{}",
+        stderr(&bad)
+    );
+}
+
+#[test]
+fn run_takes_a_bare_address_as_never_block() {
+    // Accepted: the daemon gets as far as asking for an interface.
+    let output = enforcer(&["run", "--never-block", "192.0.2.53"]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("no interface given"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn garbage_never_block_gets_the_same_words_from_run_and_check() {
+    for args in [
+        ["run", "--iface", "lo", "--never-block", "resolver"],
+        ["check", "--never-block", "resolver", "--", "rules"],
+    ] {
+        let output = enforcer(&args);
+        // clap's usage error: nothing was started.
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        let error = stderr(&output);
+        assert!(
+            error.contains("'--never-block <CIDR>'") && error.contains(GARBAGE),
+            "{args:?}: {error}"
+        );
+    }
+}
+
+#[test]
+fn rules_add_refuses_what_a_rule_file_refuses_before_asking_the_daemon() {
+    let socket = "/nonexistent/enforcer.sock";
+    let output = enforcer(&[
+        "--socket",
+        socket,
+        "rules",
+        "add",
+        "video",
+        "--domain",
+        "a_b.video.example",
+    ]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains(
+            "'--domain <D>': invalid domain `a_b.video.example`: character `_` is not allowed"
+        ),
+        "{}",
+        stderr(&output)
+    );
+    // A valid domain gets as far as the (absent) daemon.
+    let output = enforcer(&[
+        "--socket",
+        socket,
+        "rules",
+        "add",
+        "video",
+        "--domain",
+        "ab.video.example",
+    ]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("cannot reach the daemon"),
+        "{}",
+        stderr(&output)
+    );
+}
