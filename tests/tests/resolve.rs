@@ -12,8 +12,9 @@ use std::time::{Duration, Instant, SystemTime};
 use common_dns::{Dnsmasq, RcodeServer, SilentServer, TempDir, Zone, enforcer_bin};
 use enforcer::never_block::{NeverBlock, Origin};
 use enforcer::resolve::{
-    AddressBook, BookSettings, Change, FailureKind, Mapping, NameResolution, Outcome, RejectReason,
-    ResolveMetrics, Resolver, ResolverConfig, ResultLabel, STATE_FILE, Use, apply_round,
+    AddressBook, BookSettings, Change, FailureKind, LookupResult, Mapping, NameResolution,
+    RejectReason, ResolveMetrics, Resolver, ResolverConfig, ResultLabel, STATE_FILE, Use,
+    apply_round,
 };
 use ipnet::IpNet;
 
@@ -87,7 +88,7 @@ fn count(metrics: &ResolveMetrics, platform: &str, label: ResultLabel) -> u64 {
 
 fn expect_ok(r: &NameResolution) -> &enforcer::resolve::Answer {
     match &r.outcome {
-        Outcome::Ok(a) => a,
+        LookupResult::Ok(a) => a,
         other => panic!("{}: expected an answer, got {other:?}", r.name),
     }
 }
@@ -279,7 +280,7 @@ async fn cname_into_shared_suffix_refused() {
     let (results, change) = round(&resolver, &mut book, &metrics).await;
     for r in &results {
         match (r.name.as_str(), &r.outcome) {
-            ("video.test", Outcome::Rejected(rej)) => {
+            ("video.test", LookupResult::Rejected(rej)) => {
                 assert_eq!(rej.reason, RejectReason::Shared);
                 assert_eq!(rej.offending, "d1a2b3c4.cloudfront.net");
                 assert!(
@@ -289,11 +290,11 @@ async fn cname_into_shared_suffix_refused() {
                 );
                 assert!(rej.detail.contains("cloudfront.net"));
             }
-            ("v2.test", Outcome::Rejected(rej)) => {
+            ("v2.test", LookupResult::Rejected(rej)) => {
                 assert_eq!(rej.reason, RejectReason::Shared);
                 assert_eq!(rej.offending, "e.cdn.example");
             }
-            ("own.test", Outcome::Ok(_)) => {}
+            ("own.test", LookupResult::Ok(_)) => {}
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -354,7 +355,7 @@ async fn poisoned_answers_refused_and_counted() {
     );
     assert_eq!(book.mappings(), before);
     for r in &results {
-        let Outcome::Rejected(rej) = &r.outcome else {
+        let LookupResult::Rejected(rej) = &r.outcome else {
             panic!("{} was not refused: {:?}", r.name, r.outcome);
         };
         let (reason, offending) = match r.name.as_str() {
@@ -409,7 +410,7 @@ async fn the_resolvers_own_address_is_refused() {
         Some("127.0.0.1/32".parse::<IpNet>().unwrap())
     );
     match resolver.resolve("self.test").await.outcome {
-        Outcome::Rejected(rej) => {
+        LookupResult::Rejected(rej) => {
             assert_eq!(rej.reason, RejectReason::NeverBlock);
             assert!(rej.detail.contains("127.0.0.1/32"), "{}", rej.detail);
         }
@@ -448,7 +449,7 @@ async fn failures_counted_per_platform_and_book_kept() {
     book.refresh_all(SystemTime::now());
     let (results, change) = round(&resolver, &mut book, &metrics).await;
     match &results[0].outcome {
-        Outcome::Failed(f) => assert_eq!(f.kind, FailureKind::NxDomain, "{}", f.detail),
+        LookupResult::Failed(f) => assert_eq!(f.kind, FailureKind::NxDomain, "{}", f.detail),
         other => panic!("{other:?}"),
     }
     assert!(change.is_empty());
@@ -457,7 +458,7 @@ async fn failures_counted_per_platform_and_book_kept() {
 
     // REFUSED (dnsmasq has no upstream for names outside its zones): an error.
     match resolver.resolve("outside.example").await.outcome {
-        Outcome::Failed(f) => {
+        LookupResult::Failed(f) => {
             assert_eq!(f.kind, FailureKind::Error);
             assert!(f.detail.contains("REFUSED"), "{}", f.detail);
         }
@@ -470,7 +471,7 @@ async fn failures_counted_per_platform_and_book_kept() {
     book.refresh_all(SystemTime::now());
     let (results, change) = round(&failing, &mut book, &metrics).await;
     match &results[0].outcome {
-        Outcome::Failed(f) => {
+        LookupResult::Failed(f) => {
             assert_eq!(f.kind, FailureKind::Error);
             assert!(f.detail.contains("SERVFAIL"), "{}", f.detail);
         }
@@ -491,7 +492,7 @@ async fn failures_counted_per_platform_and_book_kept() {
     let (results, change) = round(&dead, &mut book, &metrics).await;
     let waited = started.elapsed();
     match &results[0].outcome {
-        Outcome::Failed(f) => assert_eq!(f.kind, FailureKind::Timeout, "{}", f.detail),
+        LookupResult::Failed(f) => assert_eq!(f.kind, FailureKind::Timeout, "{}", f.detail),
         other => panic!("{other:?}"),
     }
     assert!(waited < 10 * S, "timeout took {waited:?}");

@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::never_block::NeverBlock;
 use crate::policy::{self, DomainPattern, LoadOptions, Policy, PolicyError};
 use crate::resolve::{
-    self, AddressBook, BookSettings, NameResolution, Outcome, Resolver, ResolverConfig,
+    self, AddressBook, BookSettings, LookupResult, NameResolution, Resolver, ResolverConfig,
     parse_resolver, policy_uses,
 };
 
@@ -146,7 +146,7 @@ pub fn execute(args: &ResolveArgs) -> ExitCode {
     }
     let ok = resolutions
         .iter()
-        .filter(|r| matches!(r.outcome, Outcome::Ok(_)))
+        .filter(|r| matches!(r.outcome, LookupResult::Ok(_)))
         .count();
     eprintln!(
         "resolved {} names in {} ms via {}: {} ok, {} refused or failed",
@@ -180,12 +180,12 @@ pub fn execute(args: &ResolveArgs) -> ExitCode {
 fn report_problem(book: &AddressBook, resolution: &NameResolution) {
     let platforms = book.platforms_of(&resolution.name).join(", ");
     match &resolution.outcome {
-        Outcome::Ok(_) => {}
-        Outcome::Rejected(r) => eprintln!(
+        LookupResult::Ok(_) => {}
+        LookupResult::Rejected(r) => eprintln!(
             "refused ({}) {} [{platforms}]: {}",
             r.reason, resolution.name, r.detail
         ),
-        Outcome::Failed(f) => eprintln!(
+        LookupResult::Failed(f) => eprintln!(
             "failed ({}) {} [{platforms}]: {}",
             f.kind, resolution.name, f.detail
         ),

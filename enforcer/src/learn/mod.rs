@@ -118,9 +118,9 @@ impl<'a> From<&'a DnsPacket> for Observed<'a> {
     }
 }
 
-/// What one message did.
+/// What observing one DNS message did: how it was counted and what it taught.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Outcome {
+pub struct Observation {
     /// The fate of a response; `None` for a query.
     pub result: Option<AnswerResult>,
     /// Mappings that are new (the datapath must add them).
@@ -173,10 +173,10 @@ impl Learner {
         now: SystemTime,
         mono: Instant,
         rejects: &ResolveMetrics,
-    ) -> Outcome {
+    ) -> Observation {
         let Ok(message) = parse_message(observed.payload) else {
             self.counters.add(AnswerResult::Malformed);
-            return Outcome {
+            return Observation {
                 result: Some(AnswerResult::Malformed),
                 added: Vec::new(),
             };
@@ -189,9 +189,9 @@ impl Learner {
                 &message.question,
                 mono,
             );
-            return Outcome::default();
+            return Observation::default();
         }
-        let result = |r: AnswerResult, added: Vec<Mapping>| Outcome {
+        let result = |r: AnswerResult, added: Vec<Mapping>| Observation {
             result: Some(r),
             added,
         };
@@ -312,7 +312,7 @@ mod tests {
         )
     }
 
-    fn see(l: &mut Learner, from: &str, to: &str, payload: &[u8]) -> Outcome {
+    fn see(l: &mut Learner, from: &str, to: &str, payload: &[u8]) -> Observation {
         see_counted(l, from, to, payload, &ResolveMetrics::new())
     }
 
@@ -322,7 +322,7 @@ mod tests {
         to: &str,
         payload: &[u8],
         metrics: &ResolveMetrics,
-    ) -> Outcome {
+    ) -> Observation {
         let observed = Observed {
             src: from.parse().unwrap(),
             dst: to.parse().unwrap(),
@@ -340,7 +340,7 @@ mod tests {
     fn answers_to_queries_that_crossed_are_learned() {
         let mut l = learner();
         let q = query(5, "x1.zoom.us");
-        assert_eq!(see(&mut l, CLIENT, SERVER, &q), Outcome::default());
+        assert_eq!(see(&mut l, CLIENT, SERVER, &q), Observation::default());
         let r = response(5, "x1.zoom.us", &[("x1.zoom.us", a([198, 19, 10, 5]), 5)]);
         let out = see(&mut l, SERVER, CLIENT, &r);
         assert_eq!(out.result, Some(AnswerResult::Learned));

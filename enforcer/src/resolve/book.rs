@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::ResolverConfig;
-use super::dns::{Answer, NameResolution, Outcome};
+use super::dns::{Answer, LookupResult, NameResolution};
 use super::shared::normalize;
 use crate::policy::{DomainPattern, Policy};
 
@@ -287,10 +287,10 @@ impl AddressBook {
             return;
         };
         match &resolution.outcome {
-            Outcome::Ok(answer) => {
+            LookupResult::Ok(answer) => {
                 absorb(state, &resolution.name, answer, &settings, now_ms);
             }
-            Outcome::Rejected(_) | Outcome::Failed(_) => {
+            LookupResult::Rejected(_) | LookupResult::Failed(_) => {
                 state.failures = state.failures.saturating_add(1);
                 state.refresh_at = now_ms.saturating_add(settings.retry_ms(state.failures));
             }
@@ -559,7 +559,7 @@ mod tests {
         addresses.sort();
         NameResolution {
             name: name.into(),
-            outcome: Outcome::Ok(Answer {
+            outcome: LookupResult::Ok(Answer {
                 addresses,
                 cname_chain: vec![],
                 ttl: Some(ttl),
@@ -573,7 +573,7 @@ mod tests {
     fn failed(name: &str) -> NameResolution {
         NameResolution {
             name: name.into(),
-            outcome: Outcome::Failed(Failure {
+            outcome: LookupResult::Failed(Failure {
                 kind: FailureKind::Timeout,
                 detail: "x".into(),
             }),
@@ -700,7 +700,7 @@ mod tests {
         assert_eq!(book.refresh_at("a.example"), Some(t1 + 60 * S));
         let rejected = NameResolution {
             name: "a.example".into(),
-            outcome: Outcome::Rejected(Rejection {
+            outcome: LookupResult::Rejected(Rejection {
                 reason: RejectReason::NeverBlock,
                 offending: "127.0.0.1".into(),
                 detail: "x".into(),
@@ -721,7 +721,7 @@ mod tests {
         book.set_uses(uses(&[("p", 0, "a.example")]), t0());
         book.apply(&ok("a.example", &["198.18.0.1", "2001:db8::1"], 60), t0());
         let mut v4_only = ok("a.example", &["198.18.0.2"], 60);
-        if let Outcome::Ok(a) = &mut v4_only.outcome {
+        if let LookupResult::Ok(a) = &mut v4_only.outcome {
             a.ipv6 = false;
         }
         book.apply(&v4_only, t0() + S);

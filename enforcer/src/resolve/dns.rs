@@ -98,8 +98,9 @@ impl Answer {
     }
 }
 
+/// What resolving one name gave: usable addresses, an answer a guard refused, or none.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub enum LookupResult {
     Ok(Answer),
     /// A guard refused the answer; nothing may change for this name.
     Rejected(Rejection),
@@ -112,7 +113,7 @@ pub enum Outcome {
 pub struct NameResolution {
     /// As asked (normalised: lower case, no trailing dot).
     pub name: String,
-    pub outcome: Outcome,
+    pub outcome: LookupResult,
     /// Wall time of the whole resolution (both families, whole chain).
     pub elapsed: Duration,
 }
@@ -234,10 +235,10 @@ impl Resolver {
         }
     }
 
-    async fn outcome(&self, name: &str) -> Outcome {
+    async fn outcome(&self, name: &str) -> LookupResult {
         // A name that is itself shared is refused whatever DNS says: no need to ask.
         if let Err(rejection) = self.guard.check(name, &[], &[]) {
-            return Outcome::Rejected(rejection);
+            return LookupResult::Rejected(rejection);
         }
         let (v4, v6) = tokio::join!(
             self.lookup_family(name, RecordType::A),
@@ -253,14 +254,14 @@ impl Resolver {
                 tracing::debug!(name, kind = %f4.kind, detail = %f4.detail, "A failed; using the AAAA answer alone");
                 merge(None, Some(v6))
             }
-            (Err(f4), Err(f6)) => return Outcome::Failed(combine_failures(&f4, &f6)),
+            (Err(f4), Err(f6)) => return LookupResult::Failed(combine_failures(&f4, &f6)),
         };
         match self
             .guard
             .check(name, &answer.cname_chain, &answer.addresses)
         {
-            Ok(()) => Outcome::Ok(answer),
-            Err(rejection) => Outcome::Rejected(rejection),
+            Ok(()) => LookupResult::Ok(answer),
+            Err(rejection) => LookupResult::Rejected(rejection),
         }
     }
 
@@ -356,25 +357,25 @@ impl Resolver {
 
     /// Logs refusals and failures: at `warn` when a name's problem is new, at `debug` while it
     /// persists, and once at `info` when the name answers again.
-    fn report(&self, name: &str, outcome: &Outcome) {
+    fn report(&self, name: &str, outcome: &LookupResult) {
         let mut reported = self
             .reported
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let key = match outcome {
-            Outcome::Ok(_) => {
+            LookupResult::Ok(_) => {
                 if let Some(previous) = reported.remove(name) {
                     tracing::info!(name, previous = %previous, "name answers again");
                 }
                 return;
             }
-            Outcome::Rejected(r) => format!("refused {}: {}", r.reason, r.detail),
-            Outcome::Failed(f) => format!("failed {}: {}", f.kind, f.detail),
+            LookupResult::Rejected(r) => format!("refused {}: {}", r.reason, r.detail),
+            LookupResult::Failed(f) => format!("failed {}: {}", f.kind, f.detail),
         };
         let new = reported.get(name) != Some(&key);
         let loud = new && self.log_problems;
         match outcome {
-            Outcome::Rejected(r) => {
+            LookupResult::Rejected(r) => {
                 let addresses = r
                     .addresses
                     .iter()
@@ -389,14 +390,14 @@ impl Resolver {
                     tracing::debug!(name, cname_chain = %chain, reason = %r.reason, offending = %r.offending, "DNS answer refused again");
                 }
             }
-            Outcome::Failed(f) => {
+            LookupResult::Failed(f) => {
                 if loud {
                     tracing::warn!(name, kind = %f.kind, detail = %f.detail, "resolution failed; keeping the last good addresses");
                 } else {
                     tracing::debug!(name, kind = %f.kind, detail = %f.detail, "resolution failed again");
                 }
             }
-            Outcome::Ok(_) => {}
+            LookupResult::Ok(_) => {}
         }
         if new {
             reported.insert(name.to_owned(), key);

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
-use super::dns::{FailureKind, NameResolution, Outcome};
+use super::dns::{FailureKind, LookupResult, NameResolution};
 use super::guard::RejectReason;
 
 /// Upper bounds (seconds) of the duration histogram's buckets.
@@ -39,10 +39,10 @@ impl ResultLabel {
 
     /// A refused answer still came from a working server: it counts as `ok` here and under its
     /// reason in `enforcer_rejected_answers_total`.
-    pub fn of(outcome: &Outcome) -> Self {
+    pub fn of(outcome: &LookupResult) -> Self {
         match outcome {
-            Outcome::Ok(_) | Outcome::Rejected(_) => Self::Ok,
-            Outcome::Failed(f) => match f.kind {
+            LookupResult::Ok(_) | LookupResult::Rejected(_) => Self::Ok,
+            LookupResult::Failed(f) => match f.kind {
                 FailureKind::NxDomain => Self::NxDomain,
                 FailureKind::Error => Self::Error,
                 FailureKind::Timeout => Self::Timeout,
@@ -119,7 +119,7 @@ impl ResolveMetrics {
                 map.entry(p.as_ref().to_owned()).or_default()[label.index()] += 1;
             }
         }
-        if let Outcome::Rejected(r) = &resolution.outcome {
+        if let LookupResult::Rejected(r) = &resolution.outcome {
             self.rejected[reason_index(r.reason)].fetch_add(1, Ordering::Relaxed);
         }
         let secs = resolution.elapsed.as_secs_f64();
@@ -279,7 +279,7 @@ mod tests {
     use crate::resolve::dns::{Answer, Failure};
     use crate::resolve::guard::Rejection;
 
-    fn res(outcome: Outcome, ms: u64) -> NameResolution {
+    fn res(outcome: LookupResult, ms: u64) -> NameResolution {
         NameResolution {
             name: "a.example".into(),
             outcome,
@@ -291,7 +291,7 @@ mod tests {
     fn counts_per_platform_and_reason() {
         let m = ResolveMetrics::new();
         m.register_platforms(["zoom", "meet"]);
-        let ok = Outcome::Ok(Answer {
+        let ok = LookupResult::Ok(Answer {
             addresses: vec![],
             cname_chain: vec![],
             ttl: None,
@@ -302,7 +302,7 @@ mod tests {
         m.record(
             &["zoom"],
             &res(
-                Outcome::Failed(Failure {
+                LookupResult::Failed(Failure {
                     kind: FailureKind::Timeout,
                     detail: String::new(),
                 }),
@@ -312,7 +312,7 @@ mod tests {
         m.record(
             &["meet"],
             &res(
-                Outcome::Rejected(Rejection {
+                LookupResult::Rejected(Rejection {
                     reason: RejectReason::Shared,
                     offending: String::new(),
                     detail: String::new(),
@@ -356,7 +356,7 @@ mod tests {
         m.record::<&str>(
             &[],
             &res(
-                Outcome::Failed(Failure {
+                LookupResult::Failed(Failure {
                     kind: FailureKind::Error,
                     detail: String::new(),
                 }),

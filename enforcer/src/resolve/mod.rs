@@ -3,8 +3,8 @@
 //! The pieces, one per concern:
 //! - [`Resolver`] (`dns`): asks the configured servers (or the system's) for A and AAAA at once,
 //!   follows and records the CNAME chain, and turns every answer into a [`NameResolution`]:
-//!   [`Outcome::Ok`], [`Outcome::Rejected`] (a safety guard refused the answer) or
-//!   [`Outcome::Failed`] (NXDOMAIN, an error code, a timeout). [`Resolver::resolve_many`] runs
+//!   [`LookupResult::Ok`], [`LookupResult::Rejected`] (a safety guard refused the answer) or
+//!   [`LookupResult::Failed`] (NXDOMAIN, an error code, a timeout). [`Resolver::resolve_many`] runs
 //!   many names with bounded concurrency.
 //! - `guard`: the safety checks every answer passes before it may block anything: no address in
 //!   the never-block list, no more than `max_addresses_per_name` addresses, no name or CNAME chain
@@ -67,7 +67,7 @@ pub use book::{
     AddressBook, BookEntry, BookSettings, Change, FamilyCounts, Mapping, Use, policy_uses,
 };
 pub use dns::{
-    Answer, Failure, FailureKind, NameResolution, Outcome, Resolver, ResolverError, servers,
+    Answer, Failure, FailureKind, LookupResult, NameResolution, Resolver, ResolverError, servers,
 };
 pub use guard::{Guard, RejectReason, Rejection};
 pub use metrics::{

@@ -238,7 +238,7 @@ mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
 
     use super::*;
-    use crate::resolve::dns::{Answer, NameResolution, Outcome};
+    use crate::resolve::dns::{Answer, LookupResult, NameResolution};
 
     fn settings() -> BookSettings {
         BookSettings {
@@ -283,7 +283,7 @@ mod tests {
             t0,
         );
         let answer = |addrs: &[&str], chain: &[&str]| {
-            Outcome::Ok(Answer {
+            LookupResult::Ok(Answer {
                 addresses: addrs.iter().map(|a| a.parse().unwrap()).collect(),
                 cname_chain: chain.iter().map(|s| (*s).to_owned()).collect(),
                 ttl: Some(120),

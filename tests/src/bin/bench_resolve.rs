@@ -12,7 +12,7 @@ use anyhow::{Context as _, Result, bail};
 use enforcer::compile::{self, EntryAddress};
 use enforcer::datapath::Datapath;
 use enforcer::policy::{Action, Entry, Location, Platform, Policy, Protocol};
-use enforcer::resolve::{Outcome, Resolver, ResolverConfig};
+use enforcer::resolve::{LookupResult, Resolver, ResolverConfig};
 use ipnet::IpNet;
 use tests::lab::{Lab, Side};
 
@@ -133,7 +133,7 @@ fn resolve_in_process(port: u16) -> Result<(Duration, usize)> {
         let addresses = results
             .iter()
             .map(|r| match &r.outcome {
-                Outcome::Ok(answer) => answer.addresses.len(),
+                LookupResult::Ok(answer) => answer.addresses.len(),
                 _ => 0,
             })
             .sum();
