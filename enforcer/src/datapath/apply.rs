@@ -199,22 +199,6 @@ impl Datapath {
         }
         Ok(written)
     }
-
-    /// Number of prefixes per family currently in the tries.
-    pub fn prefix_counts(&self) -> Result<(usize, usize), DatapathError> {
-        Ok((
-            read_trie(
-                &self.prefixes_v4[self.generation],
-                MAP_PREFIXES_V4[self.generation],
-            )?
-            .len(),
-            read_trie(
-                &self.prefixes_v6[self.generation],
-                MAP_PREFIXES_V6[self.generation],
-            )?
-            .len(),
-        ))
-    }
 }
 
 fn read_trie<const N: usize>(

@@ -149,13 +149,6 @@ impl Learner {
         }
     }
 
-    /// A new policy: learned addresses of uses that no longer exist are dropped (returned).
-    pub fn set_patterns(&mut self, patterns: DomainPatterns) -> Vec<Mapping> {
-        self.patterns = patterns;
-        let patterns = &self.patterns;
-        self.set.retain_uses(|u| patterns.has_use(u))
-    }
-
     /// Installs a new policy's patterns with the learned set already filtered for it.
     pub fn replace(&mut self, patterns: DomainPatterns, set: LearnedSet) {
         self.patterns = patterns;

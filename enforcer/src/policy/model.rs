@@ -169,12 +169,6 @@ impl Policy {
     pub fn platform_rank(index: usize) -> u16 {
         u16::try_from(index + 1).unwrap_or(u16::MAX)
     }
-
-    pub fn platform_by_id(&self, id: u16) -> Option<&Platform> {
-        (0..self.platforms.len())
-            .find(|&i| self.platform_id(i) == id)
-            .and_then(|i| self.platforms.get(i))
-    }
 }
 
 #[cfg(test)]

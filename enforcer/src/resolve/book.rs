@@ -216,11 +216,6 @@ impl AddressBook {
         self.settings
     }
 
-    /// New timing rules (after a reload); they apply from the next answer on.
-    pub fn set_settings(&mut self, settings: BookSettings) {
-        self.settings = settings;
-    }
-
     /// Number of names.
     pub fn len(&self) -> usize {
         self.names.len()
