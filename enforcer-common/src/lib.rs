@@ -221,14 +221,25 @@ const _: () = assert!(
         && action_precedence(ACTION_DROP) > action_precedence(ACTION_MONITOR)
         && action_precedence(ACTION_MONITOR) > 0
 );
-const _: () = assert!(match_counter_index(MAX_PLATFORMS as u16 - 1, 2, 1, 1) == MATCH_COUNTERS - 1);
+// MAX_PLATFORMS - 1 fits in u16 (checked on the line before).
+const _: () = assert!(MAX_PLATFORMS <= 1 << 16);
+#[allow(clippy::cast_possible_truncation)]
+const _: () =
+    assert!(match_counter_index((MAX_PLATFORMS - 1) as u16, 2, 1, 1) == MATCH_COUNTERS - 1);
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: all of these are repr(C) structs of integers and byte arrays without implicit padding.
+    // SAFETY (each): a repr(C) struct of integers and byte arrays with explicit padding fields,
+    // so it has no implicit padding and every bit pattern is a valid value; the size and offset
+    // checks above hold both sides to that layout.
+    // SAFETY: see above.
     unsafe impl aya::Pod for super::RuleRef {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for super::Rule {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for super::RuleSlot {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for super::Counter {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for super::DnsEvent {}
 }

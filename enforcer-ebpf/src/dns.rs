@@ -76,6 +76,9 @@ pub fn capture(ctx: &XdpContext, packet: &Packet) -> bool {
     };
     // SAFETY: `event` points at a reserved, writable DnsEvent in the ring buffer; the copy from
     // the frame is bounds-checked by the helper, and `captured` is in 1..=DNS_CAPTURE_BYTES.
+    // Lengths and offsets are within the frame's first DNS_CAPTURE_BYTES + headers (a few KB),
+    // so they fit the u16/u32 fields and helper arguments they are cast to.
+    #[allow(clippy::cast_possible_truncation)]
     let copied = unsafe {
         (*event).src_addr = src;
         (*event).dst_addr = dst;

@@ -189,6 +189,7 @@ fn decide(addresses: &Addresses, protocol: u8, ports: Ports) -> Outcome {
 }
 
 #[inline(always)]
+#[allow(clippy::cast_possible_truncation)] // each cast takes exactly the half it names
 fn halves(addr: &[u8; 16]) -> (u64, u64) {
     let v = u128::from_be_bytes(*addr);
     ((v >> 64) as u64, v as u64)
@@ -230,6 +231,7 @@ const _: () = {
 /// which keeps its verification linear in the number of rules.
 #[unsafe(no_mangle)]
 #[inline(never)]
+#[allow(clippy::cast_possible_truncation)] // unpacks the bit fields of `query` and `addr_lo`
 pub extern "C" fn best_rule(addr_hi: u64, addr_lo: u64, query: u64) -> u64 {
     let generation = (query >> 48) & 1;
     let family = (query >> 40) as u8;

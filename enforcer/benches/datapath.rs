@@ -2,6 +2,9 @@
 //! and a non-matching frame, with 1k and 100k prefixes per family, next to a program that only
 //! returns XDP_PASS, measured in the same run. Needs root.
 
+// Benchmark code: a failed unwrap stops the run with its reason.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Instant;
 
@@ -163,7 +166,7 @@ fn generate_policy(per_family: usize, seed: u64) -> (Policy, IpAddr, IpAddr) {
 fn udp_frame(src: IpAddr, dst: IpAddr, sport: u16, dport: u16) -> Vec<u8> {
     let mut f = vec![0u8; 12];
     let payload = [0u8; 18];
-    let udp_len = (8 + payload.len()) as u16;
+    let udp_len = u16::try_from(8 + payload.len()).unwrap();
     match (src, dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
             f.extend_from_slice(&0x0800u16.to_be_bytes());

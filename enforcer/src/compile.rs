@@ -40,7 +40,9 @@ impl PrefixRules {
     fn new(full: &BTreeMap<Rule, u8>) -> Self {
         let rules: Vec<Rule> = full.keys().copied().collect();
         let prefix_lens: Vec<u8> = full.values().copied().collect();
-        let mut order: Vec<u8> = (0..rules.len() as u8).collect();
+        // At most RULES_PER_SLOT rules reach here (checked by the caller), so every index fits.
+        let count = u8::try_from(rules.len()).unwrap_or(u8::MAX);
+        let mut order: Vec<u8> = (0..count).collect();
         // Best first: action precedence, then the longer prefix, then platform name order.
         order.sort_by_key(|&i| {
             let (rule, len) = (rules[usize::from(i)], prefix_lens[usize::from(i)]);

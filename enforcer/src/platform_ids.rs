@@ -51,7 +51,8 @@ impl PlatformIds {
                 continue;
             }
             let taken: BTreeSet<u16> = self.ids.values().copied().collect();
-            let id = match (1..MAX_PLATFORMS as u16).find(|id| !taken.contains(id)) {
+            let last = u16::try_from(MAX_PLATFORMS).unwrap_or(u16::MAX);
+            let id = match (1..last).find(|id| !taken.contains(id)) {
                 Some(id) => id,
                 None => {
                     let (name, id) = self

@@ -1,6 +1,9 @@
 //! The command line as an operator types it: values are parsed with the policy's vocabulary by
 //! every command, and `check` builds its never-block list as `run` does.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 

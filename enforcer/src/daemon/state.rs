@@ -468,7 +468,7 @@ impl State {
                 deleted = stats.removed,
                 prefixes_v4 = self.compiled.v4.len(),
                 prefixes_v6 = self.compiled.v6.len(),
-                elapsed_ms = started.elapsed().as_millis() as u64,
+                elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
                 "{what}: DNS addresses applied"
             ),
             Err(error) => tracing::error!(
@@ -520,7 +520,7 @@ impl State {
             Ok(count) => tracing::debug!(
                 learned = added.len(),
                 written = count,
-                elapsed_us = mono.elapsed().as_micros() as u64,
+                elapsed_us = u64::try_from(mono.elapsed().as_micros()).unwrap_or(u64::MAX),
                 "learned from DNS: addresses enforced"
             ),
             Err(error) => {

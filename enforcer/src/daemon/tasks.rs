@@ -138,7 +138,8 @@ pub fn learn_thread(
 /// daemon's death instead of cutting clients off DNS.
 pub async fn hold_heartbeat(daemon: Daemon) {
     loop {
-        let deadline = crate::sys::monotonic_ns().saturating_add(HOLD_AHEAD.as_nanos() as u64);
+        let ahead = u64::try_from(HOLD_AHEAD.as_nanos()).unwrap_or(u64::MAX);
+        let deadline = crate::sys::monotonic_ns().saturating_add(ahead);
         let set = daemon
             .blocking(move |s| s.datapath_mut().set_dns_hold(deadline))
             .await;

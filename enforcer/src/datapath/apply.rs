@@ -120,7 +120,7 @@ impl Datapath {
             &mut written,
         )?;
         self.active
-            .set(0, next as u32, 0)
+            .set(0, if next == 0 { 0 } else { 1 }, 0)
             .map_err(|source| DatapathError::Map {
                 name: MAP_ACTIVE,
                 source,
@@ -231,7 +231,8 @@ fn wanted<A: Copy, const N: usize>(
 fn rule_ref(slot: u32, entry: &PrefixRules) -> RuleRef {
     let mut value = RuleRef {
         slot,
-        count: entry.rules.len() as u32,
+        // At most RULES_PER_SLOT.
+        count: u32::try_from(entry.rules.len()).unwrap_or(u32::MAX),
         prefix_lens: [0; RULES_PER_SLOT],
         order: [0; RULES_PER_SLOT],
     };

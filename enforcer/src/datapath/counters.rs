@@ -43,7 +43,8 @@ impl Datapath {
             let total = sum(&self.match_stats, index, MAP_MATCH_STATS)?;
             if total != Counter::default() {
                 let key = MatchKey {
-                    platform: (index / per_platform) as u16,
+                    // index < MATCH_COUNTERS, so the platform is below MAX_PLATFORMS.
+                    platform: u16::try_from(index / per_platform).unwrap_or(u16::MAX),
                     action: ((index / (DIRECTIONS * FAMILIES)) % ACTIONS) as u8,
                     direction: ((index / FAMILIES) % DIRECTIONS) as u8,
                     family: (index % FAMILIES) as u8,

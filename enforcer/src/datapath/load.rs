@@ -110,7 +110,8 @@ fn check_pinned(name: &str, path: &Path) -> Result<(), DatapathError> {
         _ => (4, size_of::<Counter>(), PASS_REASONS),
     };
     let found = (info.key_size(), info.value_size(), info.max_entries());
-    if found != (expected.0, expected.1 as u32, expected.2) {
+    let value_size = u32::try_from(expected.1).unwrap_or(u32::MAX);
+    if found != (expected.0, value_size, expected.2) {
         return Err(DatapathError::IncompatiblePin {
             path: path.to_path_buf(),
             key: found.0,

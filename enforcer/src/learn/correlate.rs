@@ -140,9 +140,9 @@ mod tests {
         let mut t = QueryTracker::new();
         let now = Instant::now();
         for i in 0..(MAX_QUERIES + 10) {
-            let port = 1024 + (i % 60_000) as u16;
+            let port = 1024 + u16::try_from(i % 60_000).unwrap();
             t.query(
-                SocketAddr::from(([198, 18, 1, (i / 60_000) as u8 + 2], port)),
+                SocketAddr::from(([198, 18, 1, u8::try_from(i / 60_000).unwrap() + 2], port)),
                 addr("198.18.2.2:53"),
                 1,
                 "x.example",

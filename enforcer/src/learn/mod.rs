@@ -384,7 +384,7 @@ mod tests {
             ),
         ];
         for (i, (name, records, expected)) in cases.into_iter().enumerate() {
-            let id = 100 + i as u16;
+            let id = 100 + u16::try_from(i).unwrap();
             see(&mut l, CLIENT, SERVER, &query(id, name));
             let out = see(&mut l, SERVER, CLIENT, &response(id, name, &records));
             assert_eq!(out.result, Some(expected), "{name}");

@@ -6,6 +6,7 @@ use std::io;
 
 use crate::datapath::DnsPacket;
 use crate::sys::RawSockets;
+use enforcer_common::PROTOCOL_UDP;
 
 /// The raw sockets the held packets go out on.
 pub struct Reinjector {
@@ -49,22 +50,26 @@ fn fix_udp_checksum(packet: &mut [u8], payload: usize) {
     match packet.first().map(|b| b >> 4) {
         Some(4) if packet.len() >= 20 => {
             add(&packet[12..20]);
-            add(&[0, libc::IPPROTO_UDP as u8]);
+            add(&[0, PROTOCOL_UDP]);
         }
         Some(6) if packet.len() >= 40 => {
             add(&packet[8..40]);
-            add(&[0, 0, 0, libc::IPPROTO_UDP as u8]);
+            add(&[0, 0, 0, PROTOCOL_UDP]);
         }
         _ => return,
     }
-    add(&(udp_len as u16).to_be_bytes());
+    let Ok(udp_len) = u16::try_from(udp_len) else {
+        return;
+    };
+    add(&udp_len.to_be_bytes());
     packet[udp + 6] = 0;
     packet[udp + 7] = 0;
     add(&packet[udp..]);
     while sum > 0xFFFF {
         sum = (sum & 0xFFFF) + (sum >> 16);
     }
-    let checksum = match !(sum as u16) {
+    // Folded above, so the sum fits in 16 bits.
+    let checksum = match !u16::try_from(sum).unwrap_or(0xFFFF) {
         0 => 0xFFFF,
         c => c,
     };

@@ -17,6 +17,8 @@ pub fn local_addresses() -> io::Result<Vec<IpNet>> {
     while !cursor.is_null() {
         // SAFETY: `cursor` walks the list getifaddrs returned; each node is valid until freed.
         let entry = unsafe { &*cursor };
+        // SAFETY: `ifa_addr` is null or points at a sockaddr of the family it names, valid
+        // until the list is freed.
         if let Some(addr) = unsafe { sockaddr_ip(entry.ifa_addr) } {
             out.push(IpNet::from(addr));
         }
