@@ -10,8 +10,9 @@ use std::cmp::{Ordering, Reverse};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use enforcer_common::{
-    ACTION_DROP, DIRECTION_EGRESS, DIRECTION_INGRESS, FAMILY_IPV4, FAMILY_IPV6, PASS_NO_MATCH,
-    PASS_NOT_IP, PASS_UNPARSED, PROTOCOL_TCP, PROTOCOL_UDP, PROTOCOL_UNKNOWN,
+    ACTION_DROP, DIRECTION_EGRESS, DIRECTION_INGRESS, DNS_CAPTURE_BYTES, DNS_PORT, FAMILY_IPV4,
+    FAMILY_IPV6, PASS_NO_MATCH, PASS_NOT_IP, PASS_UNPARSED, PROTOCOL_TCP, PROTOCOL_UDP,
+    PROTOCOL_UNKNOWN,
 };
 use ipnet::IpNet;
 
@@ -64,6 +65,10 @@ pub struct Packet {
     /// `(source port, destination port)` of a TCP or UDP packet whose header is in the frame and
     /// that is not a non-first fragment.
     pub ports: Option<(u16, u16)>,
+    /// Offset of the IP header in the frame.
+    pub l3: usize,
+    /// Offset of the TCP or UDP header in the frame, when `ports` are known.
+    pub l4: Option<usize>,
 }
 
 /// What the datapath does with a frame, and which counter it bumps.
@@ -79,16 +84,35 @@ pub enum Decision {
         direction: u8,
         family: u8,
     },
+    /// A DNS response held while holding is on: dropped here and counted under `PASS_DNS_HELD`;
+    /// the daemon sends it on once what it teaches is enforced.
+    Held,
 }
 
 impl Decision {
-    /// The XDP action the program returns: only a winning `drop` drops.
+    /// The XDP action the program returns: a winning `drop` and a held response drop.
     pub fn xdp_action(&self) -> u32 {
         match self {
             Decision::Match { action, .. } if *action == ACTION_DROP => XDP_DROP,
+            Decision::Held => XDP_DROP,
             _ => XDP_PASS,
         }
     }
+}
+
+/// The copy of a UDP DNS message that the datapath puts in its ring buffer for user space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DnsCopy {
+    /// Offset in the frame of the IP header, where the copy starts.
+    pub l3: usize,
+    /// Bytes copied: the IP packet, cut at `DNS_CAPTURE_BYTES`.
+    pub captured: usize,
+    /// The IP packet's length in the frame (from its header to the frame's end).
+    pub length: usize,
+    /// Offset of the DNS message in the copy, just after the UDP header.
+    pub payload_offset: usize,
+    /// The frame is held: dropped, for the daemon to send on.
+    pub held: bool,
 }
 
 fn be16(frame: &[u8], at: usize) -> Option<u16> {
@@ -149,10 +173,11 @@ fn parse_ipv4(frame: &[u8], l3: usize) -> ParsedFrame {
     let dst = Ipv4Addr::new(header[16], header[17], header[18], header[19]);
     let fragment_offset = u16::from_be_bytes([header[6], header[7]]) & 0x1FFF;
     // Only the first fragment carries the upper-layer header.
+    let l4 = l3 + ihl * 4;
     let ports = if fragment_offset != 0 {
         None
     } else {
-        l4_ports(frame, l3 + ihl * 4, protocol)
+        l4_ports(frame, l4, protocol)
     };
     ParsedFrame::Ip(Packet {
         family: FAMILY_IPV4,
@@ -160,6 +185,8 @@ fn parse_ipv4(frame: &[u8], l3: usize) -> ParsedFrame {
         dst: IpAddr::V4(dst),
         protocol,
         ports,
+        l3,
+        l4: ports.map(|_| l4),
     })
 }
 
@@ -174,20 +201,22 @@ fn parse_ipv6(frame: &[u8], l3: usize) -> ParsedFrame {
     src.copy_from_slice(&header[8..24]);
     let mut dst = [0u8; 16];
     dst.copy_from_slice(&header[24..40]);
-    let (protocol, ports) = walk_ipv6_chain(frame, header[6], l3 + 40);
+    let (protocol, ports, l4) = walk_ipv6_chain(frame, header[6], l3 + 40);
     ParsedFrame::Ip(Packet {
         family: FAMILY_IPV6,
         src: IpAddr::V6(Ipv6Addr::from(src)),
         dst: IpAddr::V6(Ipv6Addr::from(dst)),
         protocol,
         ports,
+        l3,
+        l4: ports.map(|_| l4),
     })
 }
 
-/// Follows the IPv6 extension headers from `cursor` and returns the upper-layer protocol and
-/// ports.
-fn walk_ipv6_chain(frame: &[u8], first: u8, mut cursor: usize) -> (u8, Option<(u16, u16)>) {
-    const UNKNOWN: (u8, Option<(u16, u16)>) = (PROTOCOL_UNKNOWN, None);
+/// Follows the IPv6 extension headers from `cursor` and returns the upper-layer protocol, the
+/// ports and the offset where the upper-layer header starts (meaningful only with ports).
+fn walk_ipv6_chain(frame: &[u8], first: u8, mut cursor: usize) -> (u8, Option<(u16, u16)>, usize) {
+    const UNKNOWN: (u8, Option<(u16, u16)>, usize) = (PROTOCOL_UNKNOWN, None, 0);
     let mut next = first;
     let mut walked = 0;
     while matches!(
@@ -207,7 +236,7 @@ fn walk_ipv6_chain(frame: &[u8], first: u8, mut cursor: usize) -> (u8, Option<(u
             let offset = u16::from_be_bytes([frame[cursor + 2], frame[cursor + 3]]) >> 3;
             if offset != 0 {
                 // A non-first fragment: the protocol is known, its header is not here.
-                return (inner, None);
+                return (inner, None, 0);
             }
             next = inner;
             8
@@ -230,7 +259,7 @@ fn walk_ipv6_chain(frame: &[u8], first: u8, mut cursor: usize) -> (u8, Option<(u
         }
         cursor += length;
     }
-    (next, l4_ports(frame, cursor, next))
+    (next, l4_ports(frame, cursor, next), cursor)
 }
 
 /// Ports of a TCP or UDP header at `l4`, when its minimal header is inside the frame.
@@ -366,6 +395,39 @@ impl<'a> Matcher<'a> {
             ParsedFrame::Unparsed => Decision::Pass(PASS_UNPARSED),
             ParsedFrame::Ip(packet) => self.decide_packet(&packet),
         }
+    }
+
+    /// The datapath's decision for a raw frame with DNS holding on or off, and the copy it makes
+    /// for user space, assuming its ring buffer has room. A UDP message to or from port 53, with
+    /// its ports known and at least one byte after the UDP header, that the policy does not drop
+    /// is copied; while holding is on, such a response (from port 53) is held when its IP packet
+    /// fits in one copy, since only a whole packet can be sent on.
+    pub fn decide_dns(&self, frame: &[u8], holding: bool) -> (Decision, Option<DnsCopy>) {
+        let ParsedFrame::Ip(packet) = parse_frame(frame) else {
+            return (self.decide(frame), None);
+        };
+        let decision = self.decide_packet(&packet);
+        let (Some((src_port, dst_port)), Some(l4)) = (packet.ports, packet.l4) else {
+            return (decision, None);
+        };
+        let payload = l4 + UDP_HEADER_LEN;
+        if packet.protocol != PROTOCOL_UDP
+            || (src_port != DNS_PORT && dst_port != DNS_PORT)
+            || decision.xdp_action() == XDP_DROP
+            || payload >= frame.len()
+        {
+            return (decision, None);
+        }
+        let length = frame.len() - packet.l3;
+        let held = holding && src_port == DNS_PORT && length <= DNS_CAPTURE_BYTES;
+        let copy = DnsCopy {
+            l3: packet.l3,
+            captured: length.min(DNS_CAPTURE_BYTES),
+            length,
+            payload_offset: payload - packet.l3,
+            held,
+        };
+        (if held { Decision::Held } else { decision }, Some(copy))
     }
 
     /// The datapath's decision for a parsed IP packet.
@@ -584,6 +646,8 @@ mod tests {
                 dst: IpAddr::from([198, 18, 0, 1]),
                 protocol: 17,
                 ports: Some((1000, 53)),
+                l3: 14,
+                l4: Some(34),
             }
         );
         let mut bad_version = good.clone();
