@@ -123,6 +123,46 @@ impl Tally {
         counter.bytes += len as u64;
     }
 
+    /// The non-zero counters, one short line each: what a failure message shows.
+    fn render(&self) -> String {
+        const ACTIONS: [&str; 3] = ["drop", "monitor", "allow"];
+        const DIRECTIONS: [&str; 2] = ["egress", "ingress"];
+        const FAMILIES: [&str; 2] = ["IPv4", "IPv6"];
+        const PASSES: [&str; 4] = ["no match", "not IP", "unparsed", "DNS held"];
+        let name =
+            |names: &[&'static str], i: u8| names.get(usize::from(i)).copied().unwrap_or("?");
+        let mut parts: Vec<String> = self
+            .matches
+            .iter()
+            .map(|(k, c)| {
+                format!(
+                    "id {} {} {} {}: {} packets {} bytes",
+                    k.platform,
+                    name(&ACTIONS, k.action),
+                    name(&DIRECTIONS, k.direction),
+                    name(&FAMILIES, k.family),
+                    c.packets as i64,
+                    c.bytes as i64,
+                )
+            })
+            .collect();
+        for (reason, c) in self.passed.iter().enumerate() {
+            if *c != Counter::default() {
+                parts.push(format!(
+                    "pass {}: {} packets {} bytes",
+                    PASSES.get(reason).copied().unwrap_or("?"),
+                    c.packets as i64,
+                    c.bytes as i64,
+                ));
+            }
+        }
+        if parts.is_empty() {
+            "nothing counted".to_string()
+        } else {
+            parts.join("; ")
+        }
+    }
+
     fn single(decision: Decision, len: usize) -> Self {
         let mut tally = Self::default();
         tally.add(decision, len);
@@ -219,17 +259,17 @@ impl Mismatch {
         format!(
             "frame of {len} bytes:\n{hex}\n({compact})\n\
              parsed by the reference: {parsed:?}\n\
-             reference: {decision:?} -> XDP action {want_action}, counters {want:?}\n\
-             datapath:  XDP action {got_action}, counters {got:?}\n{dns}",
+             reference: {decision:?} -> XDP action {want_action}, counters: {want}\n\
+             datapath:  XDP action {got_action}, counters: {got}\n{dns}",
             len = frame.len(),
             hex = hex(frame),
             compact = hex_compact(frame),
             parsed = parse_frame(frame),
             decision = self.decision,
             want_action = self.want.0,
-            want = self.want.1,
+            want = self.want.1.render(),
             got_action = self.got.0,
-            got = self.got.1,
+            got = self.got.1.render(),
             dns = self
                 .dns
                 .as_ref()
@@ -268,8 +308,9 @@ impl Outcome {
         );
         if self.total_want != self.total_got {
             message.push_str(&format!(
-                "sum over all counters: expected {:?}\n                       datapath {:?}\n",
-                self.total_want, self.total_got
+                "change over all counters:\n  expected {}\n  datapath {}\n",
+                self.total_want.render(),
+                self.total_got.render()
             ));
         }
         for mismatch in self.mismatches.iter().take(REPORTED) {
@@ -494,13 +535,8 @@ fn datapath_agrees_with_reference() {
                 std::slice::from_ref(&first.frame),
             );
             message.push_str(&format!(
-                "\nsmallest policy that still disagrees on the first frame:\n{}\n{}",
-                describe(&small),
-                again
-                    .mismatches
-                    .first()
-                    .map(Mismatch::render)
-                    .unwrap_or_else(|| "(it agrees when run alone)".to_string()),
+                "\nthe smallest policy that still disagrees on the first frame:\n{}",
+                again.report("alone", &describe(&small)),
             ));
         }
         panic!("{message}");

@@ -4,6 +4,7 @@
 //! hosts of a policy that was replaced must be gone.
 
 use enforcer::compile::{EntryAddress, add_hosts};
+use rand::seq::IndexedRandom;
 use tests::r#gen::policy::{random_learned, random_port};
 use tests::r#gen::random_address;
 
@@ -14,14 +15,24 @@ const BATCHES: usize = 3;
 const RANDOM_FRAMES: usize = 300;
 
 /// Frames to and from each host (TCP, UDP and a protocol without ports), from a client outside
-/// the pool, on ports the policies name.
-fn frames_at(rng: &mut StdRng, hosts: &[IpAddr]) -> Vec<Vec<u8>> {
+/// the pool, usually on a port at an edge of one of the policy's port ranges.
+fn frames_at(rng: &mut StdRng, policy: &Policy, hosts: &[IpAddr]) -> Vec<Vec<u8>> {
+    let named: Vec<u16> = policy
+        .platforms
+        .iter()
+        .flat_map(|p| p.entries.iter().flat_map(|e| e.ports.iter()))
+        .flat_map(|r| [r.first, r.last])
+        .collect();
     let mut frames = Vec::new();
     for &host in hosts {
         let client = random_address(rng, host.is_ipv6(), false);
         let other = if host.is_ipv6() { 58 } else { 1 };
         for protocol in [6, 17, other] {
-            let (near, far) = (random_port(rng), random_port(rng));
+            let near = match named.choose(rng) {
+                Some(&port) if rng.random_bool(0.7) => port,
+                _ => random_port(rng),
+            };
+            let far = random_port(rng);
             frames.push(simple_frame(client, host, protocol, far, near));
             frames.push(simple_frame(host, client, protocol, near, far));
         }
@@ -41,7 +52,7 @@ fn check(
     hosts: &[IpAddr],
 ) {
     let mut frames: Vec<Vec<u8>> = (0..RANDOM_FRAMES).map(|_| random_frame(rng)).collect();
-    frames.extend(frames_at(rng, hosts));
+    frames.extend(frames_at(rng, policy, hosts));
     let outcome = check_frames(datapath, probe, &Model::with(policy, addresses), &frames);
     if !outcome.agrees() {
         let generated = GeneratedPolicy {

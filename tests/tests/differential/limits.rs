@@ -467,51 +467,217 @@ fn full_rule_table() {
         return;
     };
     let half = (RULE_SLOTS / 2) as usize;
-    // Entry i: its own /32 and its own UDP port, so every prefix has a list of its own.
-    let lists = |count: usize| -> GeneratedPolicy {
-        let entries: Vec<Entry> = (0..count)
-            .map(|i| {
-                let host = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 9, 0, 0)) + i as u32);
-                let mut e = entry(&[], Protocol::Udp, &[(1000 + i as u16, 1000 + i as u16)]);
-                e.prefixes = vec![IpNet::from(IpAddr::V4(host))];
-                e
-            })
-            .collect();
-        GeneratedPolicy {
-            policy: Policy {
-                platforms: vec![platform("lists", Action::Drop, entries)],
-            },
-            addresses: Vec::new(),
-        }
-    };
+    let mut over = half_table(Action::Drop);
+    over.policy.platforms[0]
+        .entries
+        .push(entry(&["10.10.0.1/32"], Protocol::Tcp, &[]));
     assert_eq!(
-        compile_generated(&lists(half + 1)),
+        compile_generated(&over),
         Err(CompileError::TooManyRuleLists {
             count: half + 1,
             limit: half as u32,
         })
     );
-    // Two full tables in turn: the second is written beside the first.
+    // Two full halves in turn: the second is written beside the first.
     let mut rng = StdRng::seed_from_u64(4096);
-    for round in 0..2 {
-        let mut policy = lists(half);
-        policy.policy.platforms[0].action = if round == 0 {
-            Action::Drop
-        } else {
-            Action::Monitor
-        };
+    for (round, action) in [Action::Drop, Action::Monitor].into_iter().enumerate() {
+        let policy = half_table(action);
         let compiled = compile_generated(&policy).expect("half the table compiles");
         datapath
             .apply(&compiled)
             .unwrap_or_else(|e| panic!("round {round}: half the rule table: {e}"));
-        let mut frames = Vec::new();
-        for _ in 0..40 {
-            let i = rng.random_range(0..half as u32);
-            let host = IpAddr::V4(Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 9, 0, 0)) + i));
-            let port = 1000 + i as u16 + rng.random_range(0..2);
-            frames.push(simple_frame(ip("172.16.0.1"), host, 17, 40000, port));
-        }
         let what = format!("round {round}: a full half of the rule table");
+        let frames = half_table_frames(&mut rng);
         assert_agrees(&mut datapath, &mut probe, &what, &policy, &frames);
     }
+}
+
+/// Half the rule table: entry i names UDP port 1000 + i on its own /32 under 10.9.0.0/16, so
+/// every prefix has a list of its own.
+fn half_table(action: Action) -> GeneratedPolicy {
+    let half = (RULE_SLOTS / 2) as usize;
+    let entries: Vec<Entry> = (0..half)
+        .map(|i| {
+            let host = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 9, 0, 0)) + i as u32);
+            let mut e = entry(&[], Protocol::Udp, &[(1000 + i as u16, 1000 + i as u16)]);
+            e.prefixes = vec![IpNet::from(IpAddr::V4(host))];
+            e
+        })
+        .collect();
+    GeneratedPolicy {
+        policy: Policy {
+            platforms: vec![platform("lists", action, entries)],
+        },
+        addresses: Vec::new(),
+    }
+}
+
+/// Frames to random hosts of a `half_table` policy, on their port or the next.
+fn half_table_frames(rng: &mut StdRng) -> Vec<Vec<u8>> {
+    let half = RULE_SLOTS / 2;
+    (0..40)
+        .map(|_| {
+            let i = rng.random_range(0..half);
+            let host = IpAddr::V4(Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 9, 0, 0)) + i));
+            let port = 1000 + i as u16 + rng.random_range(0..2);
+            simple_frame(ip("172.16.0.1"), host, 17, 40000, port)
+        })
+        .collect()
+}
+
+/// More rule lists than the table has free slots, forced on the datapath, fail with the policy
+/// in force still enforced; the next policy that fits applies.
+#[test]
+fn overfull_rule_table_keeps_the_policy() {
+    let Some((mut datapath, mut probe)) = load() else {
+        return;
+    };
+    let mut rng = StdRng::seed_from_u64(4097);
+    let in_force = half_table(Action::Drop);
+    datapath
+        .apply(&compile_generated(&in_force).unwrap())
+        .unwrap();
+    // Half a table of new lists plus one: one slot more than is free beside the policy in force.
+    let mut forced = compile_generated(&half_table(Action::Allow)).unwrap();
+    let one_more = Policy {
+        platforms: vec![platform(
+            "one",
+            Action::Allow,
+            vec![entry(&["10.10.0.1/32"], Protocol::Tcp, &[])],
+        )],
+    };
+    forced.v4.extend(compile(&one_more).unwrap().v4);
+    assert!(
+        datapath.apply(&forced).is_err(),
+        "no free slot for the last list"
+    );
+    let frames = half_table_frames(&mut rng);
+    assert_agrees(
+        &mut datapath,
+        &mut probe,
+        "after a refused over-full rule table",
+        &in_force,
+        &frames,
+    );
+    let next = half_table(Action::Monitor);
+    datapath
+        .apply(&compile_generated(&next).unwrap())
+        .unwrap_or_else(|e| panic!("half a table after a failed apply: {e}"));
+    assert_agrees(
+        &mut datapath,
+        &mut probe,
+        "half a table after a failed apply",
+        &next,
+        &frames,
+    );
+}
+
+/// Learned hosts each bring the rule list of their entry plus their enclosing prefix, so they
+/// can add many lists. The fast path must accept no more than a full compile would, or the table
+/// fills past half and a policy the compiler accepts no longer applies.
+#[test]
+fn learned_hosts_leave_room_for_the_next_policy() {
+    let Some((mut datapath, mut probe)) = load() else {
+        return;
+    };
+    let mut rng = StdRng::seed_from_u64(4098);
+    const NETS: usize = 40;
+    const LEARNING: usize = 64;
+    // "learn": domain entries, UDP port 1000 + i each; "nets": a /24 each, UDP port 3000 + j.
+    let learning: Vec<Entry> = (0..LEARNING)
+        .map(|i| {
+            let mut e = entry(&[], Protocol::Udp, &[(1000 + i as u16, 1000 + i as u16)]);
+            e.domains = vec![enforcer::policy::model::DomainPattern::Exact(format!(
+                "e{i}.example"
+            ))];
+            e
+        })
+        .collect();
+    let nets: Vec<Entry> = (0..NETS)
+        .map(|j| {
+            entry(
+                &[&format!("10.20.{j}.0/24")],
+                Protocol::Udp,
+                &[(3000 + j as u16, 3000 + j as u16)],
+            )
+        })
+        .collect();
+    let policy = Policy {
+        platforms: vec![
+            platform("learn", Action::Drop, learning),
+            platform("nets", Action::Monitor, nets),
+        ],
+    };
+    let mut compiled = compile(&policy).unwrap();
+    datapath.apply(&compiled).unwrap();
+    // Host (i, j) in net j for entry i: a rule list no other host has.
+    let mut addresses: Vec<EntryAddress> = Vec::new();
+    let mut problems = Vec::new();
+    for j in 0..NETS {
+        let batch: Vec<EntryAddress> = (0..LEARNING)
+            .map(|i| EntryAddress {
+                platform: 0,
+                entry: i,
+                net: net(&format!("10.20.{j}.{}/32", i + 1)),
+            })
+            .collect();
+        let full = compile_with(&policy, addresses.iter().chain(&batch).copied());
+        let mut grown = compiled.clone();
+        match add_hosts(&mut grown, &policy, &batch) {
+            Ok(changed) => {
+                if let Err(e) = &full
+                    && problems.is_empty()
+                {
+                    problems.push(format!(
+                        "add_hosts accepted {} learned hosts that a full compile refuses: {e}",
+                        addresses.len() + batch.len()
+                    ));
+                }
+                if let Err(e) = datapath.write_hosts(&grown, &changed) {
+                    problems.push(format!("write_hosts: {e}"));
+                    break;
+                }
+                compiled = grown;
+                addresses.extend(batch);
+            }
+            Err(e) => assert!(full.is_err(), "add_hosts refused ({e}) what compiles"),
+        }
+    }
+    let learned = GeneratedPolicy {
+        policy: policy.clone(),
+        addresses: addresses.clone(),
+    };
+    let frames: Vec<Vec<u8>> = addresses
+        .iter()
+        .step_by(37)
+        .map(|a| {
+            let port = 1000 + a.entry as u16;
+            simple_frame(ip("172.16.0.1"), a.net.addr(), 17, 40000, port)
+        })
+        .collect();
+    let outcome = check_frames(&mut datapath, &mut probe, &Model::new(&learned), &frames);
+    if !outcome.agrees() {
+        problems.push(outcome.report("the learned hosts", "(learned hosts)"));
+    }
+    let next = half_table(Action::Drop);
+    match datapath.apply(&compile_generated(&next).unwrap()) {
+        Ok(_) => {
+            let outcome = check_frames(
+                &mut datapath,
+                &mut probe,
+                &Model::new(&next),
+                &half_table_frames(&mut rng),
+            );
+            if !outcome.agrees() {
+                problems.push(outcome.report("the next policy", &describe(&next)));
+            }
+        }
+        Err(e) => problems.push(format!(
+            "with {} learned hosts in force, a policy of {} rule lists (which compiles) does not \
+             apply: {e}",
+            addresses.len(),
+            RULE_SLOTS / 2
+        )),
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
