@@ -1009,6 +1009,64 @@ mod tests {
     }
 
     #[test]
+    fn dns_copies_and_holding() {
+        let policy = Policy {
+            platforms: vec![platform(
+                "banned",
+                Action::Drop,
+                vec![entry(0, &["198.18.9.0/24"], Protocol::Any, &[])],
+            )],
+        };
+        let m = Matcher::new(&policy);
+        let server = [192, 0, 2, 53];
+        let copy = |length: usize, held: bool| DnsCopy {
+            l3: 14,
+            captured: length.min(DNS_CAPTURE_BYTES),
+            length,
+            payload_offset: 28,
+            held,
+        };
+        let mut response = v4_udp(server, CLIENT, 53, 40000);
+        response.push(0xAB);
+        let (decision, copied) = m.decide_dns(&response, true);
+        assert_eq!((decision, copied), (Decision::Held, Some(copy(29, true))));
+        assert_eq!(decision.xdp_action(), XDP_DROP);
+        // Not holding: copied and passed.
+        let passed = Decision::Pass(PASS_NO_MATCH);
+        assert_eq!(
+            m.decide_dns(&response, false),
+            (passed, Some(copy(29, false)))
+        );
+        // A query is copied, never held.
+        let mut query = v4_udp(CLIENT, server, 40000, 53);
+        query.push(1);
+        assert_eq!(m.decide_dns(&query, true), (passed, Some(copy(29, false))));
+        // Nothing after the UDP header: not copied.
+        let bare = v4_udp(server, CLIENT, 53, 40000);
+        assert_eq!(m.decide_dns(&bare, true), (passed, None));
+        // Dropped by the policy: neither copied nor held.
+        let mut banned = v4_udp([198, 18, 9, 1], CLIENT, 53, 40000);
+        banned.push(1);
+        let (decision, copied) = m.decide_dns(&banned, true);
+        assert_eq!((decision.xdp_action(), copied), (XDP_DROP, None));
+        // An IP packet that fills one copy is held; one byte more is copied in part and passed.
+        let mut fits = response.clone();
+        fits.resize(14 + DNS_CAPTURE_BYTES, 0);
+        assert_eq!(
+            m.decide_dns(&fits, true),
+            (Decision::Held, Some(copy(DNS_CAPTURE_BYTES, true)))
+        );
+        fits.push(0);
+        assert_eq!(
+            m.decide_dns(&fits, true),
+            (passed, Some(copy(DNS_CAPTURE_BYTES + 1, false)))
+        );
+        // TCP on port 53 is not looked at.
+        let tcp = v4_tcp(server, CLIENT, 53, 40000);
+        assert_eq!(m.decide_dns(&tcp, true), (passed, None));
+    }
+
+    #[test]
     fn decisions_for_non_ip() {
         let empty = Policy::default();
         let m = Matcher::new(&empty);

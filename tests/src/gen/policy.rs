@@ -254,11 +254,11 @@ pub fn random_learned(rng: &mut impl Rng, policy: &Policy, count: usize) -> Vec<
 /// Ports that the crowded platforms of [`crowded_policy`] name, one rule each.
 pub const CROWDED_PORTS: std::ops::RangeInclusive<u16> = 2000..=2063;
 
-/// A random policy plus up to three platforms (named after all the others) whose entries pile
-/// single-port rules onto one chain of nested pool prefixes, so that about `RULES_PER_SLOT`
-/// rules apply to the chain's innermost prefix: some such policies fit the datapath, some do not.
-/// Returns the policy and that innermost prefix.
-pub fn crowded_policy(rng: &mut impl Rng) -> (GeneratedPolicy, IpNet) {
+/// A random policy plus one to three platforms (named after all the others) whose entries pile
+/// `wanted` single-port rules (at most 64) onto one chain of nested pool prefixes, so that at
+/// least that many rules apply to the chain's innermost prefix. Returns the policy and that
+/// innermost prefix.
+pub fn crowded_policy(rng: &mut impl Rng, wanted: usize) -> (GeneratedPolicy, IpNet) {
     let mut generated = random_policy(rng);
     let pool = pool(rng.random_bool(0.5));
     let inner = pool.choose(rng).copied().unwrap_or_default();
@@ -269,43 +269,38 @@ pub fn crowded_policy(rng: &mut impl Rng) -> (GeneratedPolicy, IpNet) {
         .collect();
     let mut ports: Vec<u16> = CROWDED_PORTS.collect();
     ports.shuffle(rng);
-    let mut ports = ports.into_iter();
-    let wanted = rng.random_range(20..=40usize);
-    let mut added = 0;
-    for name in ["zz0", "zz1", "zz2"].iter().take(rng.random_range(1..=3)) {
-        let mut entries = Vec::new();
-        for index in 0..rng.random_range(1..=4) {
-            let count = rng
-                .random_range(1..=12usize)
-                .min(wanted.saturating_sub(added));
-            if count == 0 {
-                break;
-            }
-            let mut ranges: Vec<PortRange> = ports
-                .by_ref()
-                .take(count)
-                .map(|port| PortRange {
-                    first: port,
-                    last: port,
-                })
-                .collect();
-            ranges.sort();
-            added += ranges.len();
-            entries.push(Entry {
-                index,
-                domains: Vec::new(),
-                prefixes: vec![chain.choose(rng).copied().unwrap_or(inner)],
-                protocol: if rng.random_bool(0.5) {
-                    Protocol::Udp
-                } else {
-                    Protocol::Tcp
-                },
-                ports: ranges,
-                location: location(),
-            });
-        }
+    let mut ports = ports.into_iter().take(wanted).peekable();
+    let names = ["zz0", "zz1", "zz2"];
+    let mut crowd: Vec<Vec<Entry>> = vec![Vec::new(); rng.random_range(1..=names.len())];
+    while ports.peek().is_some() {
+        let count = rng.random_range(1..=12usize);
+        let mut ranges: Vec<PortRange> = ports
+            .by_ref()
+            .take(count)
+            .map(|port| PortRange {
+                first: port,
+                last: port,
+            })
+            .collect();
+        ranges.sort();
+        let platform = rng.random_range(0..crowd.len());
+        let entries = &mut crowd[platform];
+        entries.push(Entry {
+            index: entries.len(),
+            domains: Vec::new(),
+            prefixes: vec![chain.choose(rng).copied().unwrap_or(inner)],
+            protocol: if rng.random_bool(0.5) {
+                Protocol::Udp
+            } else {
+                Protocol::Tcp
+            },
+            ports: ranges,
+            location: location(),
+        });
+    }
+    for (name, entries) in names.iter().zip(crowd) {
         if entries.is_empty() {
-            break;
+            continue;
         }
         generated.policy.platforms.push(Platform {
             name: (*name).to_string(),

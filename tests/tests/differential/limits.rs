@@ -260,11 +260,13 @@ fn crowded_prefixes_fit_or_are_refused() {
     let seed = seed();
     println!("crowded prefixes seed: {seed} (rerun with ENFORCER_DIFF_SEED={seed})");
     let mut rng = StdRng::seed_from_u64(seed);
-    let (mut fitted, mut refused) = (0, 0);
+    let (mut fitted, mut full, mut refused) = (0, 0, 0);
     let mut in_force = GeneratedPolicy::default();
     let edges = *CROWDED_PORTS.start() - 1..=*CROWDED_PORTS.end() + 1;
     for round in 0..CROWDED_ROUNDS {
-        let (generated, inner) = crowded_policy(&mut rng);
+        // Below, at and above a full slot; the random rest of the policy may add more.
+        let wanted = [8, 16, 24, 30, 31, 32, 33, 40][round % 8];
+        let (generated, inner) = crowded_policy(&mut rng, wanted);
         let worst = all_prefixes(&generated)
             .into_iter()
             .map(|n| {
@@ -288,6 +290,7 @@ fn crowded_prefixes_fit_or_are_refused() {
                 datapath.apply(&compiled).expect("applying");
                 in_force = generated;
                 fitted += 1;
+                full += usize::from(worst.0 == RULES_PER_SLOT);
             }
             Err(CompileError::TooManyRules {
                 prefix,
@@ -309,9 +312,9 @@ fn crowded_prefixes_fit_or_are_refused() {
         frames.extend((0..300).map(|_| random_frame(&mut rng)));
         assert_agrees(&mut datapath, &mut probe, &what, &in_force, &frames);
     }
-    println!("crowded prefixes: {fitted} fitted, {refused} refused");
+    println!("crowded prefixes: {fitted} fitted ({full} with a full slot), {refused} refused");
     assert!(
-        fitted >= 3 && refused >= 3,
+        fitted >= 3 && refused >= 4,
         "{fitted} fitted, {refused} refused: tune the generator"
     );
 }
