@@ -1,7 +1,8 @@
 //! DNS holding switched on (`Datapath::set_dns_hold` with a deadline ahead): every UDP response
 //! from port 53 that the policy lets through and that fits one copy is dropped after being copied
 //! to the ring buffer, for the daemon to send on; the reference's `decide_dns` says which. Also
-//! checks holding stops when the deadline is cleared or has passed.
+//! checks that nothing is held while the ring buffer is full (nothing could be sent on), and that
+//! holding stops when the deadline is cleared or has passed.
 
 use rand::seq::IndexedRandom;
 use tests::r#gen::policy::random_port;
@@ -109,6 +110,8 @@ fn dns_holding_matches_reference() {
         coverage.count("held")
     );
 
+    ring_full_holds_nothing(&mut datapath, &mut probe, &mut rng, seed);
+
     // Holding stops when the deadline is cleared, and when it has passed.
     let generated = last.unwrap_or_default();
     let frames = dns_frames(&mut rng, DNS_FRAMES);
@@ -128,4 +131,68 @@ fn dns_holding_matches_reference() {
             );
         }
     }
+}
+
+/// While the ring buffer is full nothing is copied, so nothing is held: responses flow as the
+/// policy says until the daemon reads the buffer again.
+fn ring_full_holds_nothing(
+    datapath: &mut Datapath,
+    probe: &mut Probe,
+    rng: &mut StdRng,
+    seed: u64,
+) {
+    let empty = GeneratedPolicy::default();
+    datapath
+        .apply(&compile_generated(&empty).unwrap())
+        .unwrap_or_else(|e| panic!("applying an empty policy: {e}"));
+    let mut model = Model::new(&empty);
+    probe.dns_events().unwrap();
+    // More responses than the buffer holds (2 MiB of ~2 KiB records), none read meanwhile.
+    model.holding = true;
+    let frames: Vec<Vec<u8>> = (0..1_200)
+        .map(|_| dns_frame(rng, true, 0, Some(100)))
+        .collect();
+    assert!(frames.iter().all(|f| model.expect(f).0 == Decision::Held));
+    let mut held = Vec::new();
+    for frame in &frames {
+        model.holding = true;
+        let (holding, _) = model.expect(frame);
+        model.holding = false;
+        let (passing, _) = model.expect(frame);
+        let (action, tally) = observe(datapath, probe, &model.ids, frame);
+        let got = if (action, &tally) == (XDP_DROP, &Tally::single(holding, frame.len())) {
+            true
+        } else if (action, &tally) == (passing.xdp_action(), &Tally::single(passing, frame.len())) {
+            false
+        } else {
+            panic!(
+                "seed {seed}: with the ring buffer filling up, a response got action {action} and \
+                 counters {}\n{}",
+                tally.render(),
+                hex(frame)
+            );
+        };
+        held.push(got);
+    }
+    let count = held.iter().filter(|h| **h).count();
+    assert!(
+        held[..count].iter().all(|h| *h) && (900..1_200).contains(&count),
+        "seed {seed}: expected the first ~1000 responses held and the rest passed once the ring \
+         buffer is full; held: {count}, first passed at {:?}, last held at {:?}",
+        held.iter().position(|h| !*h),
+        held.iter().rposition(|h| *h),
+    );
+    assert_eq!(
+        probe.dns_events().unwrap().len(),
+        count,
+        "one copy per held response"
+    );
+    // Read, the buffer has room again.
+    let frame = &frames[0];
+    let (action, _) = observe(datapath, probe, &model.ids, frame);
+    assert_eq!(
+        action, XDP_DROP,
+        "seed {seed}: not held again after the buffer was read"
+    );
+    probe.dns_events().unwrap();
 }
