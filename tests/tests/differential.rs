@@ -22,7 +22,9 @@ use std::time::Instant;
 use enforcer::compile::{CompileError, CompiledPolicy, compile, compile_with};
 use enforcer::datapath::{CounterSnapshot, Datapath, MatchKey};
 use enforcer::policy::model::{Action, Entry, Location, Platform, Policy, PortRange, Protocol};
-use enforcer::reference::{Decision, DnsCopy, Matcher, XDP_DROP, XDP_PASS, parse_frame};
+use enforcer::reference::{
+    Decision, DnsCopy, Matcher, ParsedFrame, XDP_DROP, XDP_PASS, parse_frame,
+};
 use enforcer_common::{
     ACTION_ALLOW, ACTION_DROP, ACTION_MONITOR, Counter, DIRECTION_EGRESS, DIRECTION_INGRESS,
     DnsEvent, FAMILY_IPV4, FAMILY_IPV6, PASS_DNS_HELD, PASS_NO_MATCH, PASS_NOT_IP, PASS_REASONS,
@@ -281,7 +283,7 @@ impl Mismatch {
 
 /// The result of running a batch of frames.
 #[derive(Default)]
-struct Outcome {
+struct Comparison {
     frames: usize,
     wrong_verdicts: usize,
     mismatches: Vec<Mismatch>,
@@ -292,7 +294,7 @@ struct Outcome {
     total_got: Tally,
 }
 
-impl Outcome {
+impl Comparison {
     fn agrees(&self) -> bool {
         self.mismatches.is_empty() && self.total_want == self.total_got
     }
@@ -330,29 +332,29 @@ fn check_frames(
     probe: &mut Probe,
     model: &Model,
     frames: &[Vec<u8>],
-) -> Outcome {
+) -> Comparison {
     let all_before = datapath.counters().unwrap();
     // Copies left by earlier batches belong to nobody here.
     probe.dns_events().unwrap();
-    let mut outcome = Outcome::default();
+    let mut comparison = Comparison::default();
     let mut before = probe.counters(&model.ids).unwrap();
     for frame in frames {
         let (decision, copy) = model.expect(frame);
         let want = (decision.xdp_action(), Tally::single(decision, frame.len()));
-        outcome.total_want.add(decision, frame.len());
-        outcome.decisions.push(decision);
+        comparison.total_want.add(decision, frame.len());
+        comparison.decisions.push(decision);
         let action = datapath.test_run(frame).unwrap();
         let after = probe.counters(&model.ids).unwrap();
         let got = (action, Tally::delta(&before, &after));
         before = after;
         let events = probe.dns_events().unwrap();
         let dns = compare_dns(frame, copy, &events);
-        outcome.frames += 1;
+        comparison.frames += 1;
         if got.0 != want.0 {
-            outcome.wrong_verdicts += 1;
+            comparison.wrong_verdicts += 1;
         }
         if got != want || dns.is_some() {
-            outcome.mismatches.push(Mismatch {
+            comparison.mismatches.push(Mismatch {
                 frame: frame.clone(),
                 decision,
                 want,
@@ -362,8 +364,8 @@ fn check_frames(
         }
     }
     let all_after = datapath.counters().unwrap();
-    outcome.total_got = Tally::delta(&all_before, &all_after);
-    outcome
+    comparison.total_got = Tally::delta(&all_before, &all_after);
+    comparison
 }
 
 /// How the ring buffer's copies of one frame differ from the reference's, if they do.
@@ -388,14 +390,28 @@ fn compare_dns(frame: &[u8], want: Option<DnsCopy>, events: &[DnsEvent]) -> Opti
     if &event.packet[..copy.captured] != packet {
         return Some("the copied bytes are not the frame's IP packet".to_string());
     }
-    let (src_port, dst_port) = match parse_frame(frame) {
-        enforcer::reference::ParsedFrame::Ip(p) => p.ports.unwrap_or_default(),
-        _ => (0, 0),
+    let ParsedFrame::Ip(packet) = parse_frame(frame) else {
+        return Some("a copy of a frame that is not IP".to_string());
     };
-    if (event.src_port, event.dst_port) != (src_port, dst_port) {
+    let address = |bytes: [u8; 16]| -> IpAddr {
+        if event.family == FAMILY_IPV4 {
+            IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]])
+        } else {
+            IpAddr::from(bytes)
+        }
+    };
+    let copied = (
+        event.family,
+        address(event.src_addr),
+        event.src_port,
+        address(event.dst_addr),
+        event.dst_port,
+    );
+    let (src_port, dst_port) = packet.ports.unwrap_or_default();
+    let sent = (packet.family, packet.src, src_port, packet.dst, dst_port);
+    if copied != sent {
         return Some(format!(
-            "ports {}->{} copied for {src_port}->{dst_port}",
-            event.src_port, event.dst_port
+            "family, source and destination {copied:?} copied for {sent:?}"
         ));
     }
     None
@@ -504,8 +520,8 @@ fn datapath_agrees_with_reference() {
         let frames: Vec<Vec<u8>> = (0..FRAMES_PER_POLICY)
             .map(|_| random_frame(&mut rng))
             .collect();
-        let outcome = check_frames(&mut datapath, &mut probe, &Model::new(&generated), &frames);
-        for decision in &outcome.decisions {
+        let comparison = check_frames(&mut datapath, &mut probe, &Model::new(&generated), &frames);
+        for decision in &comparison.decisions {
             coverage.add(*decision);
         }
         frames_run += frames.len();
@@ -516,16 +532,16 @@ fn datapath_agrees_with_reference() {
             ids(&generated.policy),
             generated.addresses.len(),
             frames.len(),
-            outcome.mismatches.len(),
+            comparison.mismatches.len(),
         );
-        if outcome.agrees() {
+        if comparison.agrees() {
             continue;
         }
-        let mut message = outcome.report(
+        let mut message = comparison.report(
             &format!("seed {seed}, policy #{round}"),
             &describe(&generated),
         );
-        if let Some(first) = outcome.mismatches.first() {
+        if let Some(first) = comparison.mismatches.first() {
             let small = shrink(&mut datapath, &mut probe, &generated, &first.frame);
             apply(&mut datapath, &small);
             let again = check_frames(

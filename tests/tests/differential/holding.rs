@@ -88,14 +88,14 @@ fn dns_holding_matches_reference() {
         frames.extend(dns_frames(&mut rng, DNS_FRAMES));
         let mut model = Model::new(&generated);
         model.holding = true;
-        let outcome = check_frames(&mut datapath, &mut probe, &model, &frames);
-        for decision in &outcome.decisions {
+        let comparison = check_frames(&mut datapath, &mut probe, &model, &frames);
+        for decision in &comparison.decisions {
             coverage.add(*decision);
         }
-        if !outcome.agrees() {
+        if !comparison.agrees() {
             panic!(
                 "{}",
-                outcome.report(
+                comparison.report(
                     &format!("seed {seed}, round {round}, holding DNS responses"),
                     &describe(&generated)
                 )
@@ -110,8 +110,6 @@ fn dns_holding_matches_reference() {
         coverage.count("held")
     );
 
-    ring_full_holds_nothing(&mut datapath, &mut probe, &mut rng, seed);
-
     // Holding stops when the deadline is cleared, and when it has passed.
     let generated = last.unwrap_or_default();
     let frames = dns_frames(&mut rng, DNS_FRAMES);
@@ -120,17 +118,21 @@ fn dns_holding_matches_reference() {
         datapath
             .set_dns_hold(deadline)
             .unwrap_or_else(|e| panic!("setting the deadline: {e}"));
-        let outcome = check_frames(&mut datapath, &mut probe, &Model::new(&generated), &frames);
-        if !outcome.agrees() {
+        let comparison = check_frames(&mut datapath, &mut probe, &Model::new(&generated), &frames);
+        if !comparison.agrees() {
             panic!(
                 "{}",
-                outcome.report(
+                comparison.report(
                     &format!("seed {seed}, hold deadline {what}"),
                     &describe(&generated)
                 )
             );
         }
     }
+    datapath
+        .set_dns_hold(monotonic_ns() + HOLD_FOR_NS)
+        .unwrap_or_else(|e| panic!("switching holding on: {e}"));
+    ring_full_holds_nothing(&mut datapath, &mut probe, &mut rng, seed);
 }
 
 /// While the ring buffer is full nothing is copied, so nothing is held: responses flow as the

@@ -53,13 +53,13 @@ fn check(
 ) {
     let mut frames: Vec<Vec<u8>> = (0..RANDOM_FRAMES).map(|_| random_frame(rng)).collect();
     frames.extend(frames_at(rng, policy, hosts));
-    let outcome = check_frames(datapath, probe, &Model::with(policy, addresses), &frames);
-    if !outcome.agrees() {
+    let comparison = check_frames(datapath, probe, &Model::with(policy, addresses), &frames);
+    if !comparison.agrees() {
         let generated = GeneratedPolicy {
             policy: policy.clone(),
             addresses: addresses.to_vec(),
         };
-        panic!("{}", outcome.report(what, &describe(&generated)));
+        panic!("{}", comparison.report(what, &describe(&generated)));
     }
 }
 

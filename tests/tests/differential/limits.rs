@@ -103,11 +103,11 @@ fn assert_agrees(
     generated: &GeneratedPolicy,
     frames: &[Vec<u8>],
 ) {
-    let outcome = check_frames(datapath, probe, &Model::new(generated), frames);
+    let comparison = check_frames(datapath, probe, &Model::new(generated), frames);
     assert!(
-        outcome.agrees(),
+        comparison.agrees(),
         "{}",
-        outcome.report(what, &describe(generated))
+        comparison.report(what, &describe(generated))
     );
 }
 
@@ -658,21 +658,21 @@ fn learned_hosts_leave_room_for_the_next_policy() {
             simple_frame(ip("172.16.0.1"), a.net.addr(), 17, 40000, port)
         })
         .collect();
-    let outcome = check_frames(&mut datapath, &mut probe, &Model::new(&learned), &frames);
-    if !outcome.agrees() {
-        problems.push(outcome.report("the learned hosts", "(learned hosts)"));
+    let comparison = check_frames(&mut datapath, &mut probe, &Model::new(&learned), &frames);
+    if !comparison.agrees() {
+        problems.push(comparison.report("the learned hosts", "(learned hosts)"));
     }
     let next = half_table(Action::Drop);
     match datapath.apply(&compile_generated(&next).unwrap()) {
         Ok(_) => {
-            let outcome = check_frames(
+            let comparison = check_frames(
                 &mut datapath,
                 &mut probe,
                 &Model::new(&next),
                 &half_table_frames(&mut rng),
             );
-            if !outcome.agrees() {
-                problems.push(outcome.report("the next policy", &describe(&next)));
+            if !comparison.agrees() {
+                problems.push(comparison.report("the next policy", &describe(&next)));
             }
         }
         Err(e) => problems.push(format!(
