@@ -369,13 +369,15 @@ fn full_tries() {
     ] {
         let limit = limit as usize;
         let over = hosts_policy("full", first, limit + 1);
+        // `.err()`: a policy that compiled would fill the message with its 262,145 prefixes.
         assert_eq!(
-            compile_generated(&over),
-            Err(CompileError::TooManyPrefixes {
+            compile_generated(&over).err(),
+            Some(CompileError::TooManyPrefixes {
                 family,
                 count: limit + 1,
                 limit: limit as u32,
-            })
+            }),
+            "{family}: one prefix past capacity"
         );
         let small = hosts_policy("small", first, 3);
         datapath.apply(&compile_generated(&small).unwrap()).unwrap();
@@ -475,11 +477,12 @@ fn full_rule_table() {
         .entries
         .push(entry(&["10.10.0.1/32"], Protocol::Tcp, &[]));
     assert_eq!(
-        compile_generated(&over),
-        Err(CompileError::TooManyRuleLists {
+        compile_generated(&over).err(),
+        Some(CompileError::TooManyRuleLists {
             count: half + 1,
             limit: half as u32,
-        })
+        }),
+        "one rule list more than half the table"
     );
     // Two full halves in turn: the second is written beside the first.
     let mut rng = StdRng::seed_from_u64(4096);
