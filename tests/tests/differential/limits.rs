@@ -390,21 +390,8 @@ fn full_tries() {
 
         // One prefix past capacity, as a compiler without the check would hand it over.
         let mut forced = compiled.clone();
-        let extra = hosts_policy("full", first, limit + 1);
-        let extra = compile_generated(&GeneratedPolicy {
-            policy: Policy {
-                platforms: vec![Platform {
-                    entries: vec![{
-                        let mut e = extra.policy.platforms[0].entries[0].clone();
-                        e.prefixes = e.prefixes.split_off(limit);
-                        e
-                    }],
-                    ..extra.policy.platforms[0].clone()
-                }],
-            },
-            addresses: Vec::new(),
-        })
-        .unwrap();
+        let past = ip_plus(first, limit as u32);
+        let extra = compile_generated(&hosts_policy("full", past, 1)).unwrap();
         forced.v4.extend(extra.v4);
         forced.v6.extend(extra.v6);
         assert!(
