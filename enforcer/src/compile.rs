@@ -66,9 +66,21 @@ impl PrefixRules {
 pub struct CompiledPolicy {
     pub v4: BTreeMap<PrefixV4, PrefixRules>,
     pub v6: BTreeMap<PrefixV6, PrefixRules>,
+    /// How many prefixes use each distinct rule list (one rule slot each), kept up to date by
+    /// this module's functions so that adding learned hosts can check the table's limit without
+    /// a pass over every prefix. (`rule_lists` reads the prefixes themselves.)
+    lists: BTreeMap<Vec<Rule>, usize>,
 }
 
 impl CompiledPolicy {
+    fn new(v4: BTreeMap<PrefixV4, PrefixRules>, v6: BTreeMap<PrefixV6, PrefixRules>) -> Self {
+        let mut lists: BTreeMap<Vec<Rule>, usize> = BTreeMap::new();
+        for p in v4.values().chain(v6.values()) {
+            *lists.entry(p.rules.clone()).or_default() += 1;
+        }
+        Self { v4, v6, lists }
+    }
+
     /// The distinct rule lists, each of which needs one rule slot.
     pub fn rule_lists(&self) -> BTreeSet<&[Rule]> {
         self.v4
@@ -78,6 +90,10 @@ impl CompiledPolicy {
             .collect()
     }
 }
+
+/// The most distinct rule lists one policy may use: half the table, since a change writes its
+/// new lists beside the ones in force.
+const MAX_RULE_LISTS: u32 = RULE_SLOTS / 2;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CompileError {
@@ -206,18 +222,11 @@ pub fn compile_with(
     }
     check_capacity("IPv4", own_v4.len(), MAX_PREFIXES_V4)?;
     check_capacity("IPv6", own_v6.len(), MAX_PREFIXES_V6)?;
-    let compiled = CompiledPolicy {
-        v4: inherit(own_v4, |p| IpNet::V4(ipv4_net(p)))?,
-        v6: inherit(own_v6, |p| IpNet::V6(ipv6_net(p)))?,
-    };
-    let lists = compiled.rule_lists().len();
-    // Half the table: a change writes its new lists beside the ones in force.
-    if lists > (RULE_SLOTS / 2) as usize {
-        return Err(CompileError::TooManyRuleLists {
-            count: lists,
-            limit: RULE_SLOTS / 2,
-        });
-    }
+    let compiled = CompiledPolicy::new(
+        inherit(own_v4, |p| IpNet::V4(ipv4_net(p)))?,
+        inherit(own_v6, |p| IpNet::V6(ipv6_net(p)))?,
+    );
+    check_rule_lists(compiled.lists.len())?;
     Ok(compiled)
 }
 
@@ -231,7 +240,11 @@ pub fn add_hosts(
     policy: &Policy,
     addresses: &[EntryAddress],
 ) -> Result<Vec<IpNet>, CompileError> {
-    let mut changed = Vec::new();
+    // Every host's new rules are worked out first, against the compiled policy plus the hosts
+    // already met in this batch; nothing changes unless the whole batch fits, exactly as a full
+    // compile would have accepted or refused it.
+    let mut v4: BTreeMap<PrefixV4, BTreeMap<Rule, u8>> = BTreeMap::new();
+    let mut v6: BTreeMap<PrefixV6, BTreeMap<Rule, u8>> = BTreeMap::new();
     for address in addresses {
         let Some(platform) = policy.platforms.get(address.platform) else {
             continue;
@@ -245,66 +258,96 @@ pub fn add_hosts(
             platform.action.code(),
             entry,
         );
-        let host = IpNet::from(address.net.addr());
-        let written = match host {
-            IpNet::V4(n) => add_host(
-                &mut compiled.v4,
+        match address.net.addr() {
+            std::net::IpAddr::V4(a) => merge_host(
+                &compiled.v4,
+                &mut v4,
                 Prefix {
-                    addr: u32::from(n.addr()),
+                    addr: u32::from(a),
                     len: 32,
                 },
                 rules,
                 |p| IpNet::V4(ipv4_net(p)),
             )?,
-            IpNet::V6(n) => add_host(
-                &mut compiled.v6,
+            std::net::IpAddr::V6(a) => merge_host(
+                &compiled.v6,
+                &mut v6,
                 Prefix {
-                    addr: u128::from(n.addr()),
+                    addr: u128::from(a),
                     len: 128,
                 },
                 rules,
                 |p| IpNet::V6(ipv6_net(p)),
             )?,
-        };
-        if written && !changed.contains(&host) {
-            changed.push(host);
         }
+    }
+    let v4 = changed_hosts(&compiled.v4, v4);
+    let v6 = changed_hosts(&compiled.v6, v6);
+    let new_v4 = v4.keys().filter(|h| !compiled.v4.contains_key(h)).count();
+    let new_v6 = v6.keys().filter(|h| !compiled.v6.contains_key(h)).count();
+    check_capacity("IPv4", compiled.v4.len() + new_v4, MAX_PREFIXES_V4)?;
+    check_capacity("IPv6", compiled.v6.len() + new_v6, MAX_PREFIXES_V6)?;
+    let mut lists = compiled.lists.clone();
+    let mut count_list = |old: Option<&PrefixRules>, new: &PrefixRules| {
+        if let Some(old) = old
+            && let Some(uses) = lists.get_mut(&old.rules)
+        {
+            *uses -= 1;
+            if *uses == 0 {
+                lists.remove(&old.rules);
+            }
+        }
+        *lists.entry(new.rules.clone()).or_default() += 1;
+    };
+    for (host, rules) in &v4 {
+        count_list(compiled.v4.get(host), rules);
+    }
+    for (host, rules) in &v6 {
+        count_list(compiled.v6.get(host), rules);
+    }
+    check_rule_lists(lists.len())?;
+    compiled.lists = lists;
+    let mut changed: Vec<IpNet> = Vec::with_capacity(v4.len() + v6.len());
+    for (host, rules) in v4 {
+        changed.push(IpNet::V4(ipv4_net(host)));
+        compiled.v4.insert(host, rules);
+    }
+    for (host, rules) in v6 {
+        changed.push(IpNet::V6(ipv6_net(host)));
+        compiled.v6.insert(host, rules);
     }
     Ok(changed)
 }
 
-fn add_host<A: Bits>(
-    map: &mut BTreeMap<Prefix<A>, PrefixRules>,
+/// Adds `rules` to `host` in `pending` (the batch so far), starting from the host's rules in
+/// `map`, or else those of its longest enclosing prefix.
+fn merge_host<A: Bits>(
+    map: &BTreeMap<Prefix<A>, PrefixRules>,
+    pending: &mut BTreeMap<Prefix<A>, BTreeMap<Rule, u8>>,
     host: Prefix<A>,
     rules: Vec<Rule>,
     display: impl Fn(Prefix<A>) -> IpNet,
-) -> Result<bool, CompileError> {
-    let full_of = |p: &PrefixRules| -> BTreeMap<Rule, u8> {
-        p.rules
-            .iter()
-            .copied()
-            .zip(p.prefix_lens.iter().copied())
-            .collect()
-    };
-    let existing = map.get(&host).map(full_of);
-    let mut full = match &existing {
-        Some(full) => full.clone(),
-        None => (0..host.len)
-            .rev()
-            .find_map(|len| {
-                map.get(&Prefix {
-                    addr: host.addr.mask(len),
-                    len,
-                })
-            })
-            .map(full_of)
-            .unwrap_or_default(),
+) -> Result<(), CompileError> {
+    let full = match pending.get_mut(&host) {
+        Some(full) => full,
+        None => {
+            let start = map.get(&host).map(full_of).unwrap_or_else(|| {
+                (0..host.len)
+                    .rev()
+                    .find_map(|len| {
+                        map.get(&Prefix {
+                            addr: host.addr.mask(len),
+                            len,
+                        })
+                    })
+                    .map(full_of)
+                    .unwrap_or_default()
+            });
+            pending.entry(host).or_insert(start)
+        }
     };
     for rule in rules {
         full.insert(rule, host.len);
-    }
-    if existing.as_ref() == Some(&full) {
-        return Ok(false);
     }
     if full.len() > RULES_PER_SLOT {
         return Err(CompileError::TooManyRules {
@@ -313,8 +356,38 @@ fn add_host<A: Bits>(
             limit: RULES_PER_SLOT,
         });
     }
-    map.insert(host, PrefixRules::new(&full));
-    Ok(true)
+    Ok(())
+}
+
+/// The hosts of `pending` whose rules differ from what `map` holds, compiled.
+fn changed_hosts<A: Bits>(
+    map: &BTreeMap<Prefix<A>, PrefixRules>,
+    pending: BTreeMap<Prefix<A>, BTreeMap<Rule, u8>>,
+) -> BTreeMap<Prefix<A>, PrefixRules> {
+    pending
+        .into_iter()
+        .filter(|(host, full)| map.get(host).map(full_of).as_ref() != Some(full))
+        .map(|(host, full)| (host, PrefixRules::new(&full)))
+        .collect()
+}
+
+/// A compiled prefix's rules with the length each came from.
+fn full_of(p: &PrefixRules) -> BTreeMap<Rule, u8> {
+    p.rules
+        .iter()
+        .copied()
+        .zip(p.prefix_lens.iter().copied())
+        .collect()
+}
+
+fn check_rule_lists(count: usize) -> Result<(), CompileError> {
+    if count > MAX_RULE_LISTS as usize {
+        return Err(CompileError::TooManyRuleLists {
+            count,
+            limit: MAX_RULE_LISTS,
+        });
+    }
+    Ok(())
 }
 
 fn check_capacity(family: &'static str, count: usize, limit: u32) -> Result<(), CompileError> {

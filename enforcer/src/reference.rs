@@ -10,8 +10,9 @@ use std::cmp::{Ordering, Reverse};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use enforcer_common::{
-    ACTION_DROP, DIRECTION_EGRESS, DIRECTION_INGRESS, FAMILY_IPV4, FAMILY_IPV6, PASS_NO_MATCH,
-    PASS_NOT_IP, PASS_UNPARSED, PROTOCOL_TCP, PROTOCOL_UDP, PROTOCOL_UNKNOWN,
+    ACTION_DROP, DIRECTION_EGRESS, DIRECTION_INGRESS, DNS_CAPTURE_BYTES, DNS_PORT, FAMILY_IPV4,
+    FAMILY_IPV6, PASS_NO_MATCH, PASS_NOT_IP, PASS_UNPARSED, PROTOCOL_TCP, PROTOCOL_UDP,
+    PROTOCOL_UNKNOWN,
 };
 use ipnet::IpNet;
 
@@ -40,6 +41,8 @@ const IPV6_DEST_OPTIONS: u8 = 60;
 
 /// Bytes of a TCP or UDP header that hold the ports: all that must be in the packet to know them.
 const PORT_BYTES: usize = 4;
+/// Length of a UDP header: a DNS message starts right after it.
+const UDP_HEADER_LEN: usize = 8;
 /// IPv4 flags and fragment offset: the more-fragments flag and the offset (in 8-byte units).
 const IPV4_MORE_FRAGMENTS: u16 = 0x2000;
 const IPV4_FRAGMENT_OFFSET: u16 = 0x1FFF;
@@ -72,6 +75,10 @@ pub struct Packet {
     /// short to hold them, or a fragment at offset 1 that can overwrite them. Such a packet
     /// matches drop entries of its protocol whatever their ports.
     pub hidden_ports: bool,
+    /// Offset of the IP header in the frame.
+    pub l3: usize,
+    /// Offset of the TCP or UDP header in the frame, when `ports` are known.
+    pub l4: Option<usize>,
 }
 
 /// What the datapath does with a frame, and which counter it bumps.
@@ -87,13 +94,17 @@ pub enum Decision {
         direction: u8,
         family: u8,
     },
+    /// A DNS response held while holding is on: dropped here and counted under `PASS_DNS_HELD`;
+    /// the daemon sends it on once what it teaches is enforced.
+    Held,
 }
 
 impl Decision {
-    /// The XDP action the program returns: only a winning `drop` drops.
+    /// The XDP action the program returns: a winning `drop` and a held response drop.
     pub fn xdp_action(&self) -> u32 {
         match self {
             Decision::Match { action, .. } if *action == ACTION_DROP => XDP_DROP,
+            Decision::Held => XDP_DROP,
             _ => XDP_PASS,
         }
     }
@@ -118,6 +129,21 @@ impl Fragment {
             (offset, _) => Fragment::Later(offset),
         }
     }
+}
+
+/// The copy of a UDP DNS message that the datapath puts in its ring buffer for user space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DnsCopy {
+    /// Offset in the frame of the IP header, where the copy starts.
+    pub l3: usize,
+    /// Bytes copied: the IP packet, cut at `DNS_CAPTURE_BYTES`.
+    pub captured: usize,
+    /// The IP packet's length in the frame (from its header to the frame's end).
+    pub length: usize,
+    /// Offset of the DNS message in the copy, just after the UDP header.
+    pub payload_offset: usize,
+    /// The frame is held: dropped, for the daemon to send on.
+    pub held: bool,
 }
 
 fn be16(frame: &[u8], at: usize) -> Option<u16> {
@@ -186,7 +212,8 @@ fn parse_ipv4(frame: &[u8], l3: usize) -> ParsedFrame {
         flags & IPV4_FRAGMENT_OFFSET,
         flags & IPV4_MORE_FRAGMENTS != 0,
     );
-    let (ports, hidden_ports) = transport(packet, l3 + ihl * 4, protocol, fragment);
+    let l4 = l3 + ihl * 4;
+    let (ports, hidden_ports) = transport(packet, l4, protocol, fragment);
     ParsedFrame::Ip(Packet {
         family: FAMILY_IPV4,
         src: IpAddr::V4(src),
@@ -194,6 +221,8 @@ fn parse_ipv4(frame: &[u8], l3: usize) -> ParsedFrame {
         protocol,
         ports,
         hidden_ports,
+        l3,
+        l4: ports.map(|_| l4),
     })
 }
 
@@ -241,7 +270,7 @@ fn parse_ipv6(frame: &[u8], l3: usize) -> ParsedFrame {
         0 => frame,
         payload => ip_packet(frame, l3, 40 + payload),
     };
-    let (protocol, ports, hidden_ports) = walk_ipv6_chain(packet, header[6], l3 + 40);
+    let (protocol, ports, hidden_ports, l4) = walk_ipv6_chain(packet, header[6], l3 + 40);
     ParsedFrame::Ip(Packet {
         family: FAMILY_IPV6,
         src: IpAddr::V6(Ipv6Addr::from(src)),
@@ -249,13 +278,20 @@ fn parse_ipv6(frame: &[u8], l3: usize) -> ParsedFrame {
         protocol,
         ports,
         hidden_ports,
+        l3,
+        l4: ports.map(|_| l4),
     })
 }
 
 /// Follows the IPv6 extension headers from `cursor` in `frame` (cut at the end of the IP packet)
-/// and returns the upper-layer protocol, the ports and whether a fragment hides them.
-fn walk_ipv6_chain(frame: &[u8], first: u8, mut cursor: usize) -> (u8, Option<(u16, u16)>, bool) {
-    const UNKNOWN: (u8, Option<(u16, u16)>, bool) = (PROTOCOL_UNKNOWN, None, false);
+/// and returns the upper-layer protocol, the ports, whether a fragment hides them, and the
+/// offset where the upper-layer header starts (meaningful only with ports).
+fn walk_ipv6_chain(
+    frame: &[u8],
+    first: u8,
+    mut cursor: usize,
+) -> (u8, Option<(u16, u16)>, bool, usize) {
+    const UNKNOWN: (u8, Option<(u16, u16)>, bool, usize) = (PROTOCOL_UNKNOWN, None, false, 0);
     let mut next = first;
     let mut fragment = Fragment::Whole;
     let mut walked = 0;
@@ -278,7 +314,7 @@ fn walk_ipv6_chain(frame: &[u8], first: u8, mut cursor: usize) -> (u8, Option<(u
                 // A non-first fragment: the protocol is known, its header is not here.
                 later @ Fragment::Later(_) => {
                     let (ports, hidden) = transport(frame, cursor, inner, later);
-                    return (inner, ports, hidden);
+                    return (inner, ports, hidden, cursor);
                 }
                 Fragment::First => fragment = Fragment::First,
                 Fragment::Whole => {}
@@ -305,7 +341,7 @@ fn walk_ipv6_chain(frame: &[u8], first: u8, mut cursor: usize) -> (u8, Option<(u
         cursor += length;
     }
     let (ports, hidden) = transport(frame, cursor, next, fragment);
-    (next, ports, hidden)
+    (next, ports, hidden, cursor)
 }
 
 /// Ports of a TCP or UDP header at `l4`, when its first four bytes are inside the packet.
@@ -436,6 +472,39 @@ impl<'a> Matcher<'a> {
             ParsedFrame::Unparsed => Decision::Pass(PASS_UNPARSED),
             ParsedFrame::Ip(packet) => self.decide_packet(&packet),
         }
+    }
+
+    /// The datapath's decision for a raw frame with DNS holding on or off, and the copy it makes
+    /// for user space, assuming its ring buffer has room. A UDP message to or from port 53, with
+    /// its ports known and at least one byte after the UDP header, that the policy does not drop
+    /// is copied; while holding is on, such a response (from port 53) is held when its IP packet
+    /// fits in one copy, since only a whole packet can be sent on.
+    pub fn decide_dns(&self, frame: &[u8], holding: bool) -> (Decision, Option<DnsCopy>) {
+        let ParsedFrame::Ip(packet) = parse_frame(frame) else {
+            return (self.decide(frame), None);
+        };
+        let decision = self.decide_packet(&packet);
+        let (Some((src_port, dst_port)), Some(l4)) = (packet.ports, packet.l4) else {
+            return (decision, None);
+        };
+        let payload = l4 + UDP_HEADER_LEN;
+        if packet.protocol != PROTOCOL_UDP
+            || (src_port != DNS_PORT && dst_port != DNS_PORT)
+            || decision.xdp_action() == XDP_DROP
+            || payload >= frame.len()
+        {
+            return (decision, None);
+        }
+        let length = frame.len() - packet.l3;
+        let held = holding && src_port == DNS_PORT && length <= DNS_CAPTURE_BYTES;
+        let copy = DnsCopy {
+            l3: packet.l3,
+            captured: length.min(DNS_CAPTURE_BYTES),
+            length,
+            payload_offset: payload - packet.l3,
+            held,
+        };
+        (if held { Decision::Held } else { decision }, Some(copy))
     }
 
     /// The datapath's decision for a parsed IP packet.
@@ -662,6 +731,8 @@ mod tests {
                 protocol: 17,
                 ports: Some((1000, 53)),
                 hidden_ports: false,
+                l3: 14,
+                l4: Some(34),
             }
         );
         let mut bad_version = good.clone();
@@ -1073,6 +1144,64 @@ mod tests {
             Matcher::new(&any).decide(&f),
             matched(2, ACTION_MONITOR, DIRECTION_EGRESS, FAMILY_IPV6)
         );
+    }
+
+    #[test]
+    fn dns_copies_and_holding() {
+        let policy = Policy {
+            platforms: vec![platform(
+                "banned",
+                Action::Drop,
+                vec![entry(0, &["198.18.9.0/24"], Protocol::Any, &[])],
+            )],
+        };
+        let m = Matcher::new(&policy);
+        let server = [192, 0, 2, 53];
+        let copy = |length: usize, held: bool| DnsCopy {
+            l3: 14,
+            captured: length.min(DNS_CAPTURE_BYTES),
+            length,
+            payload_offset: 28,
+            held,
+        };
+        let mut response = v4_udp(server, CLIENT, 53, 40000);
+        response.push(0xAB);
+        let (decision, copied) = m.decide_dns(&response, true);
+        assert_eq!((decision, copied), (Decision::Held, Some(copy(29, true))));
+        assert_eq!(decision.xdp_action(), XDP_DROP);
+        // Not holding: copied and passed.
+        let passed = Decision::Pass(PASS_NO_MATCH);
+        assert_eq!(
+            m.decide_dns(&response, false),
+            (passed, Some(copy(29, false)))
+        );
+        // A query is copied, never held.
+        let mut query = v4_udp(CLIENT, server, 40000, 53);
+        query.push(1);
+        assert_eq!(m.decide_dns(&query, true), (passed, Some(copy(29, false))));
+        // Nothing after the UDP header: not copied.
+        let bare = v4_udp(server, CLIENT, 53, 40000);
+        assert_eq!(m.decide_dns(&bare, true), (passed, None));
+        // Dropped by the policy: neither copied nor held.
+        let mut banned = v4_udp([198, 18, 9, 1], CLIENT, 53, 40000);
+        banned.push(1);
+        let (decision, copied) = m.decide_dns(&banned, true);
+        assert_eq!((decision.xdp_action(), copied), (XDP_DROP, None));
+        // An IP packet that fills one copy is held; one byte more is copied in part and passed.
+        let mut fits = response.clone();
+        fits.resize(14 + DNS_CAPTURE_BYTES, 0);
+        assert_eq!(
+            m.decide_dns(&fits, true),
+            (Decision::Held, Some(copy(DNS_CAPTURE_BYTES, true)))
+        );
+        fits.push(0);
+        assert_eq!(
+            m.decide_dns(&fits, true),
+            (passed, Some(copy(DNS_CAPTURE_BYTES + 1, false)))
+        );
+        // TCP on port 53 is not looked at.
+        let tcp = v4_tcp(server, CLIENT, 53, 40000);
+        assert_eq!(m.decide_dns(&tcp, true), (passed, None));
     }
 
     #[test]

@@ -1,8 +1,18 @@
 //! Differential test: the XDP program (through BPF_PROG_TEST_RUN) against the reference matcher
 //! in `enforcer::reference`, on random policies and tens of thousands of random frames, plus a
-//! few hand-written cases with known verdicts.
+//! few hand-written cases with known verdicts. Every frame's verdict, counter change and DNS copy
+//! is compared with the reference's (and per batch the sum over every counter the datapath has).
+//! The modules cover what changes the tries besides a plain apply: learned hosts (`learned`), DNS
+//! holding (`holding`), and full rule slots, tries and rule table (`limits`).
 //!
 //! Needs root (BPF). The seed is printed; rerun a failure with `ENFORCER_DIFF_SEED=<seed>`.
+
+#[path = "differential/holding.rs"]
+mod holding;
+#[path = "differential/learned.rs"]
+mod learned;
+#[path = "differential/limits.rs"]
+mod limits;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -12,10 +22,13 @@ use std::time::Instant;
 use enforcer::compile::{CompileError, CompiledPolicy, compile, compile_with};
 use enforcer::datapath::{CounterSnapshot, Datapath, MatchKey};
 use enforcer::policy::model::{Action, Entry, Location, Platform, Policy, PortRange, Protocol};
-use enforcer::reference::{Decision, Matcher, XDP_DROP, XDP_PASS, parse_frame};
+use enforcer::reference::{
+    Decision, DnsCopy, Matcher, ParsedFrame, XDP_DROP, XDP_PASS, parse_frame,
+};
 use enforcer_common::{
     ACTION_ALLOW, ACTION_DROP, ACTION_MONITOR, Counter, DIRECTION_EGRESS, DIRECTION_INGRESS,
-    FAMILY_IPV4, FAMILY_IPV6, PASS_NO_MATCH, PASS_NOT_IP, PASS_REASONS, PASS_UNPARSED,
+    DnsEvent, FAMILY_IPV4, FAMILY_IPV6, PASS_DNS_HELD, PASS_NO_MATCH, PASS_NOT_IP, PASS_REASONS,
+    PASS_UNPARSED,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -23,6 +36,7 @@ use tests::r#gen::{
     GeneratedPolicy, describe, ethertype_frame, hex, hex_compact, random_frame, random_policy,
     shrink_candidates, simple_frame,
 };
+use tests::probe::Probe;
 
 /// Policies per run unless `ENFORCER_DIFF_POLICIES` asks for more (a longer soak).
 const POLICIES: usize = 20;
@@ -56,12 +70,28 @@ fn policies() -> usize {
         .unwrap_or(POLICIES)
 }
 
-fn load() -> Option<Datapath> {
+/// The program with private maps, and a probe on them; `None` without root.
+fn load() -> Option<(Datapath, Probe)> {
     if !is_root() {
         eprintln!("skipping: loading the XDP program needs root");
         return None;
     }
-    Some(Datapath::load_unpinned().unwrap_or_else(|e| panic!("loading the datapath: {e}")))
+    let mut datapath =
+        Datapath::load_unpinned().unwrap_or_else(|e| panic!("loading the datapath: {e}"));
+    let probe = Probe::new(&mut datapath).unwrap_or_else(|e| panic!("probing the maps: {e:#}"));
+    Some((datapath, probe))
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock the program compares the hold deadline with.
+fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into `now`, which lives for the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    assert_eq!(rc, 0, "clock_gettime");
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
 }
 
 /// Per-counter packets and bytes, as the datapath counts them.
@@ -75,6 +105,7 @@ impl Tally {
     fn add(&mut self, decision: Decision, len: usize) {
         let counter = match decision {
             Decision::Pass(reason) => &mut self.passed[reason as usize],
+            Decision::Held => &mut self.passed[PASS_DNS_HELD as usize],
             Decision::Match {
                 platform,
                 action,
@@ -92,6 +123,46 @@ impl Tally {
         };
         counter.packets += 1;
         counter.bytes += len as u64;
+    }
+
+    /// The non-zero counters, one short line each: what a failure message shows.
+    fn render(&self) -> String {
+        const ACTIONS: [&str; 3] = ["drop", "monitor", "allow"];
+        const DIRECTIONS: [&str; 2] = ["egress", "ingress"];
+        const FAMILIES: [&str; 2] = ["IPv4", "IPv6"];
+        const PASSES: [&str; 4] = ["no match", "not IP", "unparsed", "DNS held"];
+        let name =
+            |names: &[&'static str], i: u8| names.get(usize::from(i)).copied().unwrap_or("?");
+        let mut parts: Vec<String> = self
+            .matches
+            .iter()
+            .map(|(k, c)| {
+                format!(
+                    "id {} {} {} {}: {} packets {} bytes",
+                    k.platform,
+                    name(&ACTIONS, k.action),
+                    name(&DIRECTIONS, k.direction),
+                    name(&FAMILIES, k.family),
+                    c.packets as i64,
+                    c.bytes as i64,
+                )
+            })
+            .collect();
+        for (reason, c) in self.passed.iter().enumerate() {
+            if *c != Counter::default() {
+                parts.push(format!(
+                    "pass {}: {} packets {} bytes",
+                    PASSES.get(reason).copied().unwrap_or("?"),
+                    c.packets as i64,
+                    c.bytes as i64,
+                ));
+            }
+        }
+        if parts.is_empty() {
+            "nothing counted".to_string()
+        } else {
+            parts.join("; ")
+        }
     }
 
     fn single(decision: Decision, len: usize) -> Self {
@@ -127,81 +198,266 @@ impl Tally {
     }
 }
 
+/// The datapath ids of the policy's platforms: the counters a frame may move.
+fn ids(policy: &Policy) -> Vec<u16> {
+    (0..policy.platforms.len())
+        .map(|p| policy.platform_id(p))
+        .collect()
+}
+
 fn compile_generated(generated: &GeneratedPolicy) -> Result<CompiledPolicy, CompileError> {
     compile_with(&generated.policy, generated.addresses.iter().copied())
 }
 
-fn apply(datapath: &mut Datapath, generated: &GeneratedPolicy) {
+fn apply(datapath: &mut Datapath, generated: &GeneratedPolicy) -> CompiledPolicy {
     let compiled = compile_generated(generated)
         .unwrap_or_else(|e| panic!("compiling\n{}: {e}", describe(generated)));
     datapath
         .apply(&compiled)
         .unwrap_or_else(|e| panic!("applying\n{}: {e}", describe(generated)));
+    compiled
 }
 
-/// The datapath's verdict and counting for one frame, read with the counters around it.
-fn observe(datapath: &mut Datapath, platforms: usize, frame: &[u8]) -> (u32, Tally) {
-    let below = u16::try_from(platforms + 1).unwrap_or(u16::MAX);
-    let before = datapath.counters_up_to(Some(below)).unwrap();
+/// What the reference expects the datapath to be enforcing.
+struct Model<'a> {
+    matcher: Matcher<'a>,
+    /// The platforms' ids: whose counters are read after each frame.
+    ids: Vec<u16>,
+    /// Whether the program is holding DNS responses.
+    holding: bool,
+}
+
+impl<'a> Model<'a> {
+    fn new(generated: &'a GeneratedPolicy) -> Self {
+        Self::with(&generated.policy, &generated.addresses)
+    }
+
+    fn with(policy: &'a Policy, addresses: &[enforcer::compile::EntryAddress]) -> Self {
+        Self {
+            matcher: Matcher::with_addresses(policy, addresses.iter().copied()),
+            ids: ids(policy),
+            holding: false,
+        }
+    }
+
+    fn expect(&self, frame: &[u8]) -> (Decision, Option<DnsCopy>) {
+        self.matcher.decide_dns(frame, self.holding)
+    }
+}
+
+/// One frame on which the datapath and the reference disagree.
+struct Mismatch {
+    frame: Vec<u8>,
+    decision: Decision,
+    want: (u32, Tally),
+    got: (u32, Tally),
+    /// How the DNS copies differ, when they do.
+    dns: Option<String>,
+}
+
+impl Mismatch {
+    fn render(&self) -> String {
+        let frame = &self.frame;
+        format!(
+            "frame of {len} bytes:\n{hex}\n({compact})\n\
+             parsed by the reference: {parsed:?}\n\
+             reference: {decision:?} -> XDP action {want_action}, counters: {want}\n\
+             datapath:  XDP action {got_action}, counters: {got}\n{dns}",
+            len = frame.len(),
+            hex = hex(frame),
+            compact = hex_compact(frame),
+            parsed = parse_frame(frame),
+            decision = self.decision,
+            want_action = self.want.0,
+            want = self.want.1.render(),
+            got_action = self.got.0,
+            got = self.got.1.render(),
+            dns = self
+                .dns
+                .as_ref()
+                .map(|d| format!("DNS copy: {d}\n"))
+                .unwrap_or_default(),
+        )
+    }
+}
+
+/// The result of running a batch of frames.
+#[derive(Default)]
+struct Comparison {
+    frames: usize,
+    wrong_verdicts: usize,
+    mismatches: Vec<Mismatch>,
+    decisions: Vec<Decision>,
+    /// Changes over every counter of the datapath (ids outside the policy too) and the sum of
+    /// the reference's expectations.
+    total_want: Tally,
+    total_got: Tally,
+}
+
+impl Comparison {
+    fn agrees(&self) -> bool {
+        self.mismatches.is_empty() && self.total_want == self.total_got
+    }
+
+    /// A failure message: counts, the policy, the first disagreeing frames.
+    fn report(&self, what: &str, policy: &str) -> String {
+        let mut message = format!(
+            "{what}: the datapath disagrees with the reference on {} of {} frames ({} with a wrong \
+             verdict)\n{policy}\n",
+            self.mismatches.len(),
+            self.frames,
+            self.wrong_verdicts,
+        );
+        if self.total_want != self.total_got {
+            message.push_str(&format!(
+                "change over all counters:\n  expected {}\n  datapath {}\n",
+                self.total_want.render(),
+                self.total_got.render()
+            ));
+        }
+        for mismatch in self.mismatches.iter().take(REPORTED) {
+            message.push('\n');
+            message.push_str(&mismatch.render());
+        }
+        message
+    }
+}
+
+/// Runs `frames` one at a time and compares, for each, the XDP action, the change of the
+/// counters of the model's platforms and of every pass reason, and the DNS copy in the ring
+/// buffer with what the reference expects; then compares the change over all counters (so
+/// counting under an id outside the policy shows) with the sum of the expectations.
+fn check_frames(
+    datapath: &mut Datapath,
+    probe: &mut Probe,
+    model: &Model,
+    frames: &[Vec<u8>],
+) -> Comparison {
+    let all_before = datapath.counters().unwrap();
+    // Copies left by earlier batches belong to nobody here.
+    probe.dns_events().unwrap();
+    let mut comparison = Comparison::default();
+    let mut before = probe.counters(&model.ids).unwrap();
+    for frame in frames {
+        let (decision, copy) = model.expect(frame);
+        let want = (decision.xdp_action(), Tally::single(decision, frame.len()));
+        comparison.total_want.add(decision, frame.len());
+        comparison.decisions.push(decision);
+        let action = datapath.test_run(frame).unwrap();
+        let after = probe.counters(&model.ids).unwrap();
+        let got = (action, Tally::delta(&before, &after));
+        before = after;
+        let events = probe.dns_events().unwrap();
+        let dns = compare_dns(frame, copy, &events);
+        comparison.frames += 1;
+        if got.0 != want.0 {
+            comparison.wrong_verdicts += 1;
+        }
+        if got != want || dns.is_some() {
+            comparison.mismatches.push(Mismatch {
+                frame: frame.clone(),
+                decision,
+                want,
+                got,
+                dns,
+            });
+        }
+    }
+    let all_after = datapath.counters().unwrap();
+    comparison.total_got = Tally::delta(&all_before, &all_after);
+    comparison
+}
+
+/// How the ring buffer's copies of one frame differ from the reference's, if they do.
+fn compare_dns(frame: &[u8], want: Option<DnsCopy>, events: &[DnsEvent]) -> Option<String> {
+    let got: Vec<DnsCopy> = events
+        .iter()
+        .map(|e| DnsCopy {
+            l3: frame.len().saturating_sub(usize::from(e.length)),
+            captured: usize::from(e.captured),
+            length: usize::from(e.length),
+            payload_offset: usize::from(e.payload_offset),
+            held: e.held != 0,
+        })
+        .collect();
+    if got != want.into_iter().collect::<Vec<_>>() {
+        return Some(format!("expected {want:?}, the ring buffer holds {got:?}"));
+    }
+    let (Some(copy), Some(event)) = (want, events.first()) else {
+        return None;
+    };
+    let packet = &frame[copy.l3..copy.l3 + copy.captured];
+    if &event.packet[..copy.captured] != packet {
+        return Some("the copied bytes are not the frame's IP packet".to_string());
+    }
+    let ParsedFrame::Ip(packet) = parse_frame(frame) else {
+        return Some("a copy of a frame that is not IP".to_string());
+    };
+    let address = |bytes: [u8; 16]| -> IpAddr {
+        if event.family == FAMILY_IPV4 {
+            IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]])
+        } else {
+            IpAddr::from(bytes)
+        }
+    };
+    let copied = (
+        event.family,
+        address(event.src_addr),
+        event.src_port,
+        address(event.dst_addr),
+        event.dst_port,
+    );
+    let (src_port, dst_port) = packet.ports.unwrap_or_default();
+    let sent = (packet.family, packet.src, src_port, packet.dst, dst_port);
+    if copied != sent {
+        return Some(format!(
+            "family, source and destination {copied:?} copied for {sent:?}"
+        ));
+    }
+    None
+}
+
+/// The datapath's verdict on one frame, with the change of the counters of the platforms `ids`
+/// and of every pass reason.
+fn observe(datapath: &mut Datapath, probe: &Probe, ids: &[u16], frame: &[u8]) -> (u32, Tally) {
+    let before = probe.counters(ids).unwrap();
     let action = datapath.test_run(frame).unwrap();
-    let after = datapath.counters_up_to(Some(below)).unwrap();
+    let after = probe.counters(ids).unwrap();
     (action, Tally::delta(&before, &after))
 }
 
-fn expected(generated: &GeneratedPolicy, frame: &[u8]) -> (u32, Tally) {
-    let matcher = Matcher::with_addresses(&generated.policy, generated.addresses.iter().copied());
-    let decision = matcher.decide(frame);
-    (decision.xdp_action(), Tally::single(decision, frame.len()))
-}
-
 /// Whether the datapath, loaded with `generated`, disagrees with the reference on `frame`.
-fn disagrees(datapath: &mut Datapath, generated: &GeneratedPolicy, frame: &[u8]) -> bool {
+fn disagrees(
+    datapath: &mut Datapath,
+    probe: &mut Probe,
+    generated: &GeneratedPolicy,
+    frame: &[u8],
+) -> bool {
     if compile_generated(generated).is_err() {
         return false;
     }
     apply(datapath, generated);
-    let platforms = generated.policy.platforms.len();
-    observe(datapath, platforms, frame) != expected(generated, frame)
+    !check_frames(datapath, probe, &Model::new(generated), &[frame.to_vec()]).agrees()
 }
 
 /// Removes platforms, entries, prefixes, addresses and port ranges while the disagreement on
 /// `frame` stays, so that the report shows only what matters.
-fn shrink(datapath: &mut Datapath, generated: &GeneratedPolicy, frame: &[u8]) -> GeneratedPolicy {
+fn shrink(
+    datapath: &mut Datapath,
+    probe: &mut Probe,
+    generated: &GeneratedPolicy,
+    frame: &[u8],
+) -> GeneratedPolicy {
     let mut current = generated.clone();
     'smaller: loop {
         for candidate in shrink_candidates(&current) {
-            if disagrees(datapath, &candidate, frame) {
+            if disagrees(datapath, probe, &candidate, frame) {
                 current = candidate;
                 continue 'smaller;
             }
         }
         return current;
     }
-}
-
-fn report(
-    datapath: &mut Datapath,
-    seed: u64,
-    round: usize,
-    generated: &GeneratedPolicy,
-    frame: &[u8],
-) -> String {
-    let platforms = generated.policy.platforms.len();
-    let (want_action, want_tally) = expected(generated, frame);
-    apply(datapath, generated);
-    let (got_action, got_tally) = observe(datapath, platforms, frame);
-    let matcher = Matcher::with_addresses(&generated.policy, generated.addresses.iter().copied());
-    format!(
-        "seed {seed}, policy #{round}, frame of {len} bytes:\n{hex}\n({compact})\n\
-         parsed by the reference: {parsed:?}\n\
-         reference: {decision:?} -> XDP action {want_action}, counters {want_tally:?}\n\
-         datapath:  XDP action {got_action}, counters {got_tally:?}\n",
-        len = frame.len(),
-        hex = hex(frame),
-        compact = hex_compact(frame),
-        parsed = parse_frame(frame),
-        decision = matcher.decide(frame),
-    )
 }
 
 #[derive(Default)]
@@ -215,17 +471,36 @@ impl Coverage {
             Decision::Pass(PASS_NO_MATCH) => "no match",
             Decision::Pass(PASS_NOT_IP) => "not ip",
             Decision::Pass(_) => "unparsed",
+            Decision::Held => "held",
             Decision::Match { action, .. } if action == ACTION_DROP => "drop",
             Decision::Match { action, .. } if action == ACTION_MONITOR => "monitor",
             Decision::Match { .. } => "allow",
         };
         *self.by_outcome.entry(outcome).or_default() += 1;
     }
+
+    fn count(&self, outcome: &str) -> usize {
+        self.by_outcome.get(outcome).copied().unwrap_or(0)
+    }
+}
+
+/// A random policy that the compiler accepts (it limits the rules per prefix, see `limits`),
+/// and how many were drawn again for exceeding that.
+fn compilable_policy(rng: &mut StdRng) -> (GeneratedPolicy, CompiledPolicy, usize) {
+    let mut redrawn = 0;
+    loop {
+        let generated = random_policy(rng);
+        match compile_generated(&generated) {
+            Ok(compiled) => return (generated, compiled, redrawn),
+            Err(CompileError::TooManyRules { .. }) => redrawn += 1,
+            Err(e) => panic!("compiling\n{}: {e}", describe(&generated)),
+        }
+    }
 }
 
 #[test]
 fn datapath_agrees_with_reference() {
-    let Some(mut datapath) = load() else {
+    let Some((mut datapath, mut probe)) = load() else {
         return;
     };
     let seed = seed();
@@ -237,78 +512,47 @@ fn datapath_agrees_with_reference() {
     let mut too_many_rules = 0usize;
     let policies = policies();
     for round in 0..policies {
-        // The compiler limits the rules per prefix; draw again when a policy exceeds that.
-        let (generated, compiled) = loop {
-            let generated = random_policy(&mut rng);
-            match compile_generated(&generated) {
-                Ok(compiled) => break (generated, compiled),
-                Err(CompileError::TooManyRules { .. }) => too_many_rules += 1,
-                Err(e) => panic!("seed {seed}: compiling\n{}: {e}", describe(&generated)),
-            }
-        };
+        let (generated, compiled, redrawn) = compilable_policy(&mut rng);
+        too_many_rules += redrawn;
         let stats = datapath
             .apply(&compiled)
             .unwrap_or_else(|e| panic!("seed {seed}: applying\n{}: {e}", describe(&generated)));
-        let matcher =
-            Matcher::with_addresses(&generated.policy, generated.addresses.iter().copied());
         let frames: Vec<Vec<u8>> = (0..FRAMES_PER_POLICY)
             .map(|_| random_frame(&mut rng))
             .collect();
-
-        let before = datapath.counters().unwrap();
-        let mut want = Tally::default();
-        let mut wrong_action = Vec::new();
-        for frame in &frames {
-            let decision = matcher.decide(frame);
-            coverage.add(decision);
-            want.add(decision, frame.len());
-            let action = datapath.test_run(frame).unwrap();
-            if action != decision.xdp_action() {
-                wrong_action.push(frame.clone());
-            }
+        let comparison = check_frames(&mut datapath, &mut probe, &Model::new(&generated), &frames);
+        for decision in &comparison.decisions {
+            coverage.add(*decision);
         }
-        let after = datapath.counters().unwrap();
         frames_run += frames.len();
-        let got = Tally::delta(&before, &after);
         println!(
-            "policy #{round}: {} platforms, {} resolved addresses, applied {stats:?}; {} frames, \
-             {} wrong verdicts, counters {}",
+            "policy #{round}: {} platforms (ids {:?}), {} resolved addresses, applied {stats:?}; \
+             {} frames, {} disagree",
             generated.policy.platforms.len(),
+            ids(&generated.policy),
             generated.addresses.len(),
             frames.len(),
-            wrong_action.len(),
-            if got == want { "equal" } else { "DIFFER" },
+            comparison.mismatches.len(),
         );
-        if wrong_action.is_empty() && got == want {
+        if comparison.agrees() {
             continue;
         }
-
-        // Find the frames that disagree one by one (verdict or counter), then shrink the policy
-        // on the first of them.
-        let platforms = generated.policy.platforms.len();
-        let culprits: Vec<&Vec<u8>> = frames
-            .iter()
-            .filter(|frame| observe(&mut datapath, platforms, frame) != expected(&generated, frame))
-            .collect();
-        let mut message = format!(
-            "seed {seed}: the datapath disagrees with the reference on policy #{round} \
-             ({} of {} frames; {} with a wrong verdict)\n{}\n\
-             expected counter deltas: {want:?}\ndatapath counter deltas: {got:?}\n\n",
-            culprits.len(),
-            frames.len(),
-            wrong_action.len(),
-            describe(&generated),
+        let mut message = comparison.report(
+            &format!("seed {seed}, policy #{round}"),
+            &describe(&generated),
         );
-        for frame in culprits.iter().take(REPORTED) {
-            message.push_str(&report(&mut datapath, seed, round, &generated, frame));
-            message.push('\n');
-        }
-        if let Some(first) = culprits.first() {
-            let small = shrink(&mut datapath, &generated, first);
+        if let Some(first) = comparison.mismatches.first() {
+            let small = shrink(&mut datapath, &mut probe, &generated, &first.frame);
+            apply(&mut datapath, &small);
+            let again = check_frames(
+                &mut datapath,
+                &mut probe,
+                &Model::new(&small),
+                std::slice::from_ref(&first.frame),
+            );
             message.push_str(&format!(
-                "smallest policy that still disagrees on the first frame:\n{}\n{}",
-                describe(&small),
-                report(&mut datapath, seed, round, &small, first),
+                "\nthe smallest policy that still disagrees on the first frame:\n{}",
+                again.report("alone", &describe(&small)),
             ));
         }
         panic!("{message}");
@@ -320,7 +564,7 @@ fn datapath_agrees_with_reference() {
         elapsed, coverage.by_outcome,
     );
     for outcome in ["drop", "monitor", "allow", "no match", "not ip", "unparsed"] {
-        let count = coverage.by_outcome.get(outcome).copied().unwrap_or(0);
+        let count = coverage.count(outcome);
         assert!(
             count >= 100,
             "seed {seed}: only {count} frames ended as {outcome}: the generator needs tuning"
@@ -392,7 +636,7 @@ fn ipv6_with_extension(len: usize, whole: bool) -> Vec<u8> {
 
 #[test]
 fn fixed_verdicts() {
-    let Some(mut datapath) = load() else {
+    let Some((mut datapath, probe)) = load() else {
         return;
     };
     // Platform ids follow name order: alpha 1, bravo 2, charlie 3, delta 4, echo 5, foxtrot 6.
@@ -520,7 +764,7 @@ fn fixed_verdicts() {
     ];
     datapath.apply(&compile(&policy).unwrap()).unwrap();
     let matcher = Matcher::new(&policy);
-    let platforms = policy.platforms.len();
+    let ids = ids(&policy);
     for (what, frame, want) in &cases {
         assert_eq!(matcher.decide(frame), *want, "reference: {what}");
         let want_action = if matches!(want, Decision::Match { action, .. } if *action == ACTION_DROP)
@@ -529,7 +773,7 @@ fn fixed_verdicts() {
         } else {
             XDP_PASS
         };
-        let (action, tally) = observe(&mut datapath, platforms, frame);
+        let (action, tally) = observe(&mut datapath, &probe, &ids, frame);
         assert_eq!(action, want_action, "datapath verdict: {what}");
         assert_eq!(
             tally,

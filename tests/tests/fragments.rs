@@ -13,7 +13,7 @@ use std::os::unix::fs::MetadataExt;
 use enforcer::compile::compile;
 use enforcer::datapath::{Datapath, MatchKey};
 use enforcer::policy::model::{Action, Entry, Location, Platform, Policy, PortRange, Protocol};
-use enforcer::reference::{Decision, Matcher, XDP_DROP, XDP_PASS};
+use enforcer::reference::{Decision, Matcher};
 use enforcer_common::{
     ACTION_ALLOW, ACTION_DROP, DIRECTION_EGRESS, DIRECTION_INGRESS, FAMILY_IPV4, FAMILY_IPV6,
     PASS_NO_MATCH,
@@ -421,11 +421,10 @@ fn datapath_drops_fragments_that_hide_ports() {
         let before = datapath.counters_up_to(Some(below)).unwrap();
         let action = datapath.test_run(&frame).unwrap();
         let after = datapath.counters_up_to(Some(below)).unwrap();
-        let want_action = match want {
-            Decision::Match { action, .. } if action == ACTION_DROP => XDP_DROP,
-            _ => XDP_PASS,
-        };
+        let want_action = want.xdp_action();
         let counted = match want {
+            // Holding is off here: no frame is held.
+            Decision::Held => panic!("{what}: the reference holds a frame with holding off"),
             Decision::Pass(reason) => {
                 let r = reason as usize;
                 after.passed[r].packets - before.passed[r].packets

@@ -508,14 +508,22 @@ impl State {
                 })
             })
             .collect();
-        let written = compile::add_hosts(&mut self.compiled, &self.policy, &hosts)
-            .map_err(EnforceError::from)
-            .and_then(|changed| {
-                self.datapath
-                    .write_hosts(&self.compiled, &changed)
-                    .map_err(EnforceError::from)
-            });
-        match written {
+        let changed = match compile::add_hosts(&mut self.compiled, &self.policy, &hosts) {
+            Ok(changed) => changed,
+            Err(error) => {
+                // The datapath cannot hold these (a full rule slot, trie or rule table), and a
+                // full compile would refuse them too: keeping them would make every later
+                // change fail. They are forgotten; what is in force stays.
+                self.learner.set.forget(&added);
+                tracing::error!(
+                    %error,
+                    refused = added.len(),
+                    "learned addresses refused: the datapath cannot hold them"
+                );
+                return 0;
+            }
+        };
+        match self.datapath.write_hosts(&self.compiled, &changed) {
             // Per answer, so at debug level: at thousands of answers a second this would flood.
             Ok(count) => tracing::debug!(
                 learned = added.len(),

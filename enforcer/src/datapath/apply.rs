@@ -91,28 +91,30 @@ impl Datapath {
         count_changes(&current_v4, &wanted_v4, &mut stats);
         count_changes(&current_v6, &wanted_v6, &mut stats);
         let mut written = ApplyStats::default();
-        upsert(
+        // Stale keys go first: no packet reads this generation, and a trie that was left full
+        // (by a failed apply, or a large policy two changes ago) must make room for the new one.
+        remove_stale(
             &mut self.prefixes_v4[next],
             MAP_PREFIXES_V4[next],
             &next_v4,
             &wanted_v4,
             &mut written,
         )?;
-        upsert(
+        remove_stale(
             &mut self.prefixes_v6[next],
             MAP_PREFIXES_V6[next],
             &next_v6,
             &wanted_v6,
             &mut written,
         )?;
-        remove_stale(
+        upsert(
             &mut self.prefixes_v4[next],
             MAP_PREFIXES_V4[next],
             &next_v4,
             &wanted_v4,
             &mut written,
         )?;
-        remove_stale(
+        upsert(
             &mut self.prefixes_v6[next],
             MAP_PREFIXES_V6[next],
             &next_v6,

@@ -27,7 +27,11 @@ pub struct DnsPacket {
 impl DnsPacket {
     /// Decodes one ring-buffer record; `None` when it is shorter than a `DnsEvent`.
     pub fn decode(record: &[u8]) -> Option<Self> {
-        let event: DnsEvent = sys::read_pod(record)?;
+        sys::read_pod(record).map(|event| Self::from_event(&event))
+    }
+
+    /// The packet an event describes.
+    pub fn from_event(event: &DnsEvent) -> Self {
         let ip = |bytes: [u8; 16]| -> IpAddr {
             if event.family == FAMILY_IPV4 {
                 IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]])
@@ -36,13 +40,13 @@ impl DnsPacket {
             }
         };
         let captured = usize::from(event.captured).min(event.packet.len());
-        Some(Self {
+        Self {
             src: SocketAddr::new(ip(event.src_addr), event.src_port),
             dst: SocketAddr::new(ip(event.dst_addr), event.dst_port),
             packet: event.packet[..captured].to_vec(),
             payload_offset: usize::from(event.payload_offset).min(captured),
             held: event.held != 0,
-        })
+        }
     }
 
     /// The DNS message (the UDP payload), as far as it was captured.
@@ -68,6 +72,18 @@ impl DnsEvents {
     pub fn wait(&mut self, timeout: Duration) -> io::Result<bool> {
         sys::wait_readable(self.ring.as_fd(), timeout)
     }
+
+    /// The next event as the program wrote it; records too short to be an event (none are
+    /// written) are skipped.
+    pub fn next_event(&mut self) -> Option<DnsEvent> {
+        loop {
+            let record = self.ring.next()?;
+            match sys::read_pod(&record) {
+                Some(event) => return Some(event),
+                None => tracing::debug!(len = record.len(), "short DNS record skipped"),
+            }
+        }
+    }
 }
 
 impl Iterator for DnsEvents {
@@ -75,13 +91,7 @@ impl Iterator for DnsEvents {
 
     /// The next packet; records too short to be an event (none are written) are skipped.
     fn next(&mut self) -> Option<DnsPacket> {
-        loop {
-            let record = self.ring.next()?;
-            match DnsPacket::decode(&record) {
-                Some(packet) => return Some(packet),
-                None => tracing::debug!(len = record.len(), "short DNS record skipped"),
-            }
-        }
+        self.next_event().map(|event| DnsPacket::from_event(&event))
     }
 }
 

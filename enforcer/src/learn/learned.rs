@@ -126,6 +126,13 @@ impl LearnedSet {
         gone
     }
 
+    /// Forgets `mappings` (addresses that could not be enforced).
+    pub fn forget(&mut self, mappings: &[Mapping]) {
+        for m in mappings {
+            self.entries.remove(m);
+        }
+    }
+
     /// Removes what is due at `now`; returns the removed mappings.
     pub fn expire(&mut self, now: SystemTime) -> Vec<Mapping> {
         let gone: Vec<Mapping> = self

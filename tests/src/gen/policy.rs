@@ -8,9 +8,10 @@ use enforcer::compile::EntryAddress;
 use enforcer::policy::model::{
     Action, DomainPattern, Entry, Location, Platform, Policy, PortRange, Protocol,
 };
+use enforcer_common::MAX_PLATFORMS;
 use ipnet::IpNet;
 use rand::Rng;
-use rand::seq::IndexedRandom;
+use rand::seq::{IndexedRandom, SliceRandom};
 
 /// IPv4 prefixes inside 198.18.0.0/15, nested several levels deep and overlapping.
 pub const V4_POOL: &[&str] = &[
@@ -189,12 +190,130 @@ pub fn random_policy(rng: &mut impl Rng) -> GeneratedPolicy {
             location: location(),
         });
     }
-    // Datapath ids out of name order, as a daemon's lasting ids become once platforms come and
-    // go: counters follow the id, ties follow the name.
-    for (i, platform) in generated.policy.platforms.iter_mut().enumerate() {
-        platform.id = u16::try_from(700 - i.min(600)).unwrap_or(1);
-    }
+    assign_ids(rng, &mut generated.policy);
     generated
+}
+
+/// Gives the platforms distinct datapath ids out of name order, as a daemon's lasting ids become
+/// once platforms come and go (counters follow the id, ties follow the name): usually anywhere in
+/// 1..MAX_PLATFORMS, sometimes the highest ids the counters hold, sometimes none at all (ids then
+/// follow name order).
+fn assign_ids(rng: &mut impl Rng, policy: &mut Policy) {
+    let count = policy.platforms.len();
+    let top = MAX_PLATFORMS as usize - 1;
+    let mut ids: Vec<usize> = match rng.random_range(0..10) {
+        0 => vec![0; count],
+        1 => (top + 1 - count.min(top)..=top).collect(),
+        _ => rand::seq::index::sample(rng, top, count.min(top))
+            .into_iter()
+            .map(|i| i + 1)
+            .collect(),
+    };
+    ids.shuffle(rng);
+    for (platform, id) in policy.platforms.iter_mut().zip(ids) {
+        platform.id = u16::try_from(id).unwrap_or(0);
+    }
+}
+
+/// `count` host addresses learned from DNS for random entries of the policy (entries with
+/// domains when there are any, as the daemon learns only for those): usually inside the pool,
+/// where they nest under published prefixes, sometimes outside it.
+pub fn random_learned(rng: &mut impl Rng, policy: &Policy, count: usize) -> Vec<EntryAddress> {
+    let entries: Vec<(usize, usize, bool)> = policy
+        .platforms
+        .iter()
+        .enumerate()
+        .flat_map(|(p, platform)| {
+            platform
+                .entries
+                .iter()
+                .enumerate()
+                .map(move |(e, entry)| (p, e, !entry.domains.is_empty()))
+        })
+        .collect();
+    let with_domains: Vec<(usize, usize, bool)> = entries.iter().copied().filter(|e| e.2).collect();
+    let pick_from = if with_domains.is_empty() {
+        &entries
+    } else {
+        &with_domains
+    };
+    (0..count)
+        .filter_map(|_| {
+            let &(platform, entry, _) = pick_from.choose(rng)?;
+            let (v6, inside) = (rng.random_bool(0.5), rng.random_bool(0.85));
+            let ip = random_address(rng, v6, inside);
+            Some(EntryAddress {
+                platform,
+                entry,
+                net: host_prefix(ip)?,
+            })
+        })
+        .collect()
+}
+
+/// Ports that the crowded platforms of [`crowded_policy`] name, one rule each.
+pub const CROWDED_PORTS: std::ops::RangeInclusive<u16> = 2000..=2063;
+
+/// A random policy plus one to three platforms (named after all the others) whose entries pile
+/// `wanted` single-port rules (at most 64) onto one chain of nested pool prefixes, so that at
+/// least that many rules apply to the chain's innermost prefix. Returns the policy and that
+/// innermost prefix.
+pub fn crowded_policy(rng: &mut impl Rng, wanted: usize) -> (GeneratedPolicy, IpNet) {
+    let mut generated = random_policy(rng);
+    let pool = pool(rng.random_bool(0.5));
+    let inner = pool.choose(rng).copied().unwrap_or_default();
+    let chain: Vec<IpNet> = pool
+        .iter()
+        .copied()
+        .filter(|n| n.contains(&inner))
+        .collect();
+    let mut ports: Vec<u16> = CROWDED_PORTS.collect();
+    ports.shuffle(rng);
+    let mut ports = ports.into_iter().take(wanted).peekable();
+    let names = ["zz0", "zz1", "zz2"];
+    let mut crowd: Vec<Vec<Entry>> = vec![Vec::new(); rng.random_range(1..=names.len())];
+    while ports.peek().is_some() {
+        let count = rng.random_range(1..=12usize);
+        let mut ranges: Vec<PortRange> = ports
+            .by_ref()
+            .take(count)
+            .map(|port| PortRange {
+                first: port,
+                last: port,
+            })
+            .collect();
+        ranges.sort();
+        let platform = rng.random_range(0..crowd.len());
+        let entries = &mut crowd[platform];
+        entries.push(Entry {
+            index: entries.len(),
+            domains: Vec::new(),
+            prefixes: vec![chain.choose(rng).copied().unwrap_or(inner)],
+            protocol: if rng.random_bool(0.5) {
+                Protocol::Udp
+            } else {
+                Protocol::Tcp
+            },
+            ports: ranges,
+            location: location(),
+        });
+    }
+    for (name, entries) in names.iter().zip(crowd) {
+        if entries.is_empty() {
+            continue;
+        }
+        generated.policy.platforms.push(Platform {
+            name: (*name).to_string(),
+            id: 0,
+            description: None,
+            reference: None,
+            action: random_action(rng),
+            entries,
+            location: location(),
+        });
+    }
+    assign_ids(rng, &mut generated.policy);
+    (generated, inner)
 }
 
 fn host_prefix(ip: IpAddr) -> Option<IpNet> {
