@@ -159,7 +159,7 @@ fn decide(addresses: &Addresses, protocol: u8, ports: Ports) -> Outcome {
     // One generation for both lookups, so a packet never mixes two policies.
     let generation = ACTIVE_GENERATION.get(0).copied().unwrap_or(0) as u64 & 1;
     // Ports a fragment hides could be any: drop rules match whatever their ports.
-    let any_port_actions: u64 = if ports.hidden { 1 << ACTION_DROP } else { 0 };
+    let any_port_actions = (ports.hidden as u64 & 1) << ACTION_DROP;
     // An unknown port is 0x10000: inside no rule's range, so rules with ports cannot match.
     let query = |port: u16| -> u64 {
         let port = if ports.known { port as u64 } else { 0x1_0000 };

@@ -1,7 +1,10 @@
 //! Frame parsing with a bounds-checked cursor: every read is checked against the frame's end.
 //!
 //! Reads are whole windows of two bytes or more, each checked with a pointer comparison the
-//! verifier understands; checks that need no read compare plain lengths.
+//! verifier understands; checks that need no read compare plain lengths. The IP packet's own
+//! length (bytes after it are Ethernet padding) is checked where a result leaves the parser,
+//! not at every read: headers only move forward, so a chain that ran into the padding ends
+//! there too, and the verifier's states in the extension-header walk stay as few as before.
 
 use aya_ebpf::programs::XdpContext;
 use enforcer_common::{PROTOCOL_TCP, PROTOCOL_UDP, PROTOCOL_UNKNOWN};
@@ -40,7 +43,8 @@ pub struct Ports {
     /// Unknown because a fragment may hide them (RFC 1858): a first fragment too short to hold
     /// them, or a fragment at offset 1 that can overwrite them. Drop rules of the packet's
     /// protocol then match whatever their ports.
-    pub hidden: bool,
+    /// 1 or 0, computed without branches so that the verifier need not tell paths apart by it.
+    pub hidden: u8,
     pub src: u16,
     pub dst: u16,
     /// Offset of the transport header in the frame, when `known`.
@@ -49,14 +53,14 @@ pub struct Ports {
 
 const UNKNOWN_PORTS: Ports = Ports {
     known: false,
-    hidden: false,
+    hidden: 0,
     src: 0,
     dst: 0,
     l4: 0,
 };
 
 const HIDDEN_PORTS: Ports = Ports {
-    hidden: true,
+    hidden: 1,
     ..UNKNOWN_PORTS
 };
 
@@ -72,16 +76,16 @@ pub struct Packet {
 struct Cursor {
     start: usize,
     end: usize,
-    /// Offset where the IP packet ends by its length field (the frame's end until known):
-    /// bytes past it are padding, never read as headers.
+    /// Offset where the IP packet ends by its length field (past the frame until known): bytes
+    /// after it are padding, never taken for headers or ports.
     limit: usize,
 }
 
 impl Cursor {
-    /// The `N` bytes at `offset`, or `None` when they are not all inside the frame and packet.
+    /// The `N` bytes at `offset`, or `None` when they are not all inside the frame.
     #[inline(always)]
     fn array_at<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
-        if offset > MAX_OFFSET || offset + N > self.limit {
+        if offset > MAX_OFFSET {
             return None;
         }
         let at = self.start + offset;
@@ -96,25 +100,24 @@ impl Cursor {
         self.end - self.start
     }
 
-    /// The same frame, ending where the IP packet at `l3` of `length` bytes ends; a length of 0
-    /// (as large offloaded packets carry) leaves the frame's end.
+    /// The same frame, for the IP packet at `l3` whose length field says `length` bytes; a
+    /// length of 0 (as large offloaded packets and jumbograms carry) counts as 65,536, beyond
+    /// any frame: the frame's end decides. Computed without branches, so that every packet
+    /// gives the verifier the same kind of value.
     #[inline(always)]
-    fn packet(&self, l3: usize, length: usize) -> Cursor {
-        let limit = if length == 0 {
-            self.limit
-        } else {
-            self.limit.min(l3 + length)
-        };
+    fn packet(&self, l3: usize, length: u16) -> Cursor {
+        let length = (length.wrapping_sub(1) as usize) + 1;
         Cursor {
             start: self.start,
             end: self.end,
-            limit,
+            limit: l3 + length,
         }
     }
 
-    /// Bytes of the frame that belong to the IP packet.
-    fn packet_len(&self) -> usize {
-        self.len().min(self.limit)
+    /// Whether the IP packet ends before `offset`.
+    #[inline(always)]
+    fn past_packet(&self, offset: usize) -> bool {
+        offset > self.limit
     }
 }
 
@@ -123,6 +126,7 @@ pub fn parse(ctx: &XdpContext) -> Parsed {
     let cursor = Cursor {
         start: ctx.data(),
         end: ctx.data_end(),
+        // Past every frame until an IP header says otherwise.
         limit: MAX_OFFSET + 1,
     };
     let Some(ethertype) = cursor.array_at::<2>(12) else {
@@ -159,7 +163,7 @@ fn parse_ipv4(cursor: &Cursor, l3: usize) -> Parsed {
         return Parsed::Unparsed;
     }
     let protocol = header[9];
-    let packet = cursor.packet(l3, u16::from_be_bytes([header[2], header[3]]) as usize);
+    let packet = cursor.packet(l3, u16::from_be_bytes([header[2], header[3]]));
     let flags = u16::from_be_bytes([header[6], header[7]]);
     let fragment_offset = flags & IPV4_FRAGMENT_OFFSET;
     let ports = if fragment_offset == OVERLAPPING_OFFSET {
@@ -169,8 +173,9 @@ fn parse_ipv4(cursor: &Cursor, l3: usize) -> Parsed {
     } else {
         let ports = transport_ports(&packet, l3 + header_len, protocol);
         // A first fragment too short for its ports.
+        let more = u8::from(flags & IPV4_MORE_FRAGMENTS != 0);
         Ports {
-            hidden: flags & IPV4_MORE_FRAGMENTS != 0 && !ports.known,
+            hidden: more & !ports.known as u8,
             ..ports
         }
     };
@@ -197,13 +202,8 @@ fn parse_ipv6(cursor: &Cursor, l3: usize) -> Parsed {
     let mut dst = [0u8; 16];
     src.copy_from_slice(&header[8..24]);
     dst.copy_from_slice(&header[24..40]);
-    // The payload length counts from the end of the fixed header; 0 is a jumbogram's.
-    let payload = u16::from_be_bytes([header[4], header[5]]) as usize;
-    let packet = if payload == 0 {
-        cursor.packet(l3, 0)
-    } else {
-        cursor.packet(l3, 40 + payload)
-    };
+    // The payload length counts from the end of the fixed header.
+    let packet = cursor.packet(l3 + 40, u16::from_be_bytes([header[4], header[5]]));
     let (protocol, ports) = upper_layer(&packet, l3 + 40, header[6]);
     Parsed::Ip(Packet {
         addresses: Addresses::V6 { src, dst },
@@ -217,7 +217,7 @@ fn parse_ipv6(cursor: &Cursor, l3: usize) -> Parsed {
 #[inline(always)]
 fn upper_layer(cursor: &Cursor, mut offset: usize, mut next: u8) -> (u8, Ports) {
     // Whether a Fragment header said this is the first of several fragments.
-    let mut first_fragment = false;
+    let mut first_fragment = 0u8;
     for _ in 0..MAX_IPV6_EXTENSION_HEADERS {
         let header_len = match next {
             0 | 43 | 60 => {
@@ -238,21 +238,25 @@ fn upper_layer(cursor: &Cursor, mut offset: usize, mut next: u8) -> (u8, Ports) 
                 let Some(h) = cursor.array_at::<8>(offset) else {
                     return (PROTOCOL_UNKNOWN, UNKNOWN_PORTS);
                 };
+                if cursor.past_packet(offset + 8) {
+                    return (PROTOCOL_UNKNOWN, UNKNOWN_PORTS);
+                }
                 next = h[0];
                 let field = u16::from_be_bytes([h[2], h[3]]);
                 // A non-first fragment carries no transport header.
                 match field >> 3 {
-                    0 => first_fragment |= field & 1 != 0,
+                    0 => first_fragment |= (field & 1) as u8,
                     OVERLAPPING_OFFSET => return (next, HIDDEN_PORTS),
                     _ => return (next, UNKNOWN_PORTS),
                 }
                 8
             }
-            _ => return (next, first_ports(cursor, offset, next, first_fragment)),
+            _ => return upper(cursor, offset, next, first_fragment),
         };
         offset += header_len;
-        // A header that runs past the end of the packet is truncated: nothing after it is known.
-        if offset > MAX_OFFSET || offset > cursor.packet_len() {
+        // A header that runs past the end of the frame is truncated: nothing after it is known.
+        // (One that runs past the packet's length is found where the walk ends, see `upper`.)
+        if offset > MAX_OFFSET || offset > cursor.len() {
             return (PROTOCOL_UNKNOWN, UNKNOWN_PORTS);
         }
         // A no-op after the check above, but it gives every header kind the same offset range,
@@ -261,31 +265,40 @@ fn upper_layer(cursor: &Cursor, mut offset: usize, mut next: u8) -> (u8, Ports) 
     }
     match next {
         0 | 43 | 60 | 51 | 44 => (PROTOCOL_UNKNOWN, UNKNOWN_PORTS),
-        _ => (next, first_ports(cursor, offset, next, first_fragment)),
+        _ => upper(cursor, offset, next, first_fragment),
     }
 }
 
-/// The ports at the end of an IPv6 header chain: hidden when a first fragment is too short
-/// for them.
+/// The end of an IPv6 header chain at `offset`: the upper-layer protocol and its ports, hidden
+/// when a first fragment is too short for them. A chain that ran past the packet's length is
+/// truncated: its protocol is unknown.
 #[inline(always)]
-fn first_ports(cursor: &Cursor, offset: usize, protocol: u8, first_fragment: bool) -> Ports {
-    let ports = transport_ports(cursor, offset, protocol);
-    Ports {
-        hidden: first_fragment && !ports.known,
-        ..ports
+fn upper(cursor: &Cursor, offset: usize, protocol: u8, first_fragment: u8) -> (u8, Ports) {
+    if cursor.past_packet(offset) {
+        return (PROTOCOL_UNKNOWN, UNKNOWN_PORTS);
     }
+    let ports = transport_ports(cursor, offset, protocol);
+    (
+        protocol,
+        Ports {
+            hidden: first_fragment & !ports.known as u8,
+            ..ports
+        },
+    )
 }
 
 /// Ports of a TCP or UDP header at `offset`, known when its first four bytes are in the packet.
 #[inline(always)]
 fn transport_ports(cursor: &Cursor, offset: usize, protocol: u8) -> Ports {
-    if protocol != PROTOCOL_TCP && protocol != PROTOCOL_UDP {
+    if protocol != PROTOCOL_TCP && protocol != PROTOCOL_UDP
+        || cursor.past_packet(offset + PORT_BYTES)
+    {
         return UNKNOWN_PORTS;
     }
     match cursor.array_at::<PORT_BYTES>(offset) {
         Some(p) => Ports {
             known: true,
-            hidden: false,
+            hidden: 0,
             src: u16::from_be_bytes([p[0], p[1]]),
             dst: u16::from_be_bytes([p[2], p[3]]),
             l4: offset,

@@ -32,6 +32,7 @@ pub fn run() -> Result<()> {
     require_root()?;
     debian_packages()?;
     nightly_rust_src()?;
+    nightly_clippy()?;
     bpf_linker()?;
     println!("setup: done");
     Ok(())
@@ -152,6 +153,18 @@ fn nightly_rust_src() -> Result<()> {
     }
     println!("setup: installing nightly rust-src");
     run_cmd(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+}
+
+/// `cargo xtask test` runs clippy on the XDP program with the nightly toolchain that builds it.
+fn nightly_clippy() -> Result<()> {
+    let (_, components) =
+        probe(Command::new("rustup").args(["+nightly", "component", "list", "--installed"]));
+    if components.lines().any(|line| line.starts_with("clippy")) {
+        println!("setup: nightly clippy present");
+        return Ok(());
+    }
+    println!("setup: installing nightly clippy");
+    run_cmd(Command::new("rustup").args(["component", "add", "clippy", "--toolchain", "nightly"]))
 }
 
 fn bpf_linker() -> Result<()> {

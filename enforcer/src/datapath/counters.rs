@@ -23,6 +23,20 @@ pub struct CounterSnapshot {
     pub passed: [Counter; PASS_REASONS as usize],
 }
 
+impl MatchKey {
+    /// The key of the counter at `index`: the inverse of `enforcer_common::match_counter_index`,
+    /// the layout the program writes.
+    fn of_index(index: u32) -> Self {
+        MatchKey {
+            // index < MATCH_COUNTERS, so the platform is below MAX_PLATFORMS.
+            platform: u16::try_from(index / (ACTIONS * DIRECTIONS * FAMILIES)).unwrap_or(u16::MAX),
+            action: ((index / (DIRECTIONS * FAMILIES)) % ACTIONS) as u8,
+            direction: ((index / FAMILIES) % DIRECTIONS) as u8,
+            family: (index % FAMILIES) as u8,
+        }
+    }
+}
+
 impl Datapath {
     /// Zeroes the counters of a platform id that is handed to a new platform.
     pub fn clear_platform_counters(&mut self, platform: u16) -> Result<(), DatapathError> {
@@ -42,14 +56,7 @@ impl Datapath {
         for index in 0..limit {
             let total = sum(&self.match_stats, index, MAP_MATCH_STATS)?;
             if total != Counter::default() {
-                let key = MatchKey {
-                    // index < MATCH_COUNTERS, so the platform is below MAX_PLATFORMS.
-                    platform: u16::try_from(index / per_platform).unwrap_or(u16::MAX),
-                    action: ((index / (DIRECTIONS * FAMILIES)) % ACTIONS) as u8,
-                    direction: ((index / FAMILIES) % DIRECTIONS) as u8,
-                    family: (index % FAMILIES) as u8,
-                };
-                snapshot.matches.insert(key, total);
+                snapshot.matches.insert(MatchKey::of_index(index), total);
             }
         }
         for reason in 0..PASS_REASONS {
@@ -94,4 +101,24 @@ fn sum(
         packets: acc.packets + c.packets,
         bytes: acc.bytes + c.bytes,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use enforcer_common::match_counter_index;
+
+    use super::*;
+
+    /// Every counter the program can write is read back under the key it was written for.
+    #[test]
+    fn counter_keys_follow_the_programs_layout() {
+        for index in 0..MATCH_COUNTERS {
+            let k = MatchKey::of_index(index);
+            assert_eq!(
+                match_counter_index(k.platform, k.action, k.direction, k.family),
+                index,
+                "{k:?}"
+            );
+        }
+    }
 }
