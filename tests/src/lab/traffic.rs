@@ -288,3 +288,46 @@ impl Drop for UdpStream {
         }
     }
 }
+
+/// Sends one raw Ethernet frame (header included) out of `iface`, from the calling thread's
+/// namespace: for frames no socket of a higher layer would send (a truncated IP header, an
+/// ether type that is not IP).
+pub fn send_frame(iface: &str, frame: &[u8]) -> Result<()> {
+    let name = std::ffi::CString::new(iface)?;
+    // SAFETY: a valid NUL-terminated name.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if index == 0 {
+        bail!("no interface {iface}: {}", std::io::Error::last_os_error());
+    }
+    // SAFETY: plain socket(2); the descriptor is owned (and closed) by `socket` below.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+    if fd < 0 {
+        bail!("socket(AF_PACKET): {}", std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor nothing else owns.
+    let socket = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // SAFETY: sockaddr_ll is plain data; all zeros is a valid value.
+    let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    to.sll_family = libc::AF_PACKET as u16;
+    to.sll_ifindex = i32::try_from(index)?;
+    to.sll_halen = 6;
+    to.sll_addr[..6].copy_from_slice(frame.get(..6).unwrap_or(&[0xff; 6]));
+    // SAFETY: `frame` is valid for its length and `to` for its size; `socket` is open.
+    let sent = unsafe {
+        libc::sendto(
+            std::os::fd::AsRawFd::as_raw_fd(&socket),
+            frame.as_ptr().cast(),
+            frame.len(),
+            0,
+            std::ptr::from_ref(&to).cast(),
+            u32::try_from(std::mem::size_of::<libc::sockaddr_ll>())?,
+        )
+    };
+    if usize::try_from(sent).ok() != Some(frame.len()) {
+        bail!(
+            "sending a frame on {iface}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
+}
