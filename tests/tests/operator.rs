@@ -342,7 +342,10 @@ fn sigkill_lets_no_packet_of_a_banned_flow_through_and_a_new_daemon_adopts() {
         .udp_stream(&[media4, media6, control4, control6], STREAM_INTERVAL)
         .unwrap();
     let [before4, before6] = received_during(&server, [control4, control6], SETTLE);
-    assert!(before4 > 0 && before6 > 0, "the flow does not run");
+    assert!(
+        before4 > 0 && before6 > 0,
+        "control flows do not run: {before4} IPv4, {before6} IPv6"
+    );
     lab.kill_daemon().unwrap();
     // No daemon at all for a while: the pinned program keeps enforcing alone.
     let [dead4, dead6] = received_during(&server, [control4, control6], SETTLE);
