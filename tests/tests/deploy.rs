@@ -261,6 +261,7 @@ fn a_real_prometheus_gets_series_for_every_panel_and_alert() {
     }
     // The others are delivered after the banned datagrams went through the gateway.
     assert!(server.wait_udp(&others.map(|o| (o, 5)), Duration::from_secs(5)));
+    assert!(server.settle());
     assert_eq!(server.udp_count(banned), 0);
     wait_for(&lab, "the 20 drops counted", |m| {
         m.increase(

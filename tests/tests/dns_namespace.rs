@@ -13,7 +13,6 @@ use tests::tools;
 /// Datagrams per UDP flow.
 const N: usize = 20;
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
-const SETTLE: Duration = Duration::from_millis(300);
 /// Generous: resolution against a local dnsmasq takes milliseconds.
 const ENFORCED_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -31,7 +30,8 @@ fn udp_delivered(lab: &Lab, server: &Server, dst: SocketAddr, control: SocketAdd
         server.wait_udp(&[(control, control_before + N as u64)], DELIVERY_TIMEOUT),
         "control datagrams to {control} did not arrive: the lab itself is broken"
     );
-    std::thread::sleep(SETTLE);
+    // Sent before the control datagrams, so in their sockets by now: count them.
+    assert!(server.settle(), "the lab server stopped");
     server.udp_count(dst) - before
 }
 

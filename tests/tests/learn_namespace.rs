@@ -355,6 +355,7 @@ fn race(lab: &Lab, server: &Server, names: &[(String, Ipv4Addr)], control: Socke
         server.wait_udp(&[(control, control_before + 1)], Duration::from_secs(5)),
         "the control datagram did not arrive: the lab itself is broken"
     );
+    assert!(server.settle(), "the lab server stopped");
     let after: u64 = names
         .iter()
         .map(|(_, ip)| server.udp_count(SocketAddr::new(IpAddr::V4(*ip), 443)))

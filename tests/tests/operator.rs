@@ -72,6 +72,7 @@ fn flush(server: &Server, control: SocketAddr) {
         server.wait_udp(&[(control, before + 3)], FLOW_TIMEOUT),
         "the stream to {control} stopped"
     );
+    assert!(server.settle(), "the lab server stopped");
 }
 
 /// Polls the metrics until `done` holds (FLOW_TIMEOUT at most).

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -37,6 +37,8 @@ struct Counts {
 /// and connections accepted per local address. Stops when dropped.
 pub struct Server {
     counts: Arc<Mutex<Counts>>,
+    /// Passes of the receiving loop over every socket, completed so far.
+    passes: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<Result<()>>>,
 }
@@ -48,11 +50,13 @@ impl Server {
     /// all sockets are bound.
     pub fn start(netns_path: PathBuf, udp: &[SocketAddr], tcp: &[SocketAddr]) -> Result<Server> {
         let counts = Arc::new(Mutex::new(Counts::default()));
+        let passes = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = mpsc::channel::<Result<()>>();
         let (udp, tcp) = (udp.to_vec(), tcp.to_vec());
         let thread = {
-            let (counts, stop) = (Arc::clone(&counts), Arc::clone(&stop));
+            let (counts, passes, stop) =
+                (Arc::clone(&counts), Arc::clone(&passes), Arc::clone(&stop));
             netns::spawn_in(netns_path, "lab-server", move || {
                 let bound = bind_all(&udp, &tcp);
                 let (udp_sockets, listeners) = match bound {
@@ -66,11 +70,12 @@ impl Server {
                         bail!(message);
                     }
                 };
-                serve(&udp_sockets, &listeners, &counts, &stop)
+                serve(&udp_sockets, &listeners, &counts, &passes, &stop)
             })?
         };
         let mut server = Server {
             counts,
+            passes,
             stop,
             thread: Some(thread),
         };
@@ -113,6 +118,15 @@ impl Server {
     pub fn wait_tcp(&self, targets: &[(SocketAddr, u64)], timeout: Duration) -> bool {
         wait_until(timeout, || {
             targets.iter().all(|&(a, n)| self.tcp_accepted(a) >= n)
+        })
+    }
+
+    /// Waits until the server has read every socket once more from now on, so that whatever
+    /// had reached any socket before this call is counted; false if it stopped serving.
+    pub fn settle(&self) -> bool {
+        let target = self.passes.load(Ordering::SeqCst) + 2;
+        wait_until(Duration::from_secs(5), || {
+            self.passes.load(Ordering::SeqCst) >= target
         })
     }
 
@@ -170,6 +184,7 @@ fn serve(
     udp: &[(SocketAddr, UdpSocket)],
     tcp: &[(SocketAddr, TcpListener)],
     counts: &Mutex<Counts>,
+    passes: &AtomicU64,
     stop: &AtomicBool,
 ) -> Result<()> {
     let mut buf = [0u8; 2048];
@@ -199,6 +214,7 @@ fn serve(
                 }
             }
         }
+        passes.fetch_add(1, Ordering::SeqCst);
         std::thread::sleep(POLL);
     }
     Ok(())
