@@ -2,7 +2,9 @@
 //! a client's lookup of a fresh name under a banned wildcard, answered by a real dnsmasq beyond
 //! the gateway, followed at once by a TCP connect to the answer, is dropped; the apex and
 //! unrelated names are not learned; an unsolicited answer is not believed; a learned address
-//! expires after its TTL plus the grace period. Needs root, dnsmasq and a built daemon.
+//! expires after its TTL plus the grace period. Holding the answer until it is enforced is
+//! what closes the race with the client's first packet: shown against a daemon that cannot
+//! hold, which loses it. Needs root, dnsmasq, setpriv and a built daemon.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::str::FromStr;

@@ -62,10 +62,11 @@ fn flowing(server: &Server, dst: SocketAddr) -> bool {
     server.wait_udp(&[(dst, before + 1)], FLOW_TIMEOUT)
 }
 
-/// Waits until datagrams the stream sends to `control` after this call arrive. The stream
-/// sends to its destinations in order, one round every STREAM_INTERVAL, and the control comes
-/// last: three more rounds' controls delivered mean every datagram the stream sent before this
-/// call has crossed the gateway or been dropped there.
+/// Waits until three more of the stream's datagrams to `control` arrived, then until the
+/// server counted what reached its sockets. The stream sends one round every STREAM_INTERVAL,
+/// the control last in each, and a datagram crosses the lab in well under one interval: so at
+/// most one of those three left before this call, and every datagram the stream sent before
+/// this call has been delivered or dropped by now.
 fn flush(server: &Server, control: SocketAddr) {
     let before = server.udp_count(control);
     assert!(
