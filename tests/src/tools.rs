@@ -99,15 +99,31 @@ fn is_executable(path: &Path) -> bool {
 mod tests {
     use super::*;
 
-    #[test]
-    fn setup_installs_the_package_of_every_tool() {
+    /// The package names of `const PACKAGES` in xtask/src/setup.rs (comments skipped).
+    fn setup_packages() -> Vec<String> {
         let setup = std::fs::read_to_string(
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../xtask/src/setup.rs"),
         )
         .unwrap();
+        let list = setup
+            .split_once("const PACKAGES: &[&str] = &[")
+            .and_then(|(_, rest)| rest.split_once("];"))
+            .map(|(list, _)| list)
+            .expect("xtask/src/setup.rs has a PACKAGES list");
+        list.lines()
+            .map(str::trim)
+            .filter_map(|line| line.strip_prefix('"')?.strip_suffix("\","))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn setup_installs_the_package_of_every_tool() {
+        let packages = setup_packages();
+        assert!(packages.contains(&"iproute2".to_owned()), "{packages:?}");
         for tool in ALL {
             assert!(
-                setup.contains(&format!("\"{}\",", tool.package)),
+                packages.iter().any(|p| p == tool.package),
                 "xtask/src/setup.rs does not install {} (for `{}`)",
                 tool.package,
                 tool.program
