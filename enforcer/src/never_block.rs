@@ -1,5 +1,5 @@
 //! The never-block list: addresses that no rule, resolved answer or learned answer may ever
-//! block (interface.md, "Built-in never-block list").
+//! block (docs/reference.md, "Built-in never-block list").
 //!
 //! One [`NeverBlock`] is built at start-up ([`NeverBlock::build`]: the built-in ranges,
 //! `--never-block`, the gateway's interface addresses and the resolvers' addresses) and handed,

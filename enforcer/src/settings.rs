@@ -59,9 +59,6 @@ pub struct RunOptions {
     /// Name whose subtree is a shared front end or CDN (repeatable).
     #[arg(long = "shared-suffix", value_name = "NAME")]
     pub shared_suffix: Vec<String>,
-    /// Hidden, for tests: do not hold DNS responses (shows the race holding closes).
-    #[arg(long, hide = true)]
-    pub no_dns_hold: bool,
 }
 
 impl RunOptions {
@@ -84,7 +81,6 @@ impl RunOptions {
             grace: self.grace.or(file.grace),
             max_addresses_per_name: self.max_addresses_per_name.or(file.max_addresses_per_name),
             shared_suffix: list(self.shared_suffix, file.shared_suffix),
-            no_dns_hold: self.no_dns_hold || file.no_dns_hold,
         }
     }
 }
@@ -159,7 +155,6 @@ impl ConfigFile {
         let known: Vec<String> = Self::command()
             .get_arguments()
             .filter_map(|a| a.get_long().map(str::to_owned))
-            .filter(|name| name != "no-dns-hold")
             .collect();
         let mut argv: Vec<OsString> = Vec::new();
         for (key, value) in map {
@@ -241,7 +236,6 @@ pub struct Settings {
     pub max_addresses_per_name: u64,
     pub shared_suffixes: Vec<String>,
     pub socket: PathBuf,
-    pub dns_hold: bool,
 }
 
 impl Settings {
@@ -305,7 +299,6 @@ impl Settings {
                 .unwrap_or(Self::DEFAULT_MAX_ADDRESSES_PER_NAME),
             shared_suffixes: options.shared_suffix,
             socket: socket.unwrap_or_else(|| Self::DEFAULT_SOCKET.into()),
-            dns_hold: !options.no_dns_hold,
         };
         if settings.ttl_floor > settings.ttl_ceiling {
             return Err(SettingsError::TtlBounds {
@@ -386,7 +379,6 @@ mod tests {
             ConfigFile::parse("grace: soon").unwrap_err(),
             "grace: `soon`: invalid digit found in string"
         );
-        assert!(ConfigFile::parse("no-dns-hold: true").is_err());
     }
 
     #[test]
@@ -403,7 +395,6 @@ mod tests {
         );
         assert_eq!(s.ttl_floor, Settings::DEFAULT_TTL_FLOOR);
         assert_eq!(s.socket, PathBuf::from(Settings::DEFAULT_SOCKET));
-        assert!(s.dns_hold);
     }
 
     #[test]

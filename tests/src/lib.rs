@@ -1,6 +1,9 @@
-//! Test support: the namespace lab (`lab`), the differential test's generators (`gen`) and its
-//! reader of a loaded program's counters and DNS copies (`probe`).
+//! Test support: the namespace lab (`lab`), real DNS servers (`dns`), the external programs the
+//! tests run (`tools`), the differential test's generators (`gen`) and its reader of a loaded
+//! program's counters and DNS copies (`probe`).
 
+pub mod dns;
 pub mod r#gen;
 pub mod lab;
 pub mod probe;
+pub mod tools;

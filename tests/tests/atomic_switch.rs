@@ -14,6 +14,7 @@ use enforcer::datapath::Datapath;
 use enforcer::policy::{Action, Entry, Location, Platform, Policy, Protocol};
 use ipnet::IpNet;
 use tests::r#gen::frame::simple_frame;
+use tests::tools;
 
 const PREFIXES: u32 = 2_000;
 const XDP_DROP: u32 = 1;
@@ -56,7 +57,10 @@ struct Bpffs(std::path::PathBuf);
 
 impl Drop for Bpffs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
+        // No panic in a drop: a missing umount would have failed the mount first.
+        if let Ok(umount) = tools::path(tools::UMOUNT) {
+            let _ = Command::new(umount).arg(&self.0).status();
+        }
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
@@ -65,7 +69,7 @@ impl Drop for Bpffs {
 fn readers_never_see_a_mix_of_two_policies() {
     let dir = std::env::temp_dir().join(format!("switch-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let status = Command::new("mount")
+    let status = Command::new(tools::require(tools::MOUNT))
         .args(["-t", "bpf", "bpf"])
         .arg(&dir)
         .status()

@@ -4,33 +4,31 @@
 
 use std::collections::BTreeSet;
 use std::io::{Read as _, Write as _};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tests::lab::{INTERNET_V4, Lab, Side, enforcer_binary};
+use tests::dns::{Dnsmasq, Zone};
+use tests::lab::metrics::{Kind, REFERENCE};
+use tests::lab::{
+    CLIENT_V4, CLIENT_V6, GATEWAY_CLIENT_V4, INTERNET_V4, INTERNET_V6, Lab, Metrics, SERVER_V4,
+    Side, enforcer_binary,
+};
+use tests::tools;
 
-/// Every metric of interface.md (with the histogram's series).
-const METRICS: &[&str] = &[
-    "enforcer_packets_total",
-    "enforcer_bytes_total",
-    "enforcer_passed_packets_total",
-    "enforcer_prefixes",
-    "enforcer_resolutions_total",
-    "enforcer_resolution_duration_seconds_bucket",
-    "enforcer_resolution_duration_seconds_sum",
-    "enforcer_resolution_duration_seconds_count",
-    "enforcer_rejected_answers_total",
-    "enforcer_dns_answers_total",
-    "enforcer_policy_reloads_total",
-    "enforcer_last_policy_update_timestamp_seconds",
-    "enforcer_xdp_attached",
-    "enforcer_map_entries",
-    "enforcer_map_capacity",
-    "enforcer_build_info",
-];
+/// Whether `name` is a metric of the reference the daemon serves (a histogram by its
+/// `_bucket`, `_sum` and `_count` series).
+fn documented(name: &str) -> bool {
+    REFERENCE.iter().any(|(metric, kind)| {
+        *metric == name
+            || (*kind == Kind::Histogram
+                && ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .any(|suffix| name.strip_suffix(suffix) == Some(*metric)))
+    })
+}
 
 fn deploy() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
@@ -122,19 +120,17 @@ fn alert_exprs() -> Vec<(String, String)> {
 #[test]
 fn alert_rules_pass_promtool_and_their_unit_tests() {
     let dir = deploy().join("prometheus");
-    run(Command::new("promtool")
+    run(Command::new(tools::require(tools::PROMTOOL))
         .arg("check")
         .arg("rules")
         .arg(dir.join("enforcer-alerts.yml")));
-    run(Command::new("promtool")
+    run(Command::new(tools::require(tools::PROMTOOL))
         .arg("check")
         .arg("config")
         .arg(dir.join("prometheus.yml")));
-    let out = run(Command::new("promtool").current_dir(&dir).args([
-        "test",
-        "rules",
-        "enforcer-alerts.test.yml",
-    ]));
+    let out = run(Command::new(tools::require(tools::PROMTOOL))
+        .current_dir(&dir)
+        .args(["test", "rules", "enforcer-alerts.test.yml"]));
     assert!(out.contains("SUCCESS"), "{out}");
 }
 
@@ -144,7 +140,7 @@ fn dashboard_and_alerts_read_only_documented_metrics() {
         let names = metric_names(&expr);
         assert!(!names.is_empty() || expr.contains("up{"), "{what}: {expr}");
         for name in names {
-            assert!(METRICS.contains(&name.as_str()), "{what} reads {name}");
+            assert!(documented(&name), "{what} reads {name}");
         }
     }
 }
@@ -162,11 +158,11 @@ fn the_unit_verifies() {
         unit.replace("/usr/local/bin/enforcer", &binary.display().to_string()),
     )
     .unwrap();
-    let out = Command::new("systemd-analyze")
+    let out = Command::new(tools::require(tools::SYSTEMD_ANALYZE))
         .arg("verify")
         .arg(&path)
         .output()
-        .expect("systemd-analyze (Debian package systemd, installed by cargo xtask setup)");
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stderr).into_owned();
     std::fs::remove_dir_all(&dir).unwrap();
     assert!(out.status.success(), "{text}");
@@ -237,7 +233,10 @@ fn query(lab: &Lab, prometheus: &Prometheus, expr: &str) -> Value {
 fn a_real_prometheus_gets_series_for_every_panel_and_alert() {
     let mut lab = Lab::new().unwrap();
     let banned = SocketAddr::new(IpAddr::V4(INTERNET_V4[0]), 443);
-    let server = lab.start_server(&[banned], &[]).unwrap();
+    let others = [INTERNET_V4[3], INTERNET_V4[1]].map(|h| SocketAddr::new(IpAddr::V4(h), 443));
+    let server = lab
+        .start_server(&[banned, others[0], others[1]], &[])
+        .unwrap();
     let rules = lab
         .write_policy(&[
             (
@@ -255,17 +254,28 @@ fn a_real_prometheus_gets_series_for_every_panel_and_alert() {
         ])
         .unwrap();
     lab.start_daemon(&rules).unwrap();
+    let before = lab.metrics().unwrap();
     lab.send_udp(banned, 20).unwrap();
-    for host in [INTERNET_V4[3], INTERNET_V4[1]] {
-        lab.send_udp(SocketAddr::new(IpAddr::V4(host), 443), 5)
-            .unwrap();
+    for other in others {
+        lab.send_udp(other, 5).unwrap();
     }
-    std::thread::sleep(Duration::from_millis(300));
+    // The others are delivered after the banned datagrams went through the gateway.
+    assert!(server.wait_udp(&others.map(|o| (o, 5)), Duration::from_secs(5)));
+    assert!(server.settle());
     assert_eq!(server.udp_count(banned), 0);
+    wait_for(&lab, "the 20 drops counted", |m| {
+        m.increase(
+            &before,
+            "enforcer_packets_total",
+            &packets("media", "drop", "egress", "ipv4"),
+        )
+        .unwrap_or(0.0)
+            >= 20.0
+    });
 
     // `promtool check metrics` on what the daemon serves.
     let text = lab.metrics().unwrap().text().to_owned();
-    let mut check = Command::new("promtool")
+    let mut check = Command::new(tools::require(tools::PROMTOOL))
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -299,8 +309,9 @@ fn a_real_prometheus_gets_series_for_every_panel_and_alert() {
     )
     .unwrap();
     let addr: SocketAddr = "127.0.0.1:19090".parse().unwrap();
-    let child = Command::new("ip")
-        .args(["netns", "exec", &lab.netns(Side::Gateway), "prometheus"])
+    let child = Command::new(tools::require(tools::IP))
+        .args(["netns", "exec", &lab.netns(Side::Gateway)])
+        .arg(tools::require(tools::PROMETHEUS))
         .arg(format!("--config.file={}", config.display()))
         .arg(format!(
             "--storage.tsdb.path={}",
@@ -389,5 +400,458 @@ fn a_real_prometheus_gets_series_for_every_panel_and_alert() {
         .unwrap_or(0.0);
     assert!(value >= 20.0, "{drops}");
     drop(prometheus);
+    lab.stop_daemon().unwrap();
+}
+
+/// The labels of one `enforcer_packets_total` / `enforcer_bytes_total` series.
+fn packets<'a>(
+    platform: &'a str,
+    action: &'a str,
+    direction: &'a str,
+    family: &'a str,
+) -> [(&'static str, &'a str); 4] {
+    [
+        ("platform", platform),
+        ("action", action),
+        ("direction", direction),
+        ("family", family),
+    ]
+}
+
+/// Polls the daemon's metrics until `done` holds (20 s at most); the last scrape.
+fn wait_for(lab: &Lab, what: &str, done: impl Fn(&Metrics) -> bool) -> Metrics {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = lab.metrics().unwrap();
+        if done(&m) {
+            return m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within 20 s\n{}\ndaemon log:\n{}",
+            m.text(),
+            lab.daemon_log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// An Ethernet frame from the client's interface to the gateway's, of `ether_type`.
+fn frame(ether_type: u16, payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![0xff; 6];
+    frame.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x01]);
+    frame.extend_from_slice(&ether_type.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// The client asks the DNS server beyond the gateway for `name` (A); the address answered.
+fn client_lookup(lab: &Lab, name: &str) -> Option<IpAddr> {
+    let name = name.to_owned();
+    let server = SocketAddr::new(IpAddr::V4(SERVER_V4), 53);
+    lab.in_netns(Side::Client, move || {
+        tests::dns::lookup(server, &name, hickory_proto::rr::RecordType::A)
+    })
+    .unwrap()
+    .first()
+    .copied()
+}
+
+/// Every metric of the reference that the daemon serves moves with what should move it: each
+/// counter series below is driven by real traffic, DNS answers, resolutions or commands and
+/// must grow; each gauge has the value the lab implies. Fails when a counter stays still.
+#[test]
+fn every_metric_moves_with_the_traffic_that_should_move_it() {
+    let mut lab = Lab::new().unwrap();
+    let learned_host = Ipv4Addr::new(198, 19, 60, 5);
+    // The daemon's resolver, on the gateway's loopback.
+    let resolver = Dnsmasq::start_in(
+        &lab.netns_path(Side::Gateway),
+        &[IpAddr::V4(Ipv4Addr::LOCALHOST)],
+        None,
+        &Zone::new()
+            .local("resolve.example")
+            .local("cdn.example")
+            .host(
+                "media.resolve.example",
+                &["198.19.20.5", "2001:db8:20::5"],
+                Some(300),
+            )
+            .host(
+                "poison.resolve.example",
+                &[&GATEWAY_CLIENT_V4.to_string()],
+                Some(300),
+            )
+            .host("edge.cdn.example", &["198.19.22.1"], Some(300))
+            .cname("video.resolve.example", "edge.cdn.example", Some(300))
+            // A host record holds one address per family: three take a hosts file.
+            .hosts_file(
+                ["198.19.21.1", "198.19.21.2", "198.19.21.3"]
+                    .map(|a| format!("{a} many.resolve.example\n"))
+                    .concat(),
+            ),
+    )
+    .unwrap();
+    // The clients' DNS server, beyond the gateway.
+    let _client_dns = Dnsmasq::start_in(
+        &lab.netns_path(Side::Server),
+        &[IpAddr::V4(SERVER_V4)],
+        Some(53),
+        &Zone::new()
+            .local("learn.example")
+            .local("other.example")
+            .hosts_file(format!(
+                "{learned_host} x1.learn.example\n{GATEWAY_CLIENT_V4} bad.learn.example\n\
+                 198.19.70.5 www.other.example\n"
+            )),
+    )
+    .unwrap();
+    let rules = lab
+        .write_policy(&[
+            (
+                "media.yaml",
+                "platform: media\nmatch:\n  - prefixes: [198.19.10.0/24, \"2001:db8:10::/48\"]\n  \
+                 - domains: [media.resolve.example, gone.resolve.example, poison.resolve.example, \
+                 many.resolve.example, video.resolve.example, \"*.learn.example\"]\n",
+            ),
+            (
+                "watched.yaml",
+                "platform: watched\naction: monitor\nmatch:\n  - prefixes: [198.19.30.0/24]\n",
+            ),
+            (
+                "support.yaml",
+                "platform: support\naction: allow\nmatch:\n  - prefixes: [198.19.10.77/32]\n",
+            ),
+        ])
+        .unwrap();
+    lab.add_daemon_args(&[
+        "--resolver",
+        &resolver.addr.to_string(),
+        "--ttl-floor",
+        "1",
+        "--ttl-ceiling",
+        "2",
+        "--max-addresses-per-name",
+        "2",
+        "--shared-suffix",
+        "cdn.example",
+    ]);
+    lab.start_daemon(&rules).unwrap();
+    let start = lab.metrics().unwrap();
+    // Series with a fixed label set exist from start-up.
+    for (name, labels) in [
+        ("enforcer_passed_packets_total", [("reason", "unparsed")]),
+        ("enforcer_dns_answers_total", [("result", "malformed")]),
+        ("enforcer_rejected_answers_total", [("reason", "shared")]),
+        ("enforcer_policy_reloads_total", [("result", "error")]),
+    ] {
+        start.metric(name, &labels).unwrap();
+    }
+    start
+        .metric("enforcer_dns_held_packets_total", &[])
+        .unwrap();
+
+    // Resolution: the daemon resolves at start; wait for every answer to be judged.
+    let resolved = wait_for(&lab, "the policy's names resolved and judged", |m| {
+        m.metric(
+            "enforcer_prefixes",
+            &[("platform", "media"), ("family", "ipv6"), ("source", "dns")],
+        )
+        .unwrap_or(0.0)
+            == 1.0
+            && ["never_block", "too_many", "shared"].iter().all(|r| {
+                m.metric("enforcer_rejected_answers_total", &[("reason", r)])
+                    .unwrap_or(0.0)
+                    >= 1.0
+            })
+            && m.metric(
+                "enforcer_resolutions_total",
+                &[("platform", "media"), ("result", "nxdomain")],
+            )
+            .unwrap_or(0.0)
+                >= 1.0
+    });
+
+    // Datapath: egress drops (both families), monitor, allow, ingress drops (both families),
+    // no match, not IP, unparsed.
+    let send = |ip: IpAddr, n: usize| lab.send_udp(SocketAddr::new(ip, 443), n).unwrap();
+    send(IpAddr::V4(INTERNET_V4[0]), 10);
+    send(IpAddr::V6(INTERNET_V6[0]), 10);
+    send(IpAddr::V4(Ipv4Addr::new(198, 19, 30, 5)), 5);
+    send(IpAddr::V4(INTERNET_V4[1]), 5);
+    send(IpAddr::V4(INTERNET_V4[4]), 5);
+    lab.in_netns(Side::Server, || {
+        for (from, to) in [
+            (IpAddr::V4(INTERNET_V4[0]), IpAddr::V4(CLIENT_V4)),
+            (IpAddr::V6(INTERNET_V6[0]), IpAddr::V6(CLIENT_V6)),
+        ] {
+            let socket = UdpSocket::bind((from, 0))?;
+            for _ in 0..5 {
+                socket.send_to(b"from a banned source", (to, 9))?;
+            }
+        }
+        Ok(())
+    })
+    .unwrap();
+    lab.send_client_frame(&frame(0x88b5, &[0; 46])).unwrap();
+    lab.send_client_frame(&frame(0x0800, &[0x45, 0, 0, 20]))
+        .unwrap();
+
+    // Learning: a banned wildcard name (held, then learned), a name the guards refuse, an
+    // unrelated name, an answer nobody asked for and one that is not DNS.
+    assert_eq!(
+        client_lookup(&lab, "x1.learn.example"),
+        Some(IpAddr::V4(learned_host))
+    );
+    assert!(client_lookup(&lab, "bad.learn.example").is_some());
+    assert!(client_lookup(&lab, "www.other.example").is_some());
+    lab.in_netns(Side::Server, || {
+        // Port 53 of another host beyond the gateway: dnsmasq holds the server's own.
+        let socket = UdpSocket::bind((INTERNET_V4[3], 53))?;
+        let mut forged = tests::dns::query_packet(4242, "evil.learn.example", 1);
+        forged[2] |= 0x80;
+        socket.send_to(&forged, (CLIENT_V4, 40_000))?;
+        socket.send_to(
+            &[0x12, 0x34, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0, 9],
+            (CLIENT_V4, 40_000),
+        )?;
+        Ok(())
+    })
+    .unwrap();
+
+    // Policy: a successful change, a refused reload.
+    std::fs::write(rules.join("broken.yaml"), "platform: broken\nmatch: []\n").unwrap();
+    assert_eq!(lab.control(&["reload"]).unwrap().status.code(), Some(1));
+    std::fs::remove_file(rules.join("broken.yaml")).unwrap();
+    let out = lab
+        .control(&["rules", "add", "later", "--prefix", "198.19.50.0/24"])
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Resolution failures: the resolver goes; the next refresh (TTL 2 s at most) fails.
+    drop(resolver);
+
+    let counters: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        (
+            "enforcer_packets_total",
+            packets("media", "drop", "egress", "ipv4").to_vec(),
+        ),
+        (
+            "enforcer_packets_total",
+            packets("media", "drop", "egress", "ipv6").to_vec(),
+        ),
+        (
+            "enforcer_packets_total",
+            packets("media", "drop", "ingress", "ipv4").to_vec(),
+        ),
+        (
+            "enforcer_packets_total",
+            packets("media", "drop", "ingress", "ipv6").to_vec(),
+        ),
+        (
+            "enforcer_packets_total",
+            packets("watched", "monitor", "egress", "ipv4").to_vec(),
+        ),
+        (
+            "enforcer_packets_total",
+            packets("support", "allow", "egress", "ipv4").to_vec(),
+        ),
+        (
+            "enforcer_bytes_total",
+            packets("media", "drop", "egress", "ipv4").to_vec(),
+        ),
+        (
+            "enforcer_bytes_total",
+            packets("media", "drop", "egress", "ipv6").to_vec(),
+        ),
+        (
+            "enforcer_bytes_total",
+            packets("media", "drop", "ingress", "ipv4").to_vec(),
+        ),
+        (
+            "enforcer_bytes_total",
+            packets("media", "drop", "ingress", "ipv6").to_vec(),
+        ),
+        (
+            "enforcer_bytes_total",
+            packets("watched", "monitor", "egress", "ipv4").to_vec(),
+        ),
+        (
+            "enforcer_bytes_total",
+            packets("support", "allow", "egress", "ipv4").to_vec(),
+        ),
+        (
+            "enforcer_passed_packets_total",
+            vec![("reason", "no_match")],
+        ),
+        ("enforcer_passed_packets_total", vec![("reason", "not_ip")]),
+        (
+            "enforcer_passed_packets_total",
+            vec![("reason", "unparsed")],
+        ),
+        ("enforcer_dns_answers_total", vec![("result", "learned")]),
+        ("enforcer_dns_answers_total", vec![("result", "unmatched")]),
+        (
+            "enforcer_dns_answers_total",
+            vec![("result", "unsolicited")],
+        ),
+        ("enforcer_dns_answers_total", vec![("result", "refused")]),
+        ("enforcer_dns_answers_total", vec![("result", "malformed")]),
+        ("enforcer_dns_held_packets_total", vec![]),
+        ("enforcer_policy_reloads_total", vec![("result", "ok")]),
+        ("enforcer_policy_reloads_total", vec![("result", "error")]),
+        ("enforcer_resolution_duration_seconds_count", vec![]),
+        ("enforcer_resolution_duration_seconds_sum", vec![]),
+        (
+            "enforcer_resolution_duration_seconds_bucket",
+            vec![("le", "+Inf")],
+        ),
+    ];
+    let failed = |m: &Metrics| {
+        ["error", "timeout"]
+            .iter()
+            .map(|r| {
+                m.increase(
+                    &resolved,
+                    "enforcer_resolutions_total",
+                    &[("platform", "media"), ("result", r)],
+                )
+                .unwrap_or(0.0)
+            })
+            .sum::<f64>()
+    };
+    let still = |m: &Metrics| -> Vec<String> {
+        let mut still: Vec<String> = counters
+            .iter()
+            .filter(|(name, labels)| m.increase(&start, name, labels).unwrap_or(0.0) <= 0.0)
+            .map(|(name, labels)| format!("{name}{labels:?}"))
+            .collect();
+        if failed(m) < 1.0 {
+            still.push("enforcer_resolutions_total{result: error or timeout}".to_owned());
+        }
+        still
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut m = lab.metrics().unwrap();
+    while !still(&m).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        m = lab.metrics().unwrap();
+    }
+    assert!(
+        still(&m).is_empty(),
+        "counters that did not move in 20 s: {:#?}",
+        still(&m)
+    );
+    // Counted from 0 at start-up by the first round (which may come before `start`).
+    for result in ["ok", "nxdomain"] {
+        let labels = [("platform", "media"), ("result", result)];
+        assert!(
+            m.metric("enforcer_resolutions_total", &labels).unwrap() >= 1.0,
+            "resolutions {result}"
+        );
+    }
+    for reason in ["never_block", "too_many", "shared"] {
+        assert!(
+            m.metric("enforcer_rejected_answers_total", &[("reason", reason)])
+                .unwrap()
+                >= 1.0,
+            "rejected {reason}"
+        );
+    }
+    assert!(
+        m.metric("enforcer_last_policy_update_timestamp_seconds", &[])
+            .unwrap()
+            > start
+                .metric("enforcer_last_policy_update_timestamp_seconds", &[])
+                .unwrap(),
+        "the policy update time did not move with `rules add`"
+    );
+
+    // Gauges: what the lab implies.
+    let prefixes = |platform: &str, family: &str, source: &str| {
+        m.metric(
+            "enforcer_prefixes",
+            &[
+                ("platform", platform),
+                ("family", family),
+                ("source", source),
+            ],
+        )
+        .unwrap()
+    };
+    assert_eq!(prefixes("media", "ipv4", "published"), 1.0);
+    assert_eq!(prefixes("media", "ipv6", "published"), 1.0);
+    assert_eq!(
+        prefixes("media", "ipv4", "dns"),
+        1.0,
+        "only media.resolve.example's"
+    );
+    assert_eq!(prefixes("media", "ipv6", "dns"), 1.0);
+    assert_eq!(
+        prefixes("media", "ipv4", "learned"),
+        1.0,
+        "only x1.learn.example's"
+    );
+    assert_eq!(prefixes("watched", "ipv4", "published"), 1.0);
+    assert_eq!(prefixes("support", "ipv4", "published"), 1.0);
+    assert_eq!(prefixes("later", "ipv4", "published"), 1.0);
+    for interface in ["g0", "g1"] {
+        let attached = m.series("enforcer_xdp_attached", &[("interface", interface)]);
+        assert_eq!(attached.len(), 1, "{interface}: {attached:?}");
+        assert_eq!(attached[0].1, 1.0, "{interface}");
+    }
+    // Prefixes: four published v4 (one added), the resolved and the learned host; two v6.
+    assert_eq!(
+        m.metric("enforcer_map_entries", &[("map", "prefixes_v4")])
+            .unwrap(),
+        6.0
+    );
+    assert_eq!(
+        m.metric("enforcer_map_entries", &[("map", "prefixes_v6")])
+            .unwrap(),
+        2.0
+    );
+    for (labels, entries) in m.series("enforcer_map_entries", &[]) {
+        let map = &labels.iter().find(|(k, _)| k == "map").unwrap().1;
+        let capacity = m.metric("enforcer_map_capacity", &[("map", map)]).unwrap();
+        assert!(
+            capacity > 0.0 && entries <= capacity,
+            "{map}: {entries} of {capacity}"
+        );
+    }
+    assert_eq!(
+        m.metric(
+            "enforcer_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        )
+        .unwrap(),
+        1.0
+    );
+    // Every metric of the reference was looked at above.
+    let checked: BTreeSet<&str> = counters
+        .iter()
+        .map(|(name, _)| *name)
+        .chain([
+            "enforcer_prefixes",
+            "enforcer_resolutions_total",
+            "enforcer_rejected_answers_total",
+            "enforcer_last_policy_update_timestamp_seconds",
+            "enforcer_xdp_attached",
+            "enforcer_map_entries",
+            "enforcer_map_capacity",
+            "enforcer_build_info",
+        ])
+        .collect();
+    for (name, kind) in REFERENCE {
+        let seen = match kind {
+            Kind::Histogram => checked.contains(format!("{name}_count").as_str()),
+            _ => checked.contains(name),
+        };
+        assert!(seen, "{name} is not checked");
+    }
     lab.stop_daemon().unwrap();
 }

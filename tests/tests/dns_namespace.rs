@@ -3,18 +3,16 @@
 //! poisoned answers, follows DNS changes with a grace period, and after a restart with the DNS
 //! server gone still blocks from its state directory. Needs root and a built daemon.
 
-mod common_dns;
-
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use common_dns::{Dnsmasq, Zone};
+use tests::dns::{Dnsmasq, Zone};
 use tests::lab::{GATEWAY_CLIENT_V4, INTERNET_V4, INTERNET_V6, Lab, Metrics, Server, Side};
+use tests::tools;
 
 /// Datagrams per UDP flow.
 const N: usize = 20;
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
-const SETTLE: Duration = Duration::from_millis(300);
 /// Generous: resolution against a local dnsmasq takes milliseconds.
 const ENFORCED_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -32,7 +30,8 @@ fn udp_delivered(lab: &Lab, server: &Server, dst: SocketAddr, control: SocketAdd
         server.wait_udp(&[(control, control_before + N as u64)], DELIVERY_TIMEOUT),
         "control datagrams to {control} did not arrive: the lab itself is broken"
     );
-    std::thread::sleep(SETTLE);
+    // Sent before the control datagrams, so in their sockets by now: count them.
+    assert!(server.settle(), "the lab server stopped");
     server.udp_count(dst) - before
 }
 
@@ -64,6 +63,17 @@ fn wait_metrics(lab: &Lab, what: &str, done: impl Fn(&Metrics) -> bool) -> Metri
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// dnsmasq on the gateway's loopback, where the daemon resolves.
+fn start_dns(lab: &Lab, zone: &Zone) -> Dnsmasq {
+    Dnsmasq::start_in(
+        &lab.netns_path(Side::Gateway),
+        &[IpAddr::V4(Ipv4Addr::LOCALHOST)],
+        None,
+        zone,
+    )
+    .unwrap()
 }
 
 fn policy(names: &[&str]) -> String {
@@ -103,9 +113,7 @@ fn resolved_names_are_blocked_poison_refused_and_a_cold_start_without_dns_still_
             Some(300),
         );
     // Declared after the lab, so it stops before the lab's namespaces go.
-    let dns = lab
-        .in_netns(Side::Gateway, || Ok(Dnsmasq::start(&zone)))
-        .unwrap();
+    let dns = start_dns(&lab, &zone);
     let rules = lab
         .write_policy(&[(
             "dnsban.yaml",
@@ -172,15 +180,10 @@ fn resolved_names_are_blocked_poison_refused_and_a_cold_start_without_dns_still_
         assert!(dropped >= N as f64, "{family}: {dropped} drops counted");
     }
     // The gateway itself still answers the client: its address was not blocked.
-    let ping = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.netns(Side::Client),
-            "ping",
-            "-c1",
-            "-W2",
-        ])
+    let ping = std::process::Command::new(tools::require(tools::IP))
+        .args(["netns", "exec", &lab.netns(Side::Client)])
+        .arg(tools::require(tools::PING))
+        .args(["-c1", "-W2"])
         .arg(GATEWAY_CLIENT_V4.to_string())
         .output()
         .unwrap();
@@ -256,9 +259,7 @@ fn a_changed_answer_is_followed_and_the_old_address_kept_for_the_grace_period() 
         .local("banned.example")
         .local_ttl(1)
         .hosts_file(format!("{old} media.banned.example\n"));
-    let dns = lab
-        .in_netns(Side::Gateway, || Ok(Dnsmasq::start(&zone)))
-        .unwrap();
+    let dns = start_dns(&lab, &zone);
     let rules = lab
         .write_policy(&[("dnsban.yaml", &policy(&["media.banned.example"]))])
         .unwrap();
@@ -283,7 +284,8 @@ fn a_changed_answer_is_followed_and_the_old_address_kept_for_the_grace_period() 
         N as u64
     );
 
-    dns.rewrite_hosts(&format!("{new} media.banned.example\n"));
+    dns.rewrite_hosts(&format!("{new} media.banned.example\n"))
+        .unwrap();
     let changed = Instant::now();
     wait_metrics(&lab, "the new address enforced beside the old", |m| {
         dns_prefixes(m, "dnsban", "ipv4") == 2.0

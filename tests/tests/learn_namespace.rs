@@ -2,10 +2,11 @@
 //! a client's lookup of a fresh name under a banned wildcard, answered by a real dnsmasq beyond
 //! the gateway, followed at once by a TCP connect to the answer, is dropped; the apex and
 //! unrelated names are not learned; an unsolicited answer is not believed; a learned address
-//! expires after its TTL plus the grace period. Needs root, dnsmasq and a built daemon.
+//! expires after its TTL plus the grace period. Holding the answer until it is enforced is
+//! what closes the race with the client's first packet: shown against a daemon that cannot
+//! hold, which loses it. Needs root, dnsmasq, setpriv and a built daemon.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
-use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
@@ -13,56 +14,28 @@ use hickory_proto::op::{Message, MessageType, Query};
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use serde_json::Value;
+use tests::dns::{Dnsmasq, Zone};
 use tests::lab::{
-    CLIENT_V4, Connect, INTERNET_V4, INTERNET_V6, Lab, Metrics, SERVER_V4, SERVER_V6, Side,
+    CLIENT_V4, Connect, INTERNET_V4, INTERNET_V6, Lab, Metrics, SERVER_V4, SERVER_V6, Server, Side,
 };
+use tests::tools;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-const DNSMASQ: &str = "/usr/sbin/dnsmasq";
 
-/// dnsmasq in the server namespace, on port 53 of the server's address; killed when dropped.
-struct DnsServer(Child);
-
-impl DnsServer {
-    fn start(lab: &Lab, hosts: &str) -> Self {
-        let path = lab.dir().join("learn-hosts");
-        std::fs::write(&path, hosts).unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &lab.netns(Side::Server), DNSMASQ])
-            .args([
-                "--keep-in-foreground",
-                "--pid-file=",
-                "--conf-file=/dev/null",
-                "--no-resolv",
-                "--no-hosts",
-                "--bind-interfaces",
-                "--port=53",
-                "--local-ttl=2",
-                "--local=/example/",
-            ])
-            .arg(format!("--listen-address={SERVER_V4}"))
-            .arg(format!("--listen-address={SERVER_V6}"))
-            .arg(format!("--addn-hosts={}", path.display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let server = Self(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while lookup(lab, "www.other.example").is_none() {
-            assert!(Instant::now() < deadline, "dnsmasq did not answer");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        server
-    }
-}
-
-impl Drop for DnsServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// dnsmasq in the server namespace, on port 53 of the server's addresses, answering for
+/// `*.example` from `hosts` with a TTL of 2 s.
+fn dns_server(lab: &Lab, hosts: &str) -> Dnsmasq {
+    let zone = Zone::new()
+        .local("example")
+        .local_ttl(2)
+        .hosts_file(hosts.to_owned());
+    Dnsmasq::start_in(
+        &lab.netns_path(Side::Server),
+        &[IpAddr::V4(SERVER_V4), IpAddr::V6(SERVER_V6)],
+        Some(53),
+        &zone,
+    )
+    .unwrap()
 }
 
 fn query(id: u16, name: &str) -> Vec<u8> {
@@ -97,12 +70,12 @@ fn lookup(lab: &Lab, name: &str) -> Option<Ipv4Addr> {
 /// Lookup, then at once a TCP connection to the answer's port 443.
 fn lookup_and_connect(lab: &Lab, name: &str) -> (Ipv4Addr, Connect) {
     let address = lookup(lab, name).unwrap_or_else(|| {
+        // /proc/thread-self: the namespace of the thread that reads, not of the process.
         let snmp = |side| {
-            let out = Command::new("ip")
-                .args(["netns", "exec", &lab.netns(side), "cat", "/proc/net/snmp"])
-                .output()
-                .unwrap();
-            String::from_utf8_lossy(&out.stdout).into_owned()
+            lab.in_netns(side, || {
+                Ok(std::fs::read_to_string("/proc/thread-self/net/snmp")?)
+            })
+            .unwrap_or_default()
         };
         panic!(
             "no answer for {name}; daemon log:\n{}\nclient snmp:\n{}\ngateway snmp:\n{}",
@@ -143,7 +116,7 @@ fn wildcard_answers_are_learned_before_the_client_connects() {
         .map(|ip| SocketAddr::new(IpAddr::V4(*ip), 443))
         .collect();
     let _server = lab.start_server(&[], &listeners).unwrap();
-    let dns = DnsServer::start(
+    let dns = dns_server(
         &lab,
         &format!("{fresh} x7f3a.media.example\n{apex} media.example\n{other} www.other.example\n"),
     );
@@ -288,7 +261,7 @@ fn answers_over_ipv6_are_held_sent_on_and_learned() {
     let listener = SocketAddr::new(IpAddr::V6(fresh), 443);
     let _server = lab.start_server(&[], &[listener]).unwrap();
     let other = INTERNET_V4[4];
-    let dns = DnsServer::start(
+    let dns = dns_server(
         &lab,
         &format!("{fresh} v6only.media.example\n{other} www.other.example\n"),
     );
@@ -326,5 +299,161 @@ fn answers_over_ipv6_are_held_sent_on_and_learned() {
     assert_eq!(learned_v6, 1.0);
     assert!(m.metric("enforcer_dns_held_packets_total", &[]).unwrap() >= 1.0);
     drop(dns);
+    lab.stop_daemon().unwrap();
+}
+
+/// Fresh names, each under the banned wildcard with an address of its own, per race.
+const RACE_TRIES: u8 = 60;
+/// Datagrams the client sends to an answer at once, as a client's first packets would.
+const RACE_BURST: usize = 3;
+
+/// The `i`th racing host of a race: 198.19.<net>.<i + 1>, on the server's loopback.
+fn race_host(net: u8, i: u8) -> Ipv4Addr {
+    Ipv4Addr::new(198, 19, net, i + 1)
+}
+
+fn held(m: &Metrics) -> f64 {
+    m.metric("enforcer_dns_held_packets_total", &[]).unwrap()
+}
+
+/// The client looks up `names` one after the other and, the moment each answer arrives, sends
+/// a burst of UDP datagrams to port 443 of the address in it: as fast as a client can be. Then
+/// sends to `control` (never banned) and waits for it, so everything sent before has crossed
+/// the gateway or been dropped. Returns how many of the racing datagrams the server received.
+fn race(lab: &Lab, server: &Server, names: &[(String, Ipv4Addr)], control: SocketAddr) -> u64 {
+    let before: u64 = names
+        .iter()
+        .map(|(_, ip)| server.udp_count(SocketAddr::new(IpAddr::V4(*ip), 443)))
+        .sum();
+    let control_before = server.udp_count(control);
+    let queries: Vec<(String, Ipv4Addr)> = names.to_vec();
+    lab.in_netns(Side::Client, move || {
+        let dns = UdpSocket::bind("0.0.0.0:0")?;
+        dns.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let data = UdpSocket::bind("0.0.0.0:0")?;
+        let mut buf = [0u8; 1500];
+        for (i, (name, expected)) in queries.iter().enumerate() {
+            let id = u16::try_from(i)?;
+            dns.send_to(&query(id, name), (SERVER_V4, 53))?;
+            let (n, _) = dns.recv_from(&mut buf)?;
+            let answer = Message::from_vec(&buf[..n])?
+                .answers()
+                .iter()
+                .find_map(|r| match r.data() {
+                    RData::A(a) => Some(a.0),
+                    _ => None,
+                })
+                .ok_or_else(|| anyhow::anyhow!("no address for {name}"))?;
+            for _ in 0..RACE_BURST {
+                data.send_to(b"first packet", (answer, 443))?;
+            }
+            anyhow::ensure!(answer == *expected, "{name}: {answer}, not {expected}");
+        }
+        data.send_to(b"control", control)?;
+        Ok(())
+    })
+    .unwrap();
+    assert!(
+        server.wait_udp(&[(control, control_before + 1)], Duration::from_secs(5)),
+        "the control datagram did not arrive: the lab itself is broken"
+    );
+    assert!(server.settle(), "the lab server stopped");
+    let after: u64 = names
+        .iter()
+        .map(|(_, ip)| server.udp_count(SocketAddr::new(IpAddr::V4(*ip), 443)))
+        .sum();
+    after - before
+}
+
+/// Holding closes the race between a DNS answer and the client's first packet to it, and this
+/// test shows it against a negative control: the same daemon, unable to hold (started without
+/// CAP_NET_RAW, so it cannot open the raw sockets that send held responses on, and it does not
+/// hold), lets the first packets to freshly learned addresses through at least once in
+/// RACE_TRIES; holding, never.
+#[test]
+fn holding_closes_the_race_that_a_daemon_without_holding_loses() {
+    let mut lab = Lab::new().unwrap();
+    let control = SocketAddr::new(IpAddr::V4(INTERNET_V4[4]), 443);
+    let (unheld_net, held_net) = (80, 81);
+    let mut hosts = String::new();
+    let mut listeners = vec![control];
+    let mut names = |net: u8, tag: &str| -> Vec<(String, Ipv4Addr)> {
+        (0..RACE_TRIES)
+            .map(|i| {
+                let ip = race_host(net, i);
+                lab.ip(
+                    Side::Server,
+                    &["addr", "add", &format!("{ip}/32"), "dev", "lo"],
+                )
+                .unwrap();
+                let name = format!("{tag}{i}.media.example");
+                hosts.push_str(&format!("{ip} {name}\n"));
+                listeners.push(SocketAddr::new(IpAddr::V4(ip), 443));
+                (name, ip)
+            })
+            .collect()
+    };
+    let unheld = names(unheld_net, "u");
+    let held_names = names(held_net, "h");
+    let server = lab.start_server(&listeners, &[]).unwrap();
+    let _dns = dns_server(&lab, &hosts);
+    let rules = lab
+        .write_policy(&[(
+            "media.yaml",
+            "platform: media\nmatch:\n  - domains: [\"*.media.example\"]\n",
+        )])
+        .unwrap();
+
+    // The negative control: no CAP_NET_RAW in the daemon's bounding set.
+    lab.set_daemon_wrapper(&[
+        tools::require(tools::SETPRIV).to_str().unwrap(),
+        "--bounding-set=-net_raw",
+    ]);
+    lab.start_daemon(&rules).unwrap();
+    assert!(
+        lab.daemon_log().contains("DNS responses are not held"),
+        "the control daemon holds after all: {}",
+        lab.daemon_log()
+    );
+    let through = race(&lab, &server, &unheld, control);
+    let m = lab.metrics().unwrap();
+    assert_eq!(held(&m), 0.0, "the control daemon held responses");
+    eprintln!(
+        "without holding: {through} of {} first datagrams reached banned addresses",
+        usize::from(RACE_TRIES) * RACE_BURST
+    );
+    assert!(
+        through >= 1,
+        "without holding no first packet beat the learning in {RACE_TRIES} tries: the race \
+         this test guards is not shown"
+    );
+    // Learning itself worked, only too late for those packets.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while learned(&lab.metrics().unwrap()) < f64::from(RACE_TRIES) {
+        assert!(
+            Instant::now() < deadline,
+            "the control daemon learned {} of {RACE_TRIES}",
+            learned(&lab.metrics().unwrap())
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    lab.stop_daemon().unwrap();
+
+    // The same, holding.
+    lab.set_daemon_wrapper(&[]);
+    lab.start_daemon(&rules).unwrap();
+    let held_before = held(&lab.metrics().unwrap());
+    let through = race(&lab, &server, &held_names, control);
+    assert_eq!(
+        through, 0,
+        "with holding, first datagrams reached addresses learned from the answers"
+    );
+    let m = lab.metrics().unwrap();
+    assert!(
+        held(&m) - held_before >= f64::from(RACE_TRIES),
+        "{} responses held for {RACE_TRIES} answers",
+        held(&m) - held_before
+    );
+    assert_eq!(learned(&m), f64::from(2 * u16::from(RACE_TRIES)));
     lab.stop_daemon().unwrap();
 }

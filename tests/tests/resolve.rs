@@ -2,14 +2,11 @@
 //! loopback, one instance per test), plus stand-ins for what dnsmasq cannot do on demand
 //! (SERVFAIL, a server that never answers).
 
-mod common_dns;
-
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
-use common_dns::{Dnsmasq, RcodeServer, SilentServer, TempDir, Zone, enforcer_bin};
 use enforcer::never_block::{NeverBlock, Origin};
 use enforcer::resolve::{
     AddressBook, BookSettings, Change, FailureKind, LookupResult, Mapping, NameResolution,
@@ -17,6 +14,8 @@ use enforcer::resolve::{
     apply_round,
 };
 use ipnet::IpNet;
+use tests::dns::{Dnsmasq, RcodeServer, SilentServer, TempDir, Zone};
+use tests::lab::enforcer_binary;
 
 const S: Duration = Duration::from_secs(1);
 
@@ -102,7 +101,8 @@ async fn a_and_aaaa_with_ttl_clamped() {
             .host("short.test", &["198.18.10.2"], Some(1))
             .host("long.test", &["198.18.10.3"], Some(100_000))
             .host("v6only.test", &["2001:db8:10::4"], Some(30)),
-    );
+    )
+    .unwrap();
     let resolver = Resolver::new(&config(vec![dns.addr])).unwrap();
 
     let r = resolver.resolve("Both.Test.").await;
@@ -166,7 +166,7 @@ async fn refresh_adds_new_keeps_old_for_grace_then_removes() {
             .local_ttl(1)
             .hosts_file(format!("{address} moving.test\n"))
     };
-    let dns = Dnsmasq::start(&zone("198.18.20.1"));
+    let dns = Dnsmasq::start(&zone("198.18.20.1")).unwrap();
     let resolver = Resolver::new(&config(vec![dns.addr])).unwrap();
     let metrics = ResolveMetrics::new();
     let mut book = book_with(settings(1, 1, 2), &[("video", 0, "moving.test")]);
@@ -177,7 +177,7 @@ async fn refresh_adds_new_keeps_old_for_grace_then_removes() {
     let wait = due.duration_since(SystemTime::now()).unwrap_or_default();
     assert!(wait <= S, "refresh due within the clamped TTL: {wait:?}");
 
-    dns.rewrite_hosts("198.18.20.2 moving.test\n");
+    dns.rewrite_hosts("198.18.20.2 moving.test\n").unwrap();
     tokio::time::sleep(wait).await;
     let (results, change) = round(&resolver, &mut book, &metrics).await;
     assert_eq!(results.len(), 1, "the name was due");
@@ -234,7 +234,8 @@ async fn cname_chain_recorded() {
             .host("target.test", &["198.18.30.1", "2001:db8:30::1"], Some(600))
             .cname("mid.test", "target.test", Some(120))
             .cname("alias.test", "mid.test", Some(300)),
-    );
+    )
+    .unwrap();
     let resolver = Resolver::new(&config(vec![dns.addr])).unwrap();
     let r = resolver.resolve("alias.test").await;
     let a = expect_ok(&r);
@@ -264,7 +265,8 @@ async fn cname_into_shared_suffix_refused() {
             .host("e.cdn.example", &["198.18.31.2"], None)
             .cname("v2.test", "e.cdn.example", None)
             .host("own.test", &["198.18.31.3"], None),
-    );
+    )
+    .unwrap();
     let mut cfg = config(vec![dns.addr]);
     cfg.shared_suffixes = vec!["CDN.Example.".to_owned()];
     let resolver = Resolver::new(&cfg).unwrap();
@@ -332,7 +334,7 @@ async fn poisoned_answers_refused_and_counted() {
         .hosts_file("198.18.42.1 mixed.test\n127.0.0.1 mixed.test\n".to_owned())
         .hosts_file(many);
 
-    let mut dns = Dnsmasq::start(&clean);
+    let mut dns = Dnsmasq::start(&clean).unwrap();
     let mut cfg = config(vec![dns.addr]);
     cfg.never_block =
         NeverBlock::builtin().with([("198.18.41.0/24".parse().unwrap(), Origin::Configured)]);
@@ -346,7 +348,7 @@ async fn poisoned_answers_refused_and_counted() {
     assert_eq!(change.added.len(), names.len());
     let before = book.mappings();
 
-    dns.restart(&poisoned);
+    dns.restart(&poisoned).unwrap();
     book.refresh_all(SystemTime::now());
     let (results, change) = round(&resolver, &mut book, &metrics).await;
     assert!(
@@ -396,7 +398,8 @@ async fn the_resolvers_own_address_is_refused() {
             .local("test")
             .host("self.test", &["127.0.0.1"], None)
             .host("other.test", &["127.0.0.2"], None),
-    );
+    )
+    .unwrap();
     let mut cfg = config(vec![dns.addr]);
     cfg.never_block = NeverBlock::from_ranges([]);
     let resolver = Resolver::new(&cfg).unwrap();
@@ -426,7 +429,8 @@ async fn failures_counted_per_platform_and_book_kept() {
         "shared.test",
         &["198.18.50.1", "2001:db8:50::1"],
         None,
-    ));
+    ))
+    .unwrap();
     let resolver = Resolver::new(&config(vec![dns.addr])).unwrap();
     let metrics = ResolveMetrics::new();
     metrics.register_platforms(["alpha", "beta", "idle"]);
@@ -445,7 +449,8 @@ async fn failures_counted_per_platform_and_book_kept() {
         &Zone::new()
             .local("test")
             .host("else.test", &["198.18.50.9"], None),
-    );
+    )
+    .unwrap();
     book.refresh_all(SystemTime::now());
     let (results, change) = round(&resolver, &mut book, &metrics).await;
     match &results[0].outcome {
@@ -466,7 +471,7 @@ async fn failures_counted_per_platform_and_book_kept() {
     }
 
     // SERVFAIL.
-    let servfail = RcodeServer::start(2);
+    let servfail = RcodeServer::start(2).unwrap();
     let failing = Resolver::new(&config(vec![servfail.addr])).unwrap();
     book.refresh_all(SystemTime::now());
     let (results, change) = round(&failing, &mut book, &metrics).await;
@@ -483,7 +488,7 @@ async fn failures_counted_per_platform_and_book_kept() {
     assert_eq!(count(&metrics, "beta", ResultLabel::Error), 1);
 
     // Timeout: a server that never answers.
-    let silent = SilentServer::start();
+    let silent = SilentServer::start().unwrap();
     let mut cfg = config(vec![silent.addr]);
     cfg.timeout = Duration::from_millis(300);
     let dead = Resolver::new(&cfg).unwrap();
@@ -524,7 +529,8 @@ async fn state_round_trip() {
             .host("t.test", &["198.18.60.2"], None)
             .cname("c.test", "t.test", None)
             .hosts_file("198.18.60.3 m.test\n".into()),
-    );
+    )
+    .unwrap();
     let resolver = Resolver::new(&config(vec![dns.addr])).unwrap();
     let metrics = ResolveMetrics::new();
     let mut book = book_with(
@@ -537,12 +543,12 @@ async fn state_round_trip() {
     );
     round(&resolver, &mut book, &metrics).await;
     // One address in its grace period, so every field is exercised.
-    dns.rewrite_hosts("198.18.60.4 m.test\n");
+    dns.rewrite_hosts("198.18.60.4 m.test\n").unwrap();
     book.refresh_all(SystemTime::now());
     round(&resolver, &mut book, &metrics).await;
     assert!(book.entries().any(|e| e.remove_at.is_some()));
 
-    let dir = TempDir::new("state");
+    let dir = TempDir::new("state").unwrap();
     let state_dir = dir.path().join("var-lib-enforcer");
     book.save(&state_dir).unwrap();
     let files: Vec<String> = std::fs::read_dir(&state_dir)
@@ -619,8 +625,9 @@ fn enforcer_resolve_json_shape() {
             .host("target.test", &["198.18.70.2"], Some(300))
             .cname("alias.test", "target.test", Some(300))
             .host("poison.test", &["127.0.0.1"], None),
-    );
-    let rules = TempDir::new("rules");
+    )
+    .unwrap();
+    let rules = TempDir::new("rules").unwrap();
     std::fs::write(
         rules.path().join("video.yaml"),
         "platform: video\naction: drop\nmatch:\n  - domains: [both.test, alias.test, \"*.wild.test\", gone.test]\n  - prefixes: [198.19.0.0/16, \"2001:db8:ff::/48\"]\n",
@@ -632,7 +639,7 @@ fn enforcer_resolve_json_shape() {
     )
     .unwrap();
 
-    let output = Command::new(enforcer_bin())
+    let output = Command::new(enforcer_binary().unwrap())
         .arg("resolve")
         .arg("--rules")
         .arg(rules.path())
@@ -702,7 +709,7 @@ fn enforcer_resolve_json_shape() {
     assert_eq!(addresses.len(), 5);
 
     // Text output lists the wildcard as learned at run time.
-    let text = Command::new(enforcer_bin())
+    let text = Command::new(enforcer_binary().unwrap())
         .args(["resolve", "--rules"])
         .arg(rules.path())
         .args(["--resolver", &dns.addr.to_string()])
@@ -715,7 +722,7 @@ fn enforcer_resolve_json_shape() {
 
     // A broken policy: exit 1 with the error.
     std::fs::write(rules.path().join("bad.yaml"), "platform: bad\nmatch: []\n").unwrap();
-    let bad = Command::new(enforcer_bin())
+    let bad = Command::new(enforcer_binary().unwrap())
         .args(["resolve", "--rules"])
         .arg(rules.path())
         .args(["--resolver", &dns.addr.to_string(), "--json"])
@@ -737,7 +744,7 @@ async fn a_thousand_names_concurrently() {
             )
         })
         .collect();
-    let dns = Dnsmasq::start(&Zone::new().local("test").hosts_file(hosts));
+    let dns = Dnsmasq::start(&Zone::new().local("test").hosts_file(hosts)).unwrap();
     let resolver = Resolver::new(&config(vec![dns.addr])).unwrap();
     let names: Vec<String> = (0..1_000).map(|i| format!("n{i:04}.bulk.test")).collect();
     let started = Instant::now();

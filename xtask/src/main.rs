@@ -27,7 +27,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Install what this machine lacks: Debian packages, nightly rust-src, bpf-linker.
+    /// Install what this machine lacks: Debian packages, nightly rust-src, rustfmt and clippy,
+    /// bpf-linker.
     Setup,
     /// Setup, then build the enforcer (release).
     Build,

@@ -7,23 +7,36 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::util::{probe, run_cmd};
 
-/// Debian packages: LLVM for bpf-linker, iproute2 for the labs, the traffic and firewall tools
-/// used around the tests, and Prometheus for `promtool` (checks the shipped alert rules).
+/// Debian packages, each with who uses it. Keep this list to what is really run: the tests
+/// library checks that every program it runs (tests/src/tools.rs) has its package here.
 const PACKAGES: &[&str] = &[
+    // bpf-linker (built by `bpf_linker` below) links against LLVM 22 and its dependencies.
     "llvm-22-dev",
     "libpolly-22-dev",
     "libzstd-dev",
     "zlib1g-dev",
+    // `ip`: every namespace lab (tests/src/lab), the tests, the demo and the benches.
     "iproute2",
+    // `ping`: tests/tests/dns_namespace.rs (the gateway stays reachable).
+    "iputils-ping",
+    // `dnsmasq`: the DNS servers of the resolver and learning tests (tests/src/dns.rs), the demo
+    // and bench_resolve.
     "dnsmasq-base",
-    "netsniff-ng",
-    "xdp-tools",
-    "nftables",
-    "ipset",
+    // `mount`/`umount`: tests/tests/atomic_switch.rs (a BPF filesystem of its own).
+    "mount",
+    // `setpriv`: tests/tests/learn_namespace.rs (a daemon without CAP_NET_RAW, so it cannot
+    // hold DNS responses: the negative control). Essential in Debian; listed to say who uses it.
+    "util-linux",
+    // `promtool` and `prometheus`: tests/tests/deploy.rs (alert rules, a real scrape).
     "prometheus",
-    // systemd-analyze, for checking the shipped unit.
+    // `systemd-analyze`: tests/tests/deploy.rs (verifies the shipped unit).
     "systemd",
 ];
+
+/// Rust components xtask runs: `cargo fmt` and `cargo clippy` on stable, and clippy on the
+/// nightly toolchain that builds the eBPF crate (nightly rust-src is installed separately).
+const STABLE_COMPONENTS: &[&str] = &["rustfmt", "clippy"];
+const NIGHTLY_COMPONENTS: &[&str] = &["clippy"];
 
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
@@ -32,7 +45,8 @@ pub fn run() -> Result<()> {
     require_root()?;
     debian_packages()?;
     nightly_rust_src()?;
-    nightly_clippy()?;
+    rust_components("stable", STABLE_COMPONENTS)?;
+    rust_components("nightly", NIGHTLY_COMPONENTS)?;
     bpf_linker()?;
     println!("setup: done");
     Ok(())
@@ -155,16 +169,36 @@ fn nightly_rust_src() -> Result<()> {
     run_cmd(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
 }
 
-/// `cargo xtask test` runs clippy on the XDP program with the nightly toolchain that builds it.
-fn nightly_clippy() -> Result<()> {
-    let (_, components) =
-        probe(Command::new("rustup").args(["+nightly", "component", "list", "--installed"]));
-    if components.lines().any(|line| line.starts_with("clippy")) {
-        println!("setup: nightly clippy present");
+/// Adds the missing `components` to `toolchain` (which must already be installed).
+fn rust_components(toolchain: &str, components: &[&str]) -> Result<()> {
+    let (ok, installed) = probe(Command::new("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        toolchain,
+    ]));
+    if !ok {
+        bail!("`rustup component list --toolchain {toolchain}` failed: is {toolchain} installed?");
+    }
+    // Installed components are listed with their target triple (`clippy-x86_64-...`), except
+    // target-independent ones.
+    let has = |component: &str| {
+        installed
+            .lines()
+            .any(|line| line == component || line.starts_with(&format!("{component}-")))
+    };
+    let missing: Vec<&str> = components.iter().copied().filter(|c| !has(c)).collect();
+    if missing.is_empty() {
+        println!("setup: {toolchain} {} present", components.join(", "));
         return Ok(());
     }
-    println!("setup: installing nightly clippy");
-    run_cmd(Command::new("rustup").args(["component", "add", "clippy", "--toolchain", "nightly"]))
+    println!("setup: installing {toolchain} {}", missing.join(", "));
+    run_cmd(
+        Command::new("rustup")
+            .args(["component", "add", "--toolchain", toolchain])
+            .args(&missing),
+    )
 }
 
 fn bpf_linker() -> Result<()> {

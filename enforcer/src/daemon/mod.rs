@@ -195,17 +195,12 @@ pub fn run(settings: Settings) -> Result<(), DaemonError> {
 
     let control_listener = control::server::bind(&settings.socket)?;
     // Raw sockets for sending held DNS responses on; without them responses are not held.
-    let reinjector = if settings.dns_hold {
-        match Reinjector::open() {
-            Ok(r) => Some(r),
-            Err(error) => {
-                tracing::warn!(%error, "cannot open raw sockets: DNS responses are not held, so a client may connect to a banned answer before it is learned");
-                None
-            }
+    let reinjector = match Reinjector::open() {
+        Ok(r) => Some(r),
+        Err(error) => {
+            tracing::warn!(%error, "cannot open raw sockets: DNS responses are not held, so a client may connect to a banned answer before it is learned");
+            None
         }
-    } else {
-        tracing::warn!("--no-dns-hold: DNS responses are not held (tests only)");
-        None
     };
     // Loading, pinning and attaching are done: keep only what map updates need.
     match privileges::keep_only(&[privileges::CAP_BPF]) {

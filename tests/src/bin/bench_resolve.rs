@@ -3,9 +3,7 @@
 //! of those 10,000 names in a namespace lab: time until all 20,000 addresses are in force and
 //! its peak memory. Needs root, dnsmasq and a release build of `enforcer`.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
@@ -14,11 +12,11 @@ use enforcer::datapath::Datapath;
 use enforcer::policy::{Action, Entry, Location, Platform, Policy, Protocol};
 use enforcer::resolve::{LookupResult, Resolver, ResolverConfig};
 use ipnet::IpNet;
+use tests::dns::{Dnsmasq, Zone};
 use tests::lab::{Lab, Side};
 
 const NAMES: usize = 10_000;
 const DIFF: usize = 100_000;
-const DNSMASQ: &str = "/usr/sbin/dnsmasq";
 
 fn name(i: usize) -> String {
     format!("n{i:05}.bench.example")
@@ -32,61 +30,24 @@ fn v6(i: usize) -> Ipv6Addr {
     Ipv6Addr::new(0x2001, 0xdb8, 0xbe, 0, 0, 0, (i >> 16) as u16, i as u16)
 }
 
-/// dnsmasq serving the bench names from a hosts file; killed when dropped.
-struct Dnsmasq(Child);
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn hosts_file(dir: &Path) -> Result<PathBuf> {
+/// The bench names with both addresses, as a hosts file.
+fn hosts_file() -> String {
     let mut text = String::with_capacity(NAMES * 60);
     for i in 0..NAMES {
         text.push_str(&format!("{} {}\n{} {}\n", v4(i), name(i), v6(i), name(i)));
     }
-    let path = dir.join("bench-hosts");
-    std::fs::write(&path, text)?;
-    Ok(path)
+    text
 }
 
-fn dnsmasq(netns: Option<&str>, port: u16, hosts: &Path) -> Result<Dnsmasq> {
-    let mut command = match netns {
-        Some(ns) => {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", ns, DNSMASQ]);
-            c
-        }
-        None => Command::new(DNSMASQ),
-    };
-    command
-        .args([
-            "--keep-in-foreground",
-            "--pid-file=",
-            "--conf-file=/dev/null",
-            "--no-resolv",
-            "--no-hosts",
-            "--bind-interfaces",
-            "--listen-address=127.0.0.1",
-            "--local=/bench.example/",
-            "--local-ttl=3600",
-            "--cache-size=0",
-            "--dns-forward-max=10000",
-        ])
-        .arg(format!("--port={port}"))
-        .arg(format!("--addn-hosts={}", hosts.display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let server = Dnsmasq(command.spawn().context("starting dnsmasq")?);
-    std::thread::sleep(Duration::from_millis(500));
-    Ok(server)
-}
-
-fn free_port() -> Result<u16> {
-    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
+/// What dnsmasq serves: the names, uncached, with a long TTL, and no log line per query.
+fn zone(hosts: &str) -> Zone {
+    Zone::new()
+        .local("bench.example")
+        .local_ttl(3600)
+        .arg("--cache-size=0")
+        .arg("--dns-forward-max=10000")
+        .hosts_file(hosts.to_owned())
+        .without_query_log()
 }
 
 fn location() -> Location {
@@ -184,10 +145,14 @@ fn apply_diff() -> Result<(Duration, Duration, Duration)> {
     Ok((compile_time, apply_time, started.elapsed() / 100))
 }
 
-fn daemon_run(hosts: &Path) -> Result<(Duration, u64)> {
+fn daemon_run(hosts: &str) -> Result<(Duration, u64)> {
     let mut lab = Lab::new()?;
-    let port = 53;
-    let _dns = dnsmasq(Some(&lab.netns(Side::Gateway)), port, hosts)?;
+    let _dns = Dnsmasq::start_in(
+        &lab.netns_path(Side::Gateway),
+        &[IpAddr::V4(Ipv4Addr::LOCALHOST)],
+        Some(53),
+        &zone(hosts),
+    )?;
     let mut yaml = String::from("platform: bench\nmatch:\n  - domains: [");
     for i in 0..NAMES {
         yaml.push_str(&name(i));
@@ -227,11 +192,9 @@ fn daemon_run(hosts: &Path) -> Result<(Duration, u64)> {
 }
 
 fn main() -> Result<()> {
-    let dir = std::env::temp_dir().join(format!("bench-resolve-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let hosts = hosts_file(&dir)?;
-    let port = free_port()?;
-    let local = dnsmasq(None, port, &hosts)?;
+    let hosts = hosts_file();
+    let local = Dnsmasq::start(&zone(&hosts))?;
+    let port = local.addr.port();
     let mut runs = Vec::new();
     for _ in 0..3 {
         let (elapsed, addresses) = resolve_in_process(port)?;
@@ -245,7 +208,6 @@ fn main() -> Result<()> {
     let resolve = runs[1];
     let (compile_time, apply_time, per_host) = apply_diff()?;
     let (to_enforced, hwm_kib) = daemon_run(&hosts)?;
-    let _ = std::fs::remove_dir_all(&dir);
 
     println!("resolution and set updates");
     println!(

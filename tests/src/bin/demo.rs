@@ -4,13 +4,14 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::Path;
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{Name, RData, RecordType};
+use tests::dns::{Dnsmasq, Zone};
 use tests::lab::{self, Connect, INTERNET_V4, INTERNET_V6, Lab, SERVER_V4, Side};
 
 /// Hosts the demo's DNS server names, on the server's loopback (routed like the others).
@@ -18,56 +19,17 @@ const RESOLVED: Ipv4Addr = Ipv4Addr::new(198, 19, 50, 5);
 const LEARNED: Ipv4Addr = Ipv4Addr::new(198, 19, 60, 5);
 const DOMESTIC: Ipv4Addr = Ipv4Addr::new(198, 19, 70, 5);
 
-/// dnsmasq beyond the gateway, answering for the lab; stopped when dropped.
-struct DnsServer(Child);
-
-impl Drop for DnsServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_dns(lab: &Lab) -> Result<DnsServer> {
-    let hosts = lab.dir().join("demo-hosts");
-    std::fs::write(
-        &hosts,
-        format!("{RESOLVED} zoom.us\n{LEARNED} us05web.zoom.us\n{DOMESTIC} www.domestic.example\n"),
-    )?;
-    let child = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.netns(Side::Server),
-            "/usr/sbin/dnsmasq",
-        ])
-        .args([
-            "--keep-in-foreground",
-            "--pid-file=",
-            "--conf-file=/dev/null",
-            "--no-resolv",
-            "--no-hosts",
-            "--bind-interfaces",
-            "--port=53",
-            "--local=/#/",
-            "--local-ttl=300",
-        ])
-        .arg(format!("--listen-address={SERVER_V4}"))
-        .arg(format!("--addn-hosts={}", hosts.display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting dnsmasq")?;
-    let server = DnsServer(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while lookup(lab, "www.domestic.example")?.is_none() {
-        if Instant::now() > deadline {
-            bail!("dnsmasq does not answer");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Ok(server)
+/// dnsmasq beyond the gateway (port 53 of the server), answering for the lab.
+fn start_dns(lab: &Lab) -> Result<Dnsmasq> {
+    let zone = Zone::new().local("#").local_ttl(300).hosts_file(format!(
+        "{RESOLVED} zoom.us\n{LEARNED} us05web.zoom.us\n{DOMESTIC} www.domestic.example\n"
+    ));
+    Dnsmasq::start_in(
+        &lab.netns_path(Side::Server),
+        &[IpAddr::V4(SERVER_V4)],
+        Some(53),
+        &zone,
+    )
 }
 
 /// The client asks the lab's DNS server for `name` (A), like a stub resolver.

@@ -92,6 +92,13 @@ impl Metrics {
             .unwrap_or_default()
     }
 
+    /// How much the series `name` with exactly these labels grew since `earlier` (a series
+    /// missing from `earlier` counts from 0); an error when it is missing now.
+    pub fn increase(&self, earlier: &Metrics, name: &str, labels: &[(&str, &str)]) -> Result<f64> {
+        let now = self.metric(name, labels)?;
+        Ok(now - earlier.metric(name, labels).unwrap_or(0.0))
+    }
+
     /// Metric names present in the scrape.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.samples.keys().map(String::as_str)
@@ -110,6 +117,36 @@ impl Metrics {
         &self.text
     }
 }
+
+/// The kind of a metric of the reference.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// The metrics of the reference (docs: the metrics table of the public interface) that the
+/// daemon serves today. Not served yet, and so not here: `enforcer_collateral_names`,
+/// `enforcer_dns_blocked_total`, `enforcer_names`, and the `untrusted` result of
+/// `enforcer_dns_answers_total`.
+pub const REFERENCE: &[(&str, Kind)] = &[
+    ("enforcer_packets_total", Kind::Counter),
+    ("enforcer_bytes_total", Kind::Counter),
+    ("enforcer_passed_packets_total", Kind::Counter),
+    ("enforcer_prefixes", Kind::Gauge),
+    ("enforcer_resolutions_total", Kind::Counter),
+    ("enforcer_resolution_duration_seconds", Kind::Histogram),
+    ("enforcer_rejected_answers_total", Kind::Counter),
+    ("enforcer_dns_answers_total", Kind::Counter),
+    ("enforcer_dns_held_packets_total", Kind::Counter),
+    ("enforcer_policy_reloads_total", Kind::Counter),
+    ("enforcer_last_policy_update_timestamp_seconds", Kind::Gauge),
+    ("enforcer_xdp_attached", Kind::Gauge),
+    ("enforcer_map_entries", Kind::Gauge),
+    ("enforcer_map_capacity", Kind::Gauge),
+    ("enforcer_build_info", Kind::Gauge),
+];
 
 fn format_labels(labels: &Labels) -> String {
     let inner: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();

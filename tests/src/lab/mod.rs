@@ -98,6 +98,7 @@ pub struct Lab {
     logs: Vec<PathBuf>,
     policies: usize,
     daemon_args: Vec<String>,
+    daemon_wrapper: Vec<String>,
 }
 
 pub fn is_root() -> bool {
@@ -111,6 +112,7 @@ impl Lab {
         if !is_root() {
             bail!("the namespace lab needs root (network namespaces, XDP, a BPF filesystem)");
         }
+        crate::tools::path(crate::tools::IP)?;
         reap_stale();
         let id = format!(
             "enf{}x{}",
@@ -128,6 +130,7 @@ impl Lab {
             logs: Vec::new(),
             policies: 0,
             daemon_args: Vec::new(),
+            daemon_wrapper: Vec::new(),
         };
         lab.build()
             .with_context(|| format!("building lab {}", lab.id))?;
@@ -282,9 +285,21 @@ impl Lab {
         format!("{}-{}", self.id, side.suffix())
     }
 
+    /// The path of the namespace of `side` (for `setns`, or to start a process there).
+    pub fn netns_path(&self, side: Side) -> PathBuf {
+        netns::path_of(&self.netns(side))
+    }
+
     /// Extra `enforcer run` options for every daemon this lab starts from now on.
     pub fn add_daemon_args(&mut self, args: &[&str]) {
         self.daemon_args.extend(args.iter().map(|a| a.to_string()));
+    }
+
+    /// A program (and its options) that every daemon this lab starts from now on is run
+    /// through, inside the gateway namespace (e.g. `setpriv` to start it with fewer
+    /// capabilities); empty for none.
+    pub fn set_daemon_wrapper(&mut self, wrapper: &[&str]) {
+        self.daemon_wrapper = wrapper.iter().map(|a| a.to_string()).collect();
     }
 
     /// The daemon's `--state-dir`.
@@ -344,6 +359,11 @@ impl Lab {
         self.in_netns(Side::Client, || traffic::send_udp(dst, count))
     }
 
+    /// Sends one raw Ethernet frame from the client's side of the link to the gateway.
+    pub fn send_client_frame(&self, frame: &[u8]) -> Result<()> {
+        self.in_netns(Side::Client, || traffic::send_frame("c0", frame))
+    }
+
     /// A steady UDP flow from the client to `dsts` until the returned stream is dropped.
     pub fn udp_stream(&self, dsts: &[SocketAddr], interval: Duration) -> Result<UdpStream> {
         UdpStream::start(netns::path_of(&self.netns(Side::Client)), dsts, interval)
@@ -379,6 +399,7 @@ impl Lab {
         command
             .args(["netns", "exec"])
             .arg(self.netns(Side::Gateway))
+            .args(&self.daemon_wrapper)
             .arg(binary)
             .arg("run")
             .arg("--rules")

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -37,6 +37,8 @@ struct Counts {
 /// and connections accepted per local address. Stops when dropped.
 pub struct Server {
     counts: Arc<Mutex<Counts>>,
+    /// Passes of the receiving loop over every socket, completed so far.
+    passes: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<Result<()>>>,
 }
@@ -48,11 +50,13 @@ impl Server {
     /// all sockets are bound.
     pub fn start(netns_path: PathBuf, udp: &[SocketAddr], tcp: &[SocketAddr]) -> Result<Server> {
         let counts = Arc::new(Mutex::new(Counts::default()));
+        let passes = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = mpsc::channel::<Result<()>>();
         let (udp, tcp) = (udp.to_vec(), tcp.to_vec());
         let thread = {
-            let (counts, stop) = (Arc::clone(&counts), Arc::clone(&stop));
+            let (counts, passes, stop) =
+                (Arc::clone(&counts), Arc::clone(&passes), Arc::clone(&stop));
             netns::spawn_in(netns_path, "lab-server", move || {
                 let bound = bind_all(&udp, &tcp);
                 let (udp_sockets, listeners) = match bound {
@@ -66,11 +70,12 @@ impl Server {
                         bail!(message);
                     }
                 };
-                serve(&udp_sockets, &listeners, &counts, &stop)
+                serve(&udp_sockets, &listeners, &counts, &passes, &stop)
             })?
         };
         let mut server = Server {
             counts,
+            passes,
             stop,
             thread: Some(thread),
         };
@@ -113,6 +118,15 @@ impl Server {
     pub fn wait_tcp(&self, targets: &[(SocketAddr, u64)], timeout: Duration) -> bool {
         wait_until(timeout, || {
             targets.iter().all(|&(a, n)| self.tcp_accepted(a) >= n)
+        })
+    }
+
+    /// Waits until the server has read every socket once more from now on, so that whatever
+    /// had reached any socket before this call is counted; false if it stopped serving.
+    pub fn settle(&self) -> bool {
+        let target = self.passes.load(Ordering::SeqCst) + 2;
+        wait_until(Duration::from_secs(5), || {
+            self.passes.load(Ordering::SeqCst) >= target
         })
     }
 
@@ -170,6 +184,7 @@ fn serve(
     udp: &[(SocketAddr, UdpSocket)],
     tcp: &[(SocketAddr, TcpListener)],
     counts: &Mutex<Counts>,
+    passes: &AtomicU64,
     stop: &AtomicBool,
 ) -> Result<()> {
     let mut buf = [0u8; 2048];
@@ -199,6 +214,7 @@ fn serve(
                 }
             }
         }
+        passes.fetch_add(1, Ordering::SeqCst);
         std::thread::sleep(POLL);
     }
     Ok(())
@@ -287,4 +303,47 @@ impl Drop for UdpStream {
             let _ = thread.join();
         }
     }
+}
+
+/// Sends one raw Ethernet frame (header included) out of `iface`, from the calling thread's
+/// namespace: for frames no socket of a higher layer would send (a truncated IP header, an
+/// ether type that is not IP).
+pub fn send_frame(iface: &str, frame: &[u8]) -> Result<()> {
+    let name = std::ffi::CString::new(iface)?;
+    // SAFETY: a valid NUL-terminated name.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if index == 0 {
+        bail!("no interface {iface}: {}", std::io::Error::last_os_error());
+    }
+    // SAFETY: plain socket(2); the descriptor is owned (and closed) by `socket` below.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+    if fd < 0 {
+        bail!("socket(AF_PACKET): {}", std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor nothing else owns.
+    let socket = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // SAFETY: sockaddr_ll is plain data; all zeros is a valid value.
+    let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    to.sll_family = libc::AF_PACKET as u16;
+    to.sll_ifindex = i32::try_from(index)?;
+    to.sll_halen = 6;
+    to.sll_addr[..6].copy_from_slice(frame.get(..6).unwrap_or(&[0xff; 6]));
+    // SAFETY: `frame` is valid for its length and `to` for its size; `socket` is open.
+    let sent = unsafe {
+        libc::sendto(
+            std::os::fd::AsRawFd::as_raw_fd(&socket),
+            frame.as_ptr().cast(),
+            frame.len(),
+            0,
+            std::ptr::from_ref(&to).cast(),
+            u32::try_from(std::mem::size_of::<libc::sockaddr_ll>())?,
+        )
+    };
+    if usize::try_from(sent).ok() != Some(frame.len()) {
+        bail!(
+            "sending a frame on {iface}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
 }
