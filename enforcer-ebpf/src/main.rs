@@ -76,7 +76,7 @@ static MATCH_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MATCH_C
 static PASS_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(PASS_REASONS, 0);
 
 /// What the program decided about one frame.
-enum Outcome {
+enum Verdict {
     Pass(u32),
     Match(Winner),
     /// A DNS response the daemon sends on itself.
@@ -93,24 +93,24 @@ struct Winner {
 
 #[xdp]
 pub fn enforcer(ctx: XdpContext) -> u32 {
-    let outcome = match parse::parse(&ctx) {
-        Parsed::NotIp => Outcome::Pass(PASS_NOT_IP),
-        Parsed::Unparsed => Outcome::Pass(PASS_UNPARSED),
+    let verdict = match parse::parse(&ctx) {
+        Parsed::NotIp => Verdict::Pass(PASS_NOT_IP),
+        Parsed::Unparsed => Verdict::Pass(PASS_UNPARSED),
         Parsed::Ip(packet) => {
-            let outcome = decide(&packet.addresses, packet.protocol, packet.ports);
+            let verdict = decide(&packet.addresses, packet.protocol, packet.ports);
             // DNS that is not dropped is shown to user space, which learns banned names'
             // addresses; a response may be held until that is done (see `dns`).
             if dns::is_dns(&packet)
-                && !matches!(&outcome, Outcome::Match(w) if w.action == ACTION_DROP)
+                && !matches!(&verdict, Verdict::Match(w) if w.action == ACTION_DROP)
                 && dns::capture(&ctx, &packet)
             {
-                Outcome::Held
+                Verdict::Held
             } else {
-                outcome
+                verdict
             }
         }
     };
-    finish(&ctx, outcome)
+    finish(&ctx, verdict)
 }
 
 /// A program that passes everything: the baseline the benchmark divides by.
@@ -119,21 +119,21 @@ pub fn xdp_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
-/// The single exit: count the verdict and return it.
+/// The single exit: count the verdict and return its XDP action.
 #[inline(always)]
-fn finish(ctx: &XdpContext, outcome: Outcome) -> u32 {
+fn finish(ctx: &XdpContext, verdict: Verdict) -> u32 {
     let bytes = (ctx.data_end() - ctx.data()) as u64;
-    let (counter, verdict) = match outcome {
-        Outcome::Pass(reason) => (PASS_STATS.get_ptr_mut(reason), xdp_action::XDP_PASS),
-        Outcome::Held => (PASS_STATS.get_ptr_mut(PASS_DNS_HELD), xdp_action::XDP_DROP),
-        Outcome::Match(w) => {
+    let (counter, action) = match verdict {
+        Verdict::Pass(reason) => (PASS_STATS.get_ptr_mut(reason), xdp_action::XDP_PASS),
+        Verdict::Held => (PASS_STATS.get_ptr_mut(PASS_DNS_HELD), xdp_action::XDP_DROP),
+        Verdict::Match(w) => {
             let index = match_counter_index(w.platform, w.action, w.direction, w.family);
-            let verdict = if w.action == ACTION_DROP {
+            let action = if w.action == ACTION_DROP {
                 xdp_action::XDP_DROP
             } else {
                 xdp_action::XDP_PASS
             };
-            (MATCH_STATS.get_ptr_mut(index), verdict)
+            (MATCH_STATS.get_ptr_mut(index), action)
         }
     };
     if let Some(counter) = counter {
@@ -143,11 +143,11 @@ fn finish(ctx: &XdpContext, outcome: Outcome) -> u32 {
             (*counter).bytes += bytes;
         }
     }
-    verdict
+    action
 }
 
 #[inline(always)]
-fn decide(addresses: &Addresses, protocol: u8, ports: Ports) -> Outcome {
+fn decide(addresses: &Addresses, protocol: u8, ports: Ports) -> Verdict {
     let (family, dst, src) = match addresses {
         Addresses::V4 { src, dst } => (
             FAMILY_IPV4,
@@ -178,9 +178,9 @@ fn decide(addresses: &Addresses, protocol: u8, ports: Ports) -> Outcome {
         (egress, DIRECTION_EGRESS)
     };
     if score == 0 {
-        return Outcome::Pass(PASS_NO_MATCH);
+        return Verdict::Pass(PASS_NO_MATCH);
     }
-    Outcome::Match(Winner {
+    Verdict::Match(Winner {
         platform: ((score >> 8) & 0xFFFF) as u16,
         action: (score & 0xFF) as u8,
         direction,
