@@ -4,7 +4,18 @@ use clap::Parser;
 use enforcer::cli::{Cli, Command, LogFormat};
 use enforcer::settings::ConfigFile;
 
-fn main() -> anyhow::Result<ExitCode> {
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        // The error alone, in the operator's words (not a debug dump with a backtrace).
+        Err(error) => {
+            eprintln!("enforcer: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     let socket = cli.socket_path();
     enforcer::logging::init(log_format(&cli));

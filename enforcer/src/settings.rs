@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 
 use clap::{CommandFactory as _, Parser as _};
 use ipnet::IpNet;
-use yaml_rust2::{Yaml, YamlLoader};
 
 use crate::datapath::attach::ModeRequest;
 use crate::logging::LogFormat;
+use crate::policy::yaml::{self, Pos, Value};
 
 /// Every `enforcer run` option but `--config` itself. A field left unset (None or empty) takes
 /// the config file's value, then the default.
@@ -118,8 +118,9 @@ pub enum SettingsError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: {message}")]
-    Config { path: PathBuf, message: String },
+    /// Every problem of a `--config` file, one `PATH:LINE:COLUMN: message` per line.
+    #[error("{0}")]
+    Config(String),
     #[error("no interface given: pass --iface (or `iface:` in --config)")]
     NoInterface,
     #[error("--metrics {0}: expected ADDR:PORT or `off`")]
@@ -134,56 +135,71 @@ impl ConfigFile {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::parse(&text).map_err(|message| SettingsError::Config {
-            path: path.to_path_buf(),
-            message,
+        Self::parse(&text).map_err(|problems| {
+            let lines: Vec<String> = problems
+                .iter()
+                .map(|p| format!("{}:{p}", path.display()))
+                .collect();
+            SettingsError::Config(lines.join("\n"))
         })
     }
 
     /// Reads the YAML mapping as the flags it stands for and parses them exactly as the command
-    /// line is parsed, so a value means the same in both places.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let docs = YamlLoader::load_from_str(text).map_err(|e| e.to_string())?;
+    /// line is parsed, so a value means the same in both places. Every problem is returned, as
+    /// `LINE:COLUMN: message` at the offending key or value.
+    pub fn parse(text: &str) -> Result<Self, Vec<String>> {
+        let at = |pos: Pos, message: String| format!("{}:{}: {message}", pos.line, pos.column);
+        let docs = yaml::parse(text).map_err(|e| vec![at(e.pos, e.message)])?;
         let Some(doc) = docs.into_iter().next() else {
             return Ok(Self::default());
         };
-        let map = match doc {
-            Yaml::Hash(map) => map,
-            Yaml::Null => return Ok(Self::default()),
-            _ => return Err("expected a mapping of option names to values".into()),
+        let entries = match doc.root.value {
+            Value::Map(entries) => entries,
+            _ if doc.root.is_null() => return Ok(Self::default()),
+            _ => {
+                return Err(vec![at(
+                    doc.root.pos,
+                    "expected a mapping of option names to values".into(),
+                )]);
+            }
         };
         let known: Vec<String> = Self::command()
             .get_arguments()
             .filter_map(|a| a.get_long().map(str::to_owned))
             .collect();
         let mut argv: Vec<OsString> = Vec::new();
-        for (key, value) in map {
-            let Yaml::String(key) = key else {
-                return Err("option names must be strings".into());
+        let mut problems = Vec::new();
+        for (key, value) in entries {
+            let Some(name) = key.as_str().filter(|k| known.iter().any(|n| n == k)) else {
+                let shown = key.as_str().unwrap_or("(not a name)");
+                problems.push(at(key.pos, format!("unknown option {shown:?}")));
+                continue;
             };
-            if !known.contains(&key) {
-                return Err(format!("unknown option {key:?}"));
-            }
-            let values = match &value {
-                Yaml::Array(items) => items.iter().map(scalar).collect::<Option<Vec<_>>>(),
-                other => scalar(other).map(|s| vec![s]),
-            }
-            .ok_or_else(|| format!("{key}: expected a value or a list of values"))?;
-            for v in values {
-                argv.push(format!("--{key}={v}").into());
+            let items = match value.value {
+                Value::Seq(items) => items,
+                _ => vec![value],
+            };
+            for item in items {
+                let Some(text) = item.as_str() else {
+                    problems.push(at(
+                        item.pos,
+                        format!("{name}: expected a value or a list of values"),
+                    ));
+                    continue;
+                };
+                let flag: OsString = format!("--{name}={text}").into();
+                // Each value alone first, so that an error points at it.
+                if let Err(e) = Self::try_parse_from([flag.clone()]) {
+                    problems.push(at(item.pos, clap_message(&e)));
+                    continue;
+                }
+                argv.push(flag);
             }
         }
-        Self::try_parse_from(argv).map_err(|e| clap_message(&e))
-    }
-}
-
-/// A YAML scalar as the text a flag would carry.
-fn scalar(value: &Yaml) -> Option<String> {
-    match value {
-        Yaml::String(s) | Yaml::Real(s) => Some(s.clone()),
-        Yaml::Integer(i) => Some(i.to_string()),
-        Yaml::Boolean(b) => Some(b.to_string()),
-        _ => None,
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Self::try_parse_from(argv).map_err(|e| vec![clap_message(&e)])
     }
 }
 
@@ -361,24 +377,61 @@ mod tests {
 
     #[test]
     fn unknown_and_mistyped_options_are_errors() {
-        assert_eq!(
-            ConfigFile::parse("ifaces: [eth0]").unwrap_err(),
-            "unknown option \"ifaces\""
-        );
+        let one = |text: &str| ConfigFile::parse(text).unwrap_err().join("\n");
+        assert_eq!(one("ifaces: [eth0]"), "1:1: unknown option \"ifaces\"");
         // The rule files' prefix parser, with its words: a bare address is a host prefix.
         assert_eq!(
-            ConfigFile::parse("never-block: [resolver]").unwrap_err(),
-            "never-block: invalid prefix `resolver`: expected an address or a CIDR like \
+            one("never-block: [resolver]"),
+            "1:15: never-block: invalid prefix `resolver`: expected an address or a CIDR like \
              192.0.2.0/24 or 2001:db8::/32"
         );
         assert_eq!(
-            ConfigFile::parse("xdp-mode: fast").unwrap_err(),
-            "xdp-mode: invalid value `fast` [possible values: auto, native, skb]"
+            one("xdp-mode: fast"),
+            "1:11: xdp-mode: invalid value `fast` [possible values: auto, native, skb]"
         );
         assert_eq!(
-            ConfigFile::parse("grace: soon").unwrap_err(),
-            "grace: `soon`: invalid digit found in string"
+            one("grace: soon"),
+            "1:8: grace: `soon`: invalid digit found in string"
         );
+        assert_eq!(
+            one("iface: {a: b}"),
+            "1:8: iface: expected a value or a list of values"
+        );
+        assert_eq!(
+            one("- a\n- b\n"),
+            "1:1: expected a mapping of option names to values"
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_where_it_was_written() {
+        let problems = ConfigFile::parse(
+            "iface: [eth0]\nttl-floor: ten\nnever-block:\n  - 192.0.2.0/24\n  - nonsense\nbogus: 1\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            problems,
+            vec![
+                "2:12: ttl-floor: `ten`: invalid digit found in string".to_owned(),
+                "5:5: never-block: invalid prefix `nonsense`: expected an address or a CIDR \
+                 like 192.0.2.0/24 or 2001:db8::/32"
+                    .to_owned(),
+                "6:1: unknown option \"bogus\"".to_owned(),
+            ]
+        );
+        let dir = std::env::temp_dir().join(format!("enforcer-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config.yaml");
+        std::fs::write(&path, "grace: soon\n").unwrap();
+        let error = ConfigFile::load(&path).unwrap_err().to_string();
+        assert_eq!(
+            error,
+            format!(
+                "{}:1:8: grace: `soon`: invalid digit found in string",
+                path.display()
+            )
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

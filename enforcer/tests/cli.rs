@@ -80,7 +80,7 @@ fn check_honours_the_daemons_config_file() {
     let bad = enforcer(&["check", "--config", &config, &policy]);
     assert_eq!(bad.status.code(), Some(1), "{}", stderr(&bad));
     assert!(
-        stderr(&bad).contains(&format!("{config}: never-block: {GARBAGE}")),
+        stderr(&bad).contains(&format!("{config}:1:15: never-block: {GARBAGE}")),
         "{}",
         stderr(&bad)
     );

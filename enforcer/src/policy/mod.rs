@@ -8,7 +8,7 @@ pub mod managed;
 pub mod model;
 mod sources;
 mod values;
-mod yaml;
+pub(crate) mod yaml;
 
 use std::fmt;
 use std::path::PathBuf;
