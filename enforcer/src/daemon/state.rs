@@ -679,4 +679,84 @@ mod tests {
             .collect();
         assert_eq!(enforced, vec!["198.18.5.9/32".parse::<IpNet>().unwrap()]);
     }
+
+    /// A learned address that the datapath cannot hold (here: a 33rd rule for its prefix) is
+    /// refused and forgotten, so it cannot make every later change fail; the next answer that
+    /// fits is learned and enforced as usual.
+    #[test]
+    fn a_learned_address_the_datapath_cannot_hold_does_not_wedge_the_daemon() {
+        use crate::learn::fixtures::{a, query, response};
+        use crate::resolve::{BookSettings, Guard};
+        let Ok(datapath) = Datapath::load_unpinned() else {
+            eprintln!("skipped: loading the XDP program needs root and BPF");
+            return;
+        };
+        let ports: Vec<String> = (1..=32).map(|p| p.to_string()).collect();
+        let text = format!(
+            "platform: zoom\nmatch:\n  - prefixes: [198.18.50.0/24]\n    protocol: udp\n    \
+             ports: [{}]\n  - domains: [\"*.zoom.us\"]\n",
+            ports.join(", ")
+        );
+        let policy =
+            policy::parse_policy_str(Path::new("p.yaml"), &text, &LoadOptions::default()).unwrap();
+        let settings = BookSettings {
+            ttl_floor: Duration::from_secs(60),
+            ttl_ceiling: Duration::from_secs(3600),
+            grace: Duration::ZERO,
+        };
+        let state_dir = std::env::temp_dir().join(format!("enforcer-wedge-{}", std::process::id()));
+        std::fs::create_dir_all(&state_dir).unwrap();
+        let patterns = DomainPatterns::from_policy(&policy);
+        let learner = Learner::new(
+            patterns,
+            Guard::new(NeverBlock::builtin(), 64, &[]),
+            settings,
+        );
+        let (mut state, _) = State::new(Parts {
+            datapath,
+            policy,
+            book: AddressBook::new(settings),
+            resolve_metrics: ResolveMetrics::new(),
+            state_dir: state_dir.clone(),
+            never_block: NeverBlock::builtin(),
+            rules_path: state_dir.join("rules"),
+            load_options: LoadOptions::default(),
+            learner,
+            ids: PlatformIds::default(),
+            wake: Arc::new(Notify::new()),
+        })
+        .unwrap();
+        let client: std::net::SocketAddr = "198.18.1.2:40000".parse().unwrap();
+        let server: std::net::SocketAddr = "198.18.2.2:53".parse().unwrap();
+        let packet = |src, dst, dns: Vec<u8>| DnsPacket {
+            src,
+            dst,
+            packet: [vec![0u8; 28], dns].concat(),
+            payload_offset: 28,
+            held: false,
+        };
+        let mut answer = |id: u16, name: &str, address: [u8; 4]| {
+            state.observe_dns(&packet(client, server, query(id, name)));
+            state.observe_dns(&packet(
+                server,
+                client,
+                response(id, name, &[(name, a(address), 300)]),
+            ))
+        };
+        // 198.18.50.7 would carry the /24's 32 rules plus its own.
+        assert_eq!(answer(1, "crowded.zoom.us", [198, 18, 50, 7]), 0);
+        assert_eq!(answer(2, "fine.zoom.us", [198, 18, 60, 1]), 1);
+        let learned: Vec<IpAddr> = state.learner().set.mappings().map(|m| m.address).collect();
+        assert_eq!(learned, vec![IpAddr::from([198, 18, 60, 1])]);
+        // Every later change still applies.
+        state.enforce().unwrap();
+        let host = |a: [u8; 4]| {
+            state.compiled().v4.contains_key(&crate::compile::Prefix {
+                addr: u32::from(std::net::Ipv4Addr::from(a)),
+                len: 32,
+            })
+        };
+        assert!(host([198, 18, 60, 1]) && !host([198, 18, 50, 7]));
+        std::fs::remove_dir_all(&state_dir).unwrap();
+    }
 }

@@ -26,6 +26,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 pub use correlate::QueryTracker;
 pub use learned::{LEARNED_FILE, LearnedEntry, LearnedSet};
+/// DNS messages built for tests.
+#[cfg(test)]
+pub(crate) use message::tests as fixtures;
 pub use message::{DnsMessage, parse_message};
 pub use patterns::DomainPatterns;
 pub use reinject::Reinjector;
