@@ -16,12 +16,11 @@ mod limits;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::os::unix::fs::MetadataExt;
 use std::time::Instant;
 
 use enforcer::compile::{CompileError, CompiledPolicy, compile, compile_with};
 use enforcer::datapath::{CounterSnapshot, Datapath, MatchKey};
-use enforcer::policy::model::{Action, Entry, Location, Platform, Policy, PortRange, Protocol};
+use enforcer::policy::model::{Action, Entry, Policy, PortRange, Protocol};
 use enforcer::reference::{
     Decision, DnsCopy, Matcher, ParsedFrame, XDP_DROP, XDP_PASS, parse_frame,
 };
@@ -32,6 +31,7 @@ use enforcer_common::{
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use tests::r#gen::build::{entry, ip, is_root, matched, platform};
 use tests::r#gen::{
     GeneratedPolicy, describe, ethertype_frame, hex, hex_compact, random_frame, random_policy,
     shrink_candidates, simple_frame,
@@ -43,11 +43,6 @@ const POLICIES: usize = 20;
 const FRAMES_PER_POLICY: usize = 1_500;
 /// How many disagreeing frames a failure prints in full.
 const REPORTED: usize = 5;
-
-fn is_root() -> bool {
-    // /proc/self belongs to the effective user.
-    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
-}
 
 fn seed() -> u64 {
     match std::env::var("ENFORCER_DIFF_SEED") {
@@ -569,56 +564,6 @@ fn datapath_agrees_with_reference() {
             count >= 100,
             "seed {seed}: only {count} frames ended as {outcome}: the generator needs tuning"
         );
-    }
-}
-
-fn location() -> Location {
-    Location {
-        path: "fixed.yaml".into(),
-        line: 1,
-        column: 1,
-    }
-}
-
-fn entry(prefixes: &[&str], protocol: Protocol, ports: &[(u16, u16)]) -> Entry {
-    Entry {
-        index: 0,
-        domains: Vec::new(),
-        prefixes: prefixes.iter().map(|p| p.parse().unwrap()).collect(),
-        protocol,
-        ports: ports
-            .iter()
-            .map(|&(first, last)| PortRange { first, last })
-            .collect(),
-        location: location(),
-    }
-}
-
-fn platform(name: &str, action: Action, mut entries: Vec<Entry>) -> Platform {
-    for (i, entry) in entries.iter_mut().enumerate() {
-        entry.index = i;
-    }
-    Platform {
-        name: name.to_string(),
-        id: 0,
-        description: None,
-        reference: None,
-        action,
-        entries,
-        location: location(),
-    }
-}
-
-fn ip(text: &str) -> IpAddr {
-    text.parse().unwrap()
-}
-
-fn matched(platform: u16, action: u8, direction: u8, family: u8) -> Decision {
-    Decision::Match {
-        platform,
-        action,
-        direction,
-        family,
     }
 }
 

@@ -8,16 +8,16 @@
 //! Needs root (BPF).
 
 use std::net::IpAddr;
-use std::os::unix::fs::MetadataExt;
 
 use enforcer::compile::compile;
 use enforcer::datapath::{Datapath, MatchKey};
-use enforcer::policy::model::{Action, Entry, Location, Platform, Policy, PortRange, Protocol};
+use enforcer::policy::model::{Action, Policy, Protocol};
 use enforcer::reference::{Decision, Matcher};
 use enforcer_common::{
     ACTION_ALLOW, ACTION_DROP, DIRECTION_EGRESS, DIRECTION_INGRESS, FAMILY_IPV4, FAMILY_IPV6,
     PASS_NO_MATCH,
 };
+use tests::r#gen::build::{entry, ip, is_root, matched, platform};
 
 const UDP: u8 = 17;
 const TCP: u8 = 6;
@@ -25,60 +25,6 @@ const TCP: u8 = 6;
 const MORE_FRAGMENTS: u16 = 0x2000;
 /// The shortest Ethernet frame on a wire (without its checksum): shorter ones are padded.
 const MIN_WIRE_FRAME: usize = 60;
-
-fn is_root() -> bool {
-    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
-}
-
-fn location() -> Location {
-    Location {
-        path: "fragments.yaml".into(),
-        line: 1,
-        column: 1,
-    }
-}
-
-fn entry(prefixes: &[&str], protocol: Protocol, ports: &[(u16, u16)]) -> Entry {
-    Entry {
-        index: 0,
-        domains: Vec::new(),
-        prefixes: prefixes.iter().map(|p| p.parse().unwrap()).collect(),
-        protocol,
-        ports: ports
-            .iter()
-            .map(|&(first, last)| PortRange { first, last })
-            .collect(),
-        location: location(),
-    }
-}
-
-fn platform(name: &str, action: Action, mut entries: Vec<Entry>) -> Platform {
-    for (i, entry) in entries.iter_mut().enumerate() {
-        entry.index = i;
-    }
-    Platform {
-        name: name.to_string(),
-        id: 0,
-        description: None,
-        reference: None,
-        action,
-        entries,
-        location: location(),
-    }
-}
-
-fn ip(text: &str) -> IpAddr {
-    text.parse().unwrap()
-}
-
-fn matched(platform: u16, action: u8, direction: u8, family: u8) -> Decision {
-    Decision::Match {
-        platform,
-        action,
-        direction,
-        family,
-    }
-}
 
 fn udp(sport: u16, dport: u16) -> Vec<u8> {
     let mut h = sport.to_be_bytes().to_vec();

@@ -1,6 +1,7 @@
 //! Generators for the differential test: random policies over a small pool of nested prefixes,
 //! and random frames that probe every corner of the datapath's parser.
 
+pub mod build;
 pub mod frame;
 pub mod policy;
 
