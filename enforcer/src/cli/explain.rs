@@ -74,7 +74,7 @@ fn render(answer: &Explanation) -> String {
             m.action,
             m.entry,
             m.location,
-            if m.action == "allow" {
+            if m.action == crate::policy::Action::Allow.as_str() {
                 " (an allow exception: never dropped)"
             } else {
                 ""

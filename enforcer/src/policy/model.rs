@@ -14,6 +14,9 @@ pub enum Action {
 }
 
 impl Action {
+    /// Every action, in code order.
+    pub const ALL: [Action; 3] = [Action::Drop, Action::Monitor, Action::Allow];
+
     /// The policy keyword and metrics label (`enforcer_common::ACTION_NAMES`).
     pub fn as_str(self) -> &'static str {
         enforcer_common::ACTION_NAMES[usize::from(self.code())]

@@ -145,14 +145,11 @@ fn parse_port(text: &str) -> Result<u16, String> {
 
 /// `drop`, `monitor` or `allow`.
 pub fn parse_action(text: &str) -> Result<Action, String> {
-    match text {
-        "drop" => Ok(Action::Drop),
-        "monitor" => Ok(Action::Monitor),
-        "allow" => Ok(Action::Allow),
-        _ => Err(format!(
-            "invalid action `{text}`: expected drop, monitor or allow"
-        )),
-    }
+    // The keywords are the datapath's label names (enforcer_common::ACTION_NAMES).
+    Action::ALL
+        .into_iter()
+        .find(|a| a.as_str() == text)
+        .ok_or_else(|| format!("invalid action `{text}`: expected drop, monitor or allow"))
 }
 
 /// `tcp`, `udp` or `any`.
