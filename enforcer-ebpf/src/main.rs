@@ -35,8 +35,8 @@ use aya_ebpf::{
 use enforcer_common::{
     ACTION_DROP, Counter, DIRECTION_EGRESS, DIRECTION_INGRESS, FAMILY_IPV4, FAMILY_IPV6,
     MATCH_COUNTERS, MAX_PREFIXES_V4, MAX_PREFIXES_V6, PASS_DNS_HELD, PASS_NO_MATCH, PASS_NOT_IP,
-    PASS_REASONS, PASS_UNPARSED, PROTOCOL_ANY, RULE_SLOTS, RULES_PER_SLOT, RuleRef, RuleSlot,
-    action_precedence, match_counter_index,
+    PASS_REASONS, PASS_UNPARSED, PROTOCOL_ANY, PROTOCOL_UNKNOWN, RULE_SLOTS, RULES_PER_SLOT,
+    RuleRef, RuleSlot, action_precedence, match_counter_index,
 };
 
 use crate::parse::{Addresses, Parsed, Ports};
@@ -275,11 +275,13 @@ pub extern "C" fn best_rule(addr_hi: u64, addr_lo: u64, query: u64) -> u64 {
             break;
         };
         if rule.protocol != PROTOCOL_ANY {
-            if rule.protocol != protocol {
-                continue;
-            }
             // By shift rather than by comparing actions, like precedence below.
             let any_port = (any_port_actions >> (rule.action & 7)) & 1;
+            // An unwalkable IPv6 chain may hide any protocol: such rules match it too.
+            let hidden_protocol = (protocol == PROTOCOL_UNKNOWN) as u8 & any_port;
+            if rule.protocol != protocol && hidden_protocol == 0 {
+                continue;
+            }
             if rule.has_ports != 0
                 && any_port == 0
                 && !(rule.port_first as u32 <= port && port <= rule.port_last as u32)

@@ -213,6 +213,11 @@ fn parse_ipv6(cursor: &Cursor, l3: usize) -> Parsed {
     })
 }
 
+/// An IPv6 header chain that cannot be walked to its end (more extension headers than the walk
+/// takes, or a header cut off by the frame or the packet's length): its protocol and ports are
+/// unknown and may be hidden on purpose, so drop rules of any protocol and port match it.
+const UNWALKABLE: (u8, Ports) = (PROTOCOL_UNKNOWN, HIDDEN_PORTS);
+
 /// Walks IPv6 extension headers from `offset`; returns the upper-layer protocol and ports.
 #[inline(always)]
 fn upper_layer(cursor: &Cursor, mut offset: usize, mut next: u8) -> (u8, Ports) {
@@ -222,24 +227,24 @@ fn upper_layer(cursor: &Cursor, mut offset: usize, mut next: u8) -> (u8, Ports) 
         let header_len = match next {
             0 | 43 | 60 => {
                 let Some(h) = cursor.array_at::<2>(offset) else {
-                    return (PROTOCOL_UNKNOWN, UNKNOWN_PORTS);
+                    return UNWALKABLE;
                 };
                 next = h[0];
                 (h[1] as usize + 1) * 8
             }
             51 => {
                 let Some(h) = cursor.array_at::<2>(offset) else {
-                    return (PROTOCOL_UNKNOWN, UNKNOWN_PORTS);
+                    return UNWALKABLE;
                 };
                 next = h[0];
                 (h[1] as usize + 2) * 4
             }
             44 => {
                 let Some(h) = cursor.array_at::<8>(offset) else {
-                    return (PROTOCOL_UNKNOWN, UNKNOWN_PORTS);
+                    return UNWALKABLE;
                 };
                 if cursor.past_packet(offset + 8) {
-                    return (PROTOCOL_UNKNOWN, UNKNOWN_PORTS);
+                    return UNWALKABLE;
                 }
                 next = h[0];
                 let field = u16::from_be_bytes([h[2], h[3]]);
@@ -257,25 +262,25 @@ fn upper_layer(cursor: &Cursor, mut offset: usize, mut next: u8) -> (u8, Ports) 
         // A header that runs past the end of the frame is truncated: nothing after it is known.
         // (One that runs past the packet's length is found where the walk ends, see `upper`.)
         if offset > MAX_OFFSET || offset > cursor.len() {
-            return (PROTOCOL_UNKNOWN, UNKNOWN_PORTS);
+            return UNWALKABLE;
         }
         // A no-op after the check above, but it gives every header kind the same offset range,
         // so the verifier sees one state per step instead of one per path.
         offset &= MAX_OFFSET;
     }
     match next {
-        0 | 43 | 60 | 51 | 44 => (PROTOCOL_UNKNOWN, UNKNOWN_PORTS),
+        0 | 43 | 60 | 51 | 44 => UNWALKABLE,
         _ => upper(cursor, offset, next, first_fragment),
     }
 }
 
 /// The end of an IPv6 header chain at `offset`: the upper-layer protocol and its ports, hidden
 /// when a first fragment is too short for them. A chain that ran past the packet's length is
-/// truncated: its protocol is unknown.
+/// truncated: unwalkable.
 #[inline(always)]
 fn upper(cursor: &Cursor, offset: usize, protocol: u8, first_fragment: u8) -> (u8, Ports) {
     if cursor.past_packet(offset) {
-        return (PROTOCOL_UNKNOWN, UNKNOWN_PORTS);
+        return UNWALKABLE;
     }
     let ports = transport_ports(cursor, offset, protocol);
     (

@@ -71,9 +71,11 @@ pub struct Packet {
     /// `(source port, destination port)` of a TCP or UDP packet whose first four header bytes
     /// are in the packet and that is not a non-first fragment.
     pub ports: Option<(u16, u16)>,
-    /// The ports are unknown because a fragment may hide them (RFC 1858): a first fragment too
-    /// short to hold them, or a fragment at offset 1 that can overwrite them. Such a packet
-    /// matches drop entries of its protocol whatever their ports.
+    /// The ports are unknown because they may be hidden on purpose: a first fragment too short
+    /// to hold them, or a fragment at offset 1 that can overwrite them (RFC 1858): such a packet
+    /// matches drop entries of its protocol whatever their ports; or an IPv6 header chain that
+    /// cannot be walked (too many extension headers, or one cut off; `protocol` is then
+    /// `PROTOCOL_UNKNOWN`): such a packet matches drop entries of any protocol and ports.
     pub hidden_ports: bool,
     /// Offset of the IP header in the frame.
     pub l3: usize,
@@ -291,7 +293,9 @@ fn walk_ipv6_chain(
     first: u8,
     mut cursor: usize,
 ) -> (u8, Option<(u16, u16)>, bool, usize) {
-    const UNKNOWN: (u8, Option<(u16, u16)>, bool, usize) = (PROTOCOL_UNKNOWN, None, false, 0);
+    // Unwalkable (too many extension headers, or one cut off): protocol and ports unknown, and
+    // possibly hidden on purpose.
+    const UNKNOWN: (u8, Option<(u16, u16)>, bool, usize) = (PROTOCOL_UNKNOWN, None, true, 0);
     let mut next = first;
     let mut fragment = Fragment::Whole;
     let mut walked = 0;
@@ -587,6 +591,11 @@ fn entry_accepts(entry: &Entry, action: Action, packet: &Packet, port: Option<u1
         // `any` ignores ports altogether.
         Protocol::Any => true,
         Protocol::Tcp | Protocol::Udp => {
+            // An unwalkable IPv6 chain may hide any protocol: a drop entry cannot be escaped
+            // that way either.
+            if packet.protocol == PROTOCOL_UNKNOWN && packet.hidden_ports {
+                return action == Action::Drop;
+            }
             if packet.protocol != entry.protocol.code() {
                 return false;
             }
@@ -1121,7 +1130,8 @@ mod tests {
             m.decide(&v4_udp(CLIENT, [198, 19, 0, 1], 50000, 8801)),
             matched(1, ACTION_DROP, DIRECTION_EGRESS, FAMILY_IPV4)
         );
-        // Protocol unknown (IPv6 chain too long): only `any` entries can match.
+        // Protocol unknown (an IPv6 chain cut off, which may hide its protocol): a drop entry
+        // of any protocol matches it, other actions only with `any`.
         let mut f = eth(ETHERTYPE_IPV6);
         f.extend(ipv6(A, B, IPV6_HOP_BY_HOP));
         f.extend_from_slice(&[17, 0]);
@@ -1139,9 +1149,15 @@ mod tests {
                 ),
             ],
         };
-        // Both addresses are in the /32: equal rank, egress wins.
         assert_eq!(
             Matcher::new(&any).decide(&f),
+            matched(1, ACTION_DROP, DIRECTION_INGRESS, FAMILY_IPV6)
+        );
+        let mut monitored = any.clone();
+        monitored.platforms[0].action = Action::Monitor;
+        // Both addresses are in the /32: equal rank, egress wins.
+        assert_eq!(
+            Matcher::new(&monitored).decide(&f),
             matched(2, ACTION_MONITOR, DIRECTION_EGRESS, FAMILY_IPV6)
         );
     }

@@ -91,6 +91,24 @@ fn ipv6(
     f
 }
 
+/// Ethernet and IPv6 with `headers` destination-options extension headers (8 bytes each) before
+/// a UDP header `l4`.
+fn ipv6_chain(src: IpAddr, dst: IpAddr, headers: usize, l4: &[u8]) -> Vec<u8> {
+    const DEST_OPTIONS: u8 = 60;
+    let mut chain = Vec::new();
+    for i in 0..headers {
+        let next = if i + 1 == headers { UDP } else { DEST_OPTIONS };
+        // Next header, length 0 (8 bytes), one PadN option of 4 bytes.
+        chain.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]);
+    }
+    chain.extend_from_slice(l4);
+    let mut f = ipv6(src, dst, UDP, None, &chain, 0);
+    if headers > 0 {
+        f[14 + 6] = DEST_OPTIONS;
+    }
+    f
+}
+
 /// Platform ids follow name order: alpha 1, bravo 2, charlie 3, delta 4, echo 5, foxtrot 6.
 fn policy() -> Policy {
     Policy {
@@ -152,6 +170,23 @@ fn cases() -> Vec<(&'static str, Vec<u8>, Decision)> {
     let drop6 = matched(1, ACTION_DROP, DIRECTION_EGRESS, FAMILY_IPV6);
     let none = Decision::Pass(PASS_NO_MATCH);
     vec![
+        // An IPv6 chain the walk cannot finish may hide any protocol and port: dropped toward a
+        // prefix with any drop rule; one it can finish is judged by its real port.
+        (
+            "IPv6 with 9 extension headers to another port",
+            ipv6_chain(client6, banned6, 9, &udp_to(80)),
+            drop6,
+        ),
+        (
+            "IPv6 with 8 extension headers to another port",
+            ipv6_chain(client6, banned6, 8, &udp_to(80)),
+            none,
+        ),
+        (
+            "IPv6 with 8 extension headers to a dropped port",
+            ipv6_chain(client6, banned6, 8, &udp_to(3478)),
+            drop6,
+        ),
         (
             "whole packet to a dropped port",
             ipv4(client, banned, UDP, 0, &udp_to(3478), 0),
