@@ -15,7 +15,7 @@ use crate::compile::{self, CompileError, CompiledPolicy, EntryAddress};
 use crate::control::protocol::PolicyChange;
 use crate::datapath::attach::Attached;
 use crate::datapath::{ApplyStats, Datapath, DatapathError, DnsPacket};
-use crate::learn::{DomainPatterns, LearnedSet, Learner, Observed};
+use crate::learn::{DomainPatterns, LearnedEntry, LearnedSet, Learner, Observed};
 use crate::never_block::NeverBlock;
 use crate::platform_ids::{IdsError, PlatformIds};
 use crate::policy::managed::{self, ManagedError, ManagedPlatform};
@@ -138,8 +138,86 @@ impl State {
             learned_dirty: false,
             wake: parts.wake,
         };
+        state.keep_hosts_in_force(SystemTime::now());
         let stats = state.enforce()?;
         Ok((state, stats))
+    }
+
+    /// On adopting pinned maps: every single address a previous run left enforced for an entry
+    /// with domains that neither state file accounts for (learned too shortly before a crash to
+    /// be saved, or lost with a damaged file) is kept as learned, for the longest an answer can
+    /// last (TTL ceiling plus grace), so that a restart never unblocks it. Such entries have an
+    /// empty name and resolver 0.0.0.0. The never-block list still applies when they are
+    /// compiled.
+    fn keep_hosts_in_force(&mut self, now: SystemTime) {
+        let hosts = match self.datapath.hosts_in_force() {
+            Ok(hosts) => hosts,
+            Err(error) => {
+                tracing::error!(%error, "reading the addresses in force from the pinned maps failed");
+                return;
+            }
+        };
+        let Ok(own) = compile::compile(&self.policy) else {
+            return;
+        };
+        let known: std::collections::HashSet<resolve::Mapping> = self
+            .book
+            .mappings()
+            .into_iter()
+            .chain(self.learner.set.mappings().cloned())
+            .collect();
+        let settings = self.book.settings();
+        let learned = LearnedEntry {
+            name: String::new(),
+            cname_chain: Vec::new(),
+            resolver: std::net::IpAddr::from([0, 0, 0, 0]),
+            remove_at: now
+                .checked_add(settings.ttl_ceiling.saturating_add(settings.grace))
+                .unwrap_or(now),
+        };
+        let mut kept = 0usize;
+        for (address, rules) in hosts {
+            let net = IpNet::from(address);
+            let static_host = match net {
+                IpNet::V4(n) => own.v4.contains_key(&compile::Prefix {
+                    addr: u32::from(n.addr()),
+                    len: 32,
+                }),
+                IpNet::V6(n) => own.v6.contains_key(&compile::Prefix {
+                    addr: u128::from(n.addr()),
+                    len: 128,
+                }),
+            };
+            if static_host || self.never_block.contains(address) {
+                continue;
+            }
+            for (p, entry) in compile::entries_of_host(&self.policy, &rules) {
+                let mapping = resolve::Mapping {
+                    platform: self.policy.platforms[p].name.clone(),
+                    entry,
+                    address,
+                };
+                if known.contains(&mapping) {
+                    continue;
+                }
+                let uses = [resolve::Use {
+                    platform: mapping.platform,
+                    entry,
+                }];
+                kept += self
+                    .learner
+                    .set
+                    .learn(&uses, &[(address, 0)], &learned)
+                    .len();
+            }
+        }
+        if kept > 0 {
+            self.learned_dirty = true;
+            tracing::warn!(
+                kept,
+                "addresses in force that no state file accounts for are kept as learned (TTL ceiling plus grace)"
+            );
+        }
     }
 
     pub fn policy(&self) -> &Policy {
@@ -632,7 +710,6 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::learn::LearnedEntry;
     use crate::never_block::Origin;
     use crate::resolve::{BookSettings, Use};
 
