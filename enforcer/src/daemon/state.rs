@@ -138,6 +138,7 @@ impl State {
             learned_dirty: false,
             wake: parts.wake,
         };
+        note_restored_servers(&state.never_block, &state.learner.set);
         state.keep_hosts_in_force(SystemTime::now());
         let stats = state.enforce()?;
         Ok((state, stats))
@@ -646,6 +647,17 @@ pub fn policy_digest(policy: &Policy) -> String {
     format!("{hash:016x}")
 }
 
+/// The DNS servers the restored learned entries name as having answered are DNS servers clients
+/// use: noted in the never-block list before anything restored is enforced, so that no entry
+/// (from a damaged or hostile file) can block the resolver itself.
+fn note_restored_servers(never_block: &NeverBlock, learned: &LearnedSet) {
+    for (_, entry) in learned.entries() {
+        if !entry.resolver.is_unspecified() {
+            never_block.note_dns_server(entry.resolver);
+        }
+    }
+}
+
 /// The one path from known addresses to the maps: `policy`'s prefixes plus the resolved and
 /// learned addresses (minus the never-block list) are compiled and applied as a diff, additions
 /// before removals, so an address that stays blocked is never let through. On an error the maps
@@ -745,6 +757,48 @@ mod tests {
         let never_block =
             NeverBlock::builtin().with([("198.18.5.0/30".parse().unwrap(), Origin::Configured)]);
         never_block.note_dns_server(ip("198.18.5.53"));
+        let book = AddressBook::new(BookSettings {
+            ttl_floor: Duration::from_secs(60),
+            ttl_ceiling: Duration::from_secs(3600),
+            grace: Duration::ZERO,
+        });
+        let enforced: Vec<IpNet> = dns_addresses(&policy, &book, &learned, &never_block)
+            .into_iter()
+            .map(|a| a.net)
+            .collect();
+        assert_eq!(enforced, vec!["198.18.5.9/32".parse::<IpNet>().unwrap()]);
+    }
+
+    /// learned.json names the resolver that answered each entry; an entry whose address is such a
+    /// resolver (a damaged or hostile file) is not enforced, nor is one for the daemon's own
+    /// resolver.
+    #[test]
+    fn a_restored_entry_naming_a_resolver_does_not_block_it() {
+        let policy = policy::parse_policy_str(
+            Path::new("p.yaml"),
+            "platform: zoom\nmatch:\n  - domains: [\"*.zoom.us\"]\n",
+            &LoadOptions::default(),
+        )
+        .unwrap();
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        let uses = [Use {
+            platform: "zoom".into(),
+            entry: 0,
+        }];
+        let entry = |resolver: &str| LearnedEntry {
+            name: "a.zoom.us".into(),
+            cname_chain: Vec::new(),
+            resolver: ip(resolver),
+            remove_at: SystemTime::now() + Duration::from_secs(60),
+        };
+        let mut learned = LearnedSet::default();
+        learned.learn(&uses, &[(ip("198.18.5.9"), 60)], &entry("198.18.2.2"));
+        learned.learn(&uses, &[(ip("198.18.2.2"), 60)], &entry("198.18.2.2"));
+        learned.learn(&uses, &[(ip("198.51.100.53"), 60)], &entry("0.0.0.0"));
+        // As `run` builds it: the daemon's own resolver is 198.51.100.53.
+        let never_block =
+            NeverBlock::builtin().with_resolvers(&["198.51.100.53:53".parse().unwrap()]);
+        note_restored_servers(&never_block, &learned);
         let book = AddressBook::new(BookSettings {
             ttl_floor: Duration::from_secs(60),
             ttl_ceiling: Duration::from_secs(3600),
