@@ -723,7 +723,7 @@ mod tests {
 
     use super::*;
     use crate::never_block::Origin;
-    use crate::resolve::{BookSettings, Use};
+    use crate::resolve::{BookSettings, Guard, Use};
 
     #[test]
     fn restored_addresses_inside_the_never_block_list_are_not_enforced() {
@@ -809,6 +809,106 @@ mod tests {
             .map(|a| a.net)
             .collect();
         assert_eq!(enforced, vec!["198.18.5.9/32".parse::<IpNet>().unwrap()]);
+    }
+
+    /// What a run left enforced for single addresses is rebuilt exactly from the maps: every
+    /// learned mapping lost with its file comes back for its own entry (ports and protocol
+    /// told apart), and neither the policy's own host prefix nor a never-block address does.
+    #[test]
+    fn addresses_in_force_are_rebuilt_from_the_maps() {
+        let Ok(datapath) = Datapath::load_unpinned() else {
+            eprintln!("skipped: loading the XDP program needs root and BPF");
+            return;
+        };
+        let mut policy = Policy::default();
+        for text in [
+            "platform: teams\nmatch:\n  - domains: [\"*.teams.example\"]\n    prefixes: [198.18.9.9/32]\n",
+            "platform: zoom\nmatch:\n  - domains: [\"*.zoom.us\"]\n  - domains: [\"*.media.zoom.us\"]\n    protocol: tcp\n    ports: [443]\n",
+        ] {
+            let one = policy::parse_policy_str(Path::new("p.yaml"), text, &LoadOptions::default())
+                .unwrap();
+            policy.platforms.extend(one.platforms);
+        }
+        PlatformIds::default()
+            .assign(&mut policy, &Policy::default())
+            .unwrap();
+        let settings = BookSettings {
+            ttl_floor: Duration::from_secs(60),
+            ttl_ceiling: Duration::from_secs(3600),
+            grace: Duration::from_secs(600),
+        };
+        let state_dir =
+            std::env::temp_dir().join(format!("enforcer-rebuild-{}", std::process::id()));
+        let now = SystemTime::now();
+        let entry = LearnedEntry {
+            name: "a.zoom.us".into(),
+            cname_chain: Vec::new(),
+            resolver: "198.18.2.2".parse().unwrap(),
+            remove_at: now + Duration::from_secs(60),
+        };
+        let mut learned = LearnedSet::default();
+        let uses = |platform: &str, entry: usize| {
+            [Use {
+                platform: platform.into(),
+                entry,
+            }]
+        };
+        // 10,000 addresses over three entries; one for two entries at once.
+        for i in 0..10_000u32 {
+            let [_, _, a, b] = i.to_be_bytes();
+            let address = IpAddr::from([198, 19, a, b]);
+            let (platform, e) = [("zoom", 0), ("zoom", 1), ("teams", 0)][(i % 3) as usize];
+            learned.learn(&uses(platform, e), &[(address, 60)], &entry);
+        }
+        learned.learn(
+            &uses("zoom", 1),
+            &[("198.19.0.0".parse().unwrap(), 60)],
+            &entry,
+        );
+        learned.learn(
+            &uses("zoom", 0),
+            &[("10.1.1.1".parse().unwrap(), 60)],
+            &entry,
+        );
+        let mut learner = Learner::new(
+            DomainPatterns::default(),
+            Guard::new(NeverBlock::builtin(), 64, &[]),
+            settings,
+        );
+        learner.replace(DomainPatterns::from_policy(&policy), learned.clone());
+        let (mut state, _) = State::new(Parts {
+            datapath,
+            policy,
+            book: AddressBook::new(settings),
+            resolve_metrics: ResolveMetrics::new(),
+            state_dir: state_dir.clone(),
+            never_block: NeverBlock::builtin(),
+            rules_path: state_dir.join("rules"),
+            load_options: LoadOptions::default(),
+            learner,
+            ids: PlatformIds::default(),
+            wake: Arc::new(Notify::new()),
+        })
+        .unwrap();
+        // As after a restart whose learned.json was lost.
+        state.learner.set = LearnedSet::default();
+        let started = Instant::now();
+        state.keep_hosts_in_force(now);
+        eprintln!(
+            "rebuilt {} mappings from the maps in {:?}",
+            state.learner.set.len(),
+            started.elapsed()
+        );
+        let expected: Vec<_> = learned
+            .mappings()
+            .filter(|m| !m.address.to_string().starts_with("10."))
+            .cloned()
+            .collect();
+        let rebuilt: Vec<_> = state.learner.set.mappings().cloned().collect();
+        assert_eq!(rebuilt, expected);
+        let (_, kept) = state.learner.set.entries().next().unwrap();
+        assert_eq!(kept.remove_at, now + Duration::from_secs(4200));
+        assert!(kept.name.is_empty());
     }
 
     /// A learned address that the datapath cannot hold (here: a 33rd rule for its prefix) is
