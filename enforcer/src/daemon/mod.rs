@@ -146,7 +146,7 @@ pub fn run(settings: Settings) -> Result<(), DaemonError> {
     // Fail-static across restarts: the last known addresses are enforced before any DNS answer.
     let book_settings = BookSettings::from_config(&resolver_config);
     let mut book = AddressBook::load(&settings.state_dir, book_settings).unwrap_or_else(|error| {
-        tracing::error!(%error, "the saved addresses are unusable; starting without them");
+        tracing::error!(%error, "the saved addresses are unusable; starting with those the pinned maps enforce");
         AddressBook::new(book_settings)
     });
     let restored = book.len();
