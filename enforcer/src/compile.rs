@@ -402,6 +402,41 @@ fn check_capacity(family: &'static str, count: usize, limit: u32) -> Result<(), 
 }
 
 /// The datapath rules of one entry: one per port range, or one for the whole protocol.
+/// The entries with domains (platform index, entry index) whose rules a host key of the
+/// datapath carries as its own (`own`: the rules given at the host's full length), for
+/// rebuilding the DNS addresses in force from the pinned maps. Rules are compared by platform
+/// id, protocol and ports (ids last across restarts; ranks and actions may have moved).
+pub fn entries_of_host(policy: &Policy, own: &[Rule]) -> Vec<(usize, usize)> {
+    let same = |a: &Rule, b: &Rule| {
+        (
+            a.platform,
+            a.protocol,
+            a.port_first,
+            a.port_last,
+            a.has_ports,
+        ) == (
+            b.platform,
+            b.protocol,
+            b.port_first,
+            b.port_last,
+            b.has_ports,
+        )
+    };
+    let mut found = Vec::new();
+    for (p, platform) in policy.platforms.iter().enumerate() {
+        for (e, entry) in platform.entries.iter().enumerate() {
+            if entry.domains.is_empty() {
+                continue;
+            }
+            let rules = entry_rules(policy.platform_id(p), 0, 0, entry);
+            if rules.iter().all(|r| own.iter().any(|o| same(r, o))) {
+                found.push((p, e));
+            }
+        }
+    }
+    found
+}
+
 fn entry_rules(platform: u16, rank: u16, action: u8, entry: &Entry) -> Vec<Rule> {
     let base = Rule {
         platform,

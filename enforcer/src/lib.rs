@@ -18,5 +18,6 @@ pub mod policy;
 pub mod reference;
 pub mod resolve;
 pub mod settings;
+pub mod state_file;
 #[allow(unsafe_code)]
 pub mod sys;

@@ -72,15 +72,45 @@ impl PlatformIds {
         Ok(reused)
     }
 
-    pub fn load(dir: &Path) -> Result<Self, IdsError> {
+    /// Reads the ids from `dir` (none when the file is missing). Each one is checked on its own:
+    /// an id outside 1..MAX_PLATFORMS, or one already given to another name, is left out with a
+    /// message, and its platform gets a new id from `assign`.
+    pub fn load(dir: &Path) -> Result<(Self, Vec<String>), IdsError> {
         let path = dir.join(IDS_FILE);
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(|ids| Self { ids })
-                .map_err(|source| IdsError::Corrupt { path, source }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(source) => Err(IdsError::Io { path, source }),
+        let raw: BTreeMap<String, serde_json::Value> = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| IdsError::Corrupt {
+                path: path.clone(),
+                source,
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok((Self::default(), Vec::new()));
+            }
+            Err(source) => return Err(IdsError::Io { path, source }),
+        };
+        let mut ids = Self::default();
+        let mut taken = BTreeSet::new();
+        let mut problems = Vec::new();
+        for (name, value) in raw {
+            let id = value
+                .as_u64()
+                .and_then(|id| u16::try_from(id).ok())
+                .filter(|&id| id >= 1 && u32::from(id) < MAX_PLATFORMS);
+            match id {
+                Some(id) if taken.insert(id) => {
+                    ids.ids.insert(name, id);
+                }
+                Some(id) => problems.push(format!(
+                    "{}: {name}: id {id} is already another platform's; a new one is given",
+                    path.display()
+                )),
+                None => problems.push(format!(
+                    "{}: {name}: {value} is not a platform id (1 to {}); a new one is given",
+                    path.display(),
+                    MAX_PLATFORMS - 1
+                )),
+            }
         }
+        Ok((ids, problems))
     }
 
     /// Writes the ids through a temporary file and a rename.
@@ -141,7 +171,40 @@ mod tests {
 
         let dir = std::env::temp_dir().join(format!("ids-{}", std::process::id()));
         ids.save(&dir).unwrap();
-        assert_eq!(PlatformIds::load(&dir).unwrap(), ids);
+        assert_eq!(PlatformIds::load(&dir).unwrap(), (ids, Vec::new()));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// An id the datapath has no counters for (65535), 0, a repeated id and a non-number are
+    /// each reported and replaced; the valid ids stay.
+    #[test]
+    fn ids_outside_the_datapath_range_are_replaced() {
+        let dir = std::env::temp_dir().join(format!("ids-range-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join(IDS_FILE),
+            r#"{"aaa": 5, "meet": 0, "teams": 2, "webex": 5, "x": "1", "zoom": 65535}"#,
+        )
+        .unwrap();
+        let (mut ids, problems) = PlatformIds::load(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert!(
+            problems.iter().any(|p| p.contains("zoom: 65535")),
+            "{problems:?}"
+        );
+        assert!(problems[0].contains(IDS_FILE), "{problems:?}");
+        let mut p = policy(&["aaa", "meet", "teams", "webex", "zoom"]);
+        ids.assign(&mut p, &Policy::default()).unwrap();
+        let got: Vec<u16> = p.platforms.iter().map(|p| p.id).collect();
+        assert_eq!(got[0], 5);
+        assert_eq!(got[2], 2);
+        let distinct: BTreeSet<u16> = got.iter().copied().collect();
+        assert_eq!(distinct.len(), got.len(), "{got:?}");
+        assert!(
+            got.iter()
+                .all(|&id| id >= 1 && u32::from(id) < MAX_PLATFORMS),
+            "{got:?}"
+        );
     }
 }

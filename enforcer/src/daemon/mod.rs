@@ -125,10 +125,18 @@ pub fn run(settings: Settings) -> Result<(), DaemonError> {
         never_block: never_block.clone(),
     };
     let mut policy = policy::load_policy(std::slice::from_ref(&settings.rules), &load_options)?;
-    let mut ids = PlatformIds::load(&settings.state_dir).unwrap_or_else(|error| {
-        tracing::error!(%error, "the platform ids are unusable; assigning new ones");
-        PlatformIds::default()
-    });
+    let mut ids = match PlatformIds::load(&settings.state_dir) {
+        Ok((ids, problems)) => {
+            for problem in &problems {
+                tracing::error!(%problem, "platform ids: a damaged entry");
+            }
+            ids
+        }
+        Err(error) => {
+            tracing::error!(%error, "the platform ids are unusable; assigning new ones");
+            PlatformIds::default()
+        }
+    };
     let reused_ids = ids.assign(&mut policy, &Policy::default())?;
     if let Err(error) = ids.save(&settings.state_dir) {
         tracing::error!(%error, "saving the platform ids failed");
@@ -138,7 +146,7 @@ pub fn run(settings: Settings) -> Result<(), DaemonError> {
     // Fail-static across restarts: the last known addresses are enforced before any DNS answer.
     let book_settings = BookSettings::from_config(&resolver_config);
     let mut book = AddressBook::load(&settings.state_dir, book_settings).unwrap_or_else(|error| {
-        tracing::error!(%error, "the saved addresses are unusable; starting without them");
+        tracing::error!(%error, "the saved addresses are unusable; starting with those the pinned maps enforce");
         AddressBook::new(book_settings)
     });
     let restored = book.len();
@@ -344,10 +352,21 @@ fn learner(
         &config.shared_suffixes,
     );
     let patterns = DomainPatterns::from_policy(policy);
-    let mut set = LearnedSet::load(&settings.state_dir).unwrap_or_else(|error| {
-        tracing::error!(%error, "the learned addresses are unusable; starting without them");
-        LearnedSet::default()
-    });
+    let longest = book_settings
+        .ttl_ceiling
+        .saturating_add(book_settings.grace);
+    let mut set = match LearnedSet::load(&settings.state_dir, SystemTime::now(), longest) {
+        Ok(loaded) => {
+            for problem in &loaded.problems {
+                tracing::error!(%problem, "learned addresses: a damaged entry");
+            }
+            loaded.set
+        }
+        Err(error) => {
+            tracing::error!(%error, "the learned addresses are unusable; starting with those in the datapath");
+            LearnedSet::default()
+        }
+    };
     set.retain_uses(|u| patterns.has_use(u));
     let mut learner = Learner::new(DomainPatterns::default(), guard, book_settings);
     learner.replace(patterns, set);

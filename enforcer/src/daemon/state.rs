@@ -15,7 +15,7 @@ use crate::compile::{self, CompileError, CompiledPolicy, EntryAddress};
 use crate::control::protocol::PolicyChange;
 use crate::datapath::attach::Attached;
 use crate::datapath::{ApplyStats, Datapath, DatapathError, DnsPacket};
-use crate::learn::{DomainPatterns, LearnedSet, Learner, Observed};
+use crate::learn::{DomainPatterns, LearnedEntry, LearnedSet, Learner, Observed};
 use crate::never_block::NeverBlock;
 use crate::platform_ids::{IdsError, PlatformIds};
 use crate::policy::managed::{self, ManagedError, ManagedPlatform};
@@ -138,8 +138,87 @@ impl State {
             learned_dirty: false,
             wake: parts.wake,
         };
+        note_restored_servers(&state.never_block, &state.learner.set);
+        state.keep_hosts_in_force(SystemTime::now());
         let stats = state.enforce()?;
         Ok((state, stats))
+    }
+
+    /// On adopting pinned maps: every single address a previous run left enforced for an entry
+    /// with domains that neither state file accounts for (learned too shortly before a crash to
+    /// be saved, or lost with a damaged file) is kept as learned, for the longest an answer can
+    /// last (TTL ceiling plus grace), so that a restart never unblocks it. Such entries have an
+    /// empty name and resolver 0.0.0.0. The never-block list still applies when they are
+    /// compiled.
+    fn keep_hosts_in_force(&mut self, now: SystemTime) {
+        let hosts = match self.datapath.hosts_in_force() {
+            Ok(hosts) => hosts,
+            Err(error) => {
+                tracing::error!(%error, "reading the addresses in force from the pinned maps failed");
+                return;
+            }
+        };
+        let Ok(own) = compile::compile(&self.policy) else {
+            return;
+        };
+        let known: std::collections::HashSet<resolve::Mapping> = self
+            .book
+            .mappings()
+            .into_iter()
+            .chain(self.learner.set.mappings().cloned())
+            .collect();
+        let settings = self.book.settings();
+        let learned = LearnedEntry {
+            name: String::new(),
+            cname_chain: Vec::new(),
+            resolver: std::net::IpAddr::from([0, 0, 0, 0]),
+            remove_at: now
+                .checked_add(settings.ttl_ceiling.saturating_add(settings.grace))
+                .unwrap_or(now),
+        };
+        let mut kept = 0usize;
+        for (address, rules) in hosts {
+            let net = IpNet::from(address);
+            let static_host = match net {
+                IpNet::V4(n) => own.v4.contains_key(&compile::Prefix {
+                    addr: u32::from(n.addr()),
+                    len: 32,
+                }),
+                IpNet::V6(n) => own.v6.contains_key(&compile::Prefix {
+                    addr: u128::from(n.addr()),
+                    len: 128,
+                }),
+            };
+            if static_host || self.never_block.contains(address) {
+                continue;
+            }
+            for (p, entry) in compile::entries_of_host(&self.policy, &rules) {
+                let mapping = resolve::Mapping {
+                    platform: self.policy.platforms[p].name.clone(),
+                    entry,
+                    address,
+                };
+                if known.contains(&mapping) {
+                    continue;
+                }
+                let uses = [resolve::Use {
+                    platform: mapping.platform,
+                    entry,
+                }];
+                kept += self
+                    .learner
+                    .set
+                    .learn(&uses, &[(address, 0)], &learned)
+                    .len();
+            }
+        }
+        if kept > 0 {
+            self.learned_dirty = true;
+            tracing::warn!(
+                kept,
+                "addresses in force that no state file accounts for are kept as learned (TTL ceiling plus grace)"
+            );
+        }
     }
 
     pub fn policy(&self) -> &Policy {
@@ -568,6 +647,17 @@ pub fn policy_digest(policy: &Policy) -> String {
     format!("{hash:016x}")
 }
 
+/// The DNS servers the restored learned entries name as having answered are DNS servers clients
+/// use: noted in the never-block list before anything restored is enforced, so that no entry
+/// (from a damaged or hostile file) can block the resolver itself.
+fn note_restored_servers(never_block: &NeverBlock, learned: &LearnedSet) {
+    for (_, entry) in learned.entries() {
+        if !entry.resolver.is_unspecified() {
+            never_block.note_dns_server(entry.resolver);
+        }
+    }
+}
+
 /// The one path from known addresses to the maps: `policy`'s prefixes plus the resolved and
 /// learned addresses (minus the never-block list) are compiled and applied as a diff, additions
 /// before removals, so an address that stays blocked is never let through. On an error the maps
@@ -632,9 +722,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::learn::LearnedEntry;
     use crate::never_block::Origin;
-    use crate::resolve::{BookSettings, Use};
+    use crate::resolve::{BookSettings, Guard, Use};
 
     #[test]
     fn restored_addresses_inside_the_never_block_list_are_not_enforced() {
@@ -678,6 +767,148 @@ mod tests {
             .map(|a| a.net)
             .collect();
         assert_eq!(enforced, vec!["198.18.5.9/32".parse::<IpNet>().unwrap()]);
+    }
+
+    /// learned.json names the resolver that answered each entry; an entry whose address is such a
+    /// resolver (a damaged or hostile file) is not enforced, nor is one for the daemon's own
+    /// resolver.
+    #[test]
+    fn a_restored_entry_naming_a_resolver_does_not_block_it() {
+        let policy = policy::parse_policy_str(
+            Path::new("p.yaml"),
+            "platform: zoom\nmatch:\n  - domains: [\"*.zoom.us\"]\n",
+            &LoadOptions::default(),
+        )
+        .unwrap();
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        let uses = [Use {
+            platform: "zoom".into(),
+            entry: 0,
+        }];
+        let entry = |resolver: &str| LearnedEntry {
+            name: "a.zoom.us".into(),
+            cname_chain: Vec::new(),
+            resolver: ip(resolver),
+            remove_at: SystemTime::now() + Duration::from_secs(60),
+        };
+        let mut learned = LearnedSet::default();
+        learned.learn(&uses, &[(ip("198.18.5.9"), 60)], &entry("198.18.2.2"));
+        learned.learn(&uses, &[(ip("198.18.2.2"), 60)], &entry("198.18.2.2"));
+        learned.learn(&uses, &[(ip("198.51.100.53"), 60)], &entry("0.0.0.0"));
+        // As `run` builds it: the daemon's own resolver is 198.51.100.53.
+        let never_block =
+            NeverBlock::builtin().with_resolvers(&["198.51.100.53:53".parse().unwrap()]);
+        note_restored_servers(&never_block, &learned);
+        let book = AddressBook::new(BookSettings {
+            ttl_floor: Duration::from_secs(60),
+            ttl_ceiling: Duration::from_secs(3600),
+            grace: Duration::ZERO,
+        });
+        let enforced: Vec<IpNet> = dns_addresses(&policy, &book, &learned, &never_block)
+            .into_iter()
+            .map(|a| a.net)
+            .collect();
+        assert_eq!(enforced, vec!["198.18.5.9/32".parse::<IpNet>().unwrap()]);
+    }
+
+    /// What a run left enforced for single addresses is rebuilt exactly from the maps: every
+    /// learned mapping lost with its file comes back for its own entry (ports and protocol
+    /// told apart), and neither the policy's own host prefix nor a never-block address does.
+    #[test]
+    fn addresses_in_force_are_rebuilt_from_the_maps() {
+        let Ok(datapath) = Datapath::load_unpinned() else {
+            eprintln!("skipped: loading the XDP program needs root and BPF");
+            return;
+        };
+        let mut policy = Policy::default();
+        for text in [
+            "platform: teams\nmatch:\n  - domains: [\"*.teams.example\"]\n    prefixes: [198.18.9.9/32]\n",
+            "platform: zoom\nmatch:\n  - domains: [\"*.zoom.us\"]\n  - domains: [\"*.media.zoom.us\"]\n    protocol: tcp\n    ports: [443]\n",
+        ] {
+            let one = policy::parse_policy_str(Path::new("p.yaml"), text, &LoadOptions::default())
+                .unwrap();
+            policy.platforms.extend(one.platforms);
+        }
+        PlatformIds::default()
+            .assign(&mut policy, &Policy::default())
+            .unwrap();
+        let settings = BookSettings {
+            ttl_floor: Duration::from_secs(60),
+            ttl_ceiling: Duration::from_secs(3600),
+            grace: Duration::from_secs(600),
+        };
+        let state_dir =
+            std::env::temp_dir().join(format!("enforcer-rebuild-{}", std::process::id()));
+        let now = SystemTime::now();
+        let entry = LearnedEntry {
+            name: "a.zoom.us".into(),
+            cname_chain: Vec::new(),
+            resolver: "198.18.2.2".parse().unwrap(),
+            remove_at: now + Duration::from_secs(60),
+        };
+        let mut learned = LearnedSet::default();
+        let uses = |platform: &str, entry: usize| {
+            [Use {
+                platform: platform.into(),
+                entry,
+            }]
+        };
+        // 10,000 addresses over three entries; one for two entries at once.
+        for i in 0..10_000u32 {
+            let [_, _, a, b] = i.to_be_bytes();
+            let address = IpAddr::from([198, 19, a, b]);
+            let (platform, e) = [("zoom", 0), ("zoom", 1), ("teams", 0)][(i % 3) as usize];
+            learned.learn(&uses(platform, e), &[(address, 60)], &entry);
+        }
+        learned.learn(
+            &uses("zoom", 1),
+            &[("198.19.0.0".parse().unwrap(), 60)],
+            &entry,
+        );
+        learned.learn(
+            &uses("zoom", 0),
+            &[("10.1.1.1".parse().unwrap(), 60)],
+            &entry,
+        );
+        let mut learner = Learner::new(
+            DomainPatterns::default(),
+            Guard::new(NeverBlock::builtin(), 64, &[]),
+            settings,
+        );
+        learner.replace(DomainPatterns::from_policy(&policy), learned.clone());
+        let (mut state, _) = State::new(Parts {
+            datapath,
+            policy,
+            book: AddressBook::new(settings),
+            resolve_metrics: ResolveMetrics::new(),
+            state_dir: state_dir.clone(),
+            never_block: NeverBlock::builtin(),
+            rules_path: state_dir.join("rules"),
+            load_options: LoadOptions::default(),
+            learner,
+            ids: PlatformIds::default(),
+            wake: Arc::new(Notify::new()),
+        })
+        .unwrap();
+        // As after a restart whose learned.json was lost.
+        state.learner.set = LearnedSet::default();
+        let started = Instant::now();
+        state.keep_hosts_in_force(now);
+        eprintln!(
+            "rebuilt {} mappings from the maps in {:?}",
+            state.learner.set.len(),
+            started.elapsed()
+        );
+        let expected: Vec<_> = learned
+            .mappings()
+            .filter(|m| !m.address.to_string().starts_with("10."))
+            .cloned()
+            .collect();
+        let rebuilt: Vec<_> = state.learner.set.mappings().cloned().collect();
+        assert_eq!(rebuilt, expected);
+        let (_, kept) = state.learner.set.entries().next().unwrap();
+        assert_eq!(kept.remove_at, now + Duration::from_secs(4200));
+        assert!(kept.name.is_empty());
     }
 
     /// A learned address that the datapath cannot hold (here: a 33rd rule for its prefix) is

@@ -2,6 +2,7 @@
 //! switches to it; learned hosts go straight into the generation in force.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::net::IpAddr;
 use std::time::Instant;
 
 use aya::maps::{LpmTrie, MapData, lpm_trie::Key};
@@ -200,6 +201,47 @@ impl Datapath {
             written += 1;
         }
         Ok(written)
+    }
+}
+
+impl Datapath {
+    /// The host keys (/32 and /128) of the generation in force with the rules each carries at
+    /// its full length (its own, not inherited from an enclosing prefix): what an earlier run
+    /// left enforced for single addresses, read on adoption.
+    pub fn hosts_in_force(&self) -> Result<Vec<(IpAddr, Vec<Rule>)>, DatapathError> {
+        let active = self.generation;
+        let v4 = read_trie(&self.prefixes_v4[active], MAP_PREFIXES_V4[active])?;
+        let v6 = read_trie(&self.prefixes_v6[active], MAP_PREFIXES_V6[active])?;
+        let hosts = v4
+            .into_iter()
+            .filter(|((len, _), _)| *len == 32)
+            .map(|((_, a), r)| (IpAddr::from(a), 32, r))
+            .chain(
+                v6.into_iter()
+                    .filter(|((len, _), _)| *len == 128)
+                    .map(|((_, a), r)| (IpAddr::from(a), 128, r)),
+            );
+        let mut out = Vec::new();
+        for (address, len, value) in hosts {
+            let slot = self
+                .slots
+                .get(&value.slot, 0)
+                .map_err(|source| DatapathError::Map {
+                    name: MAP_RULE_SLOTS,
+                    source,
+                })?;
+            let count = usize::try_from(value.count)
+                .unwrap_or(usize::MAX)
+                .min(RULES_PER_SLOT);
+            let own = slot.rules[..count]
+                .iter()
+                .zip(value.prefix_lens)
+                .filter(|(_, l)| *l == len)
+                .map(|(r, _)| *r)
+                .collect();
+            out.push((address, own));
+        }
+        Ok(out)
     }
 }
 

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 pub use correlate::QueryTracker;
-pub use learned::{LEARNED_FILE, LearnedEntry, LearnedSet};
+pub use learned::{LEARNED_FILE, LearnedEntry, LearnedError, LearnedSet, Loaded};
 /// DNS messages built for tests.
 #[cfg(test)]
 pub(crate) use message::tests as fixtures;
@@ -517,8 +517,9 @@ mod tests {
         );
         let dir = std::env::temp_dir().join(format!("learned-test-{}", std::process::id()));
         l.set.save(&dir).unwrap();
-        let back = LearnedSet::load(&dir).unwrap();
-        assert_eq!(back, l.set);
+        let back = LearnedSet::load(&dir, SystemTime::now(), Duration::from_secs(3600)).unwrap();
+        assert_eq!(back.set, l.set);
+        assert!(back.problems.is_empty(), "{:?}", back.problems);
         std::fs::remove_dir_all(&dir).unwrap();
         let at = l.next_expiry().unwrap();
         assert!(l.expire(at - Duration::from_secs(1)).is_empty());

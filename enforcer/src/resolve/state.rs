@@ -15,6 +15,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use super::book::{AddressBook, AddressState, BookSettings, NameState, Use, stamp};
+use crate::state_file::{self, LayoutError};
 
 /// The file name inside the state directory.
 pub const STATE_FILE: &str = "addresses.json";
@@ -88,50 +89,88 @@ impl AddressBook {
             move |source| StateError::Io { path, source }
         };
         fs::create_dir_all(dir).map_err(io_err(dir))?;
-        let json =
-            serde_json::to_vec_pretty(&self.to_file()).map_err(|source| StateError::Corrupt {
-                path: path.clone(),
-                source,
-            })?;
-        let mut bytes = json;
-        bytes.push(b'\n');
+        let file = self.to_file();
+        let saved_at = serde_json::json!(file.saved_at);
+        let bytes =
+            state_file::render(file.version, &[("saved_at", saved_at)], "names", file.names)
+                .map_err(|source| StateError::Corrupt {
+                    path: path.clone(),
+                    source,
+                })?;
         crate::fsutil::write_atomically(&path, &bytes)
             .map_err(|source| StateError::Io { path, source })
     }
 
-    /// Reads `<dir>/addresses.json`: a missing file is an empty book; anything unreadable is an
-    /// error naming the file (the caller logs it and starts empty).
+    /// Reads `<dir>/addresses.json` as [`AddressBook::load_checked`] does, logging each damaged
+    /// part.
     pub fn load(dir: &Path, settings: BookSettings) -> Result<Self, StateError> {
+        let (book, problems) = Self::load_checked(dir, settings, SystemTime::now())?;
+        for problem in &problems {
+            tracing::error!(%problem, "resolved addresses: a damaged entry");
+        }
+        Ok(book)
+    }
+
+    /// Reads `<dir>/addresses.json`: a missing file is an empty book; a file that cannot be read
+    /// at all is an error naming it. Otherwise each name and each address is checked on its own:
+    /// a bad one is left out (with a message naming the file and the place), the rest is kept.
+    /// An expiry further ahead of `now` than any answer can give (TTL ceiling plus grace) is
+    /// brought back to that.
+    pub fn load_checked(
+        dir: &Path,
+        settings: BookSettings,
+        now: SystemTime,
+    ) -> Result<(Self, Vec<String>), StateError> {
         let path = Self::state_path(dir);
         let text = match fs::read(&path) {
             Ok(text) => text,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Ok(Self::new(settings));
+                return Ok((Self::new(settings), Vec::new()));
             }
             Err(source) => return Err(StateError::Io { path, source }),
         };
-        // Look at the version first so a future format gets a clear message.
-        #[derive(Deserialize)]
-        struct Versioned {
-            version: u32,
-        }
-        let versioned: Versioned =
-            serde_json::from_slice(&text).map_err(|source| StateError::Corrupt {
+        let items = state_file::parse(&text, VERSION, "names").map_err(|e| match e {
+            LayoutError::Version(version, _) => StateError::Version {
                 path: path.clone(),
-                source,
-            })?;
-        if versioned.version != VERSION {
-            return Err(StateError::Version {
-                path,
-                version: versioned.version,
-            });
-        }
-        let file: FileV1 = serde_json::from_slice(&text).map_err(|source| StateError::Corrupt {
-            path: path.clone(),
-            source,
+                version: u32::try_from(version).unwrap_or(u32::MAX),
+            },
+            other => StateError::Invalid {
+                path: path.clone(),
+                message: other.to_string(),
+            },
         })?;
-        let names = from_file(file).map_err(|message| StateError::Invalid { path, message })?;
-        Ok(Self::from_names(settings, names))
+        let longest = settings.ttl_ceiling.saturating_add(settings.grace);
+        let latest =
+            stamp(now).saturating_add(u64::try_from(longest.as_millis()).unwrap_or(u64::MAX));
+        let shown = path.display().to_string();
+        let mut problems: Vec<String> = items
+            .problems
+            .iter()
+            .map(|p| format!("{shown}: {p}"))
+            .collect();
+        let mut names = BTreeMap::new();
+        for item in items.items {
+            let mut report =
+                |what: String| problems.push(format!("{shown}: {}: {what}", item.place));
+            let name: FileName = match serde_json::from_value(item.value) {
+                Ok(name) => name,
+                Err(error) => {
+                    report(format!("left out: {error}"));
+                    continue;
+                }
+            };
+            if names.contains_key(&name.name) {
+                report(format!("{} is listed twice; the first is kept", name.name));
+                continue;
+            }
+            match from_file_name(name, latest, &mut report) {
+                Ok((key, state)) => {
+                    names.insert(key, state);
+                }
+                Err(what) => report(format!("left out: {what}")),
+            }
+        }
+        Ok((Self::from_names(settings, names), problems))
     }
 
     fn to_file(&self) -> FileV1 {
@@ -174,47 +213,61 @@ impl AddressBook {
     }
 }
 
-fn from_file(file: FileV1) -> Result<BTreeMap<String, NameState>, String> {
-    let mut names = BTreeMap::new();
-    for n in file.names {
-        let mut addresses = BTreeMap::new();
-        for a in n.addresses {
-            let address: IpAddr = a
-                .address
-                .parse()
-                .map_err(|_| format!("{}: `{}` is not an address", n.name, a.address))?;
-            addresses.insert(
-                address,
-                AddressState {
+/// One name of the file; an address that is wrong is left out through `report`, a name whose
+/// own fields are wrong is an error. Expiries past `latest` are brought back to it.
+fn from_file_name(
+    n: FileName,
+    latest: u64,
+    report: &mut impl FnMut(String),
+) -> Result<(String, NameState), String> {
+    let mut addresses = BTreeMap::new();
+    for a in n.addresses {
+        let parsed = a
+            .address
+            .parse::<IpAddr>()
+            .map_err(|_| format!("`{}` is not an address", a.address))
+            .and_then(|address| {
+                let state = AddressState {
                     cname_chain: a.cname_chain,
                     seen_at: ms(a.seen_at)?,
                     expires_at: ms(a.expires_at)?,
                     missing_since: a.missing_since.map(ms).transpose()?,
-                },
-            );
-        }
-        let uses: BTreeSet<Use> = n
-            .uses
-            .into_iter()
-            .map(|u| Use {
-                platform: u.platform,
-                entry: u.entry,
-            })
-            .collect();
-        let state = NameState {
-            uses,
-            cname_chain: n.cname_chain,
-            ttl_ms: n.ttl.map(ms).transpose()?,
-            answered_at: n.answered_at.map(ms).transpose()?,
-            refresh_at: ms(n.refresh_at)?,
-            failures: n.failures,
-            addresses,
-        };
-        if names.insert(n.name.clone(), state).is_some() {
-            return Err(format!("{} is listed twice", n.name));
+                };
+                Ok((address, state))
+            });
+        match parsed {
+            Ok((address, mut state)) => {
+                if state.expires_at > latest {
+                    report(format!(
+                        "{} {address}: expires_at {} is further ahead than TTL ceiling plus \
+                         grace; brought back to that",
+                        n.name, a.expires_at
+                    ));
+                    state.expires_at = latest;
+                }
+                addresses.insert(address, state);
+            }
+            Err(what) => report(format!("{} {}: left out: {what}", n.name, a.address)),
         }
     }
-    Ok(names)
+    let uses: BTreeSet<Use> = n
+        .uses
+        .into_iter()
+        .map(|u| Use {
+            platform: u.platform,
+            entry: u.entry,
+        })
+        .collect();
+    let state = NameState {
+        uses,
+        cname_chain: n.cname_chain,
+        ttl_ms: n.ttl.map(ms).transpose()?,
+        answered_at: n.answered_at.map(ms).transpose()?,
+        refresh_at: ms(n.refresh_at)?.min(latest),
+        failures: n.failures,
+        addresses,
+    };
+    Ok((n.name, state))
 }
 
 /// Milliseconds to seconds; exact for any realistic time (well below 2^53 ms).
@@ -346,7 +399,6 @@ mod tests {
         for bad in [
             "{\"version\": 1, \"names\": [",
             "not json",
-            "{\"version\": 1, \"saved_at\": 1, \"names\": [{\"name\": \"a\", \"uses\": [], \"cname_chain\": [], \"ttl\": null, \"answered_at\": null, \"refresh_at\": 1, \"failures\": 0, \"addresses\": [{\"address\": \"nope\", \"cname_chain\": [], \"seen_at\": 1, \"expires_at\": 1, \"missing_since\": null}]}]}",
             "{\"version\": 7}",
         ] {
             fs::write(&path, bad).unwrap();
@@ -357,6 +409,58 @@ mod tests {
             );
         }
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A file cut short keeps every name written whole; the one cut is reported. A bad address
+    /// is left out alone, and an expiry years ahead is brought back to TTL ceiling plus grace.
+    #[test]
+    fn a_damaged_file_keeps_every_valid_name_and_address() {
+        let dir = tempdir("damaged");
+        let book = book();
+        book.save(&dir).unwrap();
+        let path = dir.join(STATE_FILE);
+        let text = fs::read_to_string(&path).unwrap();
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        // Truncated inside the second (last) name.
+        let cut = &text[..text.find("\"name\":\"zoom.us\"").unwrap() + 10];
+        fs::write(&path, cut).unwrap();
+        let (loaded, problems) = AddressBook::load_checked(&dir, settings(), now).unwrap();
+        let names: Vec<String> = loaded.entries().map(|e| e.name.to_owned()).collect();
+        assert_eq!(names, vec!["video.example", "video.example"]);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems.iter().all(|p| p.contains(STATE_FILE)),
+            "{problems:?}"
+        );
+
+        // One bad address and one far expiry in an otherwise good file.
+        let text: Vec<String> = text
+            .lines()
+            .map(|l| {
+                if l.contains("\"zoom.us\"") {
+                    l.replacen("1700000120.123", "9999999999", 1)
+                } else {
+                    l.replacen("\"198.18.0.7\"", "\"nope\"", 1)
+                }
+            })
+            .collect();
+        let text = text.join("\n");
+        fs::write(&path, text).unwrap();
+        let (loaded, problems) = AddressBook::load_checked(&dir, settings(), now).unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+        let addresses: Vec<String> = loaded.entries().map(|e| e.address.to_string()).collect();
+        assert_eq!(addresses, vec!["198.18.0.8", "198.18.0.1", "2001:db8::1"]);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        let latest = 1_700_000_000_000 + 4_200_000;
+        let first = loaded
+            .names
+            .get("zoom.us")
+            .unwrap()
+            .addresses
+            .values()
+            .next()
+            .unwrap();
+        assert_eq!(first.expires_at, latest);
     }
 
     #[test]
