@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod compile;
+pub mod connections;
 pub mod control;
 pub mod daemon;
 pub mod datapath;

@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use enforcer_common::{
@@ -12,9 +13,10 @@ use enforcer_common::{
 };
 use ipnet::IpNet;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
 
+use crate::connections::{Gate, REQUEST_TIMEOUT, Slot};
 use crate::daemon::{Daemon, State};
 use crate::datapath::MatchKey;
 
@@ -27,22 +29,33 @@ pub enum MetricsError {
     },
 }
 
+/// Longest HTTP request head read.
 const MAX_REQUEST: usize = 8192;
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections the kernel queues until the daemon accepts them.
+const BACKLOG: u32 = 1024;
 
-pub async fn spawn(addr: SocketAddr, daemon: Daemon) -> Result<JoinHandle<()>, MetricsError> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| MetricsError::Bind { addr, source })?;
+/// Serves scrapes on `addr`, as many at once as `gate` allows, until the task is aborted.
+pub async fn spawn(
+    addr: SocketAddr,
+    daemon: Daemon,
+    gate: Arc<Gate>,
+) -> Result<JoinHandle<()>, MetricsError> {
+    let listener = listen(addr).map_err(|source| MetricsError::Bind { addr, source })?;
     tracing::info!(%addr, "metrics listening");
     Ok(tokio::spawn(async move {
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
+                    // Without a slot the connection is closed at once (the gate logs it).
+                    let Some(slot) = gate.admit().await else {
+                        continue;
+                    };
                     let daemon = daemon.clone();
+                    // The request, the rendering and the answer together get REQUEST_TIMEOUT.
                     tokio::spawn(async move {
                         let _ =
-                            tokio::time::timeout(REQUEST_TIMEOUT, respond(stream, daemon)).await;
+                            tokio::time::timeout(REQUEST_TIMEOUT, respond(stream, slot, daemon))
+                                .await;
                     });
                 }
                 Err(error) => {
@@ -54,16 +67,29 @@ pub async fn spawn(addr: SocketAddr, daemon: Daemon) -> Result<JoinHandle<()>, M
     }))
 }
 
+/// A listener whose kernel queue takes a burst of clients (tokio's default of 128 drops the rest,
+/// and a dropped connection attempt costs a scraper a one-second retry).
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
 /// A minimal HTTP/1.1 responder: GET /metrics answers, everything else is 404/405.
-async fn respond(mut stream: TcpStream, daemon: Daemon) -> std::io::Result<()> {
-    let mut request = Vec::with_capacity(512);
-    let mut buf = [0u8; 1024];
-    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = stream.read(&mut buf).await?;
-        if n == 0 || request.len() + n > MAX_REQUEST {
-            return Ok(());
-        }
-        request.extend_from_slice(&buf[..n]);
+async fn respond(mut stream: TcpStream, mut slot: Slot, daemon: Daemon) -> std::io::Result<()> {
+    let request = tokio::select! {
+        () = slot.closing() => return Ok(()),
+        request = read_head(&mut stream) => request?,
+    };
+    let Some(request) = request else {
+        return Ok(());
+    };
+    if !slot.busy() {
+        return Ok(());
     }
     let line = request.split(|&b| b == b'\r').next().unwrap_or_default();
     let mut parts = line.split(|&b| b == b' ');
@@ -91,6 +117,21 @@ async fn respond(mut stream: TcpStream, daemon: Daemon) -> std::io::Result<()> {
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(body.as_bytes()).await?;
     stream.shutdown().await
+}
+
+/// The request head up to its blank line; None when the client leaves first or sends more than
+/// MAX_REQUEST.
+async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
+    let mut request = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 || request.len() + n > MAX_REQUEST {
+            return Ok(None);
+        }
+        request.extend_from_slice(&buf[..n]);
+    }
+    Ok(Some(request))
 }
 
 /// `(code, label)` pairs of a name table indexed by code (see `enforcer_common::*_NAMES`).

@@ -37,6 +37,10 @@ pub const SETPRIV: Tool = Tool {
     program: "setpriv",
     package: "util-linux",
 };
+pub const PRLIMIT: Tool = Tool {
+    program: "prlimit",
+    package: "util-linux",
+};
 pub const PROMTOOL: Tool = Tool {
     program: "promtool",
     package: "prometheus",
@@ -58,6 +62,7 @@ pub const ALL: &[Tool] = &[
     MOUNT,
     UMOUNT,
     SETPRIV,
+    PRLIMIT,
     PROMTOOL,
     PROMETHEUS,
     SYSTEMD_ANALYZE,

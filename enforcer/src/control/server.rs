@@ -2,16 +2,33 @@
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::net::unix::OwnedReadHalf;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinHandle;
 
-use super::{MAX_LINE, Request, Response, handlers};
+use super::{MAX_REQUEST_LINE, Request, Response, handlers};
+use crate::connections::{Gate, REQUEST_TIMEOUT, Slot};
 use crate::daemon::Daemon;
 
 /// Group that may use the socket besides root, when it exists.
 const GROUP: &str = "enforcer";
+/// How long a client has to take its answer (the CLI reads it at once).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a request could not be read.
+#[derive(Debug, thiserror::Error)]
+enum RequestError {
+    #[error("no complete request line within {} s", REQUEST_TIMEOUT.as_secs())]
+    Timeout,
+    #[error("the request is longer than {MAX_REQUEST_LINE} bytes, the limit of one request line")]
+    TooLong,
+    #[error("reading the request: {0}")]
+    Io(std::io::Error),
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -51,10 +68,12 @@ pub fn bind(path: &Path) -> Result<std::os::unix::net::UnixListener, ServerError
     Ok(listener)
 }
 
-/// Serves requests on `listener` until the task is aborted. Needs the runtime.
+/// Serves requests on `listener`, as many at once as `gate` allows, until the task is aborted.
+/// Needs the runtime.
 pub fn spawn(
     listener: std::os::unix::net::UnixListener,
     daemon: Daemon,
+    gate: Arc<Gate>,
 ) -> Result<JoinHandle<()>, ServerError> {
     let listener = UnixListener::from_std(listener).map_err(|source| ServerError::Bind {
         path: PathBuf::from("(control socket)"),
@@ -64,7 +83,10 @@ pub fn spawn(
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
-                    tokio::spawn(serve(stream, daemon.clone()));
+                    // Without a slot the connection is closed at once (the gate logs it).
+                    if let Some(slot) = gate.admit().await {
+                        tokio::spawn(serve(stream, slot, daemon.clone()));
+                    }
                 }
                 Err(error) => {
                     tracing::warn!(%error, "control socket accept failed");
@@ -84,13 +106,18 @@ fn set_group(path: &Path) {
     }
 }
 
-async fn serve(stream: UnixStream, daemon: Daemon) {
+async fn serve(stream: UnixStream, mut slot: Slot, daemon: Daemon) {
     let (read, mut write) = stream.into_split();
-    let mut reader = BufReader::new(read.take(MAX_LINE as u64));
-    let mut line = String::new();
-    let response = match reader.read_line(&mut line).await {
-        Ok(0) => return,
-        Ok(_) => match serde_json::from_str::<Request>(&line) {
+    let request = tokio::select! {
+        () = slot.closing() => return,
+        request = read_request(read) => request,
+    };
+    if !slot.busy() {
+        return;
+    }
+    let response = match request {
+        Ok(None) => return,
+        Ok(Some(line)) => match serde_json::from_slice::<Request>(&line) {
             Ok(request) => {
                 let handled =
                     tokio::task::spawn_blocking(move || handlers::handle(&daemon, request)).await;
@@ -98,12 +125,32 @@ async fn serve(stream: UnixStream, daemon: Daemon) {
             }
             Err(e) => Response::failure(vec![format!("unreadable request: {e}")]),
         },
-        Err(e) => Response::failure(vec![format!("reading the request: {e}")]),
+        Err(e) => Response::failure(vec![e.to_string()]),
     };
     let mut text = serde_json::to_string(&response).unwrap_or_else(|e| {
         format!("{{\"ok\":false,\"errors\":[\"encoding the response: {e}\"]}}")
     });
     text.push('\n');
-    let _ = write.write_all(text.as_bytes()).await;
-    let _ = write.shutdown().await;
+    let _ = tokio::time::timeout(ANSWER_TIMEOUT, async {
+        write.write_all(text.as_bytes()).await?;
+        write.shutdown().await
+    })
+    .await;
+}
+
+/// The request line (None when the client left without sending one), within REQUEST_TIMEOUT
+/// and MAX_REQUEST_LINE. A last line without its newline counts when the client closes after it.
+async fn read_request(read: OwnedReadHalf) -> Result<Option<Vec<u8>>, RequestError> {
+    let most = u64::try_from(MAX_REQUEST_LINE + 1).unwrap_or(u64::MAX);
+    let mut reader = BufReader::new(read.take(most));
+    let mut line = Vec::new();
+    match tokio::time::timeout(REQUEST_TIMEOUT, reader.read_until(b'\n', &mut line)).await {
+        Err(_) => Err(RequestError::Timeout),
+        Ok(Err(e)) => Err(RequestError::Io(e)),
+        Ok(Ok(0)) => Ok(None),
+        Ok(Ok(_)) if !line.ends_with(b"\n") && line.len() > MAX_REQUEST_LINE => {
+            Err(RequestError::TooLong)
+        }
+        Ok(Ok(_)) => Ok(Some(line)),
+    }
 }

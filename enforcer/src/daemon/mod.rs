@@ -20,6 +20,7 @@ use tokio::sync::Notify;
 
 pub use state::{EnforceError, ReloadError, Reloads, State, policy_digest};
 
+use crate::connections::{self, Gate};
 use crate::control::{self, server::ServerError};
 use crate::datapath::attach::{self, AttachError};
 use crate::datapath::bpffs::{self, BpffsError};
@@ -120,6 +121,8 @@ impl Daemon {
 
 /// Runs the daemon with `settings` until SIGTERM or SIGINT.
 pub fn run(settings: Settings) -> Result<(), DaemonError> {
+    // First, so that everything below may open what it needs.
+    let connections = connections::raise_descriptor_limit();
     let (never_block, servers) = never_block(&settings)?;
     let load_options = LoadOptions {
         never_block: never_block.clone(),
@@ -226,6 +229,7 @@ pub fn run(settings: Settings) -> Result<(), DaemonError> {
         &settings,
         &resolver_config,
         control_listener,
+        connections,
         reinjector,
         &daemon,
     ))?;
@@ -243,12 +247,17 @@ async fn serve(
     settings: &Settings,
     resolver_config: &ResolverConfig,
     control_listener: std::os::unix::net::UnixListener,
+    connections: usize,
     reinjector: Option<Reinjector>,
     daemon: &Daemon,
 ) -> Result<(), DaemonError> {
-    let control_task = control::server::spawn(control_listener, daemon.clone())?;
+    let control_gate = Gate::new("control", connections);
+    let control_task = control::server::spawn(control_listener, daemon.clone(), control_gate)?;
     let metrics_task = match settings.metrics {
-        Some(addr) => Some(metrics::spawn(addr, daemon.clone()).await?),
+        Some(addr) => {
+            let gate = Gate::new("metrics", connections);
+            Some(metrics::spawn(addr, daemon.clone(), gate).await?)
+        }
         None => None,
     };
     let resolver = Arc::new(Resolver::new(resolver_config)?);

@@ -4,6 +4,7 @@
 
 mod bpf;
 mod fs;
+mod limits;
 pub mod netif;
 pub mod privileges;
 mod raw_socket;
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 pub use bpf::{link_detach, obj_get};
 pub use fs::{mount_bpffs, statfs_type};
+pub use limits::{OpenFiles, open_files, raise_open_files};
 pub use raw_socket::RawSockets;
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.
