@@ -12,6 +12,7 @@ mod tasks;
 mod watch;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
@@ -118,13 +119,37 @@ impl Daemon {
     }
 }
 
+/// Reads and validates the policy at `paths` as the running daemon can: on a thread without
+/// capabilities, so that a file only CAP_DAC_OVERRIDE could read is refused by `run` and `check`
+/// alike (the daemon keeps only CAP_BPF, and its unit grants no DAC capability), not found at
+/// the first reload.
+pub fn read_policy(paths: &[PathBuf], options: &LoadOptions) -> Result<Policy, PolicyError> {
+    let read = || {
+        if let Err(error) = privileges::clear_for_this_thread() {
+            tracing::warn!(%error, "reading the policy with this process's capabilities");
+        }
+        policy::load_policy(paths, options).map_err(|error| match error {
+            PolicyError::Io { path, source }
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                PolicyError::Unreadable { path, source }
+            }
+            other => other,
+        })
+    };
+    std::thread::scope(|scope| match scope.spawn(read).join() {
+        Ok(result) => result,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
+}
+
 /// Runs the daemon with `settings` until SIGTERM or SIGINT.
 pub fn run(settings: Settings) -> Result<(), DaemonError> {
     let (never_block, servers) = never_block(&settings)?;
     let load_options = LoadOptions {
         never_block: never_block.clone(),
     };
-    let mut policy = policy::load_policy(std::slice::from_ref(&settings.rules), &load_options)?;
+    let mut policy = read_policy(std::slice::from_ref(&settings.rules), &load_options)?;
     let mut ids = PlatformIds::load(&settings.state_dir).unwrap_or_else(|error| {
         tracing::error!(%error, "the platform ids are unusable; assigning new ones");
         PlatformIds::default()
