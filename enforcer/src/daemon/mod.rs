@@ -21,6 +21,8 @@ use tokio::sync::Notify;
 
 pub use state::{EnforceError, ReloadError, Reloads, State, policy_digest};
 
+use crate::control::protocol::PolicyChange;
+
 use crate::control::{self, server::ServerError};
 use crate::datapath::attach::{self, AttachError};
 use crate::datapath::bpffs::{self, BpffsError};
@@ -69,6 +71,10 @@ pub enum DaemonError {
 #[derive(Clone)]
 pub struct Daemon {
     state: Arc<Mutex<State>>,
+    /// Held through a whole reload (read, then switch), so that two reloads never cross and
+    /// an older read is never installed over a newer one. The state lock is not held while
+    /// reading.
+    reloading: Arc<Mutex<()>>,
     /// Wakes the refresh loop when a policy change brings names to resolve (the state holds the
     /// other end, so waiting for it needs no lock).
     wake: Arc<Notify>,
@@ -80,6 +86,7 @@ impl Daemon {
     fn new(state: State, wake: Arc<Notify>) -> Self {
         Self {
             state: Arc::new(Mutex::new(state)),
+            reloading: Arc::new(Mutex::new(())),
             wake,
         }
     }
@@ -110,6 +117,43 @@ impl Daemon {
             .await
             .ok()
             .flatten()
+    }
+
+    /// Re-reads `--rules` and installs it (blocking). The files are read, parsed and validated
+    /// without holding the state, which is locked only to switch, so a large or slow policy
+    /// never stalls status, metrics or DNS learning. Files that change while being read are
+    /// not installed. On any error the running policy stays; the errors are one line each.
+    pub fn reload(&self, why: &str) -> Result<PolicyChange, Vec<String>> {
+        let _one_at_a_time = self
+            .reloading
+            .lock()
+            .map_err(|_| vec![POISONED.to_owned()])?;
+        let (path, options) = self.with(|s| Ok(s.reload_source()))?;
+        let seen = watch::fingerprint(&path);
+        let loaded = read_policy(std::slice::from_ref(&path), &options)
+            .map_err(ReloadError::from)
+            .and_then(|policy| {
+                if watch::fingerprint(&path) == seen {
+                    Ok(policy)
+                } else {
+                    Err(ReloadError::Changing)
+                }
+            });
+        self.with(|s| s.install_loaded(seen, loaded, why).map_err(|e| e.lines()))
+    }
+
+    /// Runs `f` on the state (blocking) while no reload runs: for `rules add/remove`, which
+    /// write a policy file and install the result, so that a reload read before the write is
+    /// never installed after it.
+    pub fn with_policy_files<R>(
+        &self,
+        f: impl FnOnce(&mut State) -> Result<R, Vec<String>>,
+    ) -> Result<R, Vec<String>> {
+        let _one_at_a_time = self
+            .reloading
+            .lock()
+            .map_err(|_| vec![POISONED.to_owned()])?;
+        self.with(f)
     }
 
     /// The Prometheus exposition of the state.
