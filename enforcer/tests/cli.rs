@@ -157,3 +157,94 @@ fn rules_add_refuses_what_a_rule_file_refuses_before_asking_the_daemon() {
         stderr(&output)
     );
 }
+
+/// `check` compiles the policy as the daemon does: a policy the datapath cannot hold (more
+/// rules on a prefix than a slot holds, more prefixes than the table holds) is refused.
+#[test]
+fn check_refuses_what_the_datapath_cannot_hold() {
+    let dir = TempDir::new("capacity");
+    let ports: Vec<String> = (1..=33).map(|p| p.to_string()).collect();
+    let crowded = dir.write(
+        "crowded.yaml",
+        &format!(
+            "platform: a\nmatch:\n  - prefixes: [198.51.100.0/24]\n    protocol: tcp\n    \
+             ports: [{}]\n",
+            ports.join(", ")
+        ),
+    );
+    let output = enforcer(&["check", &crowded]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert_eq!(
+        stderr(&output),
+        format!(
+            "{crowded}: the datapath cannot hold this policy: 198.51.100.0/24: 33 rules apply to \
+             this prefix (with the prefixes that contain it); the datapath holds at most 32\n"
+        )
+    );
+
+    // One more IPv4 prefix than the tries hold (MAX_PREFIXES_V4 = 262,144).
+    let mut text = String::from("platform: big\nmatch:\n  - prefixes:\n");
+    for i in 0..=262_144u32 {
+        let [_, a, b, c] = i.to_be_bytes();
+        text.push_str(&format!("      - 20.{a}.{b}.{c}/32\n"));
+    }
+    let big = dir.write("big.yaml", &text);
+    let output = enforcer(&["check", &big]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert_eq!(
+        stderr(&output),
+        format!(
+            "{big}: the datapath cannot hold this policy: 262145 IPv4 prefixes exceed the \
+             datapath's capacity of 262144\n"
+        )
+    );
+}
+
+/// `check` reads the files as the daemon can after dropping its capabilities: a file of
+/// another owner with mode 0600, or in a directory it may not search, is refused even when
+/// `check` runs as root.
+#[test]
+fn check_refuses_files_the_daemon_cannot_read() {
+    use std::os::unix::fs::{PermissionsExt, chown};
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root (a root daemon without DAC capabilities is the case)");
+        return;
+    }
+    let dir = TempDir::new("unreadable");
+    let set_mode = |path: &str, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    let policy = dir.write("video.yaml", POLICY);
+    let nobody = Some(65534);
+    chown(&policy, nobody, nobody).unwrap();
+    set_mode(&policy, 0o600);
+    let output = enforcer(&["check", &policy]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert_eq!(
+        stderr(&output),
+        format!(
+            "{policy}: Permission denied (os error 13): the daemon reads rule files without \
+             CAP_DAC_OVERRIDE or CAP_DAC_READ_SEARCH, so their owner, group and mode must let its \
+             user read them (and search their directories)\n"
+        )
+    );
+    // Readable by others: fine.
+    set_mode(&policy, 0o644);
+    let output = enforcer(&["check", &policy]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    // A directory of another owner that only it may enter.
+    let sub = dir.0.join("private");
+    std::fs::create_dir(&sub).unwrap();
+    let inner = sub.join("video.yaml");
+    std::fs::write(&inner, POLICY).unwrap();
+    chown(&sub, nobody, nobody).unwrap();
+    set_mode(sub.to_str().unwrap(), 0o700);
+    let output = enforcer(&["check", sub.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stderr(&output).starts_with(&format!("{}: Permission denied", sub.display())),
+        "{}",
+        stderr(&output)
+    );
+}

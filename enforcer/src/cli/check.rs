@@ -1,12 +1,14 @@
 //! `enforcer check`: validate policies without touching the datapath, exactly as `enforcer run`
 //! would with the same `--config` and `--never-block` (the same never-block list: the built-in
-//! ranges, `--never-block`, this host's addresses and the resolvers').
+//! ranges, `--never-block`, this host's addresses and the resolvers'), reading the files as the
+//! daemon can (without capabilities) and compiling them against the datapath's capacity.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use ipnet::IpNet;
 
+use crate::compile;
 use crate::daemon::{self, DaemonError};
 use crate::never_block::NeverBlock;
 use crate::policy::{self, LoadOptions, Policy, PolicyError};
@@ -56,18 +58,30 @@ pub fn execute(args: &CheckArgs) -> ExitCode {
         }
     };
     let options = LoadOptions { never_block };
-    match policy::load_policy(&args.paths, &options) {
-        Ok(policy) => {
-            println!("{}", summary(&policy));
-            ExitCode::SUCCESS
-        }
+    match daemon::read_policy(&args.paths, &options) {
+        Ok(policy) => match compile::compile(&policy) {
+            Ok(_) => {
+                println!("{}", summary(&policy));
+                ExitCode::SUCCESS
+            }
+            // The datapath could not hold it: the daemon refuses it when compiling.
+            Err(error) => {
+                let paths: Vec<String> =
+                    args.paths.iter().map(|p| p.display().to_string()).collect();
+                eprintln!(
+                    "{}: the datapath cannot hold this policy: {error}",
+                    paths.join(", ")
+                );
+                ExitCode::FAILURE
+            }
+        },
         Err(PolicyError::Invalid(diagnostics)) => {
             for diagnostic in &diagnostics {
                 eprintln!("{diagnostic}");
             }
             ExitCode::FAILURE
         }
-        Err(err @ PolicyError::Io { .. }) => {
+        Err(err) => {
             eprintln!("{err}");
             ExitCode::FAILURE
         }

@@ -15,9 +15,7 @@ pub fn handle(daemon: &Daemon, request: Request) -> Response {
             s.status()
                 .map_err(|e| vec![format!("reading the counters: {e}")])
         })),
-        Request::Reload => Response::from_result(
-            daemon.with(|s| s.reload("reload requested").map_err(|e| e.lines())),
-        ),
+        Request::Reload => Response::from_result(daemon.reload("reload requested")),
         Request::Explain { target } => {
             Response::from_result(daemon.with(|s| Ok(s.explain(&target))))
         }
@@ -87,7 +85,7 @@ fn rules_add(
         .map(policy::parse_action)
         .transpose()
         .map_err(|message| vec![format!("--action: {message}")])?;
-    daemon.with(|s| {
+    daemon.with_policy_files(|s| {
         s.rules_add(platform, action, domains, prefixes)
             .map_err(|e| e.lines())
     })
@@ -100,7 +98,7 @@ fn rules_remove(
     prefixes: &[String],
 ) -> Result<PolicyChange, Vec<String>> {
     let (domains, prefixes) = parse_items(domains, prefixes)?;
-    daemon.with(|s| {
+    daemon.with_policy_files(|s| {
         s.rules_remove(platform, &domains, &prefixes)
             .map_err(|e| e.lines())
     })

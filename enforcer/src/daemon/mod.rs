@@ -12,6 +12,7 @@ mod tasks;
 mod watch;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
@@ -21,6 +22,7 @@ use tokio::sync::Notify;
 pub use state::{EnforceError, ReloadError, Reloads, State, policy_digest};
 
 use crate::connections::{self, Gate};
+use crate::control::protocol::PolicyChange;
 use crate::control::{self, server::ServerError};
 use crate::datapath::attach::{self, AttachError};
 use crate::datapath::bpffs::{self, BpffsError};
@@ -69,6 +71,10 @@ pub enum DaemonError {
 #[derive(Clone)]
 pub struct Daemon {
     state: Arc<Mutex<State>>,
+    /// Held through a whole reload (read, then switch), so that two reloads never cross and
+    /// an older read is never installed over a newer one. The state lock is not held while
+    /// reading.
+    reloading: Arc<Mutex<()>>,
     /// Wakes the refresh loop when a policy change brings names to resolve (the state holds the
     /// other end, so waiting for it needs no lock).
     wake: Arc<Notify>,
@@ -80,6 +86,7 @@ impl Daemon {
     fn new(state: State, wake: Arc<Notify>) -> Self {
         Self {
             state: Arc::new(Mutex::new(state)),
+            reloading: Arc::new(Mutex::new(())),
             wake,
         }
     }
@@ -112,11 +119,72 @@ impl Daemon {
             .flatten()
     }
 
+    /// Re-reads `--rules` and installs it (blocking). The files are read, parsed and validated
+    /// without holding the state, which is locked only to switch, so a large or slow policy
+    /// never stalls status, metrics or DNS learning. Files that change while being read are
+    /// not installed. On any error the running policy stays; the errors are one line each.
+    pub fn reload(&self, why: &str) -> Result<PolicyChange, Vec<String>> {
+        let _one_at_a_time = self
+            .reloading
+            .lock()
+            .map_err(|_| vec![POISONED.to_owned()])?;
+        let (path, options) = self.with(|s| Ok(s.reload_source()))?;
+        let seen = watch::fingerprint(&path);
+        let loaded = read_policy(std::slice::from_ref(&path), &options)
+            .map_err(ReloadError::from)
+            .and_then(|policy| {
+                if watch::fingerprint(&path) == seen {
+                    Ok(policy)
+                } else {
+                    Err(ReloadError::Changing)
+                }
+            });
+        self.with(|s| s.install_loaded(seen, loaded, why).map_err(|e| e.lines()))
+    }
+
+    /// Runs `f` on the state (blocking) while no reload runs: for `rules add/remove`, which
+    /// write a policy file and install the result, so that a reload read before the write is
+    /// never installed after it.
+    pub fn with_policy_files<R>(
+        &self,
+        f: impl FnOnce(&mut State) -> Result<R, Vec<String>>,
+    ) -> Result<R, Vec<String>> {
+        let _one_at_a_time = self
+            .reloading
+            .lock()
+            .map_err(|_| vec![POISONED.to_owned()])?;
+        self.with(f)
+    }
+
     /// The Prometheus exposition of the state.
     pub fn render_metrics(&self) -> Result<String, String> {
         let state = self.lock().ok_or_else(|| POISONED.to_owned())?;
         metrics::render(&state)
     }
+}
+
+/// Reads and validates the policy at `paths` as the running daemon can: on a thread without
+/// capabilities, so that a file only CAP_DAC_OVERRIDE could read is refused by `run` and `check`
+/// alike (the daemon keeps only CAP_BPF, and its unit grants no DAC capability), not found at
+/// the first reload.
+pub fn read_policy(paths: &[PathBuf], options: &LoadOptions) -> Result<Policy, PolicyError> {
+    let read = || {
+        if let Err(error) = privileges::clear_for_this_thread() {
+            tracing::warn!(%error, "reading the policy with this process's capabilities");
+        }
+        policy::load_policy(paths, options).map_err(|error| match error {
+            PolicyError::Io { path, source }
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                PolicyError::Unreadable { path, source }
+            }
+            other => other,
+        })
+    };
+    std::thread::scope(|scope| match scope.spawn(read).join() {
+        Ok(result) => result,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
 }
 
 /// Runs the daemon with `settings` until SIGTERM or SIGINT.
@@ -127,7 +195,7 @@ pub fn run(settings: Settings) -> Result<(), DaemonError> {
     let load_options = LoadOptions {
         never_block: never_block.clone(),
     };
-    let mut policy = policy::load_policy(std::slice::from_ref(&settings.rules), &load_options)?;
+    let mut policy = read_policy(std::slice::from_ref(&settings.rules), &load_options)?;
     let mut ids = match PlatformIds::load(&settings.state_dir) {
         Ok((ids, problems)) => {
             for problem in &problems {

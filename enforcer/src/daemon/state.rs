@@ -39,6 +39,8 @@ pub enum ReloadError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("the policy files changed while they were read; nothing was changed (try again)")]
+    Changing,
 }
 
 impl ReloadError {
@@ -284,19 +286,26 @@ impl State {
         )
     }
 
-    /// Whether the policy files changed since they were last read.
-    pub fn files_changed(&self) -> bool {
-        self.files_seen != watch::fingerprint(&self.rules_path)
+    /// The policy files as last read.
+    pub fn files_seen(&self) -> &Fingerprint {
+        &self.files_seen
     }
 
-    /// Re-reads `--rules` and installs it; on any error the running policy stays.
-    pub fn reload(&mut self, why: &str) -> Result<PolicyChange, ReloadError> {
-        self.files_seen = watch::fingerprint(&self.rules_path);
-        let loaded =
-            policy::load_policy(std::slice::from_ref(&self.rules_path), &self.load_options);
-        let result = loaded
-            .map_err(ReloadError::from)
-            .and_then(|policy| self.install(policy, why));
+    /// What a reload reads: `--rules` and how it is loaded.
+    pub fn reload_source(&self) -> (PathBuf, LoadOptions) {
+        (self.rules_path.clone(), self.load_options.clone())
+    }
+
+    /// Installs a policy read from the files whose fingerprint was `seen` (read without holding
+    /// the state: see `Daemon::reload`); on any error the running policy stays.
+    pub fn install_loaded(
+        &mut self,
+        seen: Fingerprint,
+        loaded: Result<Policy, ReloadError>,
+        why: &str,
+    ) -> Result<PolicyChange, ReloadError> {
+        self.files_seen = seen;
+        let result = loaded.and_then(|policy| self.install(policy, why));
         self.count_reload(why, &result);
         result
     }

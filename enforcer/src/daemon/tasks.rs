@@ -6,13 +6,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{Daemon, State};
+use super::{Daemon, State, watch};
 use crate::datapath::DnsEvents;
 use crate::learn::Reinjector;
 use crate::resolve::Resolver;
 
 /// How often the policy files are looked at.
 const WATCH_INTERVAL: Duration = Duration::from_millis(100);
+/// A changed policy is read only once two looks this far apart see the same files (names,
+/// sizes, modification times), so that a file still being written is not applied half-way.
+const SETTLE: Duration = Duration::from_millis(150);
 /// Shortest and longest sleep of the refresh loop between looks at the address book.
 const MIN_IDLE: Duration = Duration::from_millis(100);
 const MAX_IDLE: Duration = Duration::from_secs(5);
@@ -22,22 +25,49 @@ const LEARNED_SAVE_EVERY: Duration = Duration::from_secs(5);
 const HOLD_AHEAD: Duration = Duration::from_secs(3);
 const HOLD_EVERY: Duration = Duration::from_secs(1);
 
-/// Reloads the policy whenever its files change (an invalid change is refused and logged; the
-/// running policy stays). Runs until the task is dropped.
+/// Reloads the policy whenever its files change and have stopped changing (an invalid change
+/// is refused and logged; the running policy stays). Runs until the task is dropped.
 pub async fn watch_policy(daemon: Daemon) {
+    let Some((path, _)) = daemon.blocking(|s| s.reload_source()).await else {
+        return;
+    };
     loop {
         tokio::time::sleep(WATCH_INTERVAL).await;
-        let reloaded = daemon
-            .blocking(|s| {
-                if s.files_changed() {
-                    let _ = s.reload("policy files changed");
-                }
-            })
-            .await;
-        if reloaded.is_none() {
+        let Some(seen) = daemon.blocking(|s| s.files_seen().clone()).await else {
+            return;
+        };
+        let Some(mut last) = look(&path).await else {
+            return;
+        };
+        if last == seen {
+            continue;
+        }
+        // Changed: wait until two looks agree.
+        loop {
+            tokio::time::sleep(SETTLE).await;
+            let Some(now) = look(&path).await else {
+                return;
+            };
+            if now == last {
+                break;
+            }
+            last = now;
+        }
+        let daemon = daemon.clone();
+        let reloaded =
+            tokio::task::spawn_blocking(move || daemon.reload("policy files changed")).await;
+        if reloaded.is_err() {
             return;
         }
     }
+}
+
+/// The policy files' fingerprint, taken on a blocking thread.
+async fn look(path: &std::path::Path) -> Option<watch::Fingerprint> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || watch::fingerprint(&path))
+        .await
+        .ok()
 }
 
 /// Keeps the book's names resolved: resolves the names that are due (without holding the
@@ -149,5 +179,162 @@ pub async fn hold_heartbeat(daemon: Daemon) {
             Some(Ok(())) => {}
         }
         tokio::time::sleep(HOLD_EVERY).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::path::{Path, PathBuf};
+
+    use tokio::sync::Notify;
+
+    use super::super::state::Parts;
+    use super::*;
+    use crate::datapath::Datapath;
+    use crate::learn::{DomainPatterns, Learner};
+    use crate::never_block::NeverBlock;
+    use crate::platform_ids::PlatformIds;
+    use crate::policy::{self, LoadOptions};
+    use crate::resolve::{AddressBook, BookSettings, Guard, ResolveMetrics};
+
+    /// A daemon state enforcing the policy directory `rules` (with one valid file) in a fresh
+    /// directory; None where the XDP program cannot be loaded (not root).
+    fn daemon(name: &str) -> Option<(Daemon, PathBuf)> {
+        let Ok(datapath) = Datapath::load_unpinned() else {
+            eprintln!("skipped: loading the XDP program needs root and BPF");
+            return None;
+        };
+        let dir = std::env::temp_dir().join(format!("enforcer-{name}-{}", std::process::id()));
+        let rules = dir.join("rules");
+        std::fs::create_dir_all(&rules).unwrap();
+        std::fs::write(
+            rules.join("a.yaml"),
+            "platform: a\nmatch:\n  - prefixes: [198.18.1.0/24]\n",
+        )
+        .unwrap();
+        let policy =
+            policy::load_policy(std::slice::from_ref(&rules), &LoadOptions::default()).unwrap();
+        let settings = BookSettings {
+            ttl_floor: Duration::from_secs(60),
+            ttl_ceiling: Duration::from_secs(3600),
+            grace: Duration::ZERO,
+        };
+        let wake = Arc::new(Notify::new());
+        let (state, _) = State::new(Parts {
+            datapath,
+            learner: Learner::new(
+                DomainPatterns::from_policy(&policy),
+                Guard::new(NeverBlock::builtin(), 64, &[]),
+                settings,
+            ),
+            policy,
+            book: AddressBook::new(settings),
+            resolve_metrics: ResolveMetrics::new(),
+            state_dir: dir.clone(),
+            never_block: NeverBlock::builtin(),
+            rules_path: rules,
+            load_options: LoadOptions::default(),
+            ids: PlatformIds::default(),
+            wake: Arc::clone(&wake),
+        })
+        .unwrap();
+        Some((Daemon::new(state, wake), dir))
+    }
+
+    fn platforms(daemon: &Daemon) -> Vec<String> {
+        daemon
+            .with(|s| {
+                Ok(s.policy()
+                    .platforms
+                    .iter()
+                    .map(|p| p.name.clone())
+                    .collect())
+            })
+            .unwrap()
+    }
+
+    /// A rule file copied in slowly (six pieces, 60 ms apart: every partial file is an invalid
+    /// or smaller policy) is applied once, whole: the watcher waits until the files stop
+    /// changing.
+    #[test]
+    fn a_file_written_in_pieces_is_reloaded_once_whole() {
+        let Some((daemon, dir)) = daemon("watch") else {
+            return;
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let watcher = runtime.spawn(watch_policy(daemon.clone()));
+
+        let text = "platform: b\ndescription: copied in slowly\nmatch:\n  - prefixes:\n      \
+                    - 198.18.2.0/24\n      - 198.18.3.0/24\n";
+        write_slowly(
+            &dir.join("rules/b.yaml"),
+            text,
+            6,
+            Duration::from_millis(60),
+        );
+        std::thread::sleep(Duration::from_millis(800));
+
+        let reloads = daemon.with(|s| Ok(s.reloads())).unwrap();
+        assert_eq!((reloads.ok, reloads.error), (1, 0), "{reloads:?}");
+        assert_eq!(platforms(&daemon), ["a", "b"]);
+        let prefixes = daemon.with(|s| Ok(s.compiled().v4.len())).unwrap();
+        assert_eq!(prefixes, 3);
+        watcher.abort();
+        drop(runtime);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A reload reads and validates the files without holding the state: while a file that
+    /// takes long to parse (20 MB, mostly comments) is reloaded, the state stays available
+    /// (status, metrics and DNS learning need it).
+    #[test]
+    fn a_slow_reload_does_not_hold_the_state() {
+        let Some((daemon, dir)) = daemon("slow-reload") else {
+            return;
+        };
+        let mut text = "# padding\n".repeat(2_000_000);
+        text.push_str("platform: b\nmatch:\n  - prefixes: [198.18.2.0/24]\n");
+        std::fs::write(dir.join("rules/b.yaml"), text).unwrap();
+        let reloading = {
+            let daemon = daemon.clone();
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                daemon.reload("test").unwrap();
+                started.elapsed()
+            })
+        };
+        let mut longest = Duration::ZERO;
+        while !reloading.is_finished() {
+            let started = Instant::now();
+            daemon.with(|_| Ok(())).unwrap();
+            longest = longest.max(started.elapsed());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let took = reloading.join().unwrap();
+        assert_eq!(platforms(&daemon), ["a", "b"]);
+        assert!(
+            took > Duration::from_millis(300),
+            "the reload was too quick to tell: {took:?}"
+        );
+        assert!(
+            longest < took / 4,
+            "the state was held {longest:?} of a {took:?} reload"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn write_slowly(path: &Path, text: &str, pieces: usize, pause: Duration) {
+        let mut file = std::fs::File::create(path).unwrap();
+        let size = text.len().div_ceil(pieces);
+        for piece in text.as_bytes().chunks(size) {
+            std::thread::sleep(pause);
+            file.write_all(piece).unwrap();
+            file.flush().unwrap();
+        }
     }
 }

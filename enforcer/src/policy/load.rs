@@ -310,6 +310,10 @@ impl Checker<'_> {
     fn documents(&mut self, text: &str, managed: bool) -> Vec<Parsed> {
         let documents = match yaml::parse(text) {
             Ok(documents) => documents,
+            Err(e) if e.over_limit => {
+                self.error(e.pos, e.message);
+                return Vec::new();
+            }
             Err(e) => {
                 self.error(e.pos, format!("YAML syntax error: {}", e.message));
                 return Vec::new();
@@ -1330,6 +1334,38 @@ match:
         for dir in [one, two, empty] {
             fs::remove_dir_all(dir).unwrap();
         }
+    }
+
+    /// Hostile files are refused with the file, line and column of the limit crossed; a file
+    /// over the size limit is not even read whole (and, not being a source, is listed first).
+    #[test]
+    fn files_over_the_parser_limits_are_refused_naming_the_place() {
+        let dir = temp_dir();
+        let deep = dir.join("deep.yaml");
+        fs::write(
+            &deep,
+            format!("platform: a\nmatch:\n  {}x\n", "- ".repeat(6_000)),
+        )
+        .unwrap();
+        let huge = dir.join("huge.yaml");
+        fs::File::create(&huge)
+            .unwrap()
+            .set_len((64 << 20) + 1)
+            .unwrap();
+        assert_eq!(
+            invalid(load(&dir)),
+            [
+                format!(
+                    "{}: the file is larger than 64 MiB, the limit for a rule file",
+                    huge.display()
+                ),
+                format!(
+                    "{}:3:129: collections are nested more than 64 deep",
+                    deep.display()
+                ),
+            ]
+        );
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

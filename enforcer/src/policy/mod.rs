@@ -46,6 +46,16 @@ pub enum PolicyError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A path the daemon may not read once it has dropped its capabilities.
+    #[error(
+        "{path}: {source}: the daemon reads rule files without CAP_DAC_OVERRIDE or \
+         CAP_DAC_READ_SEARCH, so their owner, group and mode must let its user read them (and \
+         search their directories)"
+    )]
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// Every problem found, in file order.
     #[error("{}", display_lines(.0))]
     Invalid(Vec<Diagnostic>),

@@ -1,8 +1,10 @@
 //! Turning the paths of a policy into the rule files to read.
 
 use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use super::yaml::Limits;
 use super::{Diagnostic, Location, PolicyError};
 
 /// Written by `enforcer rules add/remove`; its platforms may extend those of other files.
@@ -17,8 +19,8 @@ pub struct Source {
 }
 
 /// Reads every rule file: a file path as given, a directory's `*.yaml` files in name order.
-/// A directory without rule files is a diagnostic (so that other problems are reported too);
-/// anything unreadable stops the load.
+/// A directory without rule files and a file over the size limit are diagnostics (so that other
+/// problems are reported too); anything unreadable stops the load.
 pub fn read_sources(
     paths: &[PathBuf],
     diagnostics: &mut Vec<Diagnostic>,
@@ -27,7 +29,7 @@ pub fn read_sources(
     for path in paths {
         let meta = fs::metadata(path).map_err(|e| io_error(path, e))?;
         if !meta.is_dir() {
-            sources.push(read(path.clone(), false)?);
+            sources.extend(read(path.clone(), false, diagnostics)?);
             continue;
         }
         let files = rule_files(path)?;
@@ -43,7 +45,7 @@ pub fn read_sources(
         }
         for file in files {
             let managed = file.file_name().is_some_and(|n| n == MANAGED_FILE);
-            sources.push(read(file, managed)?);
+            sources.extend(read(file, managed, diagnostics)?);
         }
     }
     Ok(sources)
@@ -72,15 +74,39 @@ fn rule_files(dir: &Path) -> Result<Vec<PathBuf>, PolicyError> {
     Ok(files)
 }
 
-fn read(path: PathBuf, managed: bool) -> Result<Source, PolicyError> {
-    match fs::read_to_string(&path) {
-        Ok(text) => Ok(Source {
-            path,
-            text,
-            managed,
-        }),
-        Err(e) => Err(io_error(&path, e)),
+/// The file's text; a file larger than the parser takes is not read past the limit (it may be
+/// growing, or huge), only reported.
+fn read(
+    path: PathBuf,
+    managed: bool,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Result<Option<Source>, PolicyError> {
+    let limit = Limits::DEFAULT.bytes;
+    let file = fs::File::open(&path).map_err(|e| io_error(&path, e))?;
+    let mut text = String::new();
+    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+    file.take(cap)
+        .read_to_string(&mut text)
+        .map_err(|e| io_error(&path, e))?;
+    if text.len() > limit {
+        diagnostics.push(Diagnostic {
+            location: Location {
+                path,
+                line: 0,
+                column: 0,
+            },
+            message: format!(
+                "the file is larger than {} MiB, the limit for a rule file",
+                limit >> 20
+            ),
+        });
+        return Ok(None);
     }
+    Ok(Some(Source {
+        path,
+        text,
+        managed,
+    }))
 }
 
 fn io_error(path: &Path, source: std::io::Error) -> PolicyError {

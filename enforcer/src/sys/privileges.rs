@@ -57,6 +57,19 @@ pub fn keep_only(keep: &[u32]) -> Result<(), PrivilegeError> {
             d.permitted |= 1 << bit;
         }
     }
+    capset(&data)
+}
+
+/// Clears every capability of the calling thread alone; the process's other threads keep
+/// theirs. A thread that then reads files reads them as the daemon does once it has dropped
+/// its capabilities (root without CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH is held to the
+/// files' owners and modes like any user).
+pub fn clear_for_this_thread() -> Result<(), PrivilegeError> {
+    capset(&[CapData::default(); 2])
+}
+
+/// Sets the calling thread's capabilities (capset(2) acts on the calling thread only).
+fn capset(data: &[CapData; 2]) -> Result<(), PrivilegeError> {
     let header = CapHeader {
         version: CAPABILITY_VERSION_3,
         pid: 0,
