@@ -1,6 +1,6 @@
 //! Control-socket requests: any line as a typed request, its rules items parsed as the handlers
-//! parse them, and an accepted `rules add` written to a managed file and read back, as the
-//! daemon does before installing it: the file must say exactly what was added.
+//! parse them, and an accepted `rules add` or `rules remove` written to a managed file and read
+//! back, as the daemon does before installing it: the file must say exactly what the edit made.
 #![no_main]
 
 use std::path::Path;
@@ -13,18 +13,18 @@ fuzz_target!(|data: &[u8]| {
     let Ok(request) = serde_json::from_slice::<Request>(data) else {
         return;
     };
-    let (platform, domains, prefixes, action) = match request {
+    let (platform, domains, prefixes, action, adding) = match request {
         Request::RulesAdd {
             platform,
             domains,
             prefixes,
             action,
-        } => (platform, domains, prefixes, action),
+        } => (platform, domains, prefixes, action, true),
         Request::RulesRemove {
             platform,
             domains,
             prefixes,
-        } => (platform, domains, prefixes, None),
+        } => (platform, domains, prefixes, None, false),
         Request::Explain { target } => {
             let _ = target.parse::<std::net::IpAddr>();
             let _ = policy::parse_domain(&target);
@@ -39,14 +39,30 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let mut platforms = Vec::new();
-    if managed::add(&mut platforms, &platform, action, domains, prefixes).is_err() {
-        return;
+    if adding {
+        if managed::add(&mut platforms, &platform, action, domains, prefixes).is_err() {
+            return;
+        }
+    } else {
+        // A managed file that holds the items under `zoom`, then the removal as asked.
+        let seeded = managed::add(
+            &mut platforms,
+            "zoom",
+            None,
+            domains.clone(),
+            prefixes.clone(),
+        );
+        if seeded.is_err()
+            || managed::remove(&mut platforms, &platform, &domains, &prefixes).is_err()
+        {
+            return;
+        }
     }
     let text = managed::render(&platforms);
     let path = Path::new("enforcer-managed.yaml");
-    // The loader may refuse the file (a bad platform name, say); what it accepts must be what
-    // was added.
-    if let Ok(read) = policy::read_managed(path, &text) {
-        assert_eq!(managed::from_parsed(read), platforms, "{text}");
+    // What was written must read back as exactly what the edit made.
+    match policy::read_managed(path, &text) {
+        Ok(read) => assert_eq!(managed::from_parsed(read), platforms, "{text}"),
+        Err(error) => panic!("the managed file written cannot be read: {error}\n{text}"),
     }
 });

@@ -2,7 +2,7 @@
 //! same bytes as a query from a client (the QR bit cleared) and as the server's answer to it.
 #![no_main]
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
 use enforcer::learn::{Observed, parse_message};
@@ -10,8 +10,8 @@ use enforcer::resolve::ResolveMetrics;
 use enforcer_fuzz::{learner, policy};
 use libfuzzer_sys::fuzz_target;
 
-const CLIENT: SocketAddr = SocketAddr::new(std::net::IpAddr::V4([198, 18, 1, 2].into()), 40000);
-const SERVER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4([198, 18, 2, 2].into()), 53);
+const CLIENT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 18, 1, 2)), 40000);
+const SERVER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 18, 2, 2)), 53);
 
 fuzz_target!(|data: &[u8]| {
     let _ = parse_message(data);

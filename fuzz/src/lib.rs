@@ -10,9 +10,21 @@ use enforcer::never_block::NeverBlock;
 use enforcer::policy::{LoadOptions, Policy, parse_policy_str};
 use enforcer::resolve::{BookSettings, Guard};
 
-/// Every action, both families, a port-restricted entry and domains (exact and wildcard).
-pub const POLICY_TEXT: &str = "\
-platform: zoom
+/// Every action, both families, port-restricted entries and domains (exact and wildcard): one
+/// rule file each, in name order (the order of a loaded policy).
+pub const POLICY_FILES: [&str; 3] = [
+    "platform: meet
+action: monitor
+match:
+  - domains: [\"*.meet.example\"]
+  - prefixes: [198.51.100.128/25]
+",
+    "platform: office
+action: allow
+match:
+  - prefixes: [198.51.100.7/32, \"2001:db8:1::7/128\"]
+",
+    "platform: zoom
 action: drop
 match:
   - domains: [zoom.us, \"*.zoom.us\"]
@@ -23,28 +35,22 @@ match:
   - prefixes: [\"2001:db8:2::/48\"]
     protocol: tcp
     ports: [443]
----
-platform: meet
-action: monitor
-match:
-  - domains: [\"*.meet.example\"]
-  - prefixes: [198.51.100.128/25]
----
-platform: office
-action: allow
-match:
-  - prefixes: [198.51.100.7/32, \"2001:db8:1::7/128\"]
-";
+",
+];
 
-/// The fixed policy, parsed once; its text is known to be valid, so a failure here is a bug of
-/// the harness.
+/// The fixed policy, parsed once; its files are known to be valid, so a failure here is a bug
+/// of the harness.
 pub fn policy() -> &'static Policy {
     static POLICY: OnceLock<Policy> = OnceLock::new();
     POLICY.get_or_init(|| {
-        match parse_policy_str(Path::new("fuzz.yaml"), POLICY_TEXT, &LoadOptions::default()) {
-            Ok(policy) => policy,
-            Err(error) => panic!("the fuzz policy is invalid: {error}"),
+        let mut platforms = Vec::new();
+        for text in POLICY_FILES {
+            match parse_policy_str(Path::new("fuzz.yaml"), text, &LoadOptions::default()) {
+                Ok(policy) => platforms.extend(policy.platforms),
+                Err(error) => panic!("a fuzz policy file is invalid: {error}"),
+            }
         }
+        Policy { platforms }
     })
 }
 
