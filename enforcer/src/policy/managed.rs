@@ -147,7 +147,8 @@ pub fn render(platforms: &[ManagedPlatform]) -> String {
         if i > 0 {
             out.push_str("---\n");
         }
-        let _ = writeln!(out, "platform: {}", platform.name);
+        // Quoted: a name like `null` is a valid platform name but a YAML null when plain.
+        let _ = writeln!(out, "platform: \"{}\"", platform.name);
         if let Some(action) = platform.action {
             let _ = writeln!(out, "action: {action}");
         }
@@ -221,6 +222,21 @@ mod tests {
         for name in ["e", "zoom-2", "0x"] {
             let mut platforms = Vec::new();
             add(&mut platforms, name, None, vec![domain("zoom.us")], vec![]).unwrap();
+            let text = render(&platforms);
+            let back = from_parsed(read_managed(Path::new("m.yaml"), &text).unwrap());
+            assert_eq!(back, platforms, "{text}");
+        }
+    }
+
+    /// Found by the control_request fuzz target (fuzz/corpus/control_request/platform_null):
+    /// `null` is a valid platform name, but written plain it read back as no name at all.
+    #[test]
+    fn a_platform_named_like_a_yaml_null_reads_back() {
+        for name in ["null", "~", "true", "1"] {
+            let mut platforms = Vec::new();
+            if add(&mut platforms, name, None, vec![domain("zoom.us")], vec![]).is_err() {
+                continue;
+            }
             let text = render(&platforms);
             let back = from_parsed(read_managed(Path::new("m.yaml"), &text).unwrap());
             assert_eq!(back, platforms, "{text}");
