@@ -1,4 +1,4 @@
-//! `cargo xtask setup | build | test | demo | bench`: the project's entry points.
+//! `cargo xtask setup | build | test | demo | bench | fuzz`: the project's entry points.
 //!
 //! Every subcommand but `setup` runs `setup` first, so a fresh Debian machine (as root) needs
 //! nothing but a Rust toolchain before `cargo xtask demo` or `cargo xtask test`.
@@ -6,6 +6,7 @@
 mod bench;
 mod build;
 mod demo;
+mod fuzz;
 mod setup;
 mod test;
 mod util;
@@ -38,6 +39,17 @@ enum Command {
     Demo,
     /// Setup, then run the datapath benchmark (release).
     Bench,
+    /// Setup, install cargo-fuzz if missing, then run the fuzz targets of fuzz/ (nightly,
+    /// sanitizers) for N minutes in all; fails when any crashes, naming the saved input.
+    Fuzz {
+        /// Minutes in all, shared equally by the targets run.
+        #[arg(long, value_name = "N")]
+        minutes: u64,
+        /// Run only this target (policy_file, dns_message, dns_event, reference_frame,
+        /// control_request, config_file).
+        #[arg(long, value_name = "NAME")]
+        target: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -48,6 +60,7 @@ fn main() -> ExitCode {
         Command::Test => test::run(),
         Command::Demo => demo::run(),
         Command::Bench => bench::run(),
+        Command::Fuzz { minutes, target } => fuzz::run(minutes, target.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

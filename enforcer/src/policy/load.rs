@@ -521,22 +521,13 @@ impl Checker<'_> {
 
     fn platform_name(&mut self, key: &Node, value: &Node) -> Option<(String, Pos)> {
         let name = self.string(key, value, "platform", "a platform name")?;
-        let mut chars = name.chars();
-        let valid = chars
-            .next()
-            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-        if !valid {
-            self.error(
-                value.pos,
-                format!(
-                    "invalid platform name `{name}`: use lower-case letters, digits and `-`, \
-                     starting with a letter or digit"
-                ),
-            );
-            return None;
+        match values::parse_platform_name(name) {
+            Ok(name) => Some((name.to_owned(), value.pos)),
+            Err(message) => {
+                self.error(value.pos, message);
+                None
+            }
         }
-        Some((name.to_owned(), value.pos))
     }
 
     fn entries(&mut self, key: &Node, value: &Node) -> Vec<Entry> {

@@ -50,6 +50,8 @@ pub fn from_parsed(parsed: Vec<(Platform, bool)>) -> Vec<ManagedPlatform> {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ManagedError {
+    #[error("{0}")]
+    InvalidPlatform(String),
     #[error("give at least one --domain or --prefix")]
     NothingGiven,
     #[error("platform `{0}` has no rules added with `enforcer rules add`")]
@@ -58,7 +60,8 @@ pub enum ManagedError {
     NotManaged { platform: String, item: String },
 }
 
-/// Adds one entry with `domains` and `prefixes` (every protocol and port) to `platform`.
+/// Adds one entry with `domains` and `prefixes` (every protocol and port) to `platform`, whose
+/// name must be one the loader accepts: it is written into the file as it is.
 pub fn add(
     platforms: &mut Vec<ManagedPlatform>,
     platform: &str,
@@ -66,6 +69,7 @@ pub fn add(
     domains: Vec<DomainPattern>,
     prefixes: Vec<IpNet>,
 ) -> Result<(), ManagedError> {
+    super::parse_platform_name(platform).map_err(ManagedError::InvalidPlatform)?;
     if domains.is_empty() && prefixes.is_empty() {
         return Err(ManagedError::NothingGiven);
     }
@@ -143,7 +147,8 @@ pub fn render(platforms: &[ManagedPlatform]) -> String {
         if i > 0 {
             out.push_str("---\n");
         }
-        let _ = writeln!(out, "platform: {}", platform.name);
+        // Quoted: a name like `null` is a valid platform name but a YAML null when plain.
+        let _ = writeln!(out, "platform: \"{}\"", platform.name);
         if let Some(action) = platform.action {
             let _ = writeln!(out, "action: {action}");
         }
@@ -192,6 +197,49 @@ mod tests {
         match d.strip_prefix("*.") {
             Some(rest) => DomainPattern::Wildcard(rest.to_owned()),
             None => DomainPattern::Exact(d.to_owned()),
+        }
+    }
+
+    /// Found by the control_request fuzz target (fuzz/corpus/control_request/
+    /// platform_comment): the name is written unquoted, so `e #x` was read back as platform `e`
+    /// and a newline could add keys. A name the loader refuses is refused before writing.
+    #[test]
+    fn a_platform_name_the_loader_refuses_is_not_written() {
+        for name in ["e #x", "zoom\naction: allow", "Zoom", "", "-x", "a b"] {
+            let mut platforms = Vec::new();
+            let result = add(&mut platforms, name, None, vec![domain("zoom.us")], vec![]);
+            assert_eq!(
+                result,
+                Err(ManagedError::InvalidPlatform(format!(
+                    "invalid platform name `{name}`: use lower-case letters, digits and `-`, \
+                     starting with a letter or digit"
+                ))),
+                "{name:?}"
+            );
+            assert!(platforms.is_empty(), "{name:?}");
+        }
+        // Every name it takes is read back as written.
+        for name in ["e", "zoom-2", "0x"] {
+            let mut platforms = Vec::new();
+            add(&mut platforms, name, None, vec![domain("zoom.us")], vec![]).unwrap();
+            let text = render(&platforms);
+            let back = from_parsed(read_managed(Path::new("m.yaml"), &text).unwrap());
+            assert_eq!(back, platforms, "{text}");
+        }
+    }
+
+    /// Found by the control_request fuzz target (fuzz/corpus/control_request/platform_null):
+    /// `null` is a valid platform name, but written plain it read back as no name at all.
+    #[test]
+    fn a_platform_named_like_a_yaml_null_reads_back() {
+        for name in ["null", "~", "true", "1"] {
+            let mut platforms = Vec::new();
+            if add(&mut platforms, name, None, vec![domain("zoom.us")], vec![]).is_err() {
+                continue;
+            }
+            let text = render(&platforms);
+            let back = from_parsed(read_managed(Path::new("m.yaml"), &text).unwrap());
+            assert_eq!(back, platforms, "{text}");
         }
     }
 

@@ -9,6 +9,25 @@ use ipnet::IpNet;
 
 use super::model::{Action, DomainPattern, PortRange, Protocol};
 
+/// A platform name: lower-case letters, digits and `-`, starting with a letter or digit. The
+/// managed file writes it unquoted, so nothing else may pass (`zoom #x` would be read back as
+/// `zoom`).
+pub fn parse_platform_name(text: &str) -> Result<&str, String> {
+    let mut chars = text.chars();
+    let valid = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if valid {
+        Ok(text)
+    } else {
+        Err(format!(
+            "invalid platform name `{text}`: use lower-case letters, digits and `-`, starting \
+             with a letter or digit"
+        ))
+    }
+}
+
 /// `zoom.us` → `Exact`, `*.zoom.us` → `Wildcard("zoom.us")`; case-folded, trailing dot dropped.
 pub fn parse_domain(text: &str) -> Result<DomainPattern, String> {
     let lower = text.to_ascii_lowercase();
