@@ -730,18 +730,31 @@ mod tests {
     use std::path::Path;
     use std::time::Duration;
 
+    /// One platform whose only entry is the wildcard `*.zoom.us`.
+    fn zoom_wildcard_policy() -> Policy {
+        policy::parse_policy_str(
+            Path::new("p.yaml"),
+            "platform: zoom\nmatch:\n  - domains: [\"*.zoom.us\"]\n",
+            &LoadOptions::default(),
+        )
+        .unwrap()
+    }
+
+    fn empty_book() -> AddressBook {
+        AddressBook::new(BookSettings {
+            ttl_floor: Duration::from_secs(60),
+            ttl_ceiling: Duration::from_secs(3600),
+            grace: Duration::ZERO,
+        })
+    }
+
     use super::*;
     use crate::never_block::Origin;
     use crate::resolve::{BookSettings, Guard, Use};
 
     #[test]
     fn restored_addresses_inside_the_never_block_list_are_not_enforced() {
-        let policy = policy::parse_policy_str(
-            Path::new("p.yaml"),
-            "platform: zoom\nmatch:\n  - domains: [\"*.zoom.us\"]\n",
-            &LoadOptions::default(),
-        )
-        .unwrap();
+        let policy = zoom_wildcard_policy();
         // As read from the state directory: one address since added to --never-block, one of
         // a DNS server clients use, one ordinary.
         let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
@@ -766,11 +779,7 @@ mod tests {
         let never_block =
             NeverBlock::builtin().with([("198.18.5.0/30".parse().unwrap(), Origin::Configured)]);
         never_block.note_dns_server(ip("198.18.5.53"));
-        let book = AddressBook::new(BookSettings {
-            ttl_floor: Duration::from_secs(60),
-            ttl_ceiling: Duration::from_secs(3600),
-            grace: Duration::ZERO,
-        });
+        let book = empty_book();
         let enforced: Vec<IpNet> = dns_addresses(&policy, &book, &learned, &never_block)
             .into_iter()
             .map(|a| a.net)
@@ -783,12 +792,7 @@ mod tests {
     /// resolver.
     #[test]
     fn a_restored_entry_naming_a_resolver_does_not_block_it() {
-        let policy = policy::parse_policy_str(
-            Path::new("p.yaml"),
-            "platform: zoom\nmatch:\n  - domains: [\"*.zoom.us\"]\n",
-            &LoadOptions::default(),
-        )
-        .unwrap();
+        let policy = zoom_wildcard_policy();
         let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
         let uses = [Use {
             platform: "zoom".into(),
@@ -808,11 +812,7 @@ mod tests {
         let never_block =
             NeverBlock::builtin().with_resolvers(&["198.51.100.53:53".parse().unwrap()]);
         note_restored_servers(&never_block, &learned);
-        let book = AddressBook::new(BookSettings {
-            ttl_floor: Duration::from_secs(60),
-            ttl_ceiling: Duration::from_secs(3600),
-            grace: Duration::ZERO,
-        });
+        let book = empty_book();
         let enforced: Vec<IpNet> = dns_addresses(&policy, &book, &learned, &never_block)
             .into_iter()
             .map(|a| a.net)
