@@ -730,6 +730,10 @@ mod tests {
     use std::path::Path;
     use std::time::Duration;
 
+    use super::*;
+    use crate::never_block::Origin;
+    use crate::resolve::{BookSettings, Guard, Use};
+
     /// One platform whose only entry is the wildcard `*.zoom.us`.
     fn zoom_wildcard_policy() -> Policy {
         policy::parse_policy_str(
@@ -747,10 +751,6 @@ mod tests {
             grace: Duration::ZERO,
         })
     }
-
-    use super::*;
-    use crate::never_block::Origin;
-    use crate::resolve::{BookSettings, Guard, Use};
 
     #[test]
     fn restored_addresses_inside_the_never_block_list_are_not_enforced() {
