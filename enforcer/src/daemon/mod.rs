@@ -415,7 +415,7 @@ fn trust(
     }
     if settings.roles.iter().all(|r| *r == Role::Both) {
         tracing::warn!(
-            "no interface roles given (--iface IF:inside|outside): an answer is believed from whichever interface it arrives on, but its query's"
+            "no interface roles given (--iface IF:inside|outside): an answer forged on a client link cannot be told apart from a server's"
         );
     }
     let learn_from = if settings.learn_from.is_empty() {
