@@ -169,7 +169,8 @@ pub struct DnsEvent {
     pub length: u16,
     /// Offset of the DNS message in `packet`.
     pub payload_offset: u16,
-    pub _pad: [u8; 4],
+    /// The interface the frame arrived on (its ifindex).
+    pub ifindex: u32,
     pub packet: [u8; DNS_CAPTURE_BYTES],
 }
 
@@ -185,7 +186,7 @@ const _: () = assert!(offset_of!(DnsEvent, held) == 37);
 const _: () = assert!(offset_of!(DnsEvent, captured) == 38);
 const _: () = assert!(offset_of!(DnsEvent, length) == 40);
 const _: () = assert!(offset_of!(DnsEvent, payload_offset) == 42);
-const _: () = assert!(offset_of!(DnsEvent, _pad) == 44);
+const _: () = assert!(offset_of!(DnsEvent, ifindex) == 44);
 const _: () = assert!(offset_of!(DnsEvent, packet) == 48);
 
 const _: () = assert!(size_of::<RuleRef>() == 8 + 2 * RULES_PER_SLOT);

@@ -89,7 +89,7 @@ pub fn capture(ctx: &XdpContext, packet: &Packet) -> bool {
         (*event).captured = captured as u16;
         (*event).length = length as u16;
         (*event).payload_offset = (payload - l3) as u16;
-        (*event)._pad = [0; 4];
+        (*event).ifindex = (*ctx.ctx).ingress_ifindex;
         bpf_xdp_load_bytes(
             ctx.ctx,
             l3 as u32,

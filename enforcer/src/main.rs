@@ -23,7 +23,7 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Check(args) => Ok(enforcer::cli::check::execute(&args)),
         Command::Resolve(args) => Ok(enforcer::cli::resolve::execute(&args)),
         Command::Run(args) => {
-            enforcer::cli::run::execute(args, cli.socket).map_err(anyhow::Error::from)
+            enforcer::cli::run::execute(*args, cli.socket).map_err(anyhow::Error::from)
         }
         Command::Detach(args) => enforcer::cli::detach::execute(&args).map_err(anyhow::Error::from),
         Command::Status(args) => Ok(enforcer::cli::status::execute(&socket, &args)),

@@ -12,6 +12,7 @@ use clap::{CommandFactory as _, Parser as _};
 use ipnet::IpNet;
 
 use crate::datapath::attach::ModeRequest;
+use crate::learn::Role;
 use crate::logging::LogFormat;
 use crate::policy::yaml::{self, Pos, Value};
 
@@ -22,9 +23,10 @@ pub struct RunOptions {
     /// Policy file or directory [default: /etc/enforcer/rules].
     #[arg(long, value_name = "PATH")]
     pub rules: Option<PathBuf>,
-    /// Interface to enforce on (repeatable; required here or in --config).
-    #[arg(long = "iface", value_name = "IF")]
-    pub iface: Vec<String>,
+    /// Interface to enforce on, with its role: `IF:inside` (clients), `IF:outside` (servers) or
+    /// `IF` (both) (repeatable; required here or in --config).
+    #[arg(long = "iface", value_name = "IF[:ROLE]", value_parser = parse_iface)]
+    pub iface: Vec<Interface>,
     /// XDP attach mode [default: auto].
     #[arg(long, value_enum, value_name = "MODE")]
     pub xdp_mode: Option<ModeRequest>,
@@ -59,6 +61,41 @@ pub struct RunOptions {
     /// Name whose subtree is a shared front end or CDN (repeatable).
     #[arg(long = "shared-suffix", value_name = "NAME")]
     pub shared_suffix: Vec<String>,
+    /// DNS server CIDR whose answers are learned from (repeatable) [default: the resolvers'
+    /// addresses].
+    #[arg(long = "learn-from", value_name = "CIDR", value_parser = crate::policy::parse_prefix)]
+    pub learn_from: Vec<IpNet>,
+    /// Client CIDR whose answers are learned from whatever server gave them (repeatable).
+    #[arg(long = "learn-for", value_name = "CIDR", value_parser = crate::policy::parse_prefix)]
+    pub learn_for: Vec<IpNet>,
+}
+
+/// One `--iface` value: an interface name and its role.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Interface {
+    pub name: String,
+    pub role: Role,
+}
+
+/// `IF`, `IF:inside` or `IF:outside`.
+pub fn parse_iface(text: &str) -> Result<Interface, String> {
+    let (name, role) = match text.split_once(':') {
+        None => (text, Role::Both),
+        Some((name, "inside")) => (name, Role::Inside),
+        Some((name, "outside")) => (name, Role::Outside),
+        Some((_, other)) => {
+            return Err(format!(
+                "unknown role `{other}` in `{text}`: expected IF, IF:inside or IF:outside"
+            ));
+        }
+    };
+    if name.is_empty() {
+        return Err(format!("`{text}`: no interface name"));
+    }
+    Ok(Interface {
+        name: name.to_owned(),
+        role,
+    })
 }
 
 impl RunOptions {
@@ -81,6 +118,8 @@ impl RunOptions {
             grace: self.grace.or(file.grace),
             max_addresses_per_name: self.max_addresses_per_name.or(file.max_addresses_per_name),
             shared_suffix: list(self.shared_suffix, file.shared_suffix),
+            learn_from: list(self.learn_from, file.learn_from),
+            learn_for: list(self.learn_for, file.learn_for),
         }
     }
 }
@@ -239,7 +278,10 @@ fn clap_message(error: &clap::Error) -> String {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
     pub rules: PathBuf,
+    /// Interface names, in the order given.
     pub interfaces: Vec<String>,
+    /// The role of each of `interfaces`.
+    pub roles: Vec<Role>,
     pub xdp_mode: ModeRequest,
     pub resolvers: Vec<String>,
     pub metrics: Option<SocketAddr>,
@@ -251,6 +293,9 @@ pub struct Settings {
     pub grace: u64,
     pub max_addresses_per_name: u64,
     pub shared_suffixes: Vec<String>,
+    /// Empty: the resolvers' addresses.
+    pub learn_from: Vec<IpNet>,
+    pub learn_for: Vec<IpNet>,
     pub socket: PathBuf,
 }
 
@@ -298,7 +343,8 @@ impl Settings {
         };
         let settings = Self {
             rules: options.rules.unwrap_or_else(|| Self::DEFAULT_RULES.into()),
-            interfaces: options.iface,
+            interfaces: options.iface.iter().map(|i| i.name.clone()).collect(),
+            roles: options.iface.iter().map(|i| i.role).collect(),
             xdp_mode: options.xdp_mode.unwrap_or(ModeRequest::Auto),
             resolvers: options.resolver,
             metrics,
@@ -314,6 +360,8 @@ impl Settings {
                 .max_addresses_per_name
                 .unwrap_or(Self::DEFAULT_MAX_ADDRESSES_PER_NAME),
             shared_suffixes: options.shared_suffix,
+            learn_from: options.learn_from,
+            learn_for: options.learn_for,
             socket: socket.unwrap_or_else(|| Self::DEFAULT_SOCKET.into()),
         };
         if settings.ttl_floor > settings.ttl_ceiling {
@@ -353,13 +401,26 @@ mod tests {
     #[test]
     fn config_file_keys_are_the_flag_names_and_parse_like_flags() {
         let c = ConfigFile::parse(
-            "rules: /etc/r\niface: [eth0, eth1]\nxdp-mode: skb\nmetrics: \"off\"\nnever-block: [203.0.113.0/24, 192.0.2.53]\nttl-floor: 30\nsocket: /run/x.sock\nlog-format: json\n",
+            "rules: /etc/r\niface: [eth0, eth1:outside]\nlearn-from: [192.0.2.0/24]\nxdp-mode: skb\nmetrics: \"off\"\nnever-block: [203.0.113.0/24, 192.0.2.53]\nttl-floor: 30\nsocket: /run/x.sock\nlog-format: json\n",
         )
         .unwrap();
         assert_eq!(c.options.rules, Some(PathBuf::from("/etc/r")));
         assert_eq!(
             c.options.iface,
-            vec!["eth0".to_string(), "eth1".to_string()]
+            vec![
+                Interface {
+                    name: "eth0".into(),
+                    role: Role::Both
+                },
+                Interface {
+                    name: "eth1".into(),
+                    role: Role::Outside
+                }
+            ]
+        );
+        assert_eq!(
+            c.options.learn_from,
+            vec!["192.0.2.0/24".parse::<IpNet>().unwrap()]
         );
         assert_eq!(c.options.xdp_mode, Some(ModeRequest::Skb));
         assert_eq!(c.options.metrics.as_deref(), Some("off"));
@@ -432,6 +493,43 @@ mod tests {
             )
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn interface_roles_and_trusted_sets() {
+        let s = Settings::from_options(
+            run_args(&[
+                "--iface",
+                "lan0:inside",
+                "--iface",
+                "wan0:outside",
+                "--iface",
+                "dmz0",
+                "--learn-for",
+                "10.1.0.0/16",
+            ])
+            .options,
+            None,
+        )
+        .unwrap();
+        assert_eq!(s.interfaces, vec!["lan0", "wan0", "dmz0"]);
+        assert_eq!(s.roles, vec![Role::Inside, Role::Outside, Role::Both]);
+        assert_eq!(s.learn_for, vec!["10.1.0.0/16".parse::<IpNet>().unwrap()]);
+        assert!(s.learn_from.is_empty());
+        assert_eq!(
+            parse_iface("lan0:client").unwrap_err(),
+            "unknown role `client` in `lan0:client`: expected IF, IF:inside or IF:outside"
+        );
+        assert_eq!(
+            ConfigFile::parse("iface: [lan0:in]\nlearn-from: [nowhere]\n").unwrap_err(),
+            vec![
+                "1:9: iface: unknown role `in` in `lan0:in`: expected IF, IF:inside or IF:outside"
+                    .to_string(),
+                "2:14: learn-from: invalid prefix `nowhere`: expected an address or a CIDR like \
+                 192.0.2.0/24 or 2001:db8::/32"
+                    .to_string(),
+            ]
+        );
     }
 
     #[test]

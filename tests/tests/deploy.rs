@@ -527,6 +527,9 @@ fn every_metric_moves_with_the_traffic_that_should_move_it() {
     lab.add_daemon_args(&[
         "--resolver",
         &resolver.addr.to_string(),
+        // The clients' DNS server is not the daemon's resolver: learn from it too.
+        "--learn-from",
+        &SERVER_V4.to_string(),
         "--ttl-floor",
         "1",
         "--ttl-ceiling",

@@ -102,6 +102,17 @@ fn learned(m: &Metrics) -> f64 {
     .unwrap()
 }
 
+/// The daemons of these tests learn from the lab's dnsmasq, which is not their resolver (the
+/// system's): trusted by `--learn-from`.
+fn learn_from_the_lab_server(lab: &mut Lab) {
+    lab.add_daemon_args(&[
+        "--learn-from",
+        &SERVER_V4.to_string(),
+        "--learn-from",
+        &SERVER_V6.to_string(),
+    ]);
+}
+
 fn answers(m: &Metrics, result: &str) -> f64 {
     m.metric("enforcer_dns_answers_total", &[("result", result)])
         .unwrap()
@@ -110,6 +121,7 @@ fn answers(m: &Metrics, result: &str) -> f64 {
 #[test]
 fn wildcard_answers_are_learned_before_the_client_connects() {
     let mut lab = Lab::new().unwrap();
+    learn_from_the_lab_server(&mut lab);
     let [fresh, forged, apex, other, forger] = INTERNET_V4;
     let listeners: Vec<SocketAddr> = [fresh, forged, apex, other]
         .iter()
@@ -257,6 +269,7 @@ fn lookup_v6(lab: &Lab, name: &str) -> Option<Ipv6Addr> {
 #[test]
 fn answers_over_ipv6_are_held_sent_on_and_learned() {
     let mut lab = Lab::new().unwrap();
+    learn_from_the_lab_server(&mut lab);
     let fresh = INTERNET_V6[0];
     let listener = SocketAddr::new(IpAddr::V6(fresh), 443);
     let _server = lab.start_server(&[], &[listener]).unwrap();
@@ -373,6 +386,7 @@ fn race(lab: &Lab, server: &Server, names: &[(String, Ipv4Addr)], control: Socke
 #[test]
 fn holding_closes_the_race_that_a_daemon_without_holding_loses() {
     let mut lab = Lab::new().unwrap();
+    learn_from_the_lab_server(&mut lab);
     let control = SocketAddr::new(IpAddr::V4(INTERNET_V4[4]), 443);
     let (unheld_net, held_net) = (80, 81);
     let mut hosts = String::new();
@@ -456,4 +470,67 @@ fn holding_closes_the_race_that_a_daemon_without_holding_loses() {
     );
     assert_eq!(learned(&m), f64::from(2 * u16::from(RACE_TRIES)));
     lab.stop_daemon().unwrap();
+}
+
+/// With interface roles set, answers are learned only from trusted servers (by default the
+/// daemon's own resolvers): a client's lookup answered by a dnsmasq that is not the daemon's
+/// resolver is passed on untouched, counted `untrusted`, and its address stays reachable; the
+/// same dnsmasq as the daemon's resolver is believed.
+#[test]
+fn only_answers_from_trusted_servers_are_learned() {
+    let mut lab = Lab::new().unwrap();
+    lab.set_interfaces(&["g0:inside", "g1:outside"]);
+    let [untrusted, trusted, ..] = INTERNET_V4;
+    let listeners: Vec<SocketAddr> = [untrusted, trusted]
+        .iter()
+        .map(|ip| SocketAddr::new(IpAddr::V4(*ip), 443))
+        .collect();
+    let _server = lab.start_server(&[], &listeners).unwrap();
+    let _dns = dns_server(
+        &lab,
+        &format!("{untrusted} a1.media.example\n{trusted} b2.media.example\n"),
+    );
+    let rules = lab
+        .write_policy(&[(
+            "media.yaml",
+            "platform: media\nmatch:\n  - domains: [\"*.media.example\"]\n",
+        )])
+        .unwrap();
+    // The daemon's resolver is elsewhere (the policy has no exact names to ask it about).
+    lab.add_daemon_args(&["--resolver", "192.0.2.53"]);
+    lab.start_daemon(&rules).unwrap();
+    assert_eq!(answers(&lab.metrics().unwrap(), "untrusted"), 0.0);
+    let status = lab.control(&["status", "--json"]).unwrap();
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    let roles: Vec<(&str, &str)> = status["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["name"].as_str().unwrap(), i["role"].as_str().unwrap()))
+        .collect();
+    assert_eq!(roles, vec![("g0", "inside"), ("g1", "outside")], "{status}");
+
+    let (address, connect) = lookup_and_connect(&lab, "a1.media.example");
+    assert_eq!(address, untrusted);
+    assert_eq!(
+        connect,
+        Connect::Connected,
+        "an untrusted answer blocked its address"
+    );
+    let m = lab.metrics().unwrap();
+    assert_eq!(answers(&m, "untrusted"), 1.0);
+    assert_eq!(answers(&m, "learned"), 0.0);
+    assert_eq!(learned(&m), 0.0);
+
+    // The same server as the daemon's resolver: trusted by default.
+    lab.stop_daemon().unwrap();
+    lab.clear_daemon_args();
+    lab.add_daemon_args(&["--resolver", &SERVER_V4.to_string()]);
+    lab.start_daemon(&rules).unwrap();
+    let (address, connect) = lookup_and_connect(&lab, "b2.media.example");
+    assert_eq!(address, trusted);
+    assert_eq!(connect, Connect::TimedOut, "connect right after the lookup");
+    let m = lab.metrics().unwrap();
+    assert_eq!(answers(&m, "learned"), 1.0);
+    assert_eq!(answers(&m, "untrusted"), 0.0);
 }

@@ -62,6 +62,8 @@ fn an_address_learned_just_before_sigkill_stays_blocked_after_the_restart() {
             "platform: media\nmatch:\n  - domains: [\"*.media.example\"]\n",
         )])
         .unwrap();
+    // The lab's dnsmasq is not the daemon's resolver: learn from it all the same.
+    lab.add_daemon_args(&["--learn-from", &SERVER_V4.to_string()]);
     lab.start_daemon(&rules).unwrap();
     assert_eq!(
         lab.tcp_connect(target, CONNECT_TIMEOUT).unwrap(),

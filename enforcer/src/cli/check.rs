@@ -212,7 +212,7 @@ mod tests {
             let args = RunArgs {
                 config: Some(config.clone()),
                 options: RunOptions {
-                    iface: vec!["eth0".into()],
+                    iface: vec![crate::settings::parse_iface("eth0").unwrap()],
                     never_block,
                     ..RunOptions::default()
                 },

@@ -42,7 +42,7 @@ pub enum Command {
     /// Resolve every exact domain once and print each platform's addresses with their source.
     Resolve(resolve::ResolveArgs),
     /// Run the daemon: load the policy, attach to the interfaces, enforce until SIGTERM.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Remove the program, links and pins (works on the pins directly, with or without a daemon).
     Detach(detach::DetachArgs),
     /// Interfaces, policy digest, per-platform prefixes and counters, resolver health.

@@ -24,7 +24,7 @@ fn render(status: &StatusReply) -> String {
     let interfaces: Vec<String> = status
         .interfaces
         .iter()
-        .map(|i| format!("{} ({})", i.name, i.mode))
+        .map(|i| format!("{} ({}, {})", i.name, i.mode, i.role))
         .collect();
     let _ = writeln!(out, "interfaces:    {}", interfaces.join(", "));
     let _ = writeln!(out, "policy digest: {}", status.policy_digest);

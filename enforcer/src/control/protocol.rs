@@ -83,6 +83,8 @@ impl Reply for StatusReply {}
 pub struct InterfaceStatus {
     pub name: String,
     pub mode: String,
+    /// `inside`, `outside` or `both`.
+    pub role: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,12 +11,14 @@ mod state;
 mod tasks;
 mod watch;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
+use ipnet::IpNet;
 use tokio::sync::Notify;
 
 pub use state::{EnforceError, ReloadError, Reloads, State, policy_digest};
@@ -27,7 +29,7 @@ use crate::control::{self, server::ServerError};
 use crate::datapath::attach::{self, AttachError};
 use crate::datapath::bpffs::{self, BpffsError};
 use crate::datapath::{Datapath, DatapathError};
-use crate::learn::{DomainPatterns, LearnedSet, Learner, Reinjector};
+use crate::learn::{DomainPatterns, LearnedSet, Learner, Reinjector, Role, Trust};
 use crate::metrics::{self, MetricsError};
 use crate::never_block::{NeverBlock, NeverBlockError};
 use crate::platform_ids::{IdsError, PlatformIds};
@@ -271,6 +273,8 @@ pub fn run(settings: Settings) -> Result<(), DaemonError> {
         tracing::info!(interface = %a.interface, mode = a.mode.as_str(), adopted = a.adopted, "enforcing");
     }
     state.set_attached(attached);
+    let (roles, trust) = trust(&settings, &resolver_config.servers)?;
+    state.set_trust(roles, trust);
 
     let control_listener = control::server::bind(&settings.socket)?;
     // Raw sockets for sending held DNS responses on; without them responses are not held.
@@ -397,6 +401,35 @@ pub fn never_block(settings: &Settings) -> Result<(NeverBlock, Vec<SocketAddr>),
     Ok((list, servers))
 }
 
+/// The interfaces' roles (by name, for status) and whose answers the learner believes. Without
+/// `--learn-from` the resolvers' own addresses are trusted.
+fn trust(
+    settings: &Settings,
+    servers: &[SocketAddr],
+) -> Result<(HashMap<String, Role>, Trust), DaemonError> {
+    let mut by_name = HashMap::new();
+    let mut by_index = HashMap::new();
+    for (name, role) in settings.interfaces.iter().zip(&settings.roles) {
+        by_name.insert(name.clone(), *role);
+        by_index.insert(attach::ifindex(name)?, *role);
+    }
+    if settings.roles.iter().all(|r| *r == Role::Both) {
+        tracing::warn!(
+            "no interface roles given (--iface IF:inside|outside): an answer forged on a client link cannot be told apart from a server's"
+        );
+    }
+    let learn_from = if settings.learn_from.is_empty() {
+        servers.iter().map(|s| IpNet::from(s.ip())).collect()
+    } else {
+        settings.learn_from.clone()
+    };
+    tracing::info!(learn_from = ?learn_from, learn_for = ?settings.learn_for, "learning from these DNS servers, and for these clients from any");
+    Ok((
+        by_name,
+        Trust::new(by_index, learn_from, settings.learn_for.clone()),
+    ))
+}
+
 fn resolver_config(
     settings: &Settings,
     servers: Vec<SocketAddr>,
@@ -445,7 +478,13 @@ fn learner(
         }
     };
     set.retain_uses(|u| patterns.has_use(u));
-    let mut learner = Learner::new(DomainPatterns::default(), guard, book_settings);
+    // Nothing is believed until the daemon knows its interfaces (`State::set_trust`).
+    let mut learner = Learner::new(
+        DomainPatterns::default(),
+        guard,
+        Trust::default(),
+        book_settings,
+    );
     learner.replace(patterns, set);
     learner
 }

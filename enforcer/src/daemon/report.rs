@@ -65,6 +65,7 @@ impl State {
                 .map(|a| InterfaceStatus {
                     name: a.interface.clone(),
                     mode: a.mode.as_str().to_owned(),
+                    role: self.role(&a.interface).as_str().to_owned(),
                 })
                 .collect(),
             policy_digest: policy_digest(policy),

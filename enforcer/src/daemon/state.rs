@@ -15,7 +15,7 @@ use crate::compile::{self, CompileError, CompiledPolicy, EntryAddress};
 use crate::control::protocol::PolicyChange;
 use crate::datapath::attach::Attached;
 use crate::datapath::{ApplyStats, Datapath, DatapathError, DnsPacket};
-use crate::learn::{DomainPatterns, LearnedEntry, LearnedSet, Learner, Observed};
+use crate::learn::{DomainPatterns, LearnedEntry, LearnedSet, Learner, Observed, Role, Trust};
 use crate::never_block::NeverBlock;
 use crate::platform_ids::{IdsError, PlatformIds};
 use crate::policy::managed::{self, ManagedError, ManagedPlatform};
@@ -77,6 +77,8 @@ pub struct State {
     policy: Policy,
     compiled: CompiledPolicy,
     attached: Vec<Attached>,
+    /// The role of each attached interface, by name.
+    roles: HashMap<String, Role>,
     last_policy_update: SystemTime,
     /// Addresses resolved for the policy's exact domains, with provenance and timing.
     book: AddressBook,
@@ -127,6 +129,7 @@ impl State {
             policy: parts.policy,
             compiled: CompiledPolicy::default(),
             attached: Vec::new(),
+            roles: HashMap::new(),
             last_policy_update: SystemTime::now(),
             book: parts.book,
             resolve_metrics: parts.resolve_metrics,
@@ -240,6 +243,14 @@ impl State {
     }
     pub fn set_attached(&mut self, attached: Vec<Attached>) {
         self.attached = attached;
+    }
+    /// The interfaces' roles and whose answers the learner believes.
+    pub fn set_trust(&mut self, roles: HashMap<String, Role>, trust: Trust) {
+        self.roles = roles;
+        self.learner.set_trust(trust);
+    }
+    pub fn role(&self, interface: &str) -> Role {
+        self.roles.get(interface).copied().unwrap_or(Role::Both)
     }
     pub fn book(&self) -> &AddressBook {
         &self.book
@@ -882,6 +893,7 @@ mod tests {
         let mut learner = Learner::new(
             DomainPatterns::default(),
             Guard::new(NeverBlock::builtin(), 64, &[]),
+            crate::learn::Trust::anyone(),
             settings,
         );
         learner.replace(DomainPatterns::from_policy(&policy), learned.clone());
@@ -950,6 +962,7 @@ mod tests {
         let learner = Learner::new(
             patterns,
             Guard::new(NeverBlock::builtin(), 64, &[]),
+            crate::learn::Trust::anyone(),
             settings,
         );
         let (mut state, _) = State::new(Parts {
@@ -968,12 +981,14 @@ mod tests {
         .unwrap();
         let client: std::net::SocketAddr = "198.18.1.2:40000".parse().unwrap();
         let server: std::net::SocketAddr = "198.18.2.2:53".parse().unwrap();
-        let packet = |src, dst, dns: Vec<u8>| DnsPacket {
+        let packet = |src: std::net::SocketAddr, dst, dns: Vec<u8>| DnsPacket {
             src,
             dst,
             packet: [vec![0u8; 28], dns].concat(),
             payload_offset: 28,
             held: false,
+            // Queries arrive on interface 1, answers (from port 53) on interface 2.
+            ifindex: if src.port() == 53 { 2 } else { 1 },
         };
         let mut answer = |id: u16, name: &str, address: [u8; 4]| {
             state.observe_dns(&packet(client, server, query(id, name)));

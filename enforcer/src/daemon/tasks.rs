@@ -226,6 +226,7 @@ mod tests {
             learner: Learner::new(
                 DomainPatterns::from_policy(&policy),
                 Guard::new(NeverBlock::builtin(), 64, &[]),
+                crate::learn::Trust::anyone(),
                 settings,
             ),
             policy,

@@ -70,6 +70,19 @@ pub enum AttachError {
     Pin { interface: String, message: String },
 }
 
+/// The interface's index, as the kernel reports it on each packet (`/sys/class/net/IF/ifindex`).
+pub fn ifindex(interface: &str) -> Result<u32, AttachError> {
+    let path = Path::new("/sys/class/net").join(interface).join("ifindex");
+    let text = std::fs::read_to_string(&path).map_err(|source| AttachError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    text.trim().parse().map_err(|_| AttachError::Io {
+        path,
+        source: io::Error::new(io::ErrorKind::InvalidData, "not an interface index"),
+    })
+}
+
 fn links_dir(bpffs: &Path) -> PathBuf {
     bpffs.join("links")
 }

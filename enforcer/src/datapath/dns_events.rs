@@ -22,6 +22,8 @@ pub struct DnsPacket {
     pub payload_offset: usize,
     /// The program dropped the frame: the daemon must send `packet` on.
     pub held: bool,
+    /// The interface the frame arrived on.
+    pub ifindex: u32,
 }
 
 impl DnsPacket {
@@ -46,6 +48,7 @@ impl DnsPacket {
             packet: event.packet[..captured].to_vec(),
             payload_offset: usize::from(event.payload_offset).min(captured),
             held: event.held != 0,
+            ifindex: event.ifindex,
         }
     }
 
@@ -116,7 +119,7 @@ mod tests {
             captured: 40,
             length: 40,
             payload_offset: 28,
-            _pad: [0; 4],
+            ifindex: 7,
             packet: [0; DNS_CAPTURE_BYTES],
         };
         event.packet[..40].copy_from_slice(&[7; 40]);
@@ -138,6 +141,7 @@ mod tests {
         assert_eq!(p.payload().len(), 12);
         assert_eq!(p.payload()[0], 0xAB);
         assert!(p.held);
+        assert_eq!(p.ifindex, 7);
     }
 
     #[test]

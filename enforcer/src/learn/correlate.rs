@@ -20,7 +20,8 @@ struct Key {
 /// Queries seen in the last [`QUERY_WINDOW`], each answerable once.
 #[derive(Debug, Default)]
 pub struct QueryTracker {
-    open: HashMap<Key, Instant>,
+    /// When each query arrived, and on which interface.
+    open: HashMap<Key, (Instant, u32)>,
     order: VecDeque<(Instant, Key)>,
 }
 
@@ -29,7 +30,7 @@ impl QueryTracker {
         Self::default()
     }
 
-    /// Remembers a query from `client` to `server`.
+    /// Remembers a query from `client` to `server` that arrived on `ifindex`.
     pub fn query(
         &mut self,
         client: SocketAddr,
@@ -37,6 +38,7 @@ impl QueryTracker {
         id: u16,
         question: &str,
         now: Instant,
+        ifindex: u32,
     ) {
         self.forget_old(now);
         let key = Key {
@@ -45,7 +47,7 @@ impl QueryTracker {
             id,
             question: question.to_ascii_lowercase(),
         };
-        if self.open.insert(key.clone(), now).is_none() {
+        if self.open.insert(key.clone(), (now, ifindex)).is_none() {
             self.order.push_back((now, key));
         }
         while self.open.len() > MAX_QUERIES {
@@ -58,7 +60,8 @@ impl QueryTracker {
         }
     }
 
-    /// Whether a response from `server` to `client` answers an open query; it closes it.
+    /// Whether a response from `server` to `client` answers an open query (then the interface
+    /// the query arrived on); it closes it.
     pub fn answer(
         &mut self,
         client: SocketAddr,
@@ -66,7 +69,7 @@ impl QueryTracker {
         id: u16,
         question: &str,
         now: Instant,
-    ) -> bool {
+    ) -> Option<u32> {
         self.forget_old(now);
         let key = Key {
             client,
@@ -74,7 +77,7 @@ impl QueryTracker {
             id,
             question: question.to_ascii_lowercase(),
         };
-        self.open.remove(&key).is_some()
+        self.open.remove(&key).map(|(_, ifindex)| ifindex)
     }
 
     pub fn len(&self) -> usize {
@@ -91,7 +94,7 @@ impl QueryTracker {
                 break;
             }
             if let Some((at, key)) = self.order.pop_front()
-                && self.open.get(&key) == Some(&at)
+                && self.open.get(&key).map(|(t, _)| t) == Some(&at)
             {
                 self.open.remove(&key);
             }
@@ -114,24 +117,33 @@ mod tests {
         let mut t = QueryTracker::new();
         let (client, server) = (addr("198.18.1.2:40000"), addr("198.18.2.2:53"));
         let t0 = Instant::now();
-        t.query(client, server, 7, "a.zoom.us", t0);
+        t.query(client, server, 7, "a.zoom.us", t0, 3);
         // Wrong id, port, server or question: not an answer.
-        assert!(!t.answer(client, server, 8, "a.zoom.us", t0));
-        assert!(!t.answer(addr("198.18.1.2:40001"), server, 7, "a.zoom.us", t0));
-        assert!(!t.answer(client, addr("198.18.2.3:53"), 7, "a.zoom.us", t0));
-        assert!(!t.answer(client, server, 7, "b.zoom.us", t0));
+        assert!(t.answer(client, server, 8, "a.zoom.us", t0).is_none());
+        assert!(
+            t.answer(addr("198.18.1.2:40001"), server, 7, "a.zoom.us", t0)
+                .is_none()
+        );
+        assert!(
+            t.answer(client, addr("198.18.2.3:53"), 7, "a.zoom.us", t0)
+                .is_none()
+        );
+        assert!(t.answer(client, server, 7, "b.zoom.us", t0).is_none());
         // Case does not matter (0x20 encoding); one answer only.
-        assert!(t.answer(client, server, 7, "A.Zoom.US", t0));
-        assert!(!t.answer(client, server, 7, "a.zoom.us", t0));
+        assert_eq!(t.answer(client, server, 7, "A.Zoom.US", t0), Some(3));
+        assert!(t.answer(client, server, 7, "a.zoom.us", t0).is_none());
         // Too late.
-        t.query(client, server, 9, "a.zoom.us", t0);
-        assert!(!t.answer(
-            client,
-            server,
-            9,
-            "a.zoom.us",
-            t0 + QUERY_WINDOW + Duration::from_secs(1)
-        ));
+        t.query(client, server, 9, "a.zoom.us", t0, 3);
+        assert!(
+            t.answer(
+                client,
+                server,
+                9,
+                "a.zoom.us",
+                t0 + QUERY_WINDOW + Duration::from_secs(1)
+            )
+            .is_none()
+        );
         assert!(t.is_empty());
     }
 
@@ -147,6 +159,7 @@ mod tests {
                 1,
                 "x.example",
                 now,
+                1,
             );
         }
         assert_eq!(t.len(), MAX_QUERIES);

@@ -19,6 +19,7 @@ mod learned;
 mod message;
 mod patterns;
 mod reinject;
+mod trust;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,6 +33,7 @@ pub(crate) use message::tests as fixtures;
 pub use message::{DnsMessage, parse_message};
 pub use patterns::DomainPatterns;
 pub use reinject::Reinjector;
+pub use trust::{Role, Trust};
 
 use crate::datapath::DnsPacket;
 use crate::resolve::{BookSettings, Guard, Mapping, ResolveMetrics, Use};
@@ -46,6 +48,9 @@ pub enum AnswerResult {
     Unmatched,
     /// A response without a matching query that crossed the gateway.
     Unsolicited,
+    /// A matching response from the wrong interface, or from a server not trusted for its
+    /// client (`--iface` roles, `--learn-from`, `--learn-for`).
+    Untrusted,
     /// A matching response the guards refused (never-block, too many, shared).
     Refused,
     /// Not a DNS message we can read.
@@ -53,10 +58,11 @@ pub enum AnswerResult {
 }
 
 impl AnswerResult {
-    pub const ALL: [AnswerResult; 5] = [
+    pub const ALL: [AnswerResult; 6] = [
         Self::Learned,
         Self::Unmatched,
         Self::Unsolicited,
+        Self::Untrusted,
         Self::Refused,
         Self::Malformed,
     ];
@@ -66,6 +72,7 @@ impl AnswerResult {
             Self::Learned => "learned",
             Self::Unmatched => "unmatched",
             Self::Unsolicited => "unsolicited",
+            Self::Untrusted => "untrusted",
             Self::Refused => "refused",
             Self::Malformed => "malformed",
         }
@@ -74,7 +81,7 @@ impl AnswerResult {
 
 /// `enforcer_dns_answers_total{result}`.
 #[derive(Debug, Default)]
-pub struct AnswerCounters([AtomicU64; 5]);
+pub struct AnswerCounters([AtomicU64; 6]);
 
 impl AnswerCounters {
     pub fn add(&self, result: AnswerResult) {
@@ -109,6 +116,8 @@ pub struct Observed<'a> {
     pub src: SocketAddr,
     pub dst: SocketAddr,
     pub payload: &'a [u8],
+    /// The interface it arrived on.
+    pub ifindex: u32,
 }
 
 impl<'a> From<&'a DnsPacket> for Observed<'a> {
@@ -117,6 +126,7 @@ impl<'a> From<&'a DnsPacket> for Observed<'a> {
             src: packet.src,
             dst: packet.dst,
             payload: packet.payload(),
+            ifindex: packet.ifindex,
         }
     }
 }
@@ -135,17 +145,24 @@ pub struct Learner {
     patterns: DomainPatterns,
     tracker: QueryTracker,
     guard: Guard,
+    trust: Trust,
     settings: BookSettings,
     pub set: LearnedSet,
     pub counters: AnswerCounters,
 }
 
 impl Learner {
-    pub fn new(patterns: DomainPatterns, guard: Guard, settings: BookSettings) -> Self {
+    pub fn new(
+        patterns: DomainPatterns,
+        guard: Guard,
+        trust: Trust,
+        settings: BookSettings,
+    ) -> Self {
         Self {
             patterns,
             tracker: QueryTracker::new(),
             guard,
+            trust,
             settings,
             set: LearnedSet::default(),
             counters: AnswerCounters::default(),
@@ -156,6 +173,11 @@ impl Learner {
     pub fn replace(&mut self, patterns: DomainPatterns, set: LearnedSet) {
         self.patterns = patterns;
         self.set = set;
+    }
+
+    /// Sets whose answers are believed (the daemon knows the interfaces once attached).
+    pub fn set_trust(&mut self, trust: Trust) {
+        self.trust = trust;
     }
 
     pub fn patterns(&self) -> &DomainPatterns {
@@ -184,6 +206,7 @@ impl Learner {
                 message.id,
                 &message.question,
                 mono,
+                observed.ifindex,
             );
             return Observation::default();
         }
@@ -192,15 +215,25 @@ impl Learner {
             added,
         };
         // The response goes server -> client: its destination asked, its source answered.
-        if !self.tracker.answer(
+        let Some(query_if) = self.tracker.answer(
             observed.dst,
             observed.src,
             message.id,
             &message.question,
             mono,
-        ) {
+        ) else {
             self.counters.add(AnswerResult::Unsolicited);
             return result(AnswerResult::Unsolicited, Vec::new());
+        };
+        // Checked before its server is noted below: an untrusted answer teaches nothing at all.
+        if !self.trust.believes(
+            observed.dst.ip(),
+            observed.src.ip(),
+            query_if,
+            observed.ifindex,
+        ) {
+            self.counters.add(AnswerResult::Untrusted);
+            return result(AnswerResult::Untrusted, Vec::new());
         }
         // It answered a client's query that crossed the gateway: a DNS server clients use, which
         // no answer may make blocked (this one included), for learning and resolution alike.
@@ -285,6 +318,8 @@ mod tests {
 
     const CLIENT: &str = "198.18.1.2:40000";
     const SERVER: &str = "198.18.2.2:53";
+    const IN: u32 = 1;
+    const OUT: u32 = 2;
 
     fn learner() -> Learner {
         learner_with(NeverBlock::builtin())
@@ -300,6 +335,7 @@ mod tests {
         Learner::new(
             DomainPatterns::from_policy(&policy),
             Guard::new(never_block, 4, &[]),
+            Trust::anyone(),
             BookSettings {
                 ttl_floor: Duration::from_secs(60),
                 ttl_ceiling: Duration::from_secs(3600),
@@ -319,10 +355,13 @@ mod tests {
         payload: &[u8],
         metrics: &ResolveMetrics,
     ) -> Observation {
+        // Queries arrive on interface 1, answers (from port 53) on interface 2.
+        let src: SocketAddr = from.parse().unwrap();
         let observed = Observed {
-            src: from.parse().unwrap(),
+            src,
             dst: to.parse().unwrap(),
             payload,
+            ifindex: if src.port() == 53 { OUT } else { IN },
         };
         l.observe(
             &observed,
@@ -356,6 +395,123 @@ mod tests {
         );
         assert_eq!(l.counters.get(AnswerResult::Learned), 1);
         assert_eq!(l.counters.get(AnswerResult::Unsolicited), 1);
+    }
+
+    fn see_on(l: &mut Learner, from: &str, to: &str, payload: &[u8], ifindex: u32) -> Observation {
+        let observed = Observed {
+            src: from.parse().unwrap(),
+            dst: to.parse().unwrap(),
+            payload,
+            ifindex,
+        };
+        l.observe(
+            &observed,
+            SystemTime::UNIX_EPOCH,
+            Instant::now(),
+            &ResolveMetrics::new(),
+        )
+    }
+
+    fn prefixes(list: &[&str]) -> Vec<ipnet::IpNet> {
+        list.iter().map(|p| p.parse().unwrap()).collect()
+    }
+
+    /// Interfaces 1 and 3 face clients, 2 faces servers; SERVER alone is trusted.
+    fn with_roles(learn_for: &[&str]) -> Learner {
+        let mut l = learner();
+        let roles = [(IN, Role::Inside), (OUT, Role::Outside), (3, Role::Inside)];
+        l.set_trust(Trust::new(
+            roles.into_iter().collect(),
+            prefixes(&["198.18.2.2/32"]),
+            prefixes(learn_for),
+        ));
+        l
+    }
+
+    /// A query for `name` from CLIENT to `server` on `query_if`, its answer on `answer_if`.
+    fn exchange(l: &mut Learner, server: &str, query_if: u32, answer_if: u32) -> Observation {
+        let name = "t.zoom.us";
+        see_on(l, CLIENT, server, &query(40, name), query_if);
+        let r = response(40, name, &[(name, a([198, 19, 10, 40]), 60)]);
+        see_on(l, server, CLIENT, &r, answer_if)
+    }
+
+    #[test]
+    fn an_answer_from_a_server_not_learned_from_is_untrusted() {
+        let mut l = with_roles(&[]);
+        let out = exchange(&mut l, "198.18.3.3:53", IN, OUT);
+        assert_eq!(out.result, Some(AnswerResult::Untrusted));
+        assert!(out.added.is_empty() && l.set.is_empty());
+        assert_eq!(l.counters.get(AnswerResult::Untrusted), 1);
+        // It does not make its server one no answer may block either.
+        assert!(
+            !l.guard
+                .never_block()
+                .contains("198.18.3.3".parse().unwrap())
+        );
+        // The trusted server is believed.
+        assert_eq!(
+            exchange(&mut l, SERVER, IN, OUT).result,
+            Some(AnswerResult::Learned)
+        );
+    }
+
+    #[test]
+    fn an_answer_on_the_querys_interface_or_an_inside_one_is_untrusted() {
+        let mut l = with_roles(&[]);
+        // Forged on the client's own link.
+        assert_eq!(
+            exchange(&mut l, SERVER, IN, IN).result,
+            Some(AnswerResult::Untrusted)
+        );
+        // Arriving from another client-facing interface.
+        assert_eq!(
+            exchange(&mut l, SERVER, IN, 3).result,
+            Some(AnswerResult::Untrusted)
+        );
+        // A query that came in from the servers' side.
+        assert_eq!(
+            exchange(&mut l, SERVER, OUT, 3).result,
+            Some(AnswerResult::Untrusted)
+        );
+        assert!(l.set.is_empty());
+        assert_eq!(l.counters.get(AnswerResult::Untrusted), 3);
+        assert_eq!(l.counters.get(AnswerResult::Learned), 0);
+    }
+
+    #[test]
+    fn a_client_learned_for_is_believed_from_any_server() {
+        let mut l = with_roles(&["198.18.1.0/24"]);
+        let out = exchange(&mut l, "198.18.3.3:53", IN, OUT);
+        assert_eq!(out.result, Some(AnswerResult::Learned));
+        assert_eq!(out.added.len(), 1);
+        // Still only from the outside.
+        assert_eq!(
+            exchange(&mut l, "198.18.3.3:53", IN, IN).result,
+            Some(AnswerResult::Untrusted)
+        );
+    }
+
+    #[test]
+    fn without_roles_any_other_interface_is_believed() {
+        let mut l = learner();
+        l.set_trust(Trust::new(
+            [(IN, Role::Both), (OUT, Role::Both)].into_iter().collect(),
+            prefixes(&["198.18.2.0/24"]),
+            Vec::new(),
+        ));
+        assert_eq!(
+            exchange(&mut l, SERVER, OUT, IN).result,
+            Some(AnswerResult::Learned)
+        );
+        assert_eq!(
+            exchange(&mut l, SERVER, IN, IN).result,
+            Some(AnswerResult::Untrusted)
+        );
+        assert_eq!(
+            exchange(&mut l, "198.18.3.3:53", IN, OUT).result,
+            Some(AnswerResult::Untrusted)
+        );
     }
 
     #[test]

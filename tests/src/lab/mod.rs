@@ -99,6 +99,8 @@ pub struct Lab {
     policies: usize,
     daemon_args: Vec<String>,
     daemon_wrapper: Vec<String>,
+    /// The `--iface` values (`g0`, `g1` unless a test gives them roles).
+    interfaces: Vec<String>,
 }
 
 pub fn is_root() -> bool {
@@ -131,6 +133,7 @@ impl Lab {
             policies: 0,
             daemon_args: Vec::new(),
             daemon_wrapper: Vec::new(),
+            interfaces: vec!["g0".into(), "g1".into()],
         };
         lab.build()
             .with_context(|| format!("building lab {}", lab.id))?;
@@ -295,6 +298,17 @@ impl Lab {
         self.daemon_args.extend(args.iter().map(|a| a.to_string()));
     }
 
+    /// Forgets the extra options given so far.
+    pub fn clear_daemon_args(&mut self) {
+        self.daemon_args.clear();
+    }
+
+    /// The `--iface` values of every daemon this lab starts from now on (`g0` faces the
+    /// client, `g1` the server), e.g. `["g0:inside", "g1:outside"]`.
+    pub fn set_interfaces(&mut self, interfaces: &[&str]) {
+        self.interfaces = interfaces.iter().map(|i| i.to_string()).collect();
+    }
+
     /// A program (and its options) that every daemon this lab starts from now on is run
     /// through, inside the gateway namespace (e.g. `setpriv` to start it with fewer
     /// capabilities); empty for none.
@@ -404,7 +418,8 @@ impl Lab {
             .arg("run")
             .arg("--rules")
             .arg(rules)
-            .args(["--iface", "g0", "--iface", "g1", "--bpffs"])
+            .args(self.interfaces.iter().flat_map(|i| ["--iface", i.as_str()]))
+            .arg("--bpffs")
             .arg(self.bpffs())
             .arg("--metrics")
             .arg(METRICS_ADDR.to_string())
