@@ -57,15 +57,18 @@ pub enum Origin {
     Resolver,
     /// A DNS server seen answering clients' queries through the gateway.
     DnsServerInUse,
+    /// `--learn-from`: DNS servers whose answers are learned.
+    LearnFrom,
 }
 
 impl Origin {
-    pub const ALL: [Origin; 5] = [
+    pub const ALL: [Origin; 6] = [
         Self::BuiltIn,
         Self::Configured,
         Self::Interface,
         Self::Resolver,
         Self::DnsServerInUse,
+        Self::LearnFrom,
     ];
 
     /// The origin of a name given by [`Origin::as_str`].
@@ -81,6 +84,7 @@ impl Origin {
             Self::Interface => "interface",
             Self::Resolver => "resolver",
             Self::DnsServerInUse => "dns-server",
+            Self::LearnFrom => "learn-from",
         }
     }
 
@@ -92,6 +96,7 @@ impl Origin {
             Self::Interface => "an address of the gateway",
             Self::Resolver => "a resolver of the daemon",
             Self::DnsServerInUse => "a DNS server clients use",
+            Self::LearnFrom => "--learn-from",
         }
     }
 }

@@ -200,7 +200,7 @@ mod tests {
         let config = dir.join("config.yaml");
         std::fs::write(
             &config,
-            "never-block: [203.0.113.0/24]\nresolver: [\"198.51.100.53:5353\"]\n",
+            "never-block: [203.0.113.0/24]\nresolver: [\"198.51.100.53:5353\"]\nlearn-from: [198.18.7.53]\n",
         )
         .unwrap();
         let check = |never_block: Vec<IpNet>| CheckArgs {
@@ -225,6 +225,8 @@ mod tests {
         let origin = |list: &NeverBlock, s: &str| list.find(s.parse().unwrap()).map(|r| r.origin);
         assert_eq!(origin(&from_file, "203.0.113.7"), Some(Origin::Configured));
         assert_eq!(origin(&from_file, "198.51.100.53"), Some(Origin::Resolver));
+        // The servers answers are learned from are never blocked either.
+        assert_eq!(origin(&from_file, "198.18.7.53"), Some(Origin::LearnFrom));
         for local in crate::sys::netif::local_addresses().unwrap() {
             assert!(from_file.contains(local.addr()), "{local}");
         }

@@ -31,7 +31,7 @@ use crate::datapath::bpffs::{self, BpffsError};
 use crate::datapath::{Datapath, DatapathError};
 use crate::learn::{DomainPatterns, LearnedSet, Learner, Reinjector, Role, Trust};
 use crate::metrics::{self, MetricsError};
-use crate::never_block::{NeverBlock, NeverBlockError};
+use crate::never_block::{NeverBlock, NeverBlockError, Origin};
 use crate::platform_ids::{IdsError, PlatformIds};
 use crate::policy::{self, LoadOptions, Policy, PolicyError};
 use crate::resolve::{
@@ -397,7 +397,8 @@ pub fn never_block(settings: &Settings) -> Result<(NeverBlock, Vec<SocketAddr>),
         .map(|text| resolve::parse_resolver(text))
         .collect::<Result<Vec<_>, _>>()?;
     let servers = resolve::servers(&configured)?;
-    let list = NeverBlock::build(&settings.never_block, &servers)?;
+    let list = NeverBlock::build(&settings.never_block, &servers)?
+        .with(settings.learn_from.iter().map(|n| (*n, Origin::LearnFrom)));
     Ok((list, servers))
 }
 
