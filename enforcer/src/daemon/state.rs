@@ -120,6 +120,39 @@ pub struct Parts {
     pub wake: Arc<Notify>,
 }
 
+#[cfg(test)]
+impl Parts {
+    /// What the tests build a state from: `policy` through `datapath`, the built-in never-block
+    /// list, an empty book, a learner for the policy's patterns that believes any server, and
+    /// the state files in `dir` (rules in `dir/rules`).
+    pub(crate) fn for_test(
+        datapath: Datapath,
+        policy: Policy,
+        settings: crate::resolve::BookSettings,
+        dir: &std::path::Path,
+    ) -> Self {
+        let learner = Learner::new(
+            DomainPatterns::from_policy(&policy),
+            crate::resolve::Guard::new(NeverBlock::builtin(), 64, &[]),
+            crate::learn::Trust::anyone(),
+            settings,
+        );
+        Self {
+            datapath,
+            policy,
+            book: AddressBook::new(settings),
+            resolve_metrics: ResolveMetrics::new(),
+            state_dir: dir.to_path_buf(),
+            never_block: NeverBlock::builtin(),
+            rules_path: dir.join("rules"),
+            load_options: LoadOptions::default(),
+            learner,
+            ids: PlatformIds::default(),
+            wake: Arc::new(Notify::new()),
+        }
+    }
+}
+
 impl State {
     /// The state for `parts`, with its sets enforced in the datapath.
     pub fn new(parts: Parts) -> Result<(Self, ApplyStats), EnforceError> {
@@ -743,7 +776,7 @@ mod tests {
 
     use super::*;
     use crate::never_block::Origin;
-    use crate::resolve::{BookSettings, Guard, Use};
+    use crate::resolve::{BookSettings, Use};
 
     /// One platform whose only entry is the wildcard `*.zoom.us`.
     fn zoom_wildcard_policy() -> Policy {
@@ -890,27 +923,11 @@ mod tests {
             &[("10.1.1.1".parse().unwrap(), 60)],
             &entry,
         );
-        let mut learner = Learner::new(
-            DomainPatterns::default(),
-            Guard::new(NeverBlock::builtin(), 64, &[]),
-            crate::learn::Trust::anyone(),
-            settings,
-        );
-        learner.replace(DomainPatterns::from_policy(&policy), learned.clone());
-        let (mut state, _) = State::new(Parts {
-            datapath,
-            policy,
-            book: AddressBook::new(settings),
-            resolve_metrics: ResolveMetrics::new(),
-            state_dir: state_dir.clone(),
-            never_block: NeverBlock::builtin(),
-            rules_path: state_dir.join("rules"),
-            load_options: LoadOptions::default(),
-            learner,
-            ids: PlatformIds::default(),
-            wake: Arc::new(Notify::new()),
-        })
-        .unwrap();
+        let mut parts = Parts::for_test(datapath, policy, settings, &state_dir);
+        parts
+            .learner
+            .replace(DomainPatterns::from_policy(&parts.policy), learned.clone());
+        let (mut state, _) = State::new(parts).unwrap();
         // As after a restart whose learned.json was lost.
         state.learner.set = LearnedSet::default();
         let started = Instant::now();
@@ -938,7 +955,7 @@ mod tests {
     #[test]
     fn a_learned_address_the_datapath_cannot_hold_does_not_wedge_the_daemon() {
         use crate::learn::fixtures::{a, query, response};
-        use crate::resolve::{BookSettings, Guard};
+        use crate::resolve::BookSettings;
         let Ok(datapath) = Datapath::load_unpinned() else {
             eprintln!("skipped: loading the XDP program needs root and BPF");
             return;
@@ -958,27 +975,8 @@ mod tests {
         };
         let state_dir = std::env::temp_dir().join(format!("enforcer-wedge-{}", std::process::id()));
         std::fs::create_dir_all(&state_dir).unwrap();
-        let patterns = DomainPatterns::from_policy(&policy);
-        let learner = Learner::new(
-            patterns,
-            Guard::new(NeverBlock::builtin(), 64, &[]),
-            crate::learn::Trust::anyone(),
-            settings,
-        );
-        let (mut state, _) = State::new(Parts {
-            datapath,
-            policy,
-            book: AddressBook::new(settings),
-            resolve_metrics: ResolveMetrics::new(),
-            state_dir: state_dir.clone(),
-            never_block: NeverBlock::builtin(),
-            rules_path: state_dir.join("rules"),
-            load_options: LoadOptions::default(),
-            learner,
-            ids: PlatformIds::default(),
-            wake: Arc::new(Notify::new()),
-        })
-        .unwrap();
+        let (mut state, _) =
+            State::new(Parts::for_test(datapath, policy, settings, &state_dir)).unwrap();
         let client: std::net::SocketAddr = "198.18.1.2:40000".parse().unwrap();
         let server: std::net::SocketAddr = "198.18.2.2:53".parse().unwrap();
         let packet = |src: std::net::SocketAddr, dst, dns: Vec<u8>| DnsPacket {

@@ -187,16 +187,11 @@ mod tests {
     use std::io::Write;
     use std::path::{Path, PathBuf};
 
-    use tokio::sync::Notify;
-
     use super::super::state::Parts;
     use super::*;
     use crate::datapath::Datapath;
-    use crate::learn::{DomainPatterns, Learner};
-    use crate::never_block::NeverBlock;
-    use crate::platform_ids::PlatformIds;
     use crate::policy::{self, LoadOptions};
-    use crate::resolve::{AddressBook, BookSettings, Guard, ResolveMetrics};
+    use crate::resolve::BookSettings;
 
     /// A daemon state enforcing the policy directory `rules` (with one valid file) in a fresh
     /// directory; None where the XDP program cannot be loaded (not root).
@@ -220,26 +215,9 @@ mod tests {
             ttl_ceiling: Duration::from_secs(3600),
             grace: Duration::ZERO,
         };
-        let wake = Arc::new(Notify::new());
-        let (state, _) = State::new(Parts {
-            datapath,
-            learner: Learner::new(
-                DomainPatterns::from_policy(&policy),
-                Guard::new(NeverBlock::builtin(), 64, &[]),
-                crate::learn::Trust::anyone(),
-                settings,
-            ),
-            policy,
-            book: AddressBook::new(settings),
-            resolve_metrics: ResolveMetrics::new(),
-            state_dir: dir.clone(),
-            never_block: NeverBlock::builtin(),
-            rules_path: rules,
-            load_options: LoadOptions::default(),
-            ids: PlatformIds::default(),
-            wake: Arc::clone(&wake),
-        })
-        .unwrap();
+        let parts = Parts::for_test(datapath, policy, settings, &dir);
+        let wake = Arc::clone(&parts.wake);
+        let (state, _) = State::new(parts).unwrap();
         Some((Daemon::new(state, wake), dir))
     }
 
