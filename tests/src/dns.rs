@@ -18,7 +18,7 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{Name, RData, RecordType};
 
-use crate::lab::netns;
+use crate::lab::{Lab, Side, netns};
 use crate::tools;
 
 /// How long dnsmasq gets to answer after a start or to serve a rewritten hosts file.
@@ -416,8 +416,31 @@ fn unspecified_for(addr: SocketAddr) -> SocketAddr {
 /// returns the addresses of the answer (empty for NXDOMAIN or no data); an error when nothing
 /// answers within a second.
 pub fn lookup(server: SocketAddr, name: &str, qtype: RecordType) -> Result<Vec<IpAddr>> {
+    lookup_within(server, name, qtype, Duration::from_secs(1))
+}
+
+/// The lab's client asks `server` (port 53) for `name`'s records of `qtype` and gets the first
+/// address of the answer; None when the answer has none or nothing answers within 2 s.
+pub fn client_lookup(lab: &Lab, server: IpAddr, name: &str, qtype: RecordType) -> Option<IpAddr> {
+    let name = name.to_owned();
+    lab.in_netns(Side::Client, move || {
+        let answer = lookup_within((server, 53).into(), &name, qtype, Duration::from_secs(2));
+        Ok(answer
+            .ok()
+            .and_then(|addresses| addresses.into_iter().next()))
+    })
+    .expect("running the lookup in the client's namespace")
+}
+
+/// [`lookup`] with a time limit for the answer.
+fn lookup_within(
+    server: SocketAddr,
+    name: &str,
+    qtype: RecordType,
+    timeout: Duration,
+) -> Result<Vec<IpAddr>> {
     let socket = UdpSocket::bind(unspecified_for(server))?;
-    socket.set_read_timeout(Some(Duration::from_secs(1)))?;
+    socket.set_read_timeout(Some(timeout))?;
     let id = rand::random::<u16>();
     let mut query = Message::new();
     query.set_id(id);

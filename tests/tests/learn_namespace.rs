@@ -6,7 +6,7 @@
 //! what closes the race with the client's first packet: shown against a daemon that cannot
 //! hold, which loses it. Needs root, dnsmasq, setpriv and a built daemon.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
@@ -14,7 +14,7 @@ use hickory_proto::op::{Message, MessageType, Query};
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use serde_json::Value;
-use tests::dns::{Dnsmasq, Zone};
+use tests::dns::{Dnsmasq, Zone, client_lookup};
 use tests::lab::{
     CLIENT_V4, Connect, INTERNET_V4, INTERNET_V6, Lab, Metrics, SERVER_V4, SERVER_V6, Server, Side,
 };
@@ -44,27 +44,6 @@ fn query(id: u16, name: &str) -> Vec<u8> {
     m.set_recursion_desired(true);
     m.add_query(Query::query(Name::from_str(name).unwrap(), RecordType::A));
     m.to_vec().unwrap()
-}
-
-/// The client asks the server for `name` (A) and returns the first address, as a stub resolver.
-fn lookup(lab: &Lab, name: &str) -> Option<Ipv4Addr> {
-    let name = name.to_owned();
-    lab.in_netns(Side::Client, move || {
-        let socket = UdpSocket::bind("0.0.0.0:0")?;
-        socket.set_read_timeout(Some(Duration::from_secs(2)))?;
-        let id = rand::random::<u16>();
-        socket.send_to(&query(id, &name), (SERVER_V4, 53))?;
-        let mut buf = [0u8; 1500];
-        let Ok((n, _)) = socket.recv_from(&mut buf) else {
-            return Ok(None);
-        };
-        let message = Message::from_vec(&buf[..n])?;
-        Ok(message.answers().iter().find_map(|r| match r.data() {
-            RData::A(a) => Some(a.0),
-            _ => None,
-        }))
-    })
-    .unwrap()
 }
 
 /// Lookup, then at once a TCP connection to the answer's port 443.
@@ -240,32 +219,6 @@ fn wildcard_answers_are_learned_before_the_client_connects() {
     lab.stop_daemon().unwrap();
 }
 
-/// The client asks over IPv6 for `name`'s AAAA record.
-fn lookup_v6(lab: &Lab, name: &str) -> Option<Ipv6Addr> {
-    let name = name.to_owned();
-    lab.in_netns(Side::Client, move || {
-        let socket = UdpSocket::bind("[::]:0")?;
-        socket.set_read_timeout(Some(Duration::from_secs(2)))?;
-        let mut m = Message::new();
-        m.set_id(rand::random::<u16>());
-        m.set_recursion_desired(true);
-        m.add_query(Query::query(Name::from_str(&name)?, RecordType::AAAA));
-        socket.send_to(&m.to_vec()?, (SERVER_V6, 53))?;
-        let mut buf = [0u8; 1500];
-        let Ok((n, _)) = socket.recv_from(&mut buf) else {
-            return Ok(None);
-        };
-        Ok(Message::from_vec(&buf[..n])?
-            .answers()
-            .iter()
-            .find_map(|r| match r.data() {
-                RData::AAAA(a) => Some(a.0),
-                _ => None,
-            }))
-    })
-    .unwrap()
-}
-
 #[test]
 fn answers_over_ipv6_are_held_sent_on_and_learned() {
     let mut lab = Lab::new().unwrap();
@@ -291,7 +244,15 @@ fn answers_over_ipv6_are_held_sent_on_and_learned() {
         "before the lookup"
     );
     // The response travels over IPv6: it is held, then sent on through the IPv6 raw socket.
-    let answer = lookup_v6(&lab, "v6only.media.example");
+    let answer = match client_lookup(
+        &lab,
+        SERVER_V6.into(),
+        "v6only.media.example",
+        RecordType::AAAA,
+    ) {
+        Some(IpAddr::V6(a)) => Some(a),
+        _ => None,
+    };
     assert_eq!(answer, Some(fresh), "no IPv6 answer reached the client");
     assert_eq!(
         lab.tcp_connect(listener, CONNECT_TIMEOUT).unwrap(),
@@ -533,4 +494,12 @@ fn only_answers_from_trusted_servers_are_learned() {
     let m = lab.metrics().unwrap();
     assert_eq!(answers(&m, "learned"), 1.0);
     assert_eq!(answers(&m, "untrusted"), 0.0);
+}
+
+/// The client asks the server for `name` (A) and returns the first address.
+fn lookup(lab: &Lab, name: &str) -> Option<Ipv4Addr> {
+    match client_lookup(lab, SERVER_V4.into(), name, RecordType::A) {
+        Some(IpAddr::V4(a)) => Some(a),
+        _ => None,
+    }
 }

@@ -4,39 +4,21 @@
 //! damaged meanwhile; a resolved address stays blocked while DNS is down even when
 //! `addresses.json` was cut short. Needs root, dnsmasq and a built daemon.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
-use std::str::FromStr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use hickory_proto::op::{Message, Query};
-use hickory_proto::rr::{Name, RData, RecordType};
-use tests::dns::{Dnsmasq, Zone};
+use hickory_proto::rr::RecordType;
+use tests::dns::{Dnsmasq, Zone, client_lookup};
 use tests::lab::{Connect, INTERNET_V4, Lab, SERVER_V4, Side};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The client asks the server for `name` (A) and returns the first address.
 fn lookup(lab: &Lab, name: &str) -> Option<Ipv4Addr> {
-    let name = name.to_owned();
-    lab.in_netns(Side::Client, move || {
-        let socket = UdpSocket::bind("0.0.0.0:0")?;
-        socket.set_read_timeout(Some(Duration::from_secs(2)))?;
-        let mut m = Message::new();
-        m.set_id(rand::random::<u16>());
-        m.set_recursion_desired(true);
-        m.add_query(Query::query(Name::from_str(&name)?, RecordType::A));
-        socket.send_to(&m.to_vec()?, (SERVER_V4, 53))?;
-        let mut buf = [0u8; 1500];
-        let Ok((n, _)) = socket.recv_from(&mut buf) else {
-            return Ok(None);
-        };
-        let message = Message::from_vec(&buf[..n])?;
-        Ok(message.answers().iter().find_map(|r| match r.data() {
-            RData::A(a) => Some(a.0),
-            _ => None,
-        }))
-    })
-    .unwrap()
+    match client_lookup(lab, SERVER_V4.into(), name, RecordType::A) {
+        Some(IpAddr::V4(a)) => Some(a),
+        _ => None,
+    }
 }
 
 #[test]
