@@ -4,11 +4,11 @@
 //! through while a new daemon adopts the pinned state. Needs root and a built daemon.
 
 use std::net::{IpAddr, SocketAddr};
-use std::process::Output;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-use tests::lab::{GATEWAY_CLIENT_V4, INTERNET_V4, INTERNET_V6, Lab, Metrics, Server};
+use tests::lab::{
+    GATEWAY_CLIENT_V4, INTERNET_V4, INTERNET_V6, Lab, Metrics, Server, json_ok as ok,
+};
 
 const POLICY: &[(&str, &str)] = &[
     (
@@ -28,17 +28,6 @@ const FLOW_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn at(ip: IpAddr, port: u16) -> SocketAddr {
     SocketAddr::new(ip, port)
-}
-
-fn ok(output: &Output, what: &str) -> Value {
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{what}: exit {:?}\nstdout: {stdout}\nstderr: {}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_str(&stdout).unwrap_or(Value::Null)
 }
 
 /// Datagrams that reached each of `dsts` during the same `period` of a running stream.

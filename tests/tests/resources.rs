@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use enforcer::connections::{LOG_INTERVAL, MAX_CONNECTIONS, REQUEST_TIMEOUT};
 use enforcer::control::MAX_REQUEST_LINE;
 use serde_json::Value;
-use tests::lab::{Lab, METRICS_ADDR, Side, enforcer_binary, netns};
+use tests::lab::{Lab, METRICS_ADDR, Side, enforcer_binary, json_ok as ok, netns};
 use tests::tools;
 
 /// Idle connections opened on each of the control socket and the metrics port.
@@ -130,17 +130,6 @@ fn control(lab: &Lab, args: &[&str]) -> Output {
         std::thread::sleep(Duration::from_millis(20));
     }
     child.wait_with_output().unwrap()
-}
-
-fn ok(output: &Output, what: &str) -> Value {
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{what}: exit {:?}\nstdout: {stdout}\nstderr: {}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_str(&stdout).unwrap_or(Value::Null)
 }
 
 /// The soft and hard "Max open files" of process `pid`.

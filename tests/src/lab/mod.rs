@@ -713,6 +713,19 @@ fn reap_stale() {
     }
 }
 
+/// The JSON an `enforcer` command printed, after asserting that it succeeded (`what` names the
+/// command in the failure); `Null` when it printed no JSON.
+pub fn json_ok(output: &Output, what: &str) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{what}: exit {:?}\nstdout: {stdout}\nstderr: {}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
