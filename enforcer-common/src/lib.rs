@@ -137,57 +137,167 @@ pub const fn match_counter_index(platform: u16, action: u8, direction: u8, famil
         + family as u32
 }
 
-/// UDP port of DNS: messages to or from it are copied to user space for learning.
+/// UDP port of DNS.
 pub const DNS_PORT: u16 = 53;
-/// Bytes of a DNS packet (from its IP header) copied into an event; a longer packet is cut, and
-/// then neither held nor, usually, readable (user space counts it as malformed).
-pub const DNS_CAPTURE_BYTES: usize = 2048;
-/// Size of the ring buffer of DNS events (a power-of-two number of pages): ~1,000 packets.
-pub const DNS_RING_BYTES: u32 = 1 << 21;
-/// Index of the hold deadline in `DNS_HOLD`: while `bpf_ktime_get_ns()` is below it, DNS
-/// responses are held (dropped after copying) and the daemon sends them on once it has enforced
-/// what they teach. The daemon keeps pushing it a few seconds ahead; if the daemon dies, holding
-/// stops by itself and responses flow again.
+/// Bytes of a frame copied into an event (a power of two); a longer frame is cut, and then
+/// neither held nor, usually, readable (user space counts it as malformed).
+pub const DNS_CAPTURE_BYTES: usize = 4096;
+/// The longest frame held: what BPF_PROG_TEST_RUN's live mode can put back into the receive
+/// path in one page (4,096 less XDP headroom and skb tail room). A longer response is copied for
+/// learning and passed at once.
+pub const DNS_HOLD_MAX_FRAME: usize = 3520;
+/// Size of the ring buffer of DNS events (a power-of-two number of pages). Records are as long
+/// as their frame: ~30,000 queries or ~1,000 full-size responses.
+pub const DNS_RING_BYTES: u32 = 1 << 22;
+/// Index of the hold deadline in `DNS_HOLD`: while `bpf_ktime_get_ns()` is below it, believed
+/// DNS responses are held (dropped after copying) and the daemon puts them back once it has
+/// enforced what they teach. The daemon keeps pushing it a few seconds ahead; if the daemon
+/// dies, holding stops by itself and responses flow again.
 pub const DNS_HOLD_DEADLINE: u32 = 0;
 
-/// One UDP DNS packet seen by the program, from its IP header, with its addresses and ports.
-/// IPv4 addresses fill the first four bytes of the address arrays.
+/// A query from a client, seen arriving on an inside interface for a trusted server or client.
+pub const DNS_EVENT_QUERY: u8 = 0;
+/// A response to such a query, arriving on an outside interface from a trusted server.
+pub const DNS_EVENT_RESPONSE: u8 = 1;
+/// A non-first UDP fragment from a trusted server (or to a trusted client): the rest of a
+/// fragmented response, copied (not held) so that user space can reassemble the message.
+pub const DNS_EVENT_FRAGMENT: u8 = 2;
+
+/// Bits of the values in the trust tries (`DNS_TRUST_V4`/`_V6`).
+/// A `--learn-from` server: its answers may be believed.
+pub const TRUST_SERVER: u32 = 1;
+/// A `--learn-for` client: answers to it may be believed from any server.
+pub const TRUST_CLIENT: u32 = 2;
+/// An address of the gateway: an answer addressed to it (after NAT) may answer a client's query.
+pub const TRUST_GATEWAY: u32 = 4;
+/// Most entries of each trust trie.
+pub const MAX_TRUST_PREFIXES: u32 = 4096;
+
+/// Interface roles in `IFACE_ROLES` (an interface without an entry is both).
+pub const ROLE_INSIDE: u32 = 1;
+pub const ROLE_OUTSIDE: u32 = 2;
+pub const ROLE_BOTH: u32 = 3;
+/// Most attached interfaces with a role.
+pub const MAX_INTERFACES: u32 = 256;
+
+/// Outstanding queries the datapath remembers (least recently used forgotten first).
+pub const MAX_DNS_QUERIES: u32 = 65_536;
+/// How long a query can be answered, in nanoseconds (10 s, as the reference says).
+pub const DNS_QUERY_WINDOW_NS: u64 = 10_000_000_000;
+
+/// Slots of `DNS_STATS`, the datapath's per-CPU counts of responses it did not hold.
+/// A UDP packet from port 53 that arrived on an inside interface, or whose server and client
+/// are both untrusted, or that arrived on the interface its query came in on.
+pub const DNS_STAT_UNTRUSTED: u32 = 0;
+/// From a trusted server, but answering no query the datapath saw (or too late).
+pub const DNS_STAT_UNSOLICITED: u32 = 1;
+/// Believed, but not held: too long to put back, or the ring buffer was full.
+pub const DNS_STAT_NOT_HELD: u32 = 2;
+pub const DNS_STATS: u32 = 3;
+
+/// An outstanding query, by what its response carries: the server, the client's port, the DNS
+/// id. The client's address is in the value, so that an answer addressed to the gateway (NAT)
+/// can still be matched.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DnsQueryKey {
+    pub server: [u8; 16],
+    pub client_port: u16,
+    pub id: u16,
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Who asked, where and when.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-pub struct DnsEvent {
+pub struct DnsQuerySeen {
+    pub client: [u8; 16],
+    /// `bpf_ktime_get_ns()` when the query arrived.
+    pub at_ns: u64,
+    /// The interface the query arrived on.
+    pub ifindex: u32,
+    pub _pad: u32,
+}
+
+/// What the program tells user space about one DNS frame; the record in the ring buffer is this
+/// header followed by the first `captured` bytes of the frame. IPv4 addresses fill the first
+/// four bytes of the address arrays.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct DnsEventHeader {
     pub src_addr: [u8; 16],
     pub dst_addr: [u8; 16],
+    /// For a response: the address that sent the query (the destination, unless NAT).
+    pub query_client: [u8; 16],
     pub src_port: u16,
     pub dst_port: u16,
     /// `FAMILY_IPV4` or `FAMILY_IPV6`.
     pub family: u8,
-    /// 1 when the program dropped the frame and the daemon must send the packet on.
+    /// `DNS_EVENT_QUERY`, `DNS_EVENT_RESPONSE` or `DNS_EVENT_FRAGMENT`.
+    pub kind: u8,
+    /// 1 when the program dropped the frame and the daemon must put it back.
     pub held: u8,
-    /// Bytes of `packet` that hold the IP packet.
+    pub _pad: u8,
+    /// Bytes of the frame that follow the header.
     pub captured: u16,
-    /// The IP packet's length in the frame (more than `captured` when it was cut).
+    /// The frame's length (more than `captured` when it was cut).
     pub length: u16,
-    /// Offset of the DNS message in `packet`.
+    /// Offset of the IP header in the frame.
+    pub l3_offset: u16,
+    /// Offset of the DNS message in the frame (0 for a fragment).
     pub payload_offset: u16,
     /// The interface the frame arrived on (its ifindex).
     pub ifindex: u32,
-    pub packet: [u8; DNS_CAPTURE_BYTES],
+    /// For a response: the interface its query arrived on.
+    pub query_ifindex: u32,
 }
+
+/// The header and room for the frame: the program builds a record here (a per-CPU scratch
+/// value) and copies only its used part into the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct DnsEvent {
+    pub header: DnsEventHeader,
+    pub frame: [u8; DNS_CAPTURE_BYTES],
+}
+
+/// Bytes of a record before the frame.
+pub const DNS_EVENT_HEADER_BYTES: usize = size_of::<DnsEventHeader>();
 
 // The layout both sides rely on: sizes, and every field where it is expected, so that a field
 // moved, resized or reordered fails the build instead of being misread across the boundary.
-const _: () = assert!(size_of::<DnsEvent>() == 48 + DNS_CAPTURE_BYTES);
-const _: () = assert!(offset_of!(DnsEvent, src_addr) == 0);
-const _: () = assert!(offset_of!(DnsEvent, dst_addr) == 16);
-const _: () = assert!(offset_of!(DnsEvent, src_port) == 32);
-const _: () = assert!(offset_of!(DnsEvent, dst_port) == 34);
-const _: () = assert!(offset_of!(DnsEvent, family) == 36);
-const _: () = assert!(offset_of!(DnsEvent, held) == 37);
-const _: () = assert!(offset_of!(DnsEvent, captured) == 38);
-const _: () = assert!(offset_of!(DnsEvent, length) == 40);
-const _: () = assert!(offset_of!(DnsEvent, payload_offset) == 42);
-const _: () = assert!(offset_of!(DnsEvent, ifindex) == 44);
-const _: () = assert!(offset_of!(DnsEvent, packet) == 48);
+const _: () = assert!(size_of::<DnsQueryKey>() == 24);
+const _: () = assert!(offset_of!(DnsQueryKey, server) == 0);
+const _: () = assert!(offset_of!(DnsQueryKey, client_port) == 16);
+const _: () = assert!(offset_of!(DnsQueryKey, id) == 18);
+const _: () = assert!(offset_of!(DnsQueryKey, family) == 20);
+const _: () = assert!(offset_of!(DnsQueryKey, _pad) == 21);
+const _: () = assert!(size_of::<DnsQuerySeen>() == 32);
+const _: () = assert!(offset_of!(DnsQuerySeen, client) == 0);
+const _: () = assert!(offset_of!(DnsQuerySeen, at_ns) == 16);
+const _: () = assert!(offset_of!(DnsQuerySeen, ifindex) == 24);
+const _: () = assert!(offset_of!(DnsQuerySeen, _pad) == 28);
+const _: () = assert!(DNS_EVENT_HEADER_BYTES == 72);
+const _: () = assert!(offset_of!(DnsEventHeader, src_addr) == 0);
+const _: () = assert!(offset_of!(DnsEventHeader, dst_addr) == 16);
+const _: () = assert!(offset_of!(DnsEventHeader, query_client) == 32);
+const _: () = assert!(offset_of!(DnsEventHeader, src_port) == 48);
+const _: () = assert!(offset_of!(DnsEventHeader, dst_port) == 50);
+const _: () = assert!(offset_of!(DnsEventHeader, family) == 52);
+const _: () = assert!(offset_of!(DnsEventHeader, kind) == 53);
+const _: () = assert!(offset_of!(DnsEventHeader, held) == 54);
+const _: () = assert!(offset_of!(DnsEventHeader, _pad) == 55);
+const _: () = assert!(offset_of!(DnsEventHeader, captured) == 56);
+const _: () = assert!(offset_of!(DnsEventHeader, length) == 58);
+const _: () = assert!(offset_of!(DnsEventHeader, l3_offset) == 60);
+const _: () = assert!(offset_of!(DnsEventHeader, payload_offset) == 62);
+const _: () = assert!(offset_of!(DnsEventHeader, ifindex) == 64);
+const _: () = assert!(offset_of!(DnsEventHeader, query_ifindex) == 68);
+const _: () = assert!(size_of::<DnsEvent>() == DNS_EVENT_HEADER_BYTES + DNS_CAPTURE_BYTES);
+const _: () = assert!(offset_of!(DnsEvent, frame) == DNS_EVENT_HEADER_BYTES);
+const _: () =
+    assert!(DNS_CAPTURE_BYTES.is_power_of_two() && DNS_HOLD_MAX_FRAME <= DNS_CAPTURE_BYTES);
 
 const _: () = assert!(size_of::<RuleRef>() == 8 + 2 * RULES_PER_SLOT);
 const _: () = assert!(offset_of!(RuleRef, slot) == 0);
@@ -242,5 +352,9 @@ mod pod {
     // SAFETY: see above.
     unsafe impl aya::Pod for super::Counter {}
     // SAFETY: see above.
-    unsafe impl aya::Pod for super::DnsEvent {}
+    unsafe impl aya::Pod for super::DnsEventHeader {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for super::DnsQueryKey {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for super::DnsQuerySeen {}
 }

@@ -1,70 +1,110 @@
-//! Copying DNS packets to user space, which learns the addresses of banned names from them.
-//! Responses are also held (the frame is dropped after the copy) while the daemon is alive, and
-//! the daemon sends them on once what they teach is enforced: a client cannot connect to an
-//! answer before it is blocked.
+//! DNS for learning: the program decides here which answers user space may believe, copies them
+//! (and the queries they answer) into a ring buffer, and holds a believed response (drops the
+//! frame after the copy) while the daemon is alive; the daemon puts it back into the receive
+//! path once what it teaches is enforced, so that no client connects to an answer before it is
+//! blocked. Everything else is passed untouched, never held, and counted.
+//!
+//! Believed (docs/reference.md, "Learning and holding DNS answers"): a response that arrives on
+//! an outside interface (any interface when no roles are set, but never the one its query came
+//! in on) from port 53, answering a query seen arriving on an inside interface within 10 s (same
+//! server, client port and DNS id; the question is compared by user space), whose server is a
+//! `--learn-from` server or whose client is a `--learn-for` client. The client is the query's
+//! source, or the response may be addressed to the gateway itself (NAT).
 
 use aya_ebpf::{
     helpers::{bpf_ktime_get_ns, generated::bpf_xdp_load_bytes},
     macros::map,
-    maps::{Array, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
     programs::XdpContext,
 };
 use enforcer_common::{
-    DNS_CAPTURE_BYTES, DNS_HOLD_DEADLINE, DNS_PORT, DNS_RING_BYTES, DnsEvent, FAMILY_IPV4,
-    FAMILY_IPV6, PROTOCOL_UDP,
+    DNS_CAPTURE_BYTES, DNS_EVENT_FRAGMENT, DNS_EVENT_HEADER_BYTES, DNS_EVENT_QUERY,
+    DNS_EVENT_RESPONSE, DNS_HOLD_DEADLINE, DNS_HOLD_MAX_FRAME, DNS_PORT, DNS_QUERY_WINDOW_NS,
+    DNS_RING_BYTES, DNS_STAT_NOT_HELD, DNS_STAT_UNSOLICITED, DNS_STAT_UNTRUSTED, DNS_STATS,
+    DnsEvent, DnsQueryKey, DnsQuerySeen, FAMILY_IPV4, FAMILY_IPV6, MAX_DNS_QUERIES, MAX_INTERFACES,
+    MAX_TRUST_PREFIXES, PROTOCOL_UDP, ROLE_BOTH, ROLE_INSIDE, ROLE_OUTSIDE, TRUST_CLIENT,
+    TRUST_GATEWAY, TRUST_SERVER,
 };
 
 use crate::parse::{Addresses, Packet};
 
-/// UDP DNS packets (queries and responses) seen on the attached interfaces, for user space.
+/// Records for user space: a `DnsEventHeader` followed by the frame's first bytes.
 #[map]
 static DNS_EVENTS: RingBuf = RingBuf::with_byte_size(DNS_RING_BYTES, 0);
+
+/// Per-CPU room where a record is built before its used part is copied into `DNS_EVENTS`.
+#[map]
+static DNS_SCRATCH: PerCpuArray<DnsEvent> = PerCpuArray::with_max_entries(1, 0);
 
 /// `[DNS_HOLD_DEADLINE]`: responses are held while `bpf_ktime_get_ns()` is below this.
 #[map]
 static DNS_HOLD: Array<u64> = Array::with_max_entries(1, 0);
 
+/// Outstanding queries of trusted clients or to trusted servers, by what their answer carries.
+#[map]
+static DNS_QUERIES: LruHashMap<DnsQueryKey, DnsQuerySeen> =
+    LruHashMap::with_max_entries(MAX_DNS_QUERIES, 0);
+
+/// IPv4 trust: `TRUST_SERVER`, `TRUST_CLIENT` and `TRUST_GATEWAY` bits per prefix.
+#[map]
+static DNS_TRUST_V4: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(MAX_TRUST_PREFIXES, 0);
+
+/// IPv6 trust, as `DNS_TRUST_V4`.
+#[map]
+static DNS_TRUST_V6: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(MAX_TRUST_PREFIXES, 0);
+
+/// Role (`ROLE_INSIDE`, `ROLE_OUTSIDE`) of each attached interface by ifindex; none: both.
+#[map]
+static IFACE_ROLES: HashMap<u32, u32> = HashMap::with_max_entries(MAX_INTERFACES, 0);
+
+/// Per-CPU counts of responses not held, by `DNS_STAT_*`.
+#[map]
+static DNS_STATS_MAP: PerCpuArray<u64> = PerCpuArray::with_max_entries(DNS_STATS, 0);
+
 const UDP_HEADER: usize = 8;
 
-/// Whether `packet` is a UDP message to or from port 53.
 #[inline(always)]
-pub fn is_dns(packet: &Packet) -> bool {
-    packet.protocol == PROTOCOL_UDP
-        && packet.ports.known
-        && (packet.ports.src == DNS_PORT || packet.ports.dst == DNS_PORT)
+fn count(stat: u32) {
+    if let Some(counter) = DNS_STATS_MAP.get_ptr_mut(stat) {
+        // SAFETY: per-CPU map value, only this CPU writes it while the program runs.
+        unsafe { *counter += 1 };
+    }
+}
+
+#[inline(always)]
+fn now() -> u64 {
+    // SAFETY: a helper without arguments.
+    unsafe { bpf_ktime_get_ns() }
 }
 
 #[inline(always)]
 fn holding() -> bool {
-    let deadline = DNS_HOLD.get(DNS_HOLD_DEADLINE).copied().unwrap_or(0);
-    // SAFETY: a helper without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
-    now < deadline
+    now() < DNS_HOLD.get(DNS_HOLD_DEADLINE).copied().unwrap_or(0)
 }
 
-/// Copies the packet into the ring buffer; returns whether the frame is to be held (dropped
-/// here, sent on by the daemon). When the buffer is full nothing is copied and nothing held.
 #[inline(always)]
-pub fn capture(ctx: &XdpContext, packet: &Packet) -> bool {
-    let frame_len = ctx.data_end() - ctx.data();
-    let l3 = packet.l3;
-    let payload = packet.ports.l4 + UDP_HEADER;
-    if payload >= frame_len || l3 >= payload {
-        return false;
-    }
-    let length = frame_len - l3;
-    let whole = length <= DNS_CAPTURE_BYTES;
-    let captured = if whole { length } else { DNS_CAPTURE_BYTES };
-    // The same value (1..=DNS_CAPTURE_BYTES, a power of two), in a form whose lower bound the
-    // verifier can see: the helper refuses a length that might be zero.
-    let captured = ((captured - 1) & (DNS_CAPTURE_BYTES - 1)) + 1;
-    // Only a whole response can be sent on.
-    let hold = whole && packet.ports.src == DNS_PORT && holding();
-    let Some(mut entry) = DNS_EVENTS.reserve::<DnsEvent>(0) else {
-        return false;
+fn role(ifindex: u32) -> u32 {
+    // SAFETY: a plain read of a u32 value.
+    unsafe { IFACE_ROLES.get(ifindex) }
+        .copied()
+        .unwrap_or(ROLE_BOTH)
+}
+
+/// The trust bits of an address (16 bytes; IPv4 in the first four).
+#[inline(always)]
+fn trust(family: u8, addr: &[u8; 16]) -> u32 {
+    let found = if family == FAMILY_IPV4 {
+        DNS_TRUST_V4.get(Key::new(32, [addr[0], addr[1], addr[2], addr[3]]))
+    } else {
+        DNS_TRUST_V6.get(Key::new(128, *addr))
     };
-    let event = entry.as_mut_ptr();
-    let (family, src, dst) = match &packet.addresses {
+    found.copied().unwrap_or(0)
+}
+
+/// The packet's family and addresses, IPv4 in the first four bytes.
+#[inline(always)]
+fn addresses(packet: &Packet) -> (u8, [u8; 16], [u8; 16]) {
+    match &packet.addresses {
         Addresses::V4 { src, dst } => {
             let mut s = [0u8; 16];
             let mut d = [0u8; 16];
@@ -73,34 +113,219 @@ pub fn capture(ctx: &XdpContext, packet: &Packet) -> bool {
             (FAMILY_IPV4, s, d)
         }
         Addresses::V6 { src, dst } => (FAMILY_IPV6, *src, *dst),
+    }
+}
+
+/// Handles a UDP packet the policy does not drop; returns whether the frame is held.
+#[inline(always)]
+pub fn handle(ctx: &XdpContext, packet: &Packet) -> bool {
+    if packet.protocol != PROTOCOL_UDP {
+        return false;
+    }
+    // SAFETY: reading a field of the program's context.
+    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    let role = role(ifindex);
+    let (family, src, dst) = addresses(packet);
+    let ports = packet.ports;
+    if !ports.known {
+        // The rest of a fragmented response from a trusted server: copied so that user space
+        // can reassemble it, and passed (the client holds it until the held first one arrives).
+        if ports.hidden == 0
+            && role != ROLE_INSIDE
+            && (trust(family, &src) & TRUST_SERVER != 0 || trust(family, &dst) & TRUST_CLIENT != 0)
+        {
+            let _ = copy(ctx, packet, DNS_EVENT_FRAGMENT, 0, &[0; 16], 0);
+        }
+        return false;
+    }
+    if ports.dst == DNS_PORT && ports.src != DNS_PORT {
+        if role != ROLE_OUTSIDE
+            && (trust(family, &dst) & TRUST_SERVER != 0 || trust(family, &src) & TRUST_CLIENT != 0)
+        {
+            query(ctx, packet, family, src, dst, ifindex);
+        }
+        return false;
+    }
+    if ports.src != DNS_PORT {
+        return false;
+    }
+    response(ctx, packet, family, src, dst, ifindex, role)
+}
+
+/// The DNS id of the message after the UDP header at `l4`, when the frame holds it.
+#[inline(always)]
+fn dns_id(ctx: &XdpContext, l4: usize) -> Option<u16> {
+    let at = ctx.data() + (l4 & 0x3FFF) + UDP_HEADER;
+    if at + 2 > ctx.data_end() {
+        return None;
+    }
+    // SAFETY: the two bytes at `at` lie inside the frame (checked above).
+    Some(u16::from_be_bytes(unsafe {
+        core::ptr::read_unaligned(at as *const [u8; 2])
+    }))
+}
+
+#[inline(always)]
+fn query(
+    ctx: &XdpContext,
+    packet: &Packet,
+    family: u8,
+    src: [u8; 16],
+    dst: [u8; 16],
+    ifindex: u32,
+) {
+    let Some(id) = dns_id(ctx, packet.ports.l4) else {
+        return;
     };
-    // SAFETY: `event` points at a reserved, writable DnsEvent in the ring buffer; the copy from
-    // the frame is bounds-checked by the helper, and `captured` is in 1..=DNS_CAPTURE_BYTES.
-    // Lengths and offsets are within the frame's first DNS_CAPTURE_BYTES + headers (a few KB),
-    // so they fit the u16/u32 fields and helper arguments they are cast to.
+    let key = DnsQueryKey {
+        server: dst,
+        client_port: packet.ports.src,
+        id,
+        family,
+        _pad: [0; 3],
+    };
+    let seen = DnsQuerySeen {
+        client: src,
+        at_ns: now(),
+        ifindex,
+        _pad: 0,
+    };
+    // User space compares the question; a query it misses only makes the answer unsolicited.
+    if DNS_QUERIES.insert(key, seen, 0).is_ok() {
+        let _ = copy(ctx, packet, DNS_EVENT_QUERY, 0, &[0; 16], 0);
+    }
+}
+
+#[inline(always)]
+fn response(
+    ctx: &XdpContext,
+    packet: &Packet,
+    family: u8,
+    src: [u8; 16],
+    dst: [u8; 16],
+    ifindex: u32,
+    role: u32,
+) -> bool {
+    let trusted = trust(family, &src) & TRUST_SERVER != 0;
+    let dst_trust = trust(family, &dst);
+    if role == ROLE_INSIDE || !(trusted || dst_trust & TRUST_CLIENT != 0) {
+        count(DNS_STAT_UNTRUSTED);
+        return false;
+    }
+    let Some(id) = dns_id(ctx, packet.ports.l4) else {
+        count(DNS_STAT_UNSOLICITED);
+        return false;
+    };
+    let key = DnsQueryKey {
+        server: src,
+        client_port: packet.ports.dst,
+        id,
+        family,
+        _pad: [0; 3],
+    };
+    // SAFETY: the value is copied out at once.
+    let Some(seen) = (unsafe { DNS_QUERIES.get(key) }).copied() else {
+        count(DNS_STAT_UNSOLICITED);
+        return false;
+    };
+    if now().wrapping_sub(seen.at_ns) > DNS_QUERY_WINDOW_NS
+        || (seen.client != dst && dst_trust & TRUST_GATEWAY == 0)
+    {
+        count(DNS_STAT_UNSOLICITED);
+        return false;
+    }
+    // A client that forges the answer on its own link: it arrives where the query came in.
+    if seen.ifindex == ifindex {
+        count(DNS_STAT_UNTRUSTED);
+        return false;
+    }
+    // Each query is answered once.
+    let _ = DNS_QUERIES.remove(key);
+    let frame_len = ctx.data_end() - ctx.data();
+    let hold = frame_len <= DNS_HOLD_MAX_FRAME && holding();
+    let copied = copy(
+        ctx,
+        packet,
+        DNS_EVENT_RESPONSE,
+        hold as u8,
+        &seen.client,
+        seen.ifindex,
+    );
+    if hold && copied {
+        return true;
+    }
+    count(DNS_STAT_NOT_HELD);
+    false
+}
+
+/// Builds a record (header and the frame's first bytes) and copies it into the ring buffer;
+/// returns whether it is there. When the buffer is full nothing is copied.
+#[inline(always)]
+fn copy(
+    ctx: &XdpContext,
+    packet: &Packet,
+    kind: u8,
+    held: u8,
+    query_client: &[u8; 16],
+    query_ifindex: u32,
+) -> bool {
+    let frame_len = ctx.data_end() - ctx.data();
+    if frame_len == 0 {
+        return false;
+    }
+    let whole = frame_len <= DNS_CAPTURE_BYTES;
+    let captured = if whole { frame_len } else { DNS_CAPTURE_BYTES };
+    // The same value (1..=DNS_CAPTURE_BYTES, a power of two), in a form whose bounds the verifier
+    // can see: the helper refuses a length that might be zero or too long.
+    let captured = ((captured - 1) & (DNS_CAPTURE_BYTES - 1)) + 1;
+    let Some(event) = DNS_SCRATCH.get_ptr_mut(0) else {
+        return false;
+    };
+    let (family, src, dst) = addresses(packet);
+    let payload = if kind == DNS_EVENT_FRAGMENT {
+        0
+    } else {
+        packet.ports.l4 + UDP_HEADER
+    };
+    // SAFETY: `event` is this CPU's scratch value, written only here while the program runs;
+    // the copy from the frame is bounds-checked by the helper, and `captured` is in
+    // 1..=DNS_CAPTURE_BYTES, the room in `frame`. Offsets and lengths are below 0x4000 (parse's
+    // bound) and DNS_CAPTURE_BYTES, so they fit the u16 fields they are cast to.
     #[allow(clippy::cast_possible_truncation)]
-    let copied = unsafe {
-        (*event).src_addr = src;
-        (*event).dst_addr = dst;
-        (*event).src_port = packet.ports.src;
-        (*event).dst_port = packet.ports.dst;
-        (*event).family = family;
-        (*event).held = hold as u8;
-        (*event).captured = captured as u16;
-        (*event).length = length as u16;
-        (*event).payload_offset = (payload - l3) as u16;
-        (*event).ifindex = (*ctx.ctx).ingress_ifindex;
+    let loaded = unsafe {
+        let header = &mut (*event).header;
+        header.src_addr = src;
+        header.dst_addr = dst;
+        header.query_client = *query_client;
+        header.src_port = packet.ports.src;
+        header.dst_port = packet.ports.dst;
+        header.family = family;
+        header.kind = kind;
+        header.held = held;
+        header._pad = 0;
+        header.captured = captured as u16;
+        header.length = frame_len as u16;
+        header.l3_offset = packet.l3 as u16;
+        header.payload_offset = payload as u16;
+        header.ifindex = (*ctx.ctx).ingress_ifindex;
+        header.query_ifindex = query_ifindex;
         bpf_xdp_load_bytes(
             ctx.ctx,
-            l3 as u32,
-            (*event).packet.as_mut_ptr().cast(),
+            0,
+            (*event).frame.as_mut_ptr().cast(),
             captured as u32,
         )
     };
-    if copied < 0 {
-        entry.discard(0);
+    if loaded < 0 {
         return false;
     }
-    entry.submit(0);
-    hold
+    // SAFETY: the record is the scratch value's first DNS_EVENT_HEADER_BYTES + `captured` bytes,
+    // all inside it.
+    let record = unsafe {
+        core::slice::from_raw_parts(
+            event.cast::<u8>().cast_const(),
+            DNS_EVENT_HEADER_BYTES + captured,
+        )
+    };
+    DNS_EVENTS.output::<[u8]>(record, 0).is_ok()
 }

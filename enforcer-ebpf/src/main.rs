@@ -98,11 +98,10 @@ pub fn enforcer(ctx: XdpContext) -> u32 {
         Parsed::Unparsed => Verdict::Pass(PASS_UNPARSED),
         Parsed::Ip(packet) => {
             let verdict = decide(&packet.addresses, packet.protocol, packet.ports);
-            // DNS that is not dropped is shown to user space, which learns banned names'
-            // addresses; a response may be held until that is done (see `dns`).
-            if dns::is_dns(&packet)
-                && !matches!(&verdict, Verdict::Match(w) if w.action == ACTION_DROP)
-                && dns::capture(&ctx, &packet)
+            // DNS that is not dropped may teach user space banned names' addresses; a believed
+            // response is held until that is done (see `dns`).
+            if !matches!(&verdict, Verdict::Match(w) if w.action == ACTION_DROP)
+                && dns::handle(&ctx, &packet)
             {
                 Verdict::Held
             } else {

@@ -271,7 +271,11 @@ pub fn render(state: &State) -> Result<String, String> {
     }
 
     state.resolve_metrics().render(&mut out);
-    state.learner().counters.render(&mut out);
+    let dns_stats = state.datapath().dns_stats().unwrap_or_else(|error| {
+        tracing::warn!(%error, "cannot read the datapath's DNS counts");
+        Default::default()
+    });
+    state.learner().counters.render(&dns_stats, &mut out);
 
     header(
         &mut out,

@@ -10,9 +10,10 @@ use std::cmp::{Ordering, Reverse};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use enforcer_common::{
-    ACTION_DROP, DIRECTION_EGRESS, DIRECTION_INGRESS, DNS_CAPTURE_BYTES, DNS_PORT, FAMILY_IPV4,
-    FAMILY_IPV6, PASS_NO_MATCH, PASS_NOT_IP, PASS_UNPARSED, PROTOCOL_TCP, PROTOCOL_UDP,
-    PROTOCOL_UNKNOWN,
+    ACTION_DROP, DIRECTION_EGRESS, DIRECTION_INGRESS, DNS_CAPTURE_BYTES, DNS_EVENT_FRAGMENT,
+    DNS_EVENT_QUERY, DNS_EVENT_RESPONSE, DNS_HOLD_MAX_FRAME, DNS_PORT, FAMILY_IPV4, FAMILY_IPV6,
+    PASS_NO_MATCH, PASS_NOT_IP, PASS_UNPARSED, PROTOCOL_TCP, PROTOCOL_UDP, PROTOCOL_UNKNOWN,
+    ROLE_BOTH, ROLE_INSIDE, ROLE_OUTSIDE, TRUST_CLIENT, TRUST_GATEWAY, TRUST_SERVER,
 };
 use ipnet::IpNet;
 
@@ -133,19 +134,52 @@ impl Fragment {
     }
 }
 
-/// The copy of a UDP DNS message that the datapath puts in its ring buffer for user space.
+/// What the datapath copies into its ring buffer for user space about one frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DnsCopy {
-    /// Offset in the frame of the IP header, where the copy starts.
+    /// `DNS_EVENT_QUERY`, `DNS_EVENT_RESPONSE` or `DNS_EVENT_FRAGMENT`.
+    pub kind: u8,
+    /// Offset in the frame of the IP header.
     pub l3: usize,
-    /// Bytes copied: the IP packet, cut at `DNS_CAPTURE_BYTES`.
+    /// Bytes copied: the frame, cut at `DNS_CAPTURE_BYTES`.
     pub captured: usize,
-    /// The IP packet's length in the frame (from its header to the frame's end).
+    /// The frame's length.
     pub length: usize,
-    /// Offset of the DNS message in the copy, just after the UDP header.
+    /// Offset in the frame of the DNS message, just after the UDP header (0 for a fragment).
     pub payload_offset: usize,
-    /// The frame is held: dropped, for the daemon to send on.
+    /// The frame is held: dropped, for the daemon to put back.
     pub held: bool,
+    /// For a response: who asked and on which interface (else unspecified and 0).
+    pub query_client: Option<IpAddr>,
+    pub query_ifindex: u32,
+}
+
+/// The datapath's DNS configuration and memory, as the program keeps them (its `dns` module):
+/// what decides which responses are believed, copied and held.
+#[derive(Clone, Debug, Default)]
+pub struct DnsModel {
+    /// The hold deadline is ahead.
+    pub holding: bool,
+    /// Trust prefixes and their `TRUST_*` bits: an address has the bits of every prefix that
+    /// contains it.
+    pub trust: Vec<(IpNet, u32)>,
+    /// Interface roles (`ROLE_*`) by ifindex; an interface without one is both.
+    pub roles: std::collections::HashMap<u32, u32>,
+    /// Outstanding queries by (family, server, client port, DNS id): who asked, and where.
+    pub queries: std::collections::HashMap<(u8, IpAddr, u16, u16), (IpAddr, u32)>,
+}
+
+impl DnsModel {
+    fn bits(&self, address: IpAddr) -> u32 {
+        self.trust
+            .iter()
+            .filter(|(net, _)| net.contains(&address))
+            .fold(0, |acc, (_, b)| acc | b)
+    }
+
+    fn role(&self, ifindex: u32) -> u32 {
+        self.roles.get(&ifindex).copied().unwrap_or(ROLE_BOTH)
+    }
 }
 
 fn be16(frame: &[u8], at: usize) -> Option<u16> {
@@ -478,37 +512,89 @@ impl<'a> Matcher<'a> {
         }
     }
 
-    /// The datapath's decision for a raw frame with DNS holding on or off, and the copy it makes
-    /// for user space, assuming its ring buffer has room. A UDP message to or from port 53, with
-    /// its ports known and at least one byte after the UDP header, that the policy does not drop
-    /// is copied; while holding is on, such a response (from port 53) is held when its IP packet
-    /// fits in one copy, since only a whole packet can be sent on.
-    pub fn decide_dns(&self, frame: &[u8], holding: bool) -> (Decision, Option<DnsCopy>) {
+    /// The datapath's decision for a raw frame arriving on interface `ifindex`, and the copy it
+    /// makes for user space (assuming its ring buffer has room), given its DNS state `dns`, which
+    /// a query changes (it is remembered) and an answer too (its query is forgotten). See the
+    /// XDP program's `dns` module: only UDP the policy does not drop is looked at; a query to a
+    /// trusted server (or from a trusted client) not arriving outside is remembered and copied;
+    /// a response is believed when it arrives not inside, from a trusted server (or to a trusted
+    /// client), answering a remembered query (same server, client port and id; addressed to its
+    /// client or to the gateway) that came in on another interface; a believed response is
+    /// copied and, while holding, held when its frame can be put back; a later fragment from a
+    /// trusted server (or to a trusted client) not arriving inside is copied and passed.
+    pub fn decide_dns(
+        &self,
+        frame: &[u8],
+        ifindex: u32,
+        dns: &mut DnsModel,
+    ) -> (Decision, Option<DnsCopy>) {
         let ParsedFrame::Ip(packet) = parse_frame(frame) else {
             return (self.decide(frame), None);
         };
         let decision = self.decide_packet(&packet);
+        if packet.protocol != PROTOCOL_UDP || decision.xdp_action() == XDP_DROP {
+            return (decision, None);
+        }
+        let role = dns.role(ifindex);
+        let copy =
+            |kind: u8, payload_offset: usize, held: bool, query: Option<(IpAddr, u32)>| DnsCopy {
+                kind,
+                l3: packet.l3,
+                captured: frame.len().min(DNS_CAPTURE_BYTES),
+                length: frame.len(),
+                payload_offset,
+                held,
+                query_client: query.map(|(client, _)| client),
+                query_ifindex: query.map_or(0, |(_, i)| i),
+            };
         let (Some((src_port, dst_port)), Some(l4)) = (packet.ports, packet.l4) else {
+            let from_trusted = dns.bits(packet.src) & TRUST_SERVER != 0
+                || dns.bits(packet.dst) & TRUST_CLIENT != 0;
+            if !packet.hidden_ports && role != ROLE_INSIDE && from_trusted {
+                return (decision, Some(copy(DNS_EVENT_FRAGMENT, 0, false, None)));
+            }
             return (decision, None);
         };
         let payload = l4 + UDP_HEADER_LEN;
-        if packet.protocol != PROTOCOL_UDP
-            || (src_port != DNS_PORT && dst_port != DNS_PORT)
-            || decision.xdp_action() == XDP_DROP
-            || payload >= frame.len()
+        let id = be16(frame, payload);
+        if dst_port == DNS_PORT && src_port != DNS_PORT {
+            let to_trusted = dns.bits(packet.dst) & TRUST_SERVER != 0
+                || dns.bits(packet.src) & TRUST_CLIENT != 0;
+            let Some(id) = id else {
+                return (decision, None);
+            };
+            if role == ROLE_OUTSIDE || !to_trusted {
+                return (decision, None);
+            }
+            dns.queries.insert(
+                (packet.family, packet.dst, src_port, id),
+                (packet.src, ifindex),
+            );
+            return (decision, Some(copy(DNS_EVENT_QUERY, payload, false, None)));
+        }
+        if src_port != DNS_PORT {
+            return (decision, None);
+        }
+        let dst_bits = dns.bits(packet.dst);
+        if role == ROLE_INSIDE
+            || (dns.bits(packet.src) & TRUST_SERVER == 0 && dst_bits & TRUST_CLIENT == 0)
         {
             return (decision, None);
         }
-        let length = frame.len() - packet.l3;
-        let held = holding && src_port == DNS_PORT && length <= DNS_CAPTURE_BYTES;
-        let copy = DnsCopy {
-            l3: packet.l3,
-            captured: length.min(DNS_CAPTURE_BYTES),
-            length,
-            payload_offset: payload - packet.l3,
-            held,
+        let Some(id) = id else {
+            return (decision, None);
         };
-        (if held { Decision::Held } else { decision }, Some(copy))
+        let key = (packet.family, packet.src, dst_port, id);
+        let Some(&(client, query_if)) = dns.queries.get(&key) else {
+            return (decision, None);
+        };
+        if (client != packet.dst && dst_bits & TRUST_GATEWAY == 0) || query_if == ifindex {
+            return (decision, None);
+        }
+        dns.queries.remove(&key);
+        let held = dns.holding && frame.len() <= DNS_HOLD_MAX_FRAME;
+        let copied = copy(DNS_EVENT_RESPONSE, payload, held, Some((client, query_if)));
+        (if held { Decision::Held } else { decision }, Some(copied))
     }
 
     /// The datapath's decision for a parsed IP packet.
@@ -1173,51 +1259,71 @@ mod tests {
         };
         let m = Matcher::new(&policy);
         let server = [192, 0, 2, 53];
-        let copy = |length: usize, held: bool| DnsCopy {
-            l3: 14,
-            captured: length.min(DNS_CAPTURE_BYTES),
-            length,
-            payload_offset: 28,
-            held,
+        let (inside, outside) = (3, 4);
+        let mut dns = DnsModel {
+            holding: true,
+            trust: vec![("192.0.2.53/32".parse().unwrap(), TRUST_SERVER)],
+            roles: [(inside, ROLE_INSIDE), (outside, ROLE_OUTSIDE)].into(),
+            ..DnsModel::default()
         };
-        let mut response = v4_udp(server, CLIENT, 53, 40000);
-        response.push(0xAB);
-        let (decision, copied) = m.decide_dns(&response, true);
-        assert_eq!((decision, copied), (Decision::Held, Some(copy(29, true))));
-        assert_eq!(decision.xdp_action(), XDP_DROP);
-        // Not holding: copied and passed.
+        let with_id = |mut frame: Vec<u8>| {
+            frame.extend([0x12, 0x34, 0x01]);
+            frame
+        };
+        let query = with_id(v4_udp(CLIENT, server, 40000, 53));
+        let response = with_id(v4_udp(server, CLIENT, 53, 40000));
         let passed = Decision::Pass(PASS_NO_MATCH);
+        // No query seen: passed, not copied.
+        assert_eq!(m.decide_dns(&response, outside, &mut dns), (passed, None));
+        // A query arriving outside is not remembered; inside it is, and copied.
+        assert_eq!(m.decide_dns(&query, outside, &mut dns), (passed, None));
+        let (decision, copied) = m.decide_dns(&query, inside, &mut dns);
+        assert_eq!(decision, passed);
         assert_eq!(
-            m.decide_dns(&response, false),
-            (passed, Some(copy(29, false)))
+            copied.map(|c| (c.kind, c.held)),
+            Some((DNS_EVENT_QUERY, false))
         );
-        // A query is copied, never held.
-        let mut query = v4_udp(CLIENT, server, 40000, 53);
-        query.push(1);
-        assert_eq!(m.decide_dns(&query, true), (passed, Some(copy(29, false))));
-        // Nothing after the UDP header: not copied.
-        let bare = v4_udp(server, CLIENT, 53, 40000);
-        assert_eq!(m.decide_dns(&bare, true), (passed, None));
+        // Its answer arriving inside (forged on the client's link) is not believed.
+        assert_eq!(m.decide_dns(&response, inside, &mut dns), (passed, None));
+        // Arriving outside it is held, once.
+        let (decision, copied) = m.decide_dns(&response, outside, &mut dns);
+        assert_eq!(decision, Decision::Held);
+        let copied = copied.unwrap();
+        assert_eq!(
+            (
+                copied.kind,
+                copied.held,
+                copied.payload_offset,
+                copied.query_ifindex
+            ),
+            (DNS_EVENT_RESPONSE, true, 42, inside)
+        );
+        assert_eq!(copied.query_client, Some(IpAddr::from(CLIENT)));
+        assert_eq!(m.decide_dns(&response, outside, &mut dns), (passed, None));
+        // Not holding: copied and passed.
+        dns.holding = false;
+        m.decide_dns(&query, inside, &mut dns);
+        let (decision, copied) = m.decide_dns(&response, outside, &mut dns);
+        assert_eq!((decision, copied.map(|c| c.held)), (passed, Some(false)));
+        // An untrusted server's answer is never looked at.
+        dns.holding = true;
+        let other = [192, 0, 2, 54];
+        m.decide_dns(&with_id(v4_udp(CLIENT, other, 40000, 53)), inside, &mut dns);
+        let untrusted = with_id(v4_udp(other, CLIENT, 53, 40000));
+        assert_eq!(m.decide_dns(&untrusted, outside, &mut dns), (passed, None));
+        // Too long to put back: copied, passed.
+        m.decide_dns(&query, inside, &mut dns);
+        let mut long = response.clone();
+        long.resize(DNS_HOLD_MAX_FRAME + 1, 0);
+        let (decision, copied) = m.decide_dns(&long, outside, &mut dns);
+        assert_eq!((decision, copied.map(|c| c.held)), (passed, Some(false)));
         // Dropped by the policy: neither copied nor held.
-        let mut banned = v4_udp([198, 18, 9, 1], CLIENT, 53, 40000);
-        banned.push(1);
-        let (decision, copied) = m.decide_dns(&banned, true);
+        let banned = with_id(v4_udp([198, 18, 9, 1], CLIENT, 53, 40000));
+        let (decision, copied) = m.decide_dns(&banned, outside, &mut dns);
         assert_eq!((decision.xdp_action(), copied), (XDP_DROP, None));
-        // An IP packet that fills one copy is held; one byte more is copied in part and passed.
-        let mut fits = response.clone();
-        fits.resize(14 + DNS_CAPTURE_BYTES, 0);
-        assert_eq!(
-            m.decide_dns(&fits, true),
-            (Decision::Held, Some(copy(DNS_CAPTURE_BYTES, true)))
-        );
-        fits.push(0);
-        assert_eq!(
-            m.decide_dns(&fits, true),
-            (passed, Some(copy(DNS_CAPTURE_BYTES + 1, false)))
-        );
         // TCP on port 53 is not looked at.
         let tcp = v4_tcp(server, CLIENT, 53, 40000);
-        assert_eq!(m.decide_dns(&tcp, true), (passed, None));
+        assert_eq!(m.decide_dns(&tcp, outside, &mut dns), (passed, None));
     }
 
     #[test]

@@ -7,9 +7,10 @@
 
 use anyhow::{Context, Result};
 use aya::maps::{Map, MapData, PerCpuArray};
+use enforcer::datapath::dns_events::split_record;
 use enforcer::datapath::{CounterSnapshot, Datapath, DnsEvents, MatchKey};
 use enforcer_common::{
-    ACTIONS, Counter, DIRECTIONS, DnsEvent, FAMILIES, PASS_REASONS, match_counter_index,
+    ACTIONS, Counter, DIRECTIONS, DnsEventHeader, FAMILIES, PASS_REASONS, match_counter_index,
 };
 
 /// Map names as the program object declares them.
@@ -76,10 +77,13 @@ impl Probe {
         Ok(snapshot)
     }
 
-    /// Every DNS copy waiting in the ring buffer, oldest first (empties it).
-    pub fn dns_events(&mut self) -> Result<Vec<DnsEvent>> {
+    /// Every DNS record waiting in the ring buffer (header and frame bytes), oldest first
+    /// (empties it).
+    pub fn dns_events(&mut self) -> Result<Vec<(DnsEventHeader, Vec<u8>)>> {
         let ring = self.dns.as_mut().context("the DNS ring buffer was taken")?;
-        Ok(std::iter::from_fn(|| ring.next_event()).collect())
+        Ok(std::iter::from_fn(|| ring.next_record())
+            .filter_map(|r| split_record(&r).map(|(h, frame)| (h, frame.to_vec())))
+            .collect())
     }
 }
 

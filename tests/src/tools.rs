@@ -25,6 +25,14 @@ pub const DNSMASQ: Tool = Tool {
     program: "dnsmasq",
     package: "dnsmasq-base",
 };
+pub const ETHTOOL: Tool = Tool {
+    program: "ethtool",
+    package: "ethtool",
+};
+pub const NFT: Tool = Tool {
+    program: "nft",
+    package: "nftables",
+};
 pub const MOUNT: Tool = Tool {
     program: "mount",
     package: "mount",
@@ -59,6 +67,8 @@ pub const ALL: &[Tool] = &[
     IP,
     PING,
     DNSMASQ,
+    ETHTOOL,
+    NFT,
     MOUNT,
     UMOUNT,
     SETPRIV,

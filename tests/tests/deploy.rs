@@ -527,9 +527,12 @@ fn every_metric_moves_with_the_traffic_that_should_move_it() {
     lab.add_daemon_args(&[
         "--resolver",
         &resolver.addr.to_string(),
-        // The clients' DNS server is not the daemon's resolver: learn from it too.
+        // The clients' DNS server is not the daemon's resolver: learn from it too, and from a
+        // second server whose answers below are unsolicited or malformed.
         "--learn-from",
         &SERVER_V4.to_string(),
+        "--learn-from",
+        &INTERNET_V4[3].to_string(),
         "--ttl-floor",
         "1",
         "--ttl-ceiling",
@@ -608,6 +611,15 @@ fn every_metric_moves_with_the_traffic_that_should_move_it() {
     );
     assert!(client_lookup(&lab, "bad.learn.example").is_some());
     assert!(client_lookup(&lab, "www.other.example").is_some());
+    // The second trusted server (see --learn-from) is asked once by the client, from port
+    // 40001 with id 0x1234: its answer (not DNS) is believed, held, and found malformed.
+    lab.in_netns(Side::Client, || {
+        let socket = UdpSocket::bind((CLIENT_V4, 40_001))?;
+        let query = tests::dns::query_packet(0x1234, "m.learn.example", 1);
+        socket.send_to(&query, (INTERNET_V4[3], 53))?;
+        Ok(())
+    })
+    .unwrap();
     lab.in_netns(Side::Server, || {
         // Port 53 of another host beyond the gateway: dnsmasq holds the server's own.
         let socket = UdpSocket::bind((INTERNET_V4[3], 53))?;
@@ -616,7 +628,7 @@ fn every_metric_moves_with_the_traffic_that_should_move_it() {
         socket.send_to(&forged, (CLIENT_V4, 40_000))?;
         socket.send_to(
             &[0x12, 0x34, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0, 9],
-            (CLIENT_V4, 40_000),
+            (CLIENT_V4, 40_001),
         )?;
         Ok(())
     })

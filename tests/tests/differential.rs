@@ -14,7 +14,8 @@ mod learned;
 #[path = "differential/limits.rs"]
 mod limits;
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::time::Instant;
 
@@ -22,12 +23,12 @@ use enforcer::compile::{CompileError, CompiledPolicy, compile, compile_with};
 use enforcer::datapath::{CounterSnapshot, Datapath, MatchKey};
 use enforcer::policy::model::{Action, Entry, Policy, PortRange, Protocol};
 use enforcer::reference::{
-    Decision, DnsCopy, Matcher, ParsedFrame, XDP_DROP, XDP_PASS, parse_frame,
+    Decision, DnsCopy, DnsModel, Matcher, ParsedFrame, XDP_DROP, XDP_PASS, parse_frame,
 };
 use enforcer_common::{
     ACTION_ALLOW, ACTION_DROP, ACTION_MONITOR, Counter, DIRECTION_EGRESS, DIRECTION_INGRESS,
-    DnsEvent, FAMILY_IPV4, FAMILY_IPV6, PASS_DNS_HELD, PASS_NO_MATCH, PASS_NOT_IP, PASS_REASONS,
-    PASS_UNPARSED,
+    DNS_EVENT_RESPONSE, DnsEventHeader, FAMILY_IPV4, FAMILY_IPV6, PASS_DNS_HELD, PASS_NO_MATCH,
+    PASS_NOT_IP, PASS_REASONS, PASS_UNPARSED,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -218,9 +219,14 @@ struct Model<'a> {
     matcher: Matcher<'a>,
     /// The platforms' ids: whose counters are read after each frame.
     ids: Vec<u16>,
-    /// Whether the program is holding DNS responses.
-    holding: bool,
+    /// The program's DNS state (trust, roles, holding, remembered queries), as frames change it.
+    dns: RefCell<DnsModel>,
+    /// The interface a frame arrives on, when not the default (the namespace's loopback).
+    arrivals: HashMap<Vec<u8>, u32>,
 }
+
+/// Where a test run without an interface says the frame arrived: the loopback's ifindex.
+const LOOPBACK: u32 = 1;
 
 impl<'a> Model<'a> {
     fn new(generated: &'a GeneratedPolicy) -> Self {
@@ -231,12 +237,19 @@ impl<'a> Model<'a> {
         Self {
             matcher: Matcher::with_addresses(policy, addresses.iter().copied()),
             ids: ids(policy),
-            holding: false,
+            dns: RefCell::new(DnsModel::default()),
+            arrivals: HashMap::new(),
         }
     }
 
+    fn arrival(&self, frame: &[u8]) -> Option<u32> {
+        self.arrivals.get(frame).copied()
+    }
+
     fn expect(&self, frame: &[u8]) -> (Decision, Option<DnsCopy>) {
-        self.matcher.decide_dns(frame, self.holding)
+        let ifindex = self.arrival(frame).unwrap_or(LOOPBACK);
+        self.matcher
+            .decide_dns(frame, ifindex, &mut self.dns.borrow_mut())
     }
 }
 
@@ -338,7 +351,10 @@ fn check_frames(
         let want = (decision.xdp_action(), Tally::single(decision, frame.len()));
         comparison.total_want.add(decision, frame.len());
         comparison.decisions.push(decision);
-        let action = datapath.test_run(frame).unwrap();
+        let action = match model.arrival(frame) {
+            Some(ifindex) => datapath.test_run_on(frame, ifindex).unwrap(),
+            None => datapath.test_run(frame).unwrap(),
+        };
         let after = probe.counters(&model.ids).unwrap();
         let got = (action, Tally::delta(&before, &after));
         before = after;
@@ -364,26 +380,41 @@ fn check_frames(
 }
 
 /// How the ring buffer's copies of one frame differ from the reference's, if they do.
-fn compare_dns(frame: &[u8], want: Option<DnsCopy>, events: &[DnsEvent]) -> Option<String> {
+fn compare_dns(
+    frame: &[u8],
+    want: Option<DnsCopy>,
+    events: &[(DnsEventHeader, Vec<u8>)],
+) -> Option<String> {
     let got: Vec<DnsCopy> = events
         .iter()
-        .map(|e| DnsCopy {
-            l3: frame.len().saturating_sub(usize::from(e.length)),
-            captured: usize::from(e.captured),
-            length: usize::from(e.length),
-            payload_offset: usize::from(e.payload_offset),
-            held: e.held != 0,
+        .map(|(e, _)| {
+            let address = |bytes: [u8; 16]| -> IpAddr {
+                if e.family == FAMILY_IPV4 {
+                    IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]])
+                } else {
+                    IpAddr::from(bytes)
+                }
+            };
+            DnsCopy {
+                kind: e.kind,
+                l3: usize::from(e.l3_offset),
+                captured: usize::from(e.captured),
+                length: usize::from(e.length),
+                payload_offset: usize::from(e.payload_offset),
+                held: e.held != 0,
+                query_client: (e.kind == DNS_EVENT_RESPONSE).then(|| address(e.query_client)),
+                query_ifindex: e.query_ifindex,
+            }
         })
         .collect();
     if got != want.into_iter().collect::<Vec<_>>() {
         return Some(format!("expected {want:?}, the ring buffer holds {got:?}"));
     }
-    let (Some(copy), Some(event)) = (want, events.first()) else {
+    let (Some(copy), Some((event, copied))) = (want, events.first()) else {
         return None;
     };
-    let packet = &frame[copy.l3..copy.l3 + copy.captured];
-    if &event.packet[..copy.captured] != packet {
-        return Some("the copied bytes are not the frame's IP packet".to_string());
+    if copied.as_slice() != &frame[..copy.captured] {
+        return Some("the copied bytes are not the frame's".to_string());
     }
     let ParsedFrame::Ip(packet) = parse_frame(frame) else {
         return Some("a copy of a frame that is not IP".to_string());

@@ -4,7 +4,7 @@
 //! unrelated names are not learned; an unsolicited answer is not believed; a learned address
 //! expires after its TTL plus the grace period. Holding the answer until it is enforced is
 //! what closes the race with the client's first packet: shown against a daemon that cannot
-//! hold, which loses it. Needs root, dnsmasq, setpriv and a built daemon.
+//! hold, which loses it. Needs root, dnsmasq and a built daemon.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::str::FromStr;
@@ -18,7 +18,6 @@ use tests::dns::{Dnsmasq, Zone, client_lookup};
 use tests::lab::{
     CLIENT_V4, Connect, INTERNET_V4, INTERNET_V6, Lab, Metrics, SERVER_V4, SERVER_V6, Server, Side,
 };
-use tests::tools;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -102,6 +101,8 @@ fn wildcard_answers_are_learned_before_the_client_connects() {
     let mut lab = Lab::new().unwrap();
     learn_from_the_lab_server(&mut lab);
     let [fresh, forged, apex, other, forger] = INTERNET_V4;
+    // The forger below is a trusted server: what stops its answer is that nobody asked.
+    lab.add_daemon_args(&["--learn-from", &forger.to_string()]);
     let listeners: Vec<SocketAddr> = [fresh, forged, apex, other]
         .iter()
         .map(|ip| SocketAddr::new(IpAddr::V4(*ip), 443))
@@ -243,7 +244,7 @@ fn answers_over_ipv6_are_held_sent_on_and_learned() {
         Connect::Connected,
         "before the lookup"
     );
-    // The response travels over IPv6: it is held, then sent on through the IPv6 raw socket.
+    // The response travels over IPv6: it is held, then put back into the gateway's receive path.
     let answer = match client_lookup(
         &lab,
         SERVER_V6.into(),
@@ -340,9 +341,8 @@ fn race(lab: &Lab, server: &Server, names: &[(String, Ipv4Addr)], control: Socke
 }
 
 /// Holding closes the race between a DNS answer and the client's first packet to it, and this
-/// test shows it against a negative control: the same daemon, unable to hold (started without
-/// CAP_NET_RAW, so it cannot open the raw sockets that send held responses on, and it does not
-/// hold), lets the first packets to freshly learned addresses through at least once in
+/// test shows it against a negative control: the same daemon with holding switched off
+/// (ENFORCER_HOLD=off) lets the first packets to freshly learned addresses through at least once in
 /// RACE_TRIES; holding, never.
 #[test]
 fn holding_closes_the_race_that_a_daemon_without_holding_loses() {
@@ -379,11 +379,8 @@ fn holding_closes_the_race_that_a_daemon_without_holding_loses() {
         )])
         .unwrap();
 
-    // The negative control: no CAP_NET_RAW in the daemon's bounding set.
-    lab.set_daemon_wrapper(&[
-        tools::require(tools::SETPRIV).to_str().unwrap(),
-        "--bounding-set=-net_raw",
-    ]);
+    // The negative control: holding switched off (ENFORCER_HOLD=off).
+    lab.set_daemon_wrapper(&["env", "ENFORCER_HOLD=off"]);
     lab.start_daemon(&rules).unwrap();
     assert!(
         lab.daemon_log().contains("DNS responses are not held"),

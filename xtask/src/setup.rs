@@ -22,10 +22,16 @@ const PACKAGES: &[&str] = &[
     // `dnsmasq`: the DNS servers of the resolver and learning tests (tests/src/dns.rs), the demo
     // and bench_resolve.
     "dnsmasq-base",
+    // `ethtool`: every namespace lab (tests/src/lab) turns off checksum offload on the end hosts'
+    // veths, so that frames the gateway holds and puts back carry complete checksums, as frames
+    // from a real wire do.
+    "ethtool",
+    // `nft`: tests/tests/hostile_dns.rs (a forward rule that a held DNS response must still meet).
+    "nftables",
     // `mount`/`umount`: tests/tests/atomic_switch.rs (a BPF filesystem of its own).
     "mount",
-    // `setpriv`: tests/tests/learn_namespace.rs (a daemon without CAP_NET_RAW, so it cannot
-    // hold DNS responses: the negative control). Essential in Debian; listed to say who uses it.
+    // `setpriv`, `prlimit`: tests/tests/resources.rs and learn_namespace.rs (daemons with fewer
+    // rights or descriptors). Essential in Debian; listed to say who uses it.
     "util-linux",
     // `promtool` and `prometheus`: tests/tests/deploy.rs (alert rules, a real scrape).
     "prometheus",

@@ -26,10 +26,11 @@ pub use state::{EnforceError, ReloadError, Reloads, State, policy_digest};
 use crate::connections::{self, Gate};
 use crate::control::protocol::PolicyChange;
 use crate::control::{self, server::ServerError};
+use crate::datapath::Reinjector;
 use crate::datapath::attach::{self, AttachError};
 use crate::datapath::bpffs::{self, BpffsError};
 use crate::datapath::{Datapath, DatapathError};
-use crate::learn::{DomainPatterns, LearnedSet, Learner, Reinjector, Role, Trust};
+use crate::learn::{DomainPatterns, LearnedSet, Learner, Role, Trust};
 use crate::metrics::{self, MetricsError};
 use crate::never_block::{NeverBlock, NeverBlockError, Origin};
 use crate::platform_ids::{IdsError, PlatformIds};
@@ -82,6 +83,9 @@ pub struct Daemon {
     wake: Arc<Notify>,
 }
 
+/// Environment variable that switches holding DNS responses off (`off`).
+pub const HOLD_ENV: &str = "ENFORCER_HOLD";
+
 const POISONED: &str = "the daemon's state is poisoned (a task panicked); restart it";
 
 impl Daemon {
@@ -95,6 +99,11 @@ impl Daemon {
 
     fn lock(&self) -> Option<MutexGuard<'_, State>> {
         self.state.lock().ok()
+    }
+
+    /// The state if nobody holds it now (`None` also when poisoned).
+    fn try_lock(&self) -> Option<MutexGuard<'_, State>> {
+        self.state.try_lock().ok()
     }
 
     /// Runs `f` on the state (blocking): for the control handlers, which answer with errors.
@@ -277,11 +286,19 @@ pub fn run(settings: Settings) -> Result<(), DaemonError> {
     state.set_trust(roles, trust);
 
     let control_listener = control::server::bind(&settings.socket)?;
-    // Raw sockets for sending held DNS responses on; without them responses are not held.
-    let reinjector = match Reinjector::open() {
+    // What puts held DNS responses back; without it responses are not held.
+    let reinjector = match state.datapath_mut().reinjector() {
+        // The escape hatch should putting frames back misbehave on some driver (and the tests'
+        // negative control): answers are then learned as they pass, racing the client.
+        Ok(_) if std::env::var_os(HOLD_ENV).is_some_and(|v| v == "off") => {
+            tracing::warn!(
+                "{HOLD_ENV}=off: DNS responses are not held, so a client may connect to a banned answer before it is learned"
+            );
+            None
+        }
         Ok(r) => Some(r),
         Err(error) => {
-            tracing::warn!(%error, "cannot open raw sockets: DNS responses are not held, so a client may connect to a banned answer before it is learned");
+            tracing::warn!(%error, "cannot put DNS responses back: they are not held, so a client may connect to a banned answer before it is learned");
             None
         }
     };

@@ -14,7 +14,7 @@ use super::watch::{self, Fingerprint};
 use crate::compile::{self, CompileError, CompiledPolicy, EntryAddress};
 use crate::control::protocol::PolicyChange;
 use crate::datapath::attach::Attached;
-use crate::datapath::{ApplyStats, Datapath, DatapathError, DnsPacket};
+use crate::datapath::{ApplyStats, Datapath, DatapathError};
 use crate::learn::{DomainPatterns, LearnedEntry, LearnedSet, Learner, Observed, Role, Trust};
 use crate::never_block::NeverBlock;
 use crate::platform_ids::{IdsError, PlatformIds};
@@ -278,7 +278,20 @@ impl State {
         self.attached = attached;
     }
     /// The interfaces' roles and whose answers the learner believes.
+    /// Sets whose answers are believed, in the learner and in the datapath (which decides what
+    /// to hold by the same rule). The datapath keeps believing nothing if it cannot be told.
     pub fn set_trust(&mut self, roles: HashMap<String, Role>, trust: Trust) {
+        let gateway: Vec<std::net::IpAddr> = match crate::sys::netif::local_addresses() {
+            Ok(nets) => nets.iter().map(IpNet::addr).collect(),
+            Err(error) => {
+                tracing::warn!(%error, "cannot list the gateway's addresses: answers addressed to it (NAT) are not learned");
+                Vec::new()
+            }
+        };
+        let (prefixes, codes) = trust.datapath_view(&gateway);
+        if let Err(error) = self.datapath.set_dns_trust(&prefixes, &codes) {
+            tracing::error!(%error, "cannot give the datapath its DNS trust: no answer is held or learned");
+        }
         self.roles = roles;
         self.learner.set_trust(trust);
     }
@@ -614,11 +627,11 @@ impl State {
 
     /// A DNS message seen on the attached interfaces: what a believed answer for a banned name
     /// teaches is enforced before this returns. Returns how many addresses it taught.
-    pub fn observe_dns(&mut self, packet: &DnsPacket) -> usize {
+    pub fn observe_dns(&mut self, observed: &Observed<'_>) -> usize {
         let (now, mono) = (SystemTime::now(), Instant::now());
         let added = self
             .learner
-            .observe(&Observed::from(packet), now, mono, &self.resolve_metrics)
+            .observe(observed, now, mono, &self.resolve_metrics)
             .added;
         if added.is_empty() {
             return 0;
@@ -979,22 +992,25 @@ mod tests {
             State::new(Parts::for_test(datapath, policy, settings, &state_dir)).unwrap();
         let client: std::net::SocketAddr = "198.18.1.2:40000".parse().unwrap();
         let server: std::net::SocketAddr = "198.18.2.2:53".parse().unwrap();
-        let packet = |src: std::net::SocketAddr, dst, dns: Vec<u8>| DnsPacket {
-            src,
-            dst,
-            packet: [vec![0u8; 28], dns].concat(),
-            payload_offset: 28,
-            held: false,
-            // Queries arrive on interface 1, answers (from port 53) on interface 2.
-            ifindex: if src.port() == 53 { 2 } else { 1 },
-        };
+        // Queries arrive on interface 1, answers (from port 53) on interface 2.
+        fn observed(
+            src: std::net::SocketAddr,
+            dst: std::net::SocketAddr,
+            payload: &[u8],
+        ) -> Observed<'_> {
+            let ifindex = if src.port() == 53 { 2 } else { 1 };
+            Observed {
+                src,
+                dst,
+                payload,
+                ifindex,
+            }
+        }
         let mut answer = |id: u16, name: &str, address: [u8; 4]| {
-            state.observe_dns(&packet(client, server, query(id, name)));
-            state.observe_dns(&packet(
-                server,
-                client,
-                response(id, name, &[(name, a(address), 300)]),
-            ))
+            let q = query(id, name);
+            state.observe_dns(&observed(client, server, &q));
+            let r = response(id, name, &[(name, a(address), 300)]);
+            state.observe_dns(&observed(server, client, &r))
         };
         // 198.18.50.7 would carry the /24's 32 rules plus its own.
         assert_eq!(answer(1, "crowded.zoom.us", [198, 18, 50, 7]), 0);

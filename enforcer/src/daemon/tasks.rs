@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::{Daemon, State, watch};
-use crate::datapath::DnsEvents;
-use crate::learn::Reinjector;
+use crate::datapath::{DnsEvents, DnsKind, DnsPacket, Reinjector};
+use crate::learn::{FRAGMENT_WAIT, Observed, Ready, Reassembly, is_first_fragment};
 use crate::resolve::Resolver;
 
 /// How often the policy files are looked at.
@@ -24,6 +24,9 @@ const LEARNED_SAVE_EVERY: Duration = Duration::from_secs(5);
 /// How far ahead the hold deadline is pushed, and how often.
 const HOLD_AHEAD: Duration = Duration::from_secs(3);
 const HOLD_EVERY: Duration = Duration::from_secs(1);
+/// How long a held response waits for the state (busy with a policy change) before it goes on
+/// unlearned: well under a client's DNS timeout.
+const LEARN_WAIT: Duration = Duration::from_millis(500);
 
 /// Reloads the policy whenever its files change and have stopped changing (an invalid change
 /// is refused and logged; the running policy stays). Runs until the task is dropped.
@@ -125,41 +128,93 @@ async fn save_learned(daemon: &Daemon) {
     }
 }
 
-/// Reads the DNS messages the datapath copies and feeds them to the learner one at a time, then
-/// sends each held response on. Runs on its own thread (blocking in poll(2) on the ring buffer):
-/// a held response waits for this loop, so it must not queue behind the async tasks. Returns
-/// when `stop` is set (checked at least every 200 ms).
+/// Reads the DNS frames the datapath copies and feeds them to the learner one at a time, then
+/// puts each held response back into the receive path. Runs on its own thread (blocking in
+/// poll(2) on the ring buffer): a held response waits for this loop, so it must not queue
+/// behind the async tasks. A held response is never lost: when the state cannot be had within
+/// [`LEARN_WAIT`] (a long policy change) or its fragments do not all come, it goes back
+/// unlearned. Returns when `stop` is set (checked at least every 200 ms).
 pub fn learn_thread(
     daemon: &Daemon,
     mut events: DnsEvents,
     reinjector: Option<Reinjector>,
     stop: &AtomicBool,
 ) {
+    let mut fragments = Reassembly::new();
+    let put_back = |held: &DnsPacket| {
+        if !held.held {
+            return;
+        }
+        let sent = match &reinjector {
+            Some(r) => r.put_back(&held.frame, held.ifindex),
+            None => Err(std::io::Error::other("no way to put it back")),
+        };
+        if let Err(error) = sent {
+            tracing::warn!(%error, dst = %held.dst, "a held DNS response could not be put back");
+        }
+    };
+    let learn = |packet: &DnsPacket, message: &[u8]| {
+        if !observe_within(daemon, &Observed::new(packet, message)) {
+            tracing::warn!(dst = %packet.dst, "the state was busy: a DNS response went on unlearned");
+        }
+        put_back(packet);
+    };
     while !stop.load(Ordering::Relaxed) {
-        if let Err(error) = events.wait(Duration::from_millis(200)) {
+        let wait = if fragments.is_waiting() {
+            FRAGMENT_WAIT / 4
+        } else {
+            Duration::from_millis(200)
+        };
+        if let Err(error) = events.wait(wait) {
             tracing::error!(%error, "the DNS ring buffer failed; wildcards are no longer learned");
             return;
         }
-        // One message at a time: a held response goes on as soon as its own answer is in force,
-        // not after everything else that arrived with it.
+        let mut ready = Vec::new();
+        // One message at a time: a held response goes back as soon as its own answer is in
+        // force, not after everything else that arrived with it.
         for packet in events.by_ref() {
-            {
-                let Some(mut state) = daemon.lock() else {
-                    return;
-                };
-                state.observe_dns(&packet);
+            match packet.kind {
+                DnsKind::Query => {
+                    let _ = observe_within(daemon, &Observed::from(&packet));
+                }
+                DnsKind::Fragment => ready.extend(fragments.later(&packet, Instant::now())),
+                DnsKind::Response if packet.held && is_first_fragment(&packet) => {
+                    ready.extend(fragments.first(packet, Instant::now()));
+                }
+                DnsKind::Response => learn(&packet, packet.payload()),
             }
-            if packet.held {
-                match &reinjector {
-                    Some(r) => {
-                        if let Err(error) = r.send(&packet) {
-                            tracing::warn!(%error, dst = %packet.dst, "a held DNS response could not be sent on");
-                        }
+            for r in ready.drain(..) {
+                match r {
+                    Ready::Whole { held, message } => learn(&held, &message),
+                    Ready::Incomplete { held } => {
+                        tracing::debug!(dst = %held.dst, "a fragmented DNS response went on unlearned");
+                        put_back(&held);
                     }
-                    None => tracing::warn!("a DNS response was held without a way to send it on"),
                 }
             }
         }
+        for r in fragments.collect(Instant::now()) {
+            match r {
+                Ready::Whole { held, message } => learn(&held, &message),
+                Ready::Incomplete { held } => put_back(&held),
+            }
+        }
+    }
+}
+
+/// Feeds one message to the learner if the state can be had within [`LEARN_WAIT`]; returns
+/// whether it was.
+fn observe_within(daemon: &Daemon, observed: &Observed<'_>) -> bool {
+    let deadline = Instant::now() + LEARN_WAIT;
+    loop {
+        if let Some(mut state) = daemon.try_lock() {
+            state.observe_dns(observed);
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_micros(200));
     }
 }
 

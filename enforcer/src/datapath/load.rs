@@ -10,9 +10,9 @@ use enforcer_common::{Counter, MATCH_COUNTERS, PASS_REASONS, RULE_SLOTS, RuleRef
 
 use super::dns_events::DnsEvents;
 use super::{
-    Datapath, DatapathError, MAP_ACTIVE, MAP_DNS_EVENTS, MAP_DNS_HOLD, MAP_MATCH_STATS,
-    MAP_PASS_STATS, MAP_PREFIXES_V4, MAP_PREFIXES_V6, MAP_RULE_SLOTS, MAPS, PASS_PROGRAM, PROGRAM,
-    PROGRAM_OBJECT,
+    Datapath, DatapathError, MAP_ACTIVE, MAP_DNS_EVENTS, MAP_DNS_HOLD, MAP_DNS_STATS,
+    MAP_DNS_TRUST, MAP_IFACE_ROLES, MAP_MATCH_STATS, MAP_PASS_STATS, MAP_PREFIXES_V4,
+    MAP_PREFIXES_V6, MAP_RULE_SLOTS, MAPS, PASS_PROGRAM, PROGRAM, PROGRAM_OBJECT,
 };
 
 impl Datapath {
@@ -74,6 +74,14 @@ impl Datapath {
         let dns_events =
             RingBuf::try_from(take(MAP_DNS_EVENTS)?).map_err(map_err(MAP_DNS_EVENTS))?;
         let dns_hold = Array::try_from(take(MAP_DNS_HOLD)?).map_err(map_err(MAP_DNS_HOLD))?;
+        let dns_trust_v4 =
+            LpmTrie::try_from(take(MAP_DNS_TRUST[0])?).map_err(map_err(MAP_DNS_TRUST[0]))?;
+        let dns_trust_v6 =
+            LpmTrie::try_from(take(MAP_DNS_TRUST[1])?).map_err(map_err(MAP_DNS_TRUST[1]))?;
+        let iface_roles = aya::maps::HashMap::try_from(take(MAP_IFACE_ROLES)?)
+            .map_err(map_err(MAP_IFACE_ROLES))?;
+        let dns_stats =
+            PerCpuArray::try_from(take(MAP_DNS_STATS)?).map_err(map_err(MAP_DNS_STATS))?;
         Ok(Self {
             ebpf,
             prefixes_v4,
@@ -86,6 +94,10 @@ impl Datapath {
             pass_stats,
             dns_events: Some(DnsEvents::new(dns_events)),
             dns_hold,
+            dns_trust_v4,
+            dns_trust_v6,
+            iface_roles,
+            dns_stats,
             slot_cache: None,
         })
     }

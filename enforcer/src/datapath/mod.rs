@@ -13,11 +13,13 @@ pub mod attach;
 pub mod bpffs;
 mod counters;
 pub mod dns_events;
+mod dns_trust;
 mod load;
 
 pub use apply::ApplyStats;
 pub use counters::{CounterSnapshot, MatchKey};
-pub use dns_events::{DnsEvents, DnsPacket};
+pub use dns_events::{DnsEvents, DnsKind, DnsPacket};
+pub use dns_trust::{DnsStats, Reinjector};
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -46,6 +48,11 @@ const MAP_PASS_STATS: &str = "PASS_STATS";
 const MAP_DNS_EVENTS: &str = "DNS_EVENTS";
 /// Not pinned either: a new program starts without holding.
 const MAP_DNS_HOLD: &str = "DNS_HOLD";
+/// The trust tries (IPv4, IPv6), interface roles and DNS counts: each program has its own, which
+/// its daemon fills at start-up.
+const MAP_DNS_TRUST: [&str; 2] = ["DNS_TRUST_V4", "DNS_TRUST_V6"];
+const MAP_IFACE_ROLES: &str = "IFACE_ROLES";
+const MAP_DNS_STATS: &str = "DNS_STATS_MAP";
 pub const MAPS: [&str; 8] = [
     MAP_PREFIXES_V4[0],
     MAP_PREFIXES_V4[1],
@@ -106,6 +113,10 @@ pub struct Datapath {
     pass_stats: PerCpuArray<MapData, Counter>,
     dns_events: Option<DnsEvents>,
     dns_hold: Array<MapData, u64>,
+    dns_trust_v4: LpmTrie<MapData, [u8; 4], u32>,
+    dns_trust_v6: LpmTrie<MapData, [u8; 16], u32>,
+    iface_roles: aya::maps::HashMap<MapData, u32, u32>,
+    dns_stats: PerCpuArray<MapData, u64>,
     /// The rule lists in force after the last `apply`, and the free slots, so that hosts can be
     /// added without reading the tries back.
     slot_cache: Option<apply::SlotCache>,

@@ -15,10 +15,10 @@
 //!   (`enforcer_dns_answers_total{result}`).
 
 mod correlate;
+mod fragments;
 mod learned;
 mod message;
 mod patterns;
-mod reinject;
 mod trust;
 
 use std::net::{IpAddr, SocketAddr};
@@ -26,16 +26,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 pub use correlate::QueryTracker;
+pub use fragments::{FRAGMENT_WAIT, Ready, Reassembly, is_first_fragment};
 pub use learned::{LEARNED_FILE, LearnedEntry, LearnedError, LearnedSet, Loaded};
 /// DNS messages built for tests.
 #[cfg(test)]
 pub(crate) use message::tests as fixtures;
 pub use message::{DnsMessage, parse_message};
 pub use patterns::DomainPatterns;
-pub use reinject::Reinjector;
 pub use trust::{Role, Trust};
 
-use crate::datapath::DnsPacket;
+use crate::datapath::{DnsKind, DnsPacket};
 use crate::resolve::{BookSettings, Guard, Mapping, ResolveMetrics, Use};
 
 /// What became of one DNS message; the `result` label of `enforcer_dns_answers_total` for
@@ -92,7 +92,10 @@ impl AnswerCounters {
         self.0[result as usize].load(Ordering::Relaxed)
     }
 
-    pub fn render(&self, out: &mut String) {
+    /// Renders the counts, adding those the datapath keeps itself (`datapath`, by
+    /// `enforcer_common::DNS_STAT_*`: responses it passed as untrusted or unsolicited without
+    /// showing them to user space).
+    pub fn render(&self, datapath: &crate::datapath::DnsStats, out: &mut String) {
         use std::fmt::Write as _;
         let _ = writeln!(
             out,
@@ -100,11 +103,18 @@ impl AnswerCounters {
         );
         let _ = writeln!(out, "# TYPE enforcer_dns_answers_total counter");
         for result in AnswerResult::ALL {
+            let in_datapath = match result {
+                AnswerResult::Untrusted => datapath[enforcer_common::DNS_STAT_UNTRUSTED as usize],
+                AnswerResult::Unsolicited => {
+                    datapath[enforcer_common::DNS_STAT_UNSOLICITED as usize]
+                }
+                _ => 0,
+            };
             let _ = writeln!(
                 out,
                 "enforcer_dns_answers_total{{result=\"{}\"}} {}",
                 result.as_str(),
-                self.get(result)
+                self.get(result).wrapping_add(in_datapath)
             );
         }
     }
@@ -120,14 +130,26 @@ pub struct Observed<'a> {
     pub ifindex: u32,
 }
 
-impl<'a> From<&'a DnsPacket> for Observed<'a> {
-    fn from(packet: &'a DnsPacket) -> Self {
+impl<'a> Observed<'a> {
+    /// The message `payload` that `packet` carried (reassembled when it came in fragments). A
+    /// response is matched to its query by who asked: under NAT it is addressed to the gateway.
+    pub fn new(packet: &DnsPacket, payload: &'a [u8]) -> Self {
+        let dst = match packet.kind {
+            DnsKind::Response => SocketAddr::new(packet.query_client, packet.dst.port()),
+            DnsKind::Query | DnsKind::Fragment => packet.dst,
+        };
         Observed {
             src: packet.src,
-            dst: packet.dst,
-            payload: packet.payload(),
+            dst,
+            payload,
             ifindex: packet.ifindex,
         }
+    }
+}
+
+impl<'a> From<&'a DnsPacket> for Observed<'a> {
+    fn from(packet: &'a DnsPacket) -> Self {
+        Self::new(packet, packet.payload())
     }
 }
 

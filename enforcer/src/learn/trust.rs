@@ -5,7 +5,13 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+use enforcer_common::{
+    ROLE_BOTH, ROLE_INSIDE, ROLE_OUTSIDE, TRUST_CLIENT, TRUST_GATEWAY, TRUST_SERVER,
+};
 use ipnet::IpNet;
+
+/// The trust prefixes with their `TRUST_*` bits, and the interfaces' `ROLE_*` codes by ifindex.
+pub type DatapathTrust = (Vec<(IpNet, u32)>, Vec<(u32, u32)>);
 
 /// Which side of the gateway an attached interface faces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -19,6 +25,15 @@ pub enum Role {
 }
 
 impl Role {
+    /// The code the datapath uses (`enforcer_common::ROLE_*`).
+    pub fn code(self) -> u32 {
+        match self {
+            Self::Inside => ROLE_INSIDE,
+            Self::Outside => ROLE_OUTSIDE,
+            Self::Both => ROLE_BOTH,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Inside => "inside",
@@ -77,5 +92,20 @@ impl Trust {
         let trusted = self.learn_from.iter().any(|n| n.contains(&server))
             || self.learn_for.iter().any(|n| n.contains(&client));
         sides && trusted
+    }
+
+    /// The same rule for the datapath, which applies it before anything is held: the trust
+    /// prefixes with their `TRUST_*` bits (the gateway's own addresses, to which answers come
+    /// back under NAT, as `TRUST_GATEWAY`) and the interface roles.
+    pub fn datapath_view(&self, gateway: &[IpAddr]) -> DatapathTrust {
+        let prefixes = self
+            .learn_from
+            .iter()
+            .map(|n| (*n, TRUST_SERVER))
+            .chain(self.learn_for.iter().map(|n| (*n, TRUST_CLIENT)))
+            .chain(gateway.iter().map(|a| (IpNet::from(*a), TRUST_GATEWAY)))
+            .collect();
+        let roles = self.roles.iter().map(|(i, r)| (*i, r.code())).collect();
+        (prefixes, roles)
     }
 }

@@ -7,17 +7,15 @@ mod fs;
 mod limits;
 pub mod netif;
 pub mod privileges;
-mod raw_socket;
 
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd as _, BorrowedFd};
 use std::time::Duration;
 
-pub use bpf::{link_detach, obj_get};
+pub use bpf::{link_detach, obj_get, xdp_run};
 pub use fs::{mount_bpffs, statfs_type};
 pub use limits::{OpenFiles, open_files, raise_open_files};
-pub use raw_socket::RawSockets;
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.
 pub fn monotonic_ns() -> u64 {

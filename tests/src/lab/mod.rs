@@ -209,6 +209,15 @@ impl Lab {
         ] {
             self.ip(side, &["link", "set", "dev", dev, "up"])?;
         }
+        // A veth leaves checksums for the receiver to trust (offload): a frame the gateway holds
+        // and puts back would then carry a partial one. End hosts on a wire send complete ones.
+        let ethtool = crate::tools::path(crate::tools::ETHTOOL)?;
+        for (side, dev) in [(Side::Client, "c0"), (Side::Server, "s0")] {
+            run(Command::new("ip")
+                .args(["netns", "exec", &self.netns(side)])
+                .arg(&ethtool)
+                .args(["-K", dev, "tx", "off"]))?;
+        }
 
         let (gw_c4, gw_c6) = (GATEWAY_CLIENT_V4.to_string(), GATEWAY_CLIENT_V6.to_string());
         let (gw_s4, gw_s6) = (GATEWAY_SERVER_V4.to_string(), GATEWAY_SERVER_V6.to_string());
