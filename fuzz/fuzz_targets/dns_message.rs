@@ -27,8 +27,15 @@ fuzz_target!(|data: &[u8]| {
     if let Some(flags) = answer.get_mut(2) {
         *flags |= 0x80;
     }
-    for (src, dst, payload) in [(CLIENT, SERVER, &query), (SERVER, CLIENT, &answer)] {
-        let observed = Observed { src, dst, payload };
+    // The query arrives on interface 1, the answer on interface 2 (as on a gateway).
+    for (src, dst, payload, ifindex) in [(CLIENT, SERVER, &query, 1), (SERVER, CLIENT, &answer, 2)]
+    {
+        let observed = Observed {
+            src,
+            dst,
+            payload,
+            ifindex,
+        };
         let seen = learner.observe(&observed, now, mono, &metrics);
         // Whatever it added is in the learned set, and expires.
         assert!(seen.added.len() <= learner.set.len());

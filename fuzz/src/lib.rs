@@ -1,11 +1,12 @@
 //! What the fuzz targets share: a small fixed policy and a learner over it, built the way the
 //! daemon builds them.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use enforcer::learn::{DomainPatterns, Learner};
+use enforcer::learn::{DomainPatterns, Learner, Trust};
 use enforcer::never_block::NeverBlock;
 use enforcer::policy::{LoadOptions, Policy, parse_policy_str};
 use enforcer::resolve::{BookSettings, Guard};
@@ -54,11 +55,18 @@ pub fn policy() -> &'static Policy {
     })
 }
 
-/// A learner over [`policy`], with the daemon's default TTL bounds and address cap.
+/// A learner over [`policy`], with the daemon's default TTL bounds and address cap, that
+/// believes answers from any server (no interface roles), so that every answer reaches the
+/// learning code.
 pub fn learner(policy: &Policy) -> Learner {
+    let anyone = ["0.0.0.0/0", "::/0"]
+        .iter()
+        .filter_map(|n| n.parse().ok())
+        .collect();
     Learner::new(
         DomainPatterns::from_policy(policy),
         Guard::new(NeverBlock::builtin(), 64, &[]),
+        Trust::new(HashMap::new(), anyone, Vec::new()),
         BookSettings {
             ttl_floor: Duration::from_secs(60),
             ttl_ceiling: Duration::from_secs(86_400),

@@ -85,10 +85,7 @@ fn rules_add(
         .map(policy::parse_action)
         .transpose()
         .map_err(|message| vec![format!("--action: {message}")])?;
-    daemon.with_policy_files(|s| {
-        s.rules_add(platform, action, domains, prefixes)
-            .map_err(|e| e.lines())
-    })
+    daemon.rules_add(platform, action, domains, prefixes)
 }
 
 fn rules_remove(
@@ -98,10 +95,7 @@ fn rules_remove(
     prefixes: &[String],
 ) -> Result<PolicyChange, Vec<String>> {
     let (domains, prefixes) = parse_items(domains, prefixes)?;
-    daemon.with_policy_files(|s| {
-        s.rules_remove(platform, &domains, &prefixes)
-            .map_err(|e| e.lines())
-    })
+    daemon.rules_remove(platform, &domains, &prefixes)
 }
 
 #[cfg(test)]

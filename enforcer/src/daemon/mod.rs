@@ -7,6 +7,7 @@
 //! workers that serve the control socket and the metrics.
 
 mod report;
+mod rules;
 mod state;
 mod tasks;
 mod watch;
@@ -151,20 +152,6 @@ impl Daemon {
                 }
             });
         self.with(|s| s.install_loaded(seen, loaded, why).map_err(|e| e.lines()))
-    }
-
-    /// Runs `f` on the state (blocking) while no reload runs: for `rules add/remove`, which
-    /// write a policy file and install the result, so that a reload read before the write is
-    /// never installed after it.
-    pub fn with_policy_files<R>(
-        &self,
-        f: impl FnOnce(&mut State) -> Result<R, Vec<String>>,
-    ) -> Result<R, Vec<String>> {
-        let _one_at_a_time = self
-            .reloading
-            .lock()
-            .map_err(|_| vec![POISONED.to_owned()])?;
-        self.with(f)
     }
 
     /// The Prometheus exposition of the state.

@@ -10,6 +10,7 @@ use std::time::{Instant, SystemTime};
 use ipnet::IpNet;
 use tokio::sync::Notify;
 
+use super::rules::Edited;
 use super::watch::{self, Fingerprint};
 use crate::compile::{self, CompileError, CompiledPolicy, EntryAddress};
 use crate::control::protocol::PolicyChange;
@@ -18,8 +19,8 @@ use crate::datapath::{ApplyStats, Datapath, DatapathError};
 use crate::learn::{DomainPatterns, LearnedEntry, LearnedSet, Learner, Observed, Role, Trust};
 use crate::never_block::NeverBlock;
 use crate::platform_ids::{IdsError, PlatformIds};
-use crate::policy::managed::{self, ManagedError, ManagedPlatform};
-use crate::policy::{self, Action, DomainPattern, LoadOptions, MANAGED_FILE, Policy, PolicyError};
+use crate::policy::managed::ManagedError;
+use crate::policy::{LoadOptions, Policy, PolicyError};
 use crate::resolve::{self, AddressBook, NameResolution, ResolveMetrics};
 
 #[derive(Debug, thiserror::Error)]
@@ -367,81 +368,20 @@ impl State {
         result
     }
 
-    /// `rules add`: adds domains and prefixes to a platform of the managed file (created when
-    /// new; `action` must match an existing platform's), then installs the whole policy.
-    pub fn rules_add(
+    /// Writes a managed file edited and validated without holding the state (see
+    /// `Daemon::rules_add`) and installs the policy it makes; on any error the running policy
+    /// stays.
+    pub fn install_edited(
         &mut self,
-        platform: &str,
-        action: Option<Action>,
-        domains: Vec<DomainPattern>,
-        prefixes: Vec<IpNet>,
-    ) -> Result<PolicyChange, ReloadError> {
-        let why = format!(
-            "rules add {platform}: {} domains, {} prefixes",
-            domains.len(),
-            prefixes.len()
-        );
-        self.edit_managed(&why, |platforms| {
-            managed::add(platforms, platform, action, domains, prefixes)
-        })
-    }
-
-    /// `rules remove`: removes domains and prefixes from a platform of the managed file (the
-    /// whole platform when none are named), then installs the whole policy.
-    pub fn rules_remove(
-        &mut self,
-        platform: &str,
-        domains: &[DomainPattern],
-        prefixes: &[IpNet],
-    ) -> Result<PolicyChange, ReloadError> {
-        let why = format!(
-            "rules remove {platform}: {} domains, {} prefixes",
-            domains.len(),
-            prefixes.len()
-        );
-        self.edit_managed(&why, |platforms| {
-            managed::remove(platforms, platform, domains, prefixes)
-        })
-    }
-
-    /// Edits the managed file of the policy directory, checks the whole resulting policy, and
-    /// only then writes the file and installs the policy.
-    fn edit_managed(
-        &mut self,
+        edited: Result<Edited, ReloadError>,
         why: &str,
-        edit: impl FnOnce(&mut Vec<ManagedPlatform>) -> Result<(), ManagedError>,
     ) -> Result<PolicyChange, ReloadError> {
-        let result = self.try_edit_managed(why, edit);
+        let result = edited.and_then(Edited::write).and_then(|policy| {
+            self.files_seen = watch::fingerprint(&self.rules_path);
+            self.install(policy, why)
+        });
         self.count_reload(why, &result);
         result
-    }
-
-    fn try_edit_managed(
-        &mut self,
-        why: &str,
-        edit: impl FnOnce(&mut Vec<ManagedPlatform>) -> Result<(), ManagedError>,
-    ) -> Result<PolicyChange, ReloadError> {
-        let dir = self.rules_path.clone();
-        if !dir.is_dir() {
-            return Err(ReloadError::NotADirectory(dir));
-        }
-        let path = dir.join(MANAGED_FILE);
-        let mut platforms = match std::fs::read_to_string(&path) {
-            Ok(text) => managed::from_parsed(policy::read_managed(&path, &text)?),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(source) => return Err(PolicyError::Io { path, source }.into()),
-        };
-        edit(&mut platforms)?;
-        let text = managed::render(&platforms);
-        let policy = policy::load_policy_with_managed(&dir, Some(&text), &self.load_options)?;
-        crate::fsutil::write_atomically(&path, text.as_bytes()).map_err(|source| {
-            ReloadError::Write {
-                path: path.clone(),
-                source,
-            }
-        })?;
-        self.files_seen = watch::fingerprint(&self.rules_path);
-        self.install(policy, why)
     }
 
     fn count_reload<T>(&mut self, why: &str, result: &Result<T, ReloadError>) {
@@ -789,6 +729,7 @@ mod tests {
 
     use super::*;
     use crate::never_block::Origin;
+    use crate::policy;
     use crate::resolve::{BookSettings, Use};
 
     /// One platform whose only entry is the wildcard `*.zoom.us`.

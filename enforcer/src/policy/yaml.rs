@@ -567,6 +567,8 @@ mod tests {
         assert_eq!(e[0].1, e[1].1);
     }
 
+    /// Ten levels of ten aliases each (10^10 nodes once expanded) stop at the alias budget, at
+    /// the alias that crosses a million copied nodes, long before the text's own node limit.
     #[test]
     fn alias_bombs_are_refused() {
         let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
@@ -577,7 +579,20 @@ mod tests {
             ));
         }
         let err = parse(&text).unwrap_err();
-        assert!(err.message.contains("nodes"), "{err:?}");
+        assert!(err.over_limit, "{err:?}");
+        assert_eq!(
+            err.message,
+            "aliases expand to more than 1000000 nodes or 16777216 bytes of text"
+        );
+        // Lines 2-5 copy 123,440 nodes; the eighth `*a4` (111,111 nodes each) of line 6
+        // crosses a million.
+        assert_eq!(
+            err.pos,
+            Pos {
+                line: 6,
+                column: 45
+            }
+        );
     }
 
     /// The error for `text` under `limits`, which must be a limit's.
