@@ -3,7 +3,7 @@
 #![no_main]
 
 use enforcer::compile::EntryAddress;
-use enforcer::reference::{Decision, Matcher, ParsedFrame, parse_frame};
+use enforcer::reference::{Decision, DnsModel, Matcher, ParsedFrame, parse_frame};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|frame: &[u8]| {
@@ -14,15 +14,26 @@ fuzz_target!(|frame: &[u8]| {
     if let ParsedFrame::Ip(packet) = parsed {
         assert_eq!(plain.decide_packet(&packet), decision);
     }
-    // Not holding, a DNS copy never changes the decision.
-    let (not_held, copy) = plain.decide_dns(frame, false);
-    assert_eq!(not_held, decision);
-    if let Some(copy) = copy {
-        assert!(!copy.held);
-        assert!(copy.payload_offset < copy.length);
-        assert!(copy.captured <= copy.length);
+    // Everyone trusted, no roles: the frame as a query and then as an answer (arriving on
+    // interfaces 1 and 2). Not holding, a DNS copy never changes the decision.
+    let mut dns = DnsModel {
+        trust: vec![
+            ("0.0.0.0/0".parse().unwrap(), enforcer_common::TRUST_SERVER),
+            ("::/0".parse().unwrap(), enforcer_common::TRUST_SERVER),
+        ],
+        ..DnsModel::default()
+    };
+    for ifindex in [1, 2] {
+        let (not_held, copy) = plain.decide_dns(frame, ifindex, &mut dns);
+        assert_eq!(not_held, decision);
+        if let Some(copy) = copy {
+            assert!(!copy.held);
+            assert!(copy.payload_offset <= copy.length);
+            assert!(copy.captured <= copy.length);
+        }
     }
-    let (held, _) = plain.decide_dns(frame, true);
+    dns.holding = true;
+    let (held, _) = plain.decide_dns(frame, 2, &mut dns);
     assert!(held == decision || held == Decision::Held);
     // Learned addresses of the domain entries (platforms sort by name: meet, office, zoom),
     // and one naming no entry (ignored).
@@ -39,5 +50,5 @@ fuzz_target!(|frame: &[u8]| {
             net: net.parse().ok()?,
         })
     });
-    let _ = Matcher::with_addresses(policy, learned).decide_dns(frame, true);
+    let _ = Matcher::with_addresses(policy, learned).decide_dns(frame, 1, &mut dns);
 });
