@@ -362,6 +362,52 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// A held answer never waits long for a busy state: while another thread holds the state
+    /// for 2 s, feeding a message gives up after about LEARN_WAIT (so the answer goes back
+    /// unlearned instead of being lost), and succeeds at once when the state is free.
+    #[test]
+    fn a_busy_state_makes_a_held_answer_go_on_unlearned_in_time() {
+        let Some((daemon, dir)) = daemon("busy-state") else {
+            return;
+        };
+        let payload = [0u8; 12];
+        let observed = Observed {
+            src: "198.18.2.2:53".parse().unwrap(),
+            dst: "198.18.1.2:40000".parse().unwrap(),
+            payload: &payload,
+            ifindex: 2,
+        };
+        let started = Instant::now();
+        assert!(observe_within(&daemon, &observed));
+        assert!(started.elapsed() < LEARN_WAIT);
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let holder = {
+            let daemon = daemon.clone();
+            std::thread::spawn(move || {
+                daemon
+                    .with(|_| {
+                        locked_tx.send(()).unwrap();
+                        std::thread::sleep(Duration::from_secs(2));
+                        Ok(())
+                    })
+                    .unwrap();
+            })
+        };
+        locked_rx.recv().unwrap();
+        let started = Instant::now();
+        assert!(
+            !observe_within(&daemon, &observed),
+            "fed while the state was held"
+        );
+        let waited = started.elapsed();
+        assert!(
+            waited >= LEARN_WAIT && waited < LEARN_WAIT * 3,
+            "gave up after {waited:?}"
+        );
+        holder.join().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     fn write_slowly(path: &Path, text: &str, pieces: usize, pause: Duration) {
         let mut file = std::fs::File::create(path).unwrap();
         let size = text.len().div_ceil(pieces);
