@@ -195,6 +195,91 @@ pub const DNS_STAT_UNSOLICITED: u32 = 1;
 pub const DNS_STAT_NOT_HELD: u32 = 2;
 pub const DNS_STATS: u32 = 3;
 
+// ---- Name-level blocking (docs/reference.md, "Name-level blocking") ----
+
+/// Most name patterns in one generation of the name table.
+pub const MAX_NAMES: u32 = 65_536;
+/// Most labels in a name pattern (the loader refuses longer ones): the datapath looks up a query
+/// name's suffixes of up to this many labels.
+pub const MAX_PATTERN_LABELS: usize = 16;
+/// The odd multiplier of [`name_hash`].
+pub const NAME_HASH_BASE: u64 = 0x0000_0100_0000_01B3;
+/// Index in `DNS_CONFIG` of the TTL (seconds) of the SOA in synthesized NXDOMAIN answers.
+pub const DNS_CONFIG_BLOCK_TTL: u32 = 0;
+pub const DNS_CONFIG_ENTRIES: u32 = 1;
+/// Slots of the blocked-query counters: `platform * FAMILIES + family`.
+pub const DNS_BLOCKED_COUNTERS: u32 = MAX_PLATFORMS * FAMILIES;
+
+/// The hash of a name suffix as the datapath computes it: over its wire form without the final
+/// root label (`\x04zoom\x02us` for `zoom.us`), ASCII letters lowercased, right to left:
+/// `sum((byte + 1) * BASE^k)` where k counts from the last byte (0). Right to left, so that the
+/// hash of every suffix of a name comes out of one backward pass; equal suffixes hash equally
+/// whatever precedes them. Not a defence against crafted collisions: a client that crafts one
+/// only changes the answer to its own made-up name.
+pub const fn name_hash(wire: &[u8]) -> u64 {
+    let mut hash = 0u64;
+    let mut power = 1u64;
+    let mut i = wire.len();
+    while i > 0 {
+        i -= 1;
+        let mut byte = wire[i];
+        if byte >= b'A' && byte <= b'Z' {
+            byte += b'a' - b'A';
+        }
+        hash = hash.wrapping_add((byte as u64 + 1).wrapping_mul(power));
+        power = power.wrapping_mul(NAME_HASH_BASE);
+    }
+    hash
+}
+
+/// Key of the name tables: a name suffix by its [`name_hash`] and its number of labels.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NameKey {
+    pub hash: u64,
+    pub labels: u8,
+    pub _pad: [u8; 7],
+}
+
+/// The winning entry for names matched one way by a pattern; `present` 0 when none.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NameVerdict {
+    pub platform: u16,
+    /// Platform name order, as `Rule::rank` (lower wins a tie).
+    pub rank: u16,
+    /// `ACTION_*`.
+    pub action: u8,
+    pub present: u8,
+    pub _pad: [u8; 2],
+}
+
+/// What the patterns for one suffix say: `exact` for a name equal to it (`zoom.us`), `wildcard`
+/// for a name under it (`*.zoom.us`). Only entries that enforce by name are in the table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NameRule {
+    pub exact: NameVerdict,
+    pub wildcard: NameVerdict,
+}
+
+const _: () = assert!(size_of::<NameKey>() == 16);
+const _: () = assert!(offset_of!(NameKey, hash) == 0);
+const _: () = assert!(offset_of!(NameKey, labels) == 8);
+const _: () = assert!(offset_of!(NameKey, _pad) == 9);
+const _: () = assert!(size_of::<NameVerdict>() == 8);
+const _: () = assert!(offset_of!(NameVerdict, platform) == 0);
+const _: () = assert!(offset_of!(NameVerdict, rank) == 2);
+const _: () = assert!(offset_of!(NameVerdict, action) == 4);
+const _: () = assert!(offset_of!(NameVerdict, present) == 5);
+const _: () = assert!(offset_of!(NameVerdict, _pad) == 6);
+const _: () = assert!(size_of::<NameRule>() == 16);
+const _: () = assert!(offset_of!(NameRule, exact) == 0);
+const _: () = assert!(offset_of!(NameRule, wildcard) == 8);
+// Upper and lower case hash alike; a different suffix does not.
+const _: () = assert!(name_hash(b"\x04Zoom\x02US") == name_hash(b"\x04zoom\x02us"));
+const _: () = assert!(name_hash(b"\x04zoom\x02us") != name_hash(b"\x04zoom\x02uk"));
+
 /// An outstanding query, by what its response carries: the server, the client's port, the DNS
 /// id. The client's address is in the value, so that an answer addressed to the gateway (NAT)
 /// can still be matched.
@@ -355,6 +440,10 @@ mod pod {
     unsafe impl aya::Pod for super::DnsEventHeader {}
     // SAFETY: see above.
     unsafe impl aya::Pod for super::DnsQueryKey {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for super::NameKey {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for super::NameRule {}
     // SAFETY: see above.
     unsafe impl aya::Pod for super::DnsQuerySeen {}
 }

@@ -10,7 +10,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use enforcer_common::{
-    MAX_PLATFORMS, MAX_PREFIXES_V4, MAX_PREFIXES_V6, RULE_SLOTS, RULES_PER_SLOT, Rule,
+    MAX_PLATFORMS, MAX_PREFIXES_V4, MAX_PREFIXES_V6, NameKey, NameRule, RULE_SLOTS, RULES_PER_SLOT,
+    Rule,
 };
 use ipnet::IpNet;
 
@@ -70,6 +71,9 @@ pub struct CompiledPolicy {
     /// this module's functions so that adding learned hosts can check the table's limit without
     /// a pass over every prefix. (`rule_lists` reads the prefixes themselves.)
     lists: BTreeMap<Vec<Rule>, usize>,
+    /// The name table: for each suffix of the patterns of entries that enforce by name, what it
+    /// says (see `enforcer_common::NameRule`). Written with the prefixes, behind the same switch.
+    pub names: BTreeMap<NameKey, NameRule>,
 }
 
 impl CompiledPolicy {
@@ -78,7 +82,12 @@ impl CompiledPolicy {
         for p in v4.values().chain(v6.values()) {
             *lists.entry(p.rules.clone()).or_default() += 1;
         }
-        Self { v4, v6, lists }
+        Self {
+            v4,
+            v6,
+            lists,
+            names: BTreeMap::new(),
+        }
     }
 
     /// The distinct rule lists, each of which needs one rule slot.
