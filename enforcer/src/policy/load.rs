@@ -1329,6 +1329,8 @@ match:
 
     /// Hostile files are refused with the file, line and column of the limit crossed; a file
     /// over the size limit is not even read whole (and, not being a source, is listed first).
+    /// The huge file is zeros up to a byte that is not UTF-8, 100 bytes past the limit: read
+    /// whole, it would be an I/O error instead of the size diagnostic.
     #[test]
     fn files_over_the_parser_limits_are_refused_naming_the_place() {
         let dir = temp_dir();
@@ -1339,10 +1341,10 @@ match:
         )
         .unwrap();
         let huge = dir.join("huge.yaml");
-        fs::File::create(&huge)
-            .unwrap()
-            .set_len((64 << 20) + 1)
-            .unwrap();
+        let mut file = fs::File::create(&huge).unwrap();
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start((64 << 20) + 100)).unwrap();
+        std::io::Write::write_all(&mut file, &[0xff]).unwrap();
+        drop(file);
         assert_eq!(
             invalid(load(&dir)),
             [
