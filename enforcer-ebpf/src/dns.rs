@@ -83,7 +83,7 @@ fn holding() -> bool {
 }
 
 #[inline(always)]
-fn role(ifindex: u32) -> u32 {
+pub fn role(ifindex: u32) -> u32 {
     // SAFETY: a plain read of a u32 value.
     unsafe { IFACE_ROLES.get(ifindex) }
         .copied()
@@ -103,7 +103,7 @@ fn trust(family: u8, addr: &[u8; 16]) -> u32 {
 
 /// The packet's family and addresses, IPv4 in the first four bytes.
 #[inline(always)]
-fn addresses(packet: &Packet) -> (u8, [u8; 16], [u8; 16]) {
+pub fn addresses(packet: &Packet) -> (u8, [u8; 16], [u8; 16]) {
     match &packet.addresses {
         Addresses::V4 { src, dst } => {
             let mut s = [0u8; 16];

@@ -24,22 +24,25 @@
 #![no_main]
 
 mod dns;
+mod names;
 mod parse;
 
 use aya_ebpf::{
     bindings::xdp_action,
     macros::{map, xdp},
-    maps::{Array, LpmTrie, PerCpuArray, lpm_trie::Key},
+    maps::{Array, LpmTrie, PerCpuArray, ProgramArray, lpm_trie::Key},
     programs::XdpContext,
 };
 use enforcer_common::{
-    ACTION_DROP, Counter, DIRECTION_EGRESS, DIRECTION_INGRESS, FAMILY_IPV4, FAMILY_IPV6,
-    MATCH_COUNTERS, MAX_PREFIXES_V4, MAX_PREFIXES_V6, PASS_DNS_HELD, PASS_NO_MATCH, PASS_NOT_IP,
-    PASS_REASONS, PASS_UNPARSED, PROTOCOL_ANY, PROTOCOL_UNKNOWN, RULE_SLOTS, RULES_PER_SLOT,
-    RuleRef, RuleSlot, action_precedence, match_counter_index,
+    ACTION_DROP, Counter, DIRECTION_EGRESS, DIRECTION_INGRESS, DNS_BLOCKED_COUNTERS, FAMILIES,
+    FAMILY_IPV4, FAMILY_IPV6, MATCH_COUNTERS, MAX_PREFIXES_V4, MAX_PREFIXES_V6, PASS_DNS_HELD,
+    PASS_NO_MATCH, PASS_NOT_IP, PASS_REASONS, PASS_UNPARSED, PROTOCOL_ANY, PROTOCOL_UNKNOWN,
+    ROLE_OUTSIDE, RULE_SLOTS, RULES_PER_SLOT, RuleRef, RuleSlot, action_precedence,
+    match_counter_index,
 };
 
-use crate::parse::{Addresses, Parsed, Ports};
+use crate::names::NameOutcome;
+use crate::parse::{Addresses, Packet, Parsed, Ports};
 
 /// IPv4 prefixes of the policy, generation 0; the value names the rule slot that applies to
 /// addresses under the prefix (its own rules plus those of every enclosing prefix).
@@ -75,12 +78,33 @@ static MATCH_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MATCH_C
 #[map]
 static PASS_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(PASS_REASONS, 0);
 
+/// Per-CPU packets and bytes of DNS queries answered (or dropped) by name, per (platform,
+/// family).
+#[map]
+static DNS_BLOCKED: PerCpuArray<Counter> = PerCpuArray::with_max_entries(DNS_BLOCKED_COUNTERS, 0);
+
+/// `[0]`: the `enforcer_dns` program, which the main program hands DNS queries to.
+#[map]
+static DNS_QUERY_PROGRAM: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// What the main program parsed and decided about a DNS query it hands to `enforcer_dns` (per
+/// CPU: a tail call runs at once on the same CPU).
+#[map]
+static QUERY_STASH: PerCpuArray<Stash> = PerCpuArray::with_max_entries(1, 0);
+
 /// What the program decided about one frame.
+#[derive(Clone, Copy)]
 enum Verdict {
     Pass(u32),
     Match(Winner),
     /// A DNS response the daemon sends on itself.
     Held,
+    /// A DNS query for a name blocked by name: answered (XDP_TX) or dropped.
+    NameBlocked {
+        platform: u16,
+        family: u8,
+        answered: bool,
+    },
 }
 
 #[derive(Clone, Copy)]
@@ -97,12 +121,20 @@ pub fn enforcer(ctx: XdpContext) -> u32 {
         Parsed::NotIp => Verdict::Pass(PASS_NOT_IP),
         Parsed::Unparsed => Verdict::Pass(PASS_UNPARSED),
         Parsed::Ip(packet) => {
-            let verdict = decide(&packet.addresses, packet.protocol, packet.ports);
+            // One generation for every lookup, so a packet never mixes two policies.
+            let generation = ACTIVE_GENERATION.get(0).copied().unwrap_or(0) & 1;
+            let verdict = decide(&packet.addresses, packet.protocol, packet.ports, generation);
+            let dropped = matches!(&verdict, Verdict::Match(w) if w.action == ACTION_DROP);
+            // A query from a client side: the name table may answer it (see `names`).
+            if !dropped && names::is_candidate(&packet) && !arrived_outside(&ctx) {
+                stash(&packet, verdict, generation);
+                // SAFETY: the tail call does not return when it succeeds; when the program is
+                // not there, this one carries on as if there were no name table.
+                unsafe { DNS_QUERY_PROGRAM.tail_call(&ctx, 0) };
+            }
             // DNS that is not dropped may teach user space banned names' addresses; a believed
             // response is held until that is done (see `dns`).
-            if !matches!(&verdict, Verdict::Match(w) if w.action == ACTION_DROP)
-                && dns::handle(&ctx, &packet)
-            {
+            if !dropped && dns::handle(&ctx, &packet) {
                 Verdict::Held
             } else {
                 verdict
@@ -110,6 +142,160 @@ pub fn enforcer(ctx: XdpContext) -> u32 {
         }
     };
     finish(&ctx, verdict)
+}
+
+/// DNS queries from the main program: the name table's verdict, else the main program's.
+#[xdp]
+pub fn enforcer_dns(ctx: XdpContext) -> u32 {
+    let Some(stash) = QUERY_STASH.get(0).copied() else {
+        return xdp_action::XDP_PASS;
+    };
+    let (packet, verdict, generation) = stash.unpack();
+    let family = names::family(&packet);
+    let verdict = match names::lookup(&ctx, &packet, generation) {
+        (NameOutcome::Matched { platform, action }, question) if names::blocks(action) => {
+            let answered = match question {
+                Some(q) => names::answer_nxdomain(&ctx, &packet, &q),
+                None => false,
+            };
+            Verdict::NameBlocked {
+                platform,
+                family,
+                answered,
+            }
+        }
+        (NameOutcome::Matched { platform, action }, _) if names::counts_as_match(action) => {
+            Verdict::Match(Winner {
+                platform,
+                action,
+                direction: DIRECTION_EGRESS,
+                family,
+            })
+        }
+        _ => verdict,
+    };
+    if matches!(verdict, Verdict::NameBlocked { .. }) {
+        return finish(&ctx, verdict);
+    }
+    let verdict = if dns::handle(&ctx, &packet) {
+        Verdict::Held
+    } else {
+        verdict
+    };
+    finish(&ctx, verdict)
+}
+
+#[inline(always)]
+fn arrived_outside(ctx: &XdpContext) -> bool {
+    // SAFETY: reading a field of the program's context.
+    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    dns::role(ifindex) == ROLE_OUTSIDE
+}
+
+/// The main program's parse and verdict of a query, as plain integers.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Stash {
+    src: [u8; 16],
+    dst: [u8; 16],
+    l3: u32,
+    l4: u32,
+    generation: u32,
+    /// 0: pass (with `reason`), 1: match.
+    kind: u32,
+    reason: u32,
+    platform: u16,
+    sport: u16,
+    dport: u16,
+    family: u8,
+    protocol: u8,
+    action: u8,
+    direction: u8,
+    _pad: [u8; 2],
+}
+
+#[inline(always)]
+fn stash(packet: &Packet, verdict: Verdict, generation: u32) {
+    let Some(slot) = QUERY_STASH.get_ptr_mut(0) else {
+        return;
+    };
+    let (family, src, dst) = dns::addresses(packet);
+    let (kind, reason, w) = match verdict {
+        Verdict::Match(w) => (1, 0, w),
+        Verdict::Pass(reason) => (
+            0,
+            reason,
+            Winner {
+                platform: 0,
+                action: 0,
+                direction: 0,
+                family,
+            },
+        ),
+        _ => return,
+    };
+    // SAFETY: this CPU's stash, read by the tail-called program on this CPU right after.
+    // Offsets are below parse's bound (0x4000), so they fit in u32.
+    #[allow(clippy::cast_possible_truncation)]
+    unsafe {
+        *slot = Stash {
+            src,
+            dst,
+            l3: packet.l3 as u32,
+            l4: packet.ports.l4 as u32,
+            generation,
+            kind,
+            reason,
+            platform: w.platform,
+            sport: packet.ports.src,
+            dport: packet.ports.dst,
+            family,
+            protocol: packet.protocol,
+            action: w.action,
+            direction: w.direction,
+            _pad: [0; 2],
+        };
+    }
+}
+
+impl Stash {
+    #[inline(always)]
+    fn unpack(&self) -> (Packet, Verdict, u32) {
+        let addresses = if self.family == FAMILY_IPV4 {
+            Addresses::V4 {
+                src: [self.src[0], self.src[1], self.src[2], self.src[3]],
+                dst: [self.dst[0], self.dst[1], self.dst[2], self.dst[3]],
+            }
+        } else {
+            Addresses::V6 {
+                src: self.src,
+                dst: self.dst,
+            }
+        };
+        let packet = Packet {
+            addresses,
+            protocol: self.protocol,
+            ports: Ports {
+                known: true,
+                hidden: 0,
+                src: self.sport,
+                dst: self.dport,
+                l4: (self.l4 & 0x3FFF) as usize,
+            },
+            l3: (self.l3 & 0x3FFF) as usize,
+        };
+        let verdict = if self.kind == 1 {
+            Verdict::Match(Winner {
+                platform: self.platform,
+                action: self.action,
+                direction: self.direction,
+                family: self.family,
+            })
+        } else {
+            Verdict::Pass(self.reason & 3)
+        };
+        (packet, verdict, self.generation & 1)
+    }
 }
 
 /// A program that passes everything: the baseline the benchmark divides by.
@@ -125,6 +311,14 @@ fn finish(ctx: &XdpContext, verdict: Verdict) -> u32 {
     let (counter, action) = match verdict {
         Verdict::Pass(reason) => (PASS_STATS.get_ptr_mut(reason), xdp_action::XDP_PASS),
         Verdict::Held => (PASS_STATS.get_ptr_mut(PASS_DNS_HELD), xdp_action::XDP_DROP),
+        Verdict::NameBlocked {
+            platform,
+            family,
+            answered,
+        } => (
+            DNS_BLOCKED.get_ptr_mut(platform as u32 * FAMILIES + family as u32),
+            names::blocked_action(answered),
+        ),
         Verdict::Match(w) => {
             let index = match_counter_index(w.platform, w.action, w.direction, w.family);
             let action = if w.action == ACTION_DROP {
@@ -146,7 +340,7 @@ fn finish(ctx: &XdpContext, verdict: Verdict) -> u32 {
 }
 
 #[inline(always)]
-fn decide(addresses: &Addresses, protocol: u8, ports: Ports) -> Verdict {
+fn decide(addresses: &Addresses, protocol: u8, ports: Ports, generation: u32) -> Verdict {
     let (family, dst, src) = match addresses {
         Addresses::V4 { src, dst } => (
             FAMILY_IPV4,
@@ -155,8 +349,7 @@ fn decide(addresses: &Addresses, protocol: u8, ports: Ports) -> Verdict {
         ),
         Addresses::V6 { src, dst } => (FAMILY_IPV6, halves(dst), halves(src)),
     };
-    // One generation for both lookups, so a packet never mixes two policies.
-    let generation = ACTIVE_GENERATION.get(0).copied().unwrap_or(0) as u64 & 1;
+    let generation = generation as u64 & 1;
     // Ports a fragment hides could be any: drop rules match whatever their ports.
     let any_port_actions = (ports.hidden as u64 & 1) << ACTION_DROP;
     // An unknown port is 0x10000: inside no rule's range, so rules with ports cannot match.

@@ -12,8 +12,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use enforcer_common::{
     ACTION_DROP, DIRECTION_EGRESS, DIRECTION_INGRESS, DNS_CAPTURE_BYTES, DNS_EVENT_FRAGMENT,
     DNS_EVENT_QUERY, DNS_EVENT_RESPONSE, DNS_HOLD_MAX_FRAME, DNS_PORT, FAMILY_IPV4, FAMILY_IPV6,
-    PASS_NO_MATCH, PASS_NOT_IP, PASS_UNPARSED, PROTOCOL_TCP, PROTOCOL_UDP, PROTOCOL_UNKNOWN,
-    ROLE_BOTH, ROLE_INSIDE, ROLE_OUTSIDE, TRUST_CLIENT, TRUST_GATEWAY, TRUST_SERVER,
+    MAX_PATTERN_LABELS, PASS_NO_MATCH, PASS_NOT_IP, PASS_UNPARSED, PROTOCOL_TCP, PROTOCOL_UDP,
+    PROTOCOL_UNKNOWN, ROLE_BOTH, ROLE_INSIDE, ROLE_OUTSIDE, TRUST_CLIENT, TRUST_GATEWAY,
+    TRUST_SERVER, action_precedence,
 };
 use ipnet::IpNet;
 
@@ -23,6 +24,7 @@ use crate::policy::model::{Action, Entry, Platform, Policy, PortRange, Protocol}
 /// XDP return codes (from `enum xdp_action` in the kernel UAPI).
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
+pub const XDP_TX: u32 = 3;
 
 const ETHERNET_HEADER_LEN: usize = 14;
 const ETHERTYPE_IPV4: u16 = 0x0800;
@@ -100,6 +102,14 @@ pub enum Decision {
     /// A DNS response held while holding is on: dropped here and counted under `PASS_DNS_HELD`;
     /// the daemon sends it on once what it teaches is enforced.
     Held,
+    /// A DNS query for a name blocked by name, counted under the platform and the query's family
+    /// in the blocked-query counters: answered NXDOMAIN (sent back) or, when no answer can be
+    /// built, dropped.
+    NameBlocked {
+        platform: u16,
+        family: u8,
+        answered: bool,
+    },
 }
 
 impl Decision {
@@ -108,6 +118,13 @@ impl Decision {
         match self {
             Decision::Match { action, .. } if *action == ACTION_DROP => XDP_DROP,
             Decision::Held => XDP_DROP,
+            Decision::NameBlocked { answered, .. } => {
+                if *answered {
+                    XDP_TX
+                } else {
+                    XDP_DROP
+                }
+            }
             _ => XDP_PASS,
         }
     }
@@ -448,6 +465,31 @@ pub struct Matcher<'a> {
     policy: &'a Policy,
     /// `(platform index, entry index in `entries`, address)`.
     addresses: Vec<(usize, usize, IpNet)>,
+    /// Name patterns of entries that enforce by name.
+    names: Vec<NamePattern>,
+}
+
+/// A name pattern of an entry that enforces by name, as the name table holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamePattern {
+    /// The name (`zoom.us`), or for a wildcard the name under which it matches (`*.zoom.us`:
+    /// `zoom.us`); lowercase, without a final dot.
+    pub suffix: String,
+    pub wildcard: bool,
+    pub platform: u16,
+    /// Platform name order (lower wins a tie).
+    pub rank: u16,
+    pub action: u8,
+}
+
+/// Where a query's question ends, and what the reference needs to answer it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct QueryQuestion {
+    /// Offset of the DNS message in the frame.
+    message: usize,
+    /// Offset just after QTYPE and QCLASS.
+    end: usize,
+    edns: bool,
 }
 
 impl<'a> Matcher<'a> {
@@ -456,7 +498,14 @@ impl<'a> Matcher<'a> {
         Self {
             policy,
             addresses: Vec::new(),
+            names: Vec::new(),
         }
+    }
+
+    /// The same matcher, with these name patterns (entries that enforce by name).
+    pub fn with_names(mut self, names: Vec<NamePattern>) -> Self {
+        self.names = names;
+        self
     }
 
     /// A matcher that also treats each resolved address as a prefix of its entry, like
@@ -475,7 +524,11 @@ impl<'a> Matcher<'a> {
             })
             .map(|a| (a.platform, a.entry, a.net))
             .collect();
-        Self { policy, addresses }
+        Self {
+            policy,
+            addresses,
+            names: Vec::new(),
+        }
     }
 
     /// Every (platform, entry, prefix) of the policy with where the prefix came from.
@@ -531,11 +584,35 @@ impl<'a> Matcher<'a> {
         let ParsedFrame::Ip(packet) = parse_frame(frame) else {
             return (self.decide(frame), None);
         };
-        let decision = self.decide_packet(&packet);
+        let mut decision = self.decide_packet(&packet);
+        let role = dns.role(ifindex);
+        // A query from a client side that the policy does not drop: the name table first.
+        if decision.xdp_action() != XDP_DROP
+            && is_query_candidate(&packet)
+            && role != ROLE_OUTSIDE
+            && let Some((platform, action, question)) = self.name_verdict(frame, &packet)
+        {
+            if action == ACTION_DROP {
+                let answered = question.is_some_and(|q| {
+                    nxdomain_answer(frame, &packet, &q, DEFAULT_BLOCK_TTL).is_some()
+                });
+                let blocked = Decision::NameBlocked {
+                    platform,
+                    family: packet.family,
+                    answered,
+                };
+                return (blocked, None);
+            }
+            decision = Decision::Match {
+                platform,
+                action,
+                direction: DIRECTION_EGRESS,
+                family: packet.family,
+            };
+        }
         if packet.protocol != PROTOCOL_UDP || decision.xdp_action() == XDP_DROP {
             return (decision, None);
         }
-        let role = dns.role(ifindex);
         let copy =
             |kind: u8, payload_offset: usize, held: bool, query: Option<(IpAddr, u32)>| DnsCopy {
                 kind,
@@ -595,6 +672,70 @@ impl<'a> Matcher<'a> {
         let held = dns.holding && frame.len() <= DNS_HOLD_MAX_FRAME;
         let copied = copy(DNS_EVENT_RESPONSE, payload, held, Some((client, query_if)));
         (if held { Decision::Held } else { decision }, Some(copied))
+    }
+
+    /// The answer the datapath sends back for a query it blocks by name (with the SOA TTL
+    /// `ttl`), or `None` when it sends none (not blocked by name, or no answer can be built).
+    pub fn name_answer(
+        &self,
+        frame: &[u8],
+        ifindex: u32,
+        dns: &DnsModel,
+        ttl: u32,
+    ) -> Option<Vec<u8>> {
+        let ParsedFrame::Ip(packet) = parse_frame(frame) else {
+            return None;
+        };
+        if self.decide_packet(&packet).xdp_action() == XDP_DROP
+            || !is_query_candidate(&packet)
+            || dns.role(ifindex) == ROLE_OUTSIDE
+        {
+            return None;
+        }
+        match self.name_verdict(frame, &packet)? {
+            (_, ACTION_DROP, Some(question)) => nxdomain_answer(frame, &packet, &question, ttl),
+            _ => None,
+        }
+    }
+
+    /// The winning name pattern for the query in `frame` (platform, action) and its question;
+    /// `None` when the query is not one the datapath reads or no pattern matches it.
+    fn name_verdict(
+        &self,
+        frame: &[u8],
+        packet: &Packet,
+    ) -> Option<(u16, u8, Option<QueryQuestion>)> {
+        let question = query_question(frame, packet)?;
+        let name = question_name(frame, question.message + 12)?;
+        // A question cut short is passed untouched, whatever its name.
+        let question = question_end(frame, question)?;
+        // (precedence, labels of the pattern's name, reversed platform order): highest wins.
+        let mut best: Option<((u8, usize, u16), u16, u8)> = None;
+        for p in &self.names {
+            // Compared label by label: a label may hold a dot of its own.
+            let pattern: Vec<Vec<u8>> = p
+                .suffix
+                .split('.')
+                .map(|l| l.as_bytes().to_ascii_lowercase())
+                .collect();
+            let p_labels = pattern.len();
+            if p_labels > MAX_PATTERN_LABELS {
+                continue;
+            }
+            let matched = if p.wildcard {
+                name.len() > p_labels && name.ends_with(&pattern)
+            } else {
+                name == pattern
+            };
+            if !matched {
+                continue;
+            }
+            let key = (action_precedence(p.action), p_labels, u16::MAX - p.rank);
+            if best.is_none_or(|(k, _, _)| key > k) {
+                best = Some((key, p.platform, p.action));
+            }
+        }
+        best.map(|(_, platform, action)| (platform, action, Some(question)))
     }
 
     /// The datapath's decision for a parsed IP packet.
@@ -698,6 +839,204 @@ fn entry_accepts(entry: &Entry, action: Action, packet: &Packet, port: Option<u1
             }
         }
     }
+}
+
+/// The SOA TTL of synthesized answers when none is configured (`--dns-block-ttl`'s default).
+pub const DEFAULT_BLOCK_TTL: u32 = 300;
+
+/// Whether the datapath looks at this packet's name: UDP or TCP to port 53, not from it.
+fn is_query_candidate(packet: &Packet) -> bool {
+    (packet.protocol == PROTOCOL_UDP || packet.protocol == PROTOCOL_TCP)
+        && packet
+            .ports
+            .is_some_and(|(src, dst)| dst == DNS_PORT && src != DNS_PORT)
+}
+
+/// The DNS message of a standard query with one question: where it starts, with its question's
+/// end and EDNS left to `question_end`.
+fn query_question(frame: &[u8], packet: &Packet) -> Option<QueryQuestion> {
+    let l4 = packet.l4?;
+    let message = if packet.protocol == PROTOCOL_UDP {
+        l4 + UDP_HEADER_LEN
+    } else {
+        let data_offset = usize::from(*frame.get(l4 + 12)? >> 4) * 4;
+        if data_offset < 20 {
+            return None;
+        }
+        l4 + data_offset + 2
+    };
+    let flags = *frame.get(message + 2)?;
+    let qdcount = be16(frame, message + 4)?;
+    be16(frame, message + 10)?;
+    if flags & 0xF8 != 0 || qdcount != 1 {
+        return None;
+    }
+    Some(QueryQuestion {
+        message,
+        end: 0,
+        edns: false,
+    })
+}
+
+/// The question name at `at` as its labels (ASCII letters lowercased), read as the datapath
+/// does: labels of at most 63 bytes, the whole name (root label included) under 255 bytes and
+/// inside the frame; no compression; not the root name.
+fn question_name(frame: &[u8], at: usize) -> Option<Vec<Vec<u8>>> {
+    let mut position = 0usize;
+    let mut labels = Vec::new();
+    loop {
+        let length = usize::from(*frame.get(at + position)?);
+        if position >= 256 {
+            return None;
+        }
+        if length == 0 {
+            break;
+        }
+        if length > 63 {
+            return None;
+        }
+        let label = frame.get(at + position + 1..at + position + 1 + length)?;
+        labels.push(label.to_ascii_lowercase());
+        position += length + 1;
+        if position >= 255 {
+            return None;
+        }
+    }
+    if labels.is_empty() {
+        return None;
+    }
+    Some(labels)
+}
+
+/// The question's end (after QTYPE and QCLASS) and whether an OPT record follows; `None` when
+/// the frame stops before the end.
+fn question_end(frame: &[u8], mut question: QueryQuestion) -> Option<QueryQuestion> {
+    let qname = question.message + 12;
+    let mut position = qname;
+    loop {
+        let length = usize::from(*frame.get(position)?);
+        if length == 0 {
+            break;
+        }
+        position += length + 1;
+    }
+    let end = position + 1 + 4;
+    if end > frame.len() {
+        return None;
+    }
+    let arcount = be16(frame, question.message + 10)?;
+    question.end = end;
+    question.edns = arcount >= 1 && frame.get(end) == Some(&0) && be16(frame, end + 1) == Some(41);
+    Some(question)
+}
+
+/// The SOA of synthesized answers (owner ".", IN, RDLENGTH 22, MNAME and RNAME ".", serial 1,
+/// refresh 3600, retry 600, expire 86400); TTL and minimum are set per answer.
+const SOA_RECORD: [u8; 33] = [
+    0, 0, 6, 0, 1, 0, 0, 0, 0, 0, 22, 0, 0, 0, 0, 0, 1, 0, 0, 0x0E, 0x10, 0, 0, 0x02, 0x58, 0, 1,
+    0x51, 0x80, 0, 0, 0, 0,
+];
+/// OPT with Extended DNS Error 15 (Blocked), UDP size 1232.
+const OPT_RECORD: [u8; 17] = [0, 0, 41, 0x04, 0xD0, 0, 0, 0, 0, 0, 6, 0, 15, 0, 2, 0, 15];
+/// Largest answer frame the datapath builds.
+const MAX_ANSWER_FRAME: usize = 512;
+
+fn checksum(words: &[u8], mut sum: u32) -> u16 {
+    for pair in words.chunks(2) {
+        sum += u32::from(u16::from_be_bytes([
+            pair[0],
+            pair.get(1).copied().unwrap_or(0),
+        ]));
+    }
+    while sum > 0xFFFF {
+        sum = (sum & 0xFFFF) + (sum >> 16);
+    }
+    !u16::try_from(sum).unwrap_or(0xFFFF)
+}
+
+/// The NXDOMAIN answer frame for a UDP query, built the obvious way: the frame up to the end of
+/// its question, MACs, addresses and ports swapped, IPv4 TTL or IPv6 hop limit 64, lengths, DNS
+/// flags (QR, opcode and RD kept, RA, RCODE 3) and counts (1 question, 1 authority, 1 additional
+/// with EDNS), the SOA, the OPT with EDE 15 when the query had EDNS, then the IPv4 header and UDP
+/// checksums. `None` when the datapath cannot answer it: TCP, a fragment, IPv6 with extension
+/// headers, or an answer over 512 bytes.
+fn nxdomain_answer(
+    frame: &[u8],
+    packet: &Packet,
+    question: &QueryQuestion,
+    ttl: u32,
+) -> Option<Vec<u8>> {
+    let l4 = packet.l4?;
+    let l3 = packet.l3;
+    if packet.protocol != PROTOCOL_UDP {
+        return None;
+    }
+    let v4 = packet.family == FAMILY_IPV4;
+    if v4 {
+        if be16(frame, l3 + 6)? & 0x3FFF != 0 {
+            return None;
+        }
+    } else if l4 != l3 + 40 {
+        return None;
+    }
+    let opt = if question.edns { OPT_RECORD.len() } else { 0 };
+    let new_len = question.end + SOA_RECORD.len() + opt;
+    if new_len > MAX_ANSWER_FRAME {
+        return None;
+    }
+    let mut out = frame.get(..question.end)?.to_vec();
+    let (dst_mac, src_mac) = (out[0..6].to_vec(), out[6..12].to_vec());
+    out[0..6].copy_from_slice(&src_mac);
+    out[6..12].copy_from_slice(&dst_mac);
+    let (at, len) = if v4 { (l3 + 12, 4) } else { (l3 + 8, 16) };
+    let (a, b) = (
+        out[at..at + len].to_vec(),
+        out[at + len..at + 2 * len].to_vec(),
+    );
+    out[at..at + len].copy_from_slice(&b);
+    out[at + len..at + 2 * len].copy_from_slice(&a);
+    let udp_len = new_len - l4;
+    let udp_len16 = u16::try_from(udp_len).ok()?;
+    if v4 {
+        let total = u16::try_from(new_len - l3).ok()?;
+        out[l3 + 2..l3 + 4].copy_from_slice(&total.to_be_bytes());
+        out[l3 + 8] = 64;
+    } else {
+        out[l3 + 4..l3 + 6].copy_from_slice(&udp_len16.to_be_bytes());
+        out[l3 + 7] = 64;
+    }
+    let (sport, dport) = packet.ports?;
+    out[l4..l4 + 2].copy_from_slice(&dport.to_be_bytes());
+    out[l4 + 2..l4 + 4].copy_from_slice(&sport.to_be_bytes());
+    out[l4 + 4..l4 + 6].copy_from_slice(&udp_len16.to_be_bytes());
+    out[l4 + 6..l4 + 8].copy_from_slice(&[0, 0]);
+    let m = question.message;
+    out[m + 2] = 0x80 | (out[m + 2] & 0x79);
+    out[m + 3] = 0x80 | 3;
+    out[m + 4..m + 12].copy_from_slice(&[0, 1, 0, 0, 0, 1, 0, u8::from(question.edns)]);
+    let mut soa = SOA_RECORD;
+    soa[5..9].copy_from_slice(&ttl.to_be_bytes());
+    soa[29..33].copy_from_slice(&ttl.to_be_bytes());
+    out.extend_from_slice(&soa);
+    if question.edns {
+        out.extend_from_slice(&OPT_RECORD);
+    }
+    if v4 {
+        let header_len = usize::from(out[l3] & 0x0F) * 4;
+        out[l3 + 10..l3 + 12].copy_from_slice(&[0, 0]);
+        let c = checksum(&out[l3..l3 + header_len], 0);
+        out[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
+    }
+    let mut pseudo = out[at..at + 2 * len].to_vec();
+    pseudo.extend_from_slice(&[0, PROTOCOL_UDP]);
+    pseudo.extend_from_slice(&udp_len16.to_be_bytes());
+    let sum = u32::from(!checksum(&pseudo, 0));
+    let c = match checksum(&out[l4..], sum) {
+        0 => 0xFFFF,
+        c => c,
+    };
+    out[l4 + 6..l4 + 8].copy_from_slice(&c.to_be_bytes());
+    Some(out)
 }
 
 #[cfg(test)]

@@ -13,6 +13,8 @@ mod holding;
 mod learned;
 #[path = "differential/limits.rs"]
 mod limits;
+#[path = "differential/names.rs"]
+mod names;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -102,6 +104,8 @@ impl Tally {
         let counter = match decision {
             Decision::Pass(reason) => &mut self.passed[reason as usize],
             Decision::Held => &mut self.passed[PASS_DNS_HELD as usize],
+            // Counted in the blocked-query counters only (compared by the names test).
+            Decision::NameBlocked { .. } => return,
             Decision::Match {
                 platform,
                 action,
@@ -498,6 +502,7 @@ impl Coverage {
             Decision::Pass(PASS_NOT_IP) => "not ip",
             Decision::Pass(_) => "unparsed",
             Decision::Held => "held",
+            Decision::NameBlocked { .. } => "name blocked",
             Decision::Match { action, .. } if action == ACTION_DROP => "drop",
             Decision::Match { action, .. } if action == ACTION_MONITOR => "monitor",
             Decision::Match { .. } => "allow",

@@ -406,6 +406,8 @@ fn datapath_drops_fragments_that_hide_ports() {
         let counted = match want {
             // Holding is off here: no frame is held.
             Decision::Held => panic!("{what}: the reference holds a frame with holding off"),
+            // No name table here: nothing is blocked by name.
+            Decision::NameBlocked { .. } => panic!("{what}: the reference blocks a name"),
             Decision::Pass(reason) => {
                 let r = reason as usize;
                 after.passed[r].packets - before.passed[r].packets

@@ -6,12 +6,12 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use aya::maps::{LpmTrie, MapData, lpm_trie::Key};
-use enforcer_common::{RULE_SLOTS, RULES_PER_SLOT, Rule, RuleRef, RuleSlot};
+use enforcer_common::{NameKey, NameRule, RULE_SLOTS, RULES_PER_SLOT, Rule, RuleRef, RuleSlot};
 use ipnet::IpNet;
 
 use super::{
-    Datapath, DatapathError, MAP_ACTIVE, MAP_PREFIXES_V4, MAP_PREFIXES_V6, MAP_RULE_SLOTS,
-    SWITCH_SETTLE,
+    Datapath, DatapathError, MAP_ACTIVE, MAP_NAMES, MAP_PREFIXES_V4, MAP_PREFIXES_V6,
+    MAP_RULE_SLOTS, SWITCH_SETTLE,
 };
 use crate::compile::{CompiledPolicy, Prefix, PrefixRules};
 
@@ -122,6 +122,7 @@ impl Datapath {
             &wanted_v6,
             &mut written,
         )?;
+        self.write_names(next, &policy.names)?;
         self.active
             .set(0, if next == 0 { 0 } else { 1 }, 0)
             .map_err(|source| DatapathError::Map {
@@ -140,6 +141,31 @@ impl Datapath {
             by_content,
         });
         Ok(stats)
+    }
+
+    /// Makes the name table of generation `generation` (not in force) hold exactly `names`:
+    /// stale keys go first, then new and changed ones.
+    fn write_names(
+        &mut self,
+        generation: usize,
+        names: &BTreeMap<NameKey, NameRule>,
+    ) -> Result<(), DatapathError> {
+        let map_err = |source| DatapathError::Map {
+            name: MAP_NAMES[generation],
+            source,
+        };
+        let table = &mut self.names[generation];
+        let current: HashMap<NameKey, NameRule> =
+            table.iter().collect::<Result<_, _>>().map_err(map_err)?;
+        for key in current.keys().filter(|k| !names.contains_key(k)) {
+            table.remove(key).map_err(map_err)?;
+        }
+        for (key, rule) in names {
+            if current.get(key) != Some(rule) {
+                table.insert(key, rule, 0).map_err(map_err)?;
+            }
+        }
+        Ok(())
     }
 
     /// Writes the given host prefixes of `policy` (which must be the last applied policy plus

@@ -8,10 +8,15 @@ use std::os::fd::AsFd as _;
 
 use aya::maps::lpm_trie::Key;
 use aya::programs::ProgramFd;
-use enforcer_common::{DNS_STATS, ROLE_BOTH};
+use enforcer_common::{
+    Counter, DNS_CONFIG_BLOCK_TTL, DNS_STATS, FAMILIES, FAMILY_IPV4, FAMILY_IPV6, ROLE_BOTH,
+};
 use ipnet::IpNet;
 
-use super::{Datapath, DatapathError, MAP_DNS_STATS, MAP_DNS_TRUST, MAP_IFACE_ROLES, PASS_PROGRAM};
+use super::{
+    Datapath, DatapathError, MAP_DNS_BLOCKED, MAP_DNS_CONFIG, MAP_DNS_STATS, MAP_DNS_TRUST,
+    MAP_IFACE_ROLES, PASS_PROGRAM,
+};
 use crate::sys;
 
 /// Counts of responses the program passed without holding, by `enforcer_common::DNS_STAT_*`.
@@ -112,6 +117,40 @@ impl Datapath {
             source,
         })?;
         Ok(sys::xdp_run(fd.as_fd(), frame, ifindex, false)?)
+    }
+
+    /// Sets the TTL (and SOA minimum) of the NXDOMAIN answers the program synthesizes.
+    pub fn set_dns_block_ttl(&mut self, seconds: u32) -> Result<(), DatapathError> {
+        self.dns_config
+            .set(DNS_CONFIG_BLOCK_TTL, seconds, 0)
+            .map_err(|source| DatapathError::Map {
+                name: MAP_DNS_CONFIG,
+                source,
+            })
+    }
+
+    /// Queries answered (or dropped) by name, summed over CPUs: (platform id, family, count),
+    /// for every platform id below `platforms` and both families.
+    pub fn dns_blocked(&self, platforms: u16) -> Result<Vec<(u16, u8, Counter)>, DatapathError> {
+        let mut out = Vec::new();
+        for platform in 0..platforms {
+            for family in [FAMILY_IPV4, FAMILY_IPV6] {
+                let index = u32::from(platform) * FAMILIES + u32::from(family);
+                let values =
+                    self.dns_blocked
+                        .get(&index, 0)
+                        .map_err(|source| DatapathError::Map {
+                            name: MAP_DNS_BLOCKED,
+                            source,
+                        })?;
+                let total = values.iter().fold(Counter::default(), |acc, c| Counter {
+                    packets: acc.packets.wrapping_add(c.packets),
+                    bytes: acc.bytes.wrapping_add(c.bytes),
+                });
+                out.push((platform, family, total));
+            }
+        }
+        Ok(out)
     }
 
     /// The program's counts of responses it passed without holding, summed over CPUs.

@@ -3,19 +3,37 @@
 
 use std::path::{Path, PathBuf};
 
-use aya::maps::{Array, LpmTrie, MapData, MapInfo, PerCpuArray, RingBuf};
+use aya::maps::{Array, LpmTrie, MapData, MapInfo, PerCpuArray, ProgramArray, RingBuf};
 use aya::programs::Xdp;
 use aya::{Ebpf, EbpfLoader};
-use enforcer_common::{Counter, MATCH_COUNTERS, PASS_REASONS, RULE_SLOTS, RuleRef, RuleSlot};
+use enforcer_common::{
+    Counter, DNS_BLOCKED_COUNTERS, DNS_CONFIG_ENTRIES, MATCH_COUNTERS, MAX_NAMES, NameRule,
+    PASS_REASONS, RULE_SLOTS, RuleRef, RuleSlot,
+};
 
 use super::dns_events::DnsEvents;
 use super::{
-    Datapath, DatapathError, MAP_ACTIVE, MAP_DNS_EVENTS, MAP_DNS_HOLD, MAP_DNS_STATS,
-    MAP_DNS_TRUST, MAP_IFACE_ROLES, MAP_MATCH_STATS, MAP_PASS_STATS, MAP_PREFIXES_V4,
-    MAP_PREFIXES_V6, MAP_RULE_SLOTS, MAPS, PASS_PROGRAM, PROGRAM, PROGRAM_OBJECT,
+    DNS_PROGRAM, Datapath, DatapathError, MAP_ACTIVE, MAP_DNS_BLOCKED, MAP_DNS_CONFIG,
+    MAP_DNS_EVENTS, MAP_DNS_HOLD, MAP_DNS_QUERY_PROGRAM, MAP_DNS_STATS, MAP_DNS_TRUST,
+    MAP_IFACE_ROLES, MAP_MATCH_STATS, MAP_NAMES, MAP_PASS_STATS, MAP_PREFIXES_V4, MAP_PREFIXES_V6,
+    MAP_RULE_SLOTS, MAPS, PASS_PROGRAM, PROGRAM, PROGRAM_OBJECT,
 };
 
 impl Datapath {
+    /// For unit tests: the program with private maps, or `None` when not root (they skip). As
+    /// root a failure to load (the verifier refusing the program) fails the test.
+    #[cfg(test)]
+    pub fn load_for_test() -> Option<Self> {
+        match Self::load_unpinned() {
+            Ok(datapath) => Some(datapath),
+            Err(error) if crate::sys::is_root() => panic!("loading the XDP program: {error}"),
+            Err(_) => {
+                eprintln!("skipped: loading the XDP program needs root and BPF");
+                None
+            }
+        }
+    }
+
     /// Loads the program with private maps: for tests and benchmarks.
     pub fn load_unpinned() -> Result<Self, DatapathError> {
         Self::from_ebpf(EbpfLoader::new().load(PROGRAM_OBJECT)?)
@@ -41,7 +59,7 @@ impl Datapath {
     }
 
     fn from_ebpf(mut ebpf: Ebpf) -> Result<Self, DatapathError> {
-        for name in [PROGRAM, PASS_PROGRAM] {
+        for name in [PROGRAM, PASS_PROGRAM, DNS_PROGRAM] {
             let program: &mut Xdp = ebpf
                 .program_mut(name)
                 .ok_or(DatapathError::MissingProgram(name))?
@@ -82,6 +100,34 @@ impl Datapath {
             .map_err(map_err(MAP_IFACE_ROLES))?;
         let dns_stats =
             PerCpuArray::try_from(take(MAP_DNS_STATS)?).map_err(map_err(MAP_DNS_STATS))?;
+        let mut names = |i: usize| {
+            aya::maps::HashMap::try_from(take(MAP_NAMES[i])?).map_err(map_err(MAP_NAMES[i]))
+        };
+        let names = [names(0)?, names(1)?];
+        let dns_config = Array::try_from(take(MAP_DNS_CONFIG)?).map_err(map_err(MAP_DNS_CONFIG))?;
+        let dns_blocked =
+            PerCpuArray::try_from(take(MAP_DNS_BLOCKED)?).map_err(map_err(MAP_DNS_BLOCKED))?;
+        // The main program hands DNS queries to the DNS program through this array.
+        let mut programs: ProgramArray<MapData> =
+            ProgramArray::try_from(take(MAP_DNS_QUERY_PROGRAM)?)
+                .map_err(map_err(MAP_DNS_QUERY_PROGRAM))?;
+        {
+            let dns: &Xdp = ebpf
+                .program(DNS_PROGRAM)
+                .ok_or(DatapathError::MissingProgram(DNS_PROGRAM))?
+                .try_into()
+                .map_err(|source| DatapathError::Program {
+                    name: DNS_PROGRAM,
+                    source,
+                })?;
+            let fd = dns.fd().map_err(|source| DatapathError::Program {
+                name: DNS_PROGRAM,
+                source,
+            })?;
+            programs
+                .set(0, fd, 0)
+                .map_err(map_err(MAP_DNS_QUERY_PROGRAM))?;
+        }
         Ok(Self {
             ebpf,
             prefixes_v4,
@@ -98,6 +144,10 @@ impl Datapath {
             dns_trust_v6,
             iface_roles,
             dns_stats,
+            names,
+            dns_config,
+            dns_blocked,
+            dns_programs: programs,
             slot_cache: None,
         })
     }
@@ -119,6 +169,10 @@ fn check_pinned(name: &str, path: &Path) -> Result<(), DatapathError> {
         MAP_ACTIVE => (4, size_of::<u32>(), 1),
         MAP_RULE_SLOTS => (4, size_of::<RuleSlot>(), RULE_SLOTS),
         MAP_MATCH_STATS => (4, size_of::<Counter>(), MATCH_COUNTERS),
+        n if MAP_NAMES.contains(&n) => (16, size_of::<NameRule>(), MAX_NAMES),
+        MAP_DNS_QUERY_PROGRAM => (4, 4, 1),
+        MAP_DNS_CONFIG => (4, 4, DNS_CONFIG_ENTRIES),
+        MAP_DNS_BLOCKED => (4, size_of::<Counter>(), DNS_BLOCKED_COUNTERS),
         _ => (4, size_of::<Counter>(), PASS_REASONS),
     };
     let found = (info.key_size(), info.value_size(), info.max_entries());

@@ -27,13 +27,17 @@ use std::time::{Duration, Instant};
 use aya::maps::{Array, LpmTrie, MapData, MapError, PerCpuArray};
 use aya::programs::{ProgramError, TestRun, TestRunOptions, Xdp};
 use aya::{Ebpf, EbpfError};
-use enforcer_common::{Counter, DNS_HOLD_DEADLINE, RULE_SLOTS, RuleRef, RuleSlot};
+use enforcer_common::{
+    Counter, DNS_HOLD_DEADLINE, NameKey, NameRule, RULE_SLOTS, RuleRef, RuleSlot,
+};
 
 /// The program object built by build.rs from enforcer-ebpf.
 static PROGRAM_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/enforcer"));
 
 pub const PROGRAM: &str = "enforcer";
 pub const PASS_PROGRAM: &str = "xdp_pass";
+/// The program the main one hands DNS queries to (name-level blocking), by tail call.
+pub const DNS_PROGRAM: &str = "enforcer_dns";
 /// The tries of generation 0 and 1 (see `ACTIVE_GENERATION`).
 const MAP_PREFIXES_V4: [&str; 2] = ["PREFIXES_V4_0", "PREFIXES_V4_1"];
 const MAP_PREFIXES_V6: [&str; 2] = ["PREFIXES_V6_0", "PREFIXES_V6_1"];
@@ -53,7 +57,14 @@ const MAP_DNS_HOLD: &str = "DNS_HOLD";
 const MAP_DNS_TRUST: [&str; 2] = ["DNS_TRUST_V4", "DNS_TRUST_V6"];
 const MAP_IFACE_ROLES: &str = "IFACE_ROLES";
 const MAP_DNS_STATS: &str = "DNS_STATS_MAP";
-pub const MAPS: [&str; 8] = [
+/// The name tables of generation 0 and 1, switched with the tries.
+const MAP_NAMES: [&str; 2] = ["NAMES_0", "NAMES_1"];
+/// `[0]`: the DNS program. Pinned: a program array forgets its entries when no process or pin
+/// holds it, and name blocking must go on when the daemon is gone.
+const MAP_DNS_QUERY_PROGRAM: &str = "DNS_QUERY_PROGRAM";
+const MAP_DNS_CONFIG: &str = "DNS_CONFIG";
+const MAP_DNS_BLOCKED: &str = "DNS_BLOCKED";
+pub const MAPS: [&str; 13] = [
     MAP_PREFIXES_V4[0],
     MAP_PREFIXES_V4[1],
     MAP_PREFIXES_V6[0],
@@ -62,6 +73,11 @@ pub const MAPS: [&str; 8] = [
     MAP_RULE_SLOTS,
     MAP_MATCH_STATS,
     MAP_PASS_STATS,
+    MAP_NAMES[0],
+    MAP_NAMES[1],
+    MAP_DNS_QUERY_PROGRAM,
+    MAP_DNS_CONFIG,
+    MAP_DNS_BLOCKED,
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +133,12 @@ pub struct Datapath {
     dns_trust_v6: LpmTrie<MapData, [u8; 16], u32>,
     iface_roles: aya::maps::HashMap<MapData, u32, u32>,
     dns_stats: PerCpuArray<MapData, u64>,
+    names: [aya::maps::HashMap<MapData, NameKey, NameRule>; 2],
+    dns_config: Array<MapData, u32>,
+    dns_blocked: PerCpuArray<MapData, Counter>,
+    /// Held open: a program array forgets its entries when the last descriptor (or pin) goes.
+    #[allow(dead_code)]
+    dns_programs: aya::maps::ProgramArray<MapData>,
     /// The rule lists in force after the last `apply`, and the free slots, so that hosts can be
     /// added without reading the tries back.
     slot_cache: Option<apply::SlotCache>,
@@ -154,6 +176,27 @@ impl Datapath {
     /// Runs one frame through the program once and returns its XDP action.
     pub fn test_run(&mut self, frame: &[u8]) -> Result<u32, DatapathError> {
         Ok(self.test_run_repeat(PROGRAM, frame, 1)?.0)
+    }
+
+    /// Runs one frame through the program once; returns its XDP action and the frame as the
+    /// program left it (an answer it built, for XDP_TX).
+    pub fn test_run_output(&mut self, frame: &[u8]) -> Result<(u32, Vec<u8>), DatapathError> {
+        let xdp = self.program_mut()?;
+        let mut out = vec![0u8; 4096];
+        let mut options = TestRunOptions::new();
+        options.data_in = Some(frame);
+        options.data_out = Some(&mut out);
+        let result = xdp
+            .test_run(options)
+            .map_err(|source| DatapathError::Program {
+                name: PROGRAM,
+                source,
+            })?;
+        let size = usize::try_from(result.data_size_out)
+            .unwrap_or(usize::MAX)
+            .min(out.len());
+        out.truncate(size);
+        Ok((result.return_value, out))
     }
 
     /// Runs `frame` `repeat` times through `program` (`PROGRAM` or `PASS_PROGRAM`); returns the

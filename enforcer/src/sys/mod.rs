@@ -17,6 +17,12 @@ pub use bpf::{link_detach, obj_get, xdp_run};
 pub use fs::{mount_bpffs, statfs_type};
 pub use limits::{OpenFiles, open_files, raise_open_files};
 
+/// Whether this process runs as root.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
 /// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
