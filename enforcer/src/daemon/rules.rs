@@ -137,9 +137,7 @@ mod tests {
     /// in `b.yaml`, a file padded with `padding` comment lines so that validating it takes a
     /// while); None where the XDP program cannot be loaded (not root).
     fn daemon(name: &str, padding: usize) -> Option<(Daemon, PathBuf)> {
-        let Some(datapath) = Datapath::load_for_test() else {
-            return None;
-        };
+        let datapath = Datapath::load_for_test()?;
         let dir = std::env::temp_dir().join(format!("enforcer-{name}-{}", std::process::id()));
         let rules = dir.join("rules");
         std::fs::create_dir_all(&rules).unwrap();

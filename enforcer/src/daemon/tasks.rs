@@ -251,9 +251,7 @@ mod tests {
     /// A daemon state enforcing the policy directory `rules` (with one valid file) in a fresh
     /// directory; None where the XDP program cannot be loaded (not root).
     fn daemon(name: &str) -> Option<(Daemon, PathBuf)> {
-        let Some(datapath) = Datapath::load_for_test() else {
-            return None;
-        };
+        let datapath = Datapath::load_for_test()?;
         let dir = std::env::temp_dir().join(format!("enforcer-{name}-{}", std::process::id()));
         let rules = dir.join("rules");
         std::fs::create_dir_all(&rules).unwrap();
