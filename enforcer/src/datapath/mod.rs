@@ -178,6 +178,27 @@ impl Datapath {
         Ok(self.test_run_repeat(PROGRAM, frame, 1)?.0)
     }
 
+    /// Attaches the program that passes everything to `interface` (of this thread's network
+    /// namespace), for as long as this datapath lives: the peer of a veth needs an XDP program
+    /// to receive frames sent back with XDP_TX (tests and labs).
+    pub fn attach_pass(&mut self, interface: &str) -> Result<(), DatapathError> {
+        let xdp: &mut Xdp = self
+            .ebpf
+            .program_mut(PASS_PROGRAM)
+            .ok_or(DatapathError::MissingProgram(PASS_PROGRAM))?
+            .try_into()
+            .map_err(|source| DatapathError::Program {
+                name: PASS_PROGRAM,
+                source,
+            })?;
+        xdp.attach(interface, aya::programs::xdp::XdpMode::Driver)
+            .map_err(|source| DatapathError::Program {
+                name: PASS_PROGRAM,
+                source,
+            })?;
+        Ok(())
+    }
+
     /// Runs one frame through the program once; returns its XDP action and the frame as the
     /// program left it (an answer it built, for XDP_TX).
     pub fn test_run_output(&mut self, frame: &[u8]) -> Result<(u32, Vec<u8>), DatapathError> {

@@ -101,6 +101,9 @@ pub struct Lab {
     daemon_wrapper: Vec<String>,
     /// The `--iface` values (`g0`, `g1` unless a test gives them roles).
     interfaces: Vec<String>,
+    /// A bare XDP_PASS on the client's link, so that answers the gateway sends back with
+    /// XDP_TX reach the client (see `pass_on_client_link`).
+    client_pass: Option<enforcer::datapath::Datapath>,
 }
 
 pub fn is_root() -> bool {
@@ -134,6 +137,7 @@ impl Lab {
             daemon_args: Vec::new(),
             daemon_wrapper: Vec::new(),
             interfaces: vec!["g0".into(), "g1".into()],
+            client_pass: None,
         };
         lab.build()
             .with_context(|| format!("building lab {}", lab.id))?;
@@ -270,6 +274,18 @@ impl Lab {
         } else {
             self.ip(side, &["addr", "add", addr, "dev", dev])?;
         }
+        Ok(())
+    }
+
+    /// Attaches a bare XDP_PASS to the client's end of its link (c0): a veth delivers frames sent
+    /// back with XDP_TX (the gateway's answers to blocked names) only to a peer running XDP.
+    pub fn pass_on_client_link(&mut self) -> Result<()> {
+        let datapath = self.in_netns(Side::Client, || {
+            let mut datapath = enforcer::datapath::Datapath::load_unpinned()?;
+            datapath.attach_pass("c0")?;
+            Ok(datapath)
+        })?;
+        self.client_pass = Some(datapath);
         Ok(())
     }
 
