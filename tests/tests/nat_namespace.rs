@@ -35,7 +35,7 @@ fn an_answer_to_a_masqueraded_client_is_held_learned_and_de_natted() {
     let rules = lab
         .write_policy(&[(
             "media.yaml",
-            "platform: media\nmatch:\n  - domains: [\"*.media.example\"]\n    ",
+            "platform: media\nmatch:\n  - domains: [\"*.media.example\"]\n    enforce: address\n",
         )])
         .unwrap();
     // The gateway hides its clients behind its outside address.
