@@ -532,6 +532,7 @@ mod tests {
                 .iter()
                 .map(|&(first, last)| PortRange { first, last })
                 .collect(),
+            enforce: crate::policy::Enforce::Both,
             location: Location {
                 path: "t.yaml".into(),
                 line: 1,

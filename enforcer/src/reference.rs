@@ -1033,6 +1033,7 @@ mod tests {
                 .iter()
                 .map(|&(first, last)| PortRange { first, last })
                 .collect(),
+            enforce: crate::policy::Enforce::Both,
             location: location(),
         }
     }

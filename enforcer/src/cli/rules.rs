@@ -11,7 +11,7 @@ use ipnet::IpNet;
 use super::client;
 use crate::control::Request;
 use crate::control::protocol::RulesList;
-use crate::policy::{self, Action, DomainPattern};
+use crate::policy::{self, Action, DomainPattern, Enforce};
 
 #[derive(Debug, Subcommand)]
 pub enum RulesCommand {
@@ -33,6 +33,9 @@ pub enum RulesCommand {
         /// drop, monitor or allow (default: the platform's, or drop for a new one).
         #[arg(long, value_name = "A", value_parser = policy::parse_action)]
         action: Option<Action>,
+        /// How the domains are blocked: name, address or both (default both).
+        #[arg(long, value_name = "E", value_parser = policy::parse_enforce)]
+        enforce: Option<Enforce>,
     },
     /// Remove domains and prefixes added with `rules add` (all of the platform's without any).
     Remove {
@@ -52,12 +55,14 @@ pub fn execute(socket: &Path, command: RulesCommand) -> ExitCode {
             domains,
             prefixes,
             action,
+            enforce,
         } => {
             let request = Request::RulesAdd {
                 platform,
                 domains: texts(&domains),
                 prefixes: texts(&prefixes),
                 action: action.map(|a| a.as_str().to_owned()),
+                enforce: enforce.map(|e| e.as_str().to_owned()),
             };
             client::run(socket, &request, false, client::render_change)
         }

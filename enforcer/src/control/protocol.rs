@@ -20,6 +20,9 @@ pub enum Request {
         domains: Vec<String>,
         prefixes: Vec<String>,
         action: Option<String>,
+        /// `name`, `address` or `both` for the domains (default both).
+        #[serde(default)]
+        enforce: Option<String>,
     },
     RulesRemove {
         platform: String,

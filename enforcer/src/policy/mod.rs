@@ -17,7 +17,8 @@ pub use load::{load_policy, load_policy_with_managed, parse_policy_str, read_man
 pub use model::*;
 pub use sources::MANAGED_FILE;
 pub use values::{
-    parse_action, parse_domain, parse_platform_name, parse_ports, parse_prefix, parse_protocol,
+    parse_action, parse_domain, parse_enforce, parse_platform_name, parse_ports, parse_prefix,
+    parse_protocol,
 };
 
 use crate::never_block::NeverBlock;
