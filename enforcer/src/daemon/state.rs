@@ -737,7 +737,7 @@ mod tests {
     fn zoom_wildcard_policy() -> Policy {
         policy::parse_policy_str(
             Path::new("p.yaml"),
-            "platform: zoom\nmatch:\n  - domains: [\"*.zoom.us\"]\n",
+            "platform: zoom\nmatch:\n  - domains: [\"*.zoom.us\"]\n    enforce: address\n",
             &LoadOptions::default(),
         )
         .unwrap()
@@ -830,8 +830,8 @@ mod tests {
         };
         let mut policy = Policy::default();
         for text in [
-            "platform: teams\nmatch:\n  - domains: [\"*.teams.example\"]\n    prefixes: [198.18.9.9/32]\n",
-            "platform: zoom\nmatch:\n  - domains: [\"*.zoom.us\"]\n  - domains: [\"*.media.zoom.us\"]\n    protocol: tcp\n    ports: [443]\n    enforce: address\n",
+            "platform: teams\nmatch:\n  - domains: [\"*.teams.example\"]\n    prefixes: [198.18.9.9/32]\n    enforce: address\n",
+            "platform: zoom\nmatch:\n  - domains: [\"*.zoom.us\"]\n    enforce: address\n  - domains: [\"*.media.zoom.us\"]\n    protocol: tcp\n    ports: [443]\n    enforce: address\n",
         ] {
             let one = policy::parse_policy_str(Path::new("p.yaml"), text, &LoadOptions::default())
                 .unwrap();
@@ -918,7 +918,7 @@ mod tests {
         let ports: Vec<String> = (1..=32).map(|p| p.to_string()).collect();
         let text = format!(
             "platform: zoom\nmatch:\n  - prefixes: [198.18.50.0/24]\n    protocol: udp\n    \
-             ports: [{}]\n  - domains: [\"*.zoom.us\"]\n",
+             ports: [{}]\n  - domains: [\"*.zoom.us\"]\n    enforce: address\n",
             ports.join(", ")
         );
         let policy =

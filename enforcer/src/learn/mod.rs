@@ -350,7 +350,7 @@ mod tests {
     fn learner_with(never_block: NeverBlock) -> Learner {
         let policy = parse_policy_str(
             Path::new("p.yaml"),
-            "platform: zoom\nmatch:\n  - domains: [\"*.zoom.us\"]\n",
+            "platform: zoom\nmatch:\n  - domains: [\"*.zoom.us\"]\n    enforce: address\n",
             &LoadOptions::default(),
         )
         .unwrap();
