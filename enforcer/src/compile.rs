@@ -17,6 +17,9 @@ use ipnet::IpNet;
 
 use crate::policy::{Entry, Policy, Protocol};
 
+mod names;
+pub use names::{compile_names, name_key, wire};
+
 /// A prefix as the tries key it: network address bits and length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Prefix<A> {
@@ -124,6 +127,8 @@ pub enum CompileError {
     },
     #[error("{count} distinct rule lists exceed the {limit} the rule table can switch atomically")]
     TooManyRuleLists { count: usize, limit: u32 },
+    #[error("{count} name patterns exceed the datapath's name table of {limit}")]
+    TooManyNames { count: usize, limit: u32 },
 }
 
 /// Address bits that `Prefix` can hold (u32 for IPv4, u128 for IPv6).
@@ -231,11 +236,12 @@ pub fn compile_with(
     }
     check_capacity("IPv4", own_v4.len(), MAX_PREFIXES_V4)?;
     check_capacity("IPv6", own_v6.len(), MAX_PREFIXES_V6)?;
-    let compiled = CompiledPolicy::new(
+    let mut compiled = CompiledPolicy::new(
         inherit(own_v4, |p| IpNet::V4(ipv4_net(p)))?,
         inherit(own_v6, |p| IpNet::V6(ipv6_net(p)))?,
     );
     check_rule_lists(compiled.lists.len())?;
+    compiled.names = compile_names(policy)?;
     Ok(compiled)
 }
 
