@@ -18,7 +18,7 @@ use ipnet::IpNet;
 use crate::policy::{Entry, Policy, Protocol};
 
 mod names;
-pub use names::{compile_names, name_key, wire};
+pub use names::{NameMatch, compile_names, name_key, name_verdict, wire};
 
 /// A prefix as the tries key it: network address bits and length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

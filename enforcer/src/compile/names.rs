@@ -8,7 +8,65 @@ use std::collections::BTreeMap;
 use enforcer_common::{MAX_NAMES, NameKey, NameRule, NameVerdict, action_precedence, name_hash};
 
 use super::CompileError;
-use crate::policy::{DomainPattern, Policy};
+use crate::policy::{Action, DomainPattern, Policy};
+
+/// The entry that decides a DNS query for a name, as the datapath decides it from the table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NameMatch {
+    /// Index into `Policy::platforms`.
+    pub platform: usize,
+    /// Index into that platform's `entries`.
+    pub entry: usize,
+    pub action: Action,
+    pub pattern: DomainPattern,
+}
+
+/// How a covering pattern ranks: action precedence, labels, then earlier platform first.
+type Rank = (u8, usize, std::cmp::Reverse<usize>);
+
+/// What a DNS query for `name` gets from the name table (any case, with or without the final
+/// dot): of the patterns that enforce by name and cover it, the best action (allow, drop,
+/// monitor), then the pattern with the most labels, then the platform first in name order.
+/// `None` when no such pattern covers it (the query is forwarded).
+pub fn name_verdict(policy: &Policy, name: &str) -> Option<NameMatch> {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    let mut best: Option<(Rank, NameMatch)> = None;
+    for (index, platform) in policy.platforms.iter().enumerate() {
+        for entry in platform.entries.iter().filter(|e| e.enforce.by_name()) {
+            for pattern in &entry.domains {
+                let (covers, suffix) = match pattern {
+                    DomainPattern::Exact(d) => (*d == name, d),
+                    DomainPattern::Wildcard(d) => (
+                        name.strip_suffix(d.as_str())
+                            .is_some_and(|head| head.len() > 1 && head.ends_with('.')),
+                        d,
+                    ),
+                };
+                if !covers {
+                    continue;
+                }
+                let labels = suffix.split('.').count();
+                let order = (
+                    platform.action.precedence(),
+                    labels,
+                    std::cmp::Reverse(index),
+                );
+                if best.as_ref().is_none_or(|(b, _)| order > *b) {
+                    best = Some((
+                        order,
+                        NameMatch {
+                            platform: index,
+                            entry: entry.index,
+                            action: platform.action,
+                            pattern: pattern.clone(),
+                        },
+                    ));
+                }
+            }
+        }
+    }
+    best.map(|(_, m)| m)
+}
 
 /// Compiles the patterns of every entry with `enforce: name` or `both`, whatever the action:
 /// `monitor` names are counted and `allow` names are exceptions, exactly as for addresses.
@@ -197,6 +255,64 @@ mod tests {
             (40, 1),
             "a wins the tie by name order"
         );
+    }
+
+    #[test]
+    fn a_query_gets_the_best_action_then_the_most_labels_then_name_order() {
+        let p = policy(&[
+            "platform: a-watch\naction: monitor\nmatch:\n  - domains: [\"*.x.t.test\"]\n",
+            "platform: b-web\nmatch:\n  - domains: [\"*.t.test\"]\n  \
+             - domains: [\"*.deep.x.t.test\"]\n    enforce: name\n  \
+             - domains: [addr.t.test]\n    enforce: address\n",
+            "platform: c-keep\naction: allow\nmatch:\n  - domains: [ok.x.t.test]\n",
+            "platform: d-web\nmatch:\n  - domains: [\"*.deep.x.t.test\"]\n",
+        ]);
+        let verdict = |name: &str| {
+            name_verdict(&p, name).map(|m| {
+                (
+                    p.platforms[m.platform].name.clone(),
+                    m.entry,
+                    m.action,
+                    m.pattern.to_string(),
+                )
+            })
+        };
+        let drop = |platform: &str, entry, pattern: &str| {
+            Some((platform.to_owned(), entry, Action::Drop, pattern.to_owned()))
+        };
+        assert_eq!(
+            verdict("Host.X.T.Test."),
+            drop("b-web", 0, "*.t.test"),
+            "drop beats monitor"
+        );
+        assert_eq!(
+            verdict("ok.x.t.test"),
+            Some((
+                "c-keep".to_owned(),
+                0,
+                Action::Allow,
+                "ok.x.t.test".to_owned()
+            )),
+            "an allow name under a banned wildcard"
+        );
+        assert_eq!(
+            verdict("a.deep.x.t.test"),
+            drop("b-web", 1, "*.deep.x.t.test"),
+            "most labels, then name order"
+        );
+        assert_eq!(
+            verdict("addr.t.test"),
+            drop("b-web", 0, "*.t.test"),
+            "an address entry takes no part"
+        );
+        assert_eq!(verdict("t.test"), None);
+        assert_eq!(verdict("x.t.test"), drop("b-web", 0, "*.t.test"));
+        assert_eq!(
+            verdict("nott.test"),
+            None,
+            "a suffix of the text is not a parent"
+        );
+        assert_eq!(verdict("other.test"), None);
     }
 
     #[test]
