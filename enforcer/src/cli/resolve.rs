@@ -86,6 +86,7 @@ pub fn execute(args: &ResolveArgs) -> ExitCode {
     };
     let options = LoadOptions {
         never_block: never_block.clone(),
+        shared_suffixes: args.shared_suffixes.clone(),
     };
     let policy = match policy::load_policy(std::slice::from_ref(&args.rules), &options) {
         Ok(policy) => policy,

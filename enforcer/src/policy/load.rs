@@ -59,8 +59,10 @@ pub fn load_policy_with_managed(
 
 /// The platforms written in a managed file alone, with whether each wrote its `action`.
 pub fn read_managed(path: &Path, text: &str) -> Result<Vec<(Platform, bool)>, PolicyError> {
+    let shared = crate::resolve::builtin_shared_suffixes();
     let mut checker = Checker {
         path,
+        shared: &shared,
         diagnostics: Vec::new(),
         prefixes: Vec::new(),
         written: Vec::new(),
@@ -98,9 +100,12 @@ fn build(
 ) -> Result<Policy, PolicyError> {
     let mut parsed = Vec::new();
     let mut written = Vec::new();
+    let mut shared = crate::resolve::builtin_shared_suffixes();
+    shared.extend(options.shared_suffixes.iter().cloned());
     for source in sources {
         let mut checker = Checker {
             path: &source.path,
+            shared: &shared,
             diagnostics: Vec::new(),
             prefixes: Vec::new(),
             written: Vec::new(),
@@ -282,6 +287,8 @@ const EMPTY_FILE: &str =
 /// Validates the documents of one file, collecting its diagnostics.
 struct Checker<'a> {
     path: &'a Path,
+    /// Names whose addresses serve many sites: a domain at or below one goes by name only.
+    shared: &'a [String],
     diagnostics: Vec<Diagnostic>,
     /// The valid prefixes of the document being read.
     prefixes: Vec<WrittenPrefix>,
@@ -565,13 +572,17 @@ impl Checker<'_> {
         let mut named = false;
 
         let mut domains = Vec::new();
+        let mut domain_at = Vec::new();
         if let Some((k, v)) = fields.get("domains") {
             let items = self.list(k, v, "domains", "a list of domain names");
             named |= items.is_none_or(|items| !items.is_empty());
             for item in items.unwrap_or_default() {
                 if let Some(text) = self.item(item, "a domain must be a string") {
                     match values::parse_domain(text) {
-                        Ok(domain) => domains.push(domain),
+                        Ok(domain) => {
+                            domain_at.push(item.pos);
+                            domains.push(domain);
+                        }
                         Err(message) => self.error(item.pos, message),
                     }
                 }
@@ -638,6 +649,11 @@ impl Checker<'_> {
         }
 
         let enforce = self.enforce(&fields, !domains.is_empty(), !ports.is_empty());
+        if enforce.by_address() {
+            for (domain, pos) in domains.iter().zip(&domain_at) {
+                self.shared_by_address(domain, *pos, enforce);
+            }
+        }
 
         if !named {
             self.error(
@@ -704,6 +720,22 @@ impl Checker<'_> {
             );
         }
         enforce
+    }
+
+    /// A name at or below a shared suffix resolves to addresses that serve many other sites:
+    /// it may only be blocked by name.
+    fn shared_by_address(&mut self, domain: &super::DomainPattern, pos: Pos, enforce: Enforce) {
+        let name = match domain {
+            super::DomainPattern::Exact(n) | super::DomainPattern::Wildcard(n) => n,
+        };
+        if let Some(suffix) = crate::resolve::shared_suffix_of(name, self.shared) {
+            let message = format!(
+                "`{domain}` is under the shared suffix `{suffix}` (CDN or shared front end), whose \
+                 addresses serve other sites: `enforce: {enforce}` would block them; use \
+                 `enforce: name`"
+            );
+            self.error(pos, message);
+        }
     }
 
     /// The text of a list item that must be a scalar.
@@ -912,6 +944,42 @@ match:
             5,
             5,
             "`ports` on an entry with `domains` needs `enforce: address`",
+        );
+    }
+
+    #[test]
+    fn a_shared_name_goes_by_name_only() {
+        error_at(
+            "platform: a\nmatch:\n  - domains: [x.com, d1.CloudFront.net]\n",
+            3,
+            22,
+            "`d1.cloudfront.net` is under the shared suffix `cloudfront.net` (CDN or shared front \
+             end), whose addresses serve other sites: `enforce: both` would block them; use \
+             `enforce: name`",
+        );
+        error_at(
+            "platform: a\nmatch:\n  - domains: [\"*.github.io\"]\n    enforce: address\n",
+            3,
+            15,
+            "`enforce: address` would block them",
+        );
+        assert!(
+            parse("platform: a\nmatch:\n  - domains: [d1.cloudfront.net, \"*.github.io\"]\n    enforce: name\n")
+                .is_ok()
+        );
+        // `--shared-suffix` adds to the list.
+        let text = "platform: a\nmatch:\n  - domains: [app.edge.example]\n";
+        assert!(parse(text).is_ok());
+        let options = LoadOptions {
+            shared_suffixes: vec!["edge.example".to_owned()],
+            ..LoadOptions::default()
+        };
+        let err = parse_policy_str(Path::new("p.yaml"), text, &options).unwrap_err();
+        assert!(
+            err.to_string().starts_with(
+                "p.yaml:3:15: `app.edge.example` is under the shared suffix `edge.example`"
+            ),
+            "{err}"
         );
     }
 
@@ -1223,6 +1291,7 @@ match:
                 (net("198.51.100.53/32"), Origin::Resolver),
                 (net("203.0.113.0/24"), Origin::Configured),
             ]),
+            ..LoadOptions::default()
         };
         let text = "platform: a\nmatch:\n  - prefixes: [198.51.100.0/24, 203.0.113.128/25, 198.18.0.0/15]\n";
         let err = parse_policy_str(Path::new("p.yaml"), text, &options).unwrap_err();

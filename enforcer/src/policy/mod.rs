@@ -78,6 +78,9 @@ pub struct LoadOptions {
     /// A prefix of a `drop` platform may not overlap it (the default: the built-in list alone;
     /// the daemon and `check` pass the one built at start-up).
     pub never_block: NeverBlock,
+    /// Added to the built-in shared suffixes (`--shared-suffix`): a name at or below one of
+    /// them may only be enforced by name.
+    pub shared_suffixes: Vec<String>,
 }
 
 #[cfg(test)]
