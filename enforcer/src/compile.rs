@@ -440,7 +440,8 @@ pub fn entries_of_host(policy: &Policy, own: &[Rule]) -> Vec<(usize, usize)> {
     let mut found = Vec::new();
     for (p, platform) in policy.platforms.iter().enumerate() {
         for (e, entry) in platform.entries.iter().enumerate() {
-            if entry.domains.is_empty() {
+            // Names enforced by name alone never become addresses, whatever the maps hold.
+            if entry.domains.is_empty() || !entry.enforce.by_address() {
                 continue;
             }
             let rules = entry_rules(policy.platform_id(p), 0, 0, entry);
@@ -715,6 +716,26 @@ mod tests {
             err.to_string().starts_with("198.18.0.0/24: 40 rules"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_host_in_force_is_never_given_to_an_entry_enforced_by_name() {
+        let mut by_name = entry(&[], Protocol::Any, &[]);
+        by_name.domains = vec![crate::policy::DomainPattern::Exact("a.example".into())];
+        by_name.enforce = crate::policy::Enforce::Name;
+        let mut by_address = by_name.clone();
+        by_address.index = 1;
+        by_address.enforce = crate::policy::Enforce::Address;
+        let policy = Policy {
+            platforms: vec![platform("p", Action::Drop, vec![by_name, by_address])],
+        };
+        let own = entry_rules(
+            1,
+            1,
+            enforcer_common::ACTION_DROP,
+            &policy.platforms[0].entries[0],
+        );
+        assert_eq!(entries_of_host(&policy, &own), [(0, 1)]);
     }
 
     #[test]

@@ -32,7 +32,7 @@ pub use learned::{LEARNED_FILE, LearnedEntry, LearnedError, LearnedSet, Loaded};
 #[cfg(test)]
 pub(crate) use message::tests as fixtures;
 pub use message::{DnsMessage, parse_message};
-pub use patterns::DomainPatterns;
+pub use patterns::{DomainPatterns, learns};
 pub use trust::{Role, Trust};
 
 use crate::datapath::{DnsKind, DnsPacket};
