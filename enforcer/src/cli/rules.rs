@@ -103,6 +103,9 @@ fn render_list(list: &RulesList) -> String {
             if !e.ports.is_empty() {
                 parts.push(format!("ports: {}", e.ports.join(", ")));
             }
+            if let Some(enforce) = &e.enforce {
+                parts.push(format!("enforce: {enforce}"));
+            }
             let _ = writeln!(out, "  - {}  [{}]", parts.join("; "), e.location);
         }
     }
@@ -150,6 +153,17 @@ mod tests {
         assert_eq!(domains, vec![DomainPattern::Exact("zoom.us".into())]);
         assert_eq!(prefixes, vec!["198.51.100.7/32".parse::<IpNet>().unwrap()]);
         assert_eq!(action, Some(Action::Monitor));
+        let Ok(RulesCommand::Add { enforce, .. }) = parse(&[
+            "add",
+            "meet",
+            "--domain",
+            "meet.example",
+            "--enforce",
+            "name",
+        ]) else {
+            panic!("not an add");
+        };
+        assert_eq!(enforce, Some(Enforce::Name));
         for (args, flag, message) in [
             (
                 ["add", "zoom", "--domain", "a_b.zoom.us"],
@@ -165,6 +179,11 @@ mod tests {
                 ["add", "zoom", "--action", "block"],
                 "--action",
                 "invalid action `block`: expected drop, monitor or allow",
+            ),
+            (
+                ["add", "zoom", "--enforce", "dns"],
+                "--enforce",
+                "invalid enforce `dns`: expected name, address or both",
             ),
             (
                 ["remove", "zoom", "--domain", "*.com"],

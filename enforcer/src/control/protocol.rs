@@ -179,6 +179,9 @@ pub struct ListedEntry {
     pub prefixes: Vec<String>,
     pub protocol: String,
     pub ports: Vec<String>,
+    /// How the domains are enforced; null for an entry without domains.
+    #[serde(default)]
+    pub enforce: Option<String>,
     pub location: String,
 }
 

@@ -307,6 +307,7 @@ fn rules_list(policy: &Policy) -> RulesList {
                         prefixes: e.prefixes.iter().map(ToString::to_string).collect(),
                         protocol: e.protocol.as_str().to_owned(),
                         ports: e.ports.iter().map(ToString::to_string).collect(),
+                        enforce: enforce_of(e),
                         location: e.location.to_string(),
                     })
                     .collect(),
@@ -388,5 +389,11 @@ mod tests {
         assert!(domain_matches(&p, "teams.example").is_empty());
         assert_eq!(enforce_of(&p.platforms[0].entries[2]), None, "no domains");
         assert_eq!(names_by_name(&p.platforms[0]), 1, "only the name entry");
+        let listed: Vec<Option<String>> = rules_list(&p).platforms[0]
+            .entries
+            .iter()
+            .map(|e| e.enforce.clone())
+            .collect();
+        assert_eq!(listed, [Some("name".into()), Some("address".into()), None]);
     }
 }
