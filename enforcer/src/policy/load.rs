@@ -59,10 +59,10 @@ pub fn load_policy_with_managed(
 
 /// The platforms written in a managed file alone, with whether each wrote its `action`.
 pub fn read_managed(path: &Path, text: &str) -> Result<Vec<(Platform, bool)>, PolicyError> {
-    let shared = crate::resolve::builtin_shared_suffixes();
     let mut checker = Checker {
         path,
-        shared: &shared,
+        // What the file says, read back; the whole policy is validated when it is loaded.
+        shared: &[],
         diagnostics: Vec::new(),
         prefixes: Vec::new(),
         written: Vec::new(),

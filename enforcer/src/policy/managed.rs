@@ -270,6 +270,28 @@ mod tests {
         }
     }
 
+    /// Found while changing the control_request fuzz target: the file is read back as written
+    /// (a name under a shared suffix too); the whole policy check refuses such a name later,
+    /// naming its place in the file.
+    #[test]
+    fn a_shared_name_reads_back_and_is_refused_by_the_policy_check() {
+        let mut platforms = Vec::new();
+        add(&mut platforms, "cdn", None, domains(&["d1.cloudfront.net"])).unwrap();
+        let text = render(&platforms);
+        let back = from_parsed(read_managed(Path::new("m.yaml"), &text).unwrap());
+        assert_eq!(back, platforms, "{text}");
+        let err = crate::policy::parse_policy_str(
+            Path::new("m.yaml"),
+            &text,
+            &crate::policy::LoadOptions::default(),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("shared suffix `cloudfront.net`"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn add_render_read_back_and_remove() {
         let mut platforms = Vec::new();
