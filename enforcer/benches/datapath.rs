@@ -259,6 +259,7 @@ fn generate_policy(per_family: usize, seed: u64) -> (Policy, IpAddr, IpAddr) {
                 prefixes,
                 protocol: Protocol::Any,
                 ports: vec![],
+                enforce: enforcer::policy::Enforce::Both,
                 location: location.clone(),
             }],
             location: location.clone(),

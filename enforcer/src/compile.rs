@@ -17,6 +17,9 @@ use ipnet::IpNet;
 
 use crate::policy::{Entry, Policy, Protocol};
 
+mod names;
+pub use names::{NameMatch, compile_names, name_key, name_verdict, wire};
+
 /// A prefix as the tries key it: network address bits and length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Prefix<A> {
@@ -124,6 +127,8 @@ pub enum CompileError {
     },
     #[error("{count} distinct rule lists exceed the {limit} the rule table can switch atomically")]
     TooManyRuleLists { count: usize, limit: u32 },
+    #[error("{count} name patterns exceed the datapath's name table of {limit}")]
+    TooManyNames { count: usize, limit: u32 },
 }
 
 /// Address bits that `Prefix` can hold (u32 for IPv4, u128 for IPv6).
@@ -231,11 +236,12 @@ pub fn compile_with(
     }
     check_capacity("IPv4", own_v4.len(), MAX_PREFIXES_V4)?;
     check_capacity("IPv6", own_v6.len(), MAX_PREFIXES_V6)?;
-    let compiled = CompiledPolicy::new(
+    let mut compiled = CompiledPolicy::new(
         inherit(own_v4, |p| IpNet::V4(ipv4_net(p)))?,
         inherit(own_v6, |p| IpNet::V6(ipv6_net(p)))?,
     );
     check_rule_lists(compiled.lists.len())?;
+    compiled.names = compile_names(policy)?;
     Ok(compiled)
 }
 
@@ -434,7 +440,8 @@ pub fn entries_of_host(policy: &Policy, own: &[Rule]) -> Vec<(usize, usize)> {
     let mut found = Vec::new();
     for (p, platform) in policy.platforms.iter().enumerate() {
         for (e, entry) in platform.entries.iter().enumerate() {
-            if entry.domains.is_empty() {
+            // Names enforced by name alone never become addresses, whatever the maps hold.
+            if entry.domains.is_empty() || !entry.enforce.by_address() {
                 continue;
             }
             let rules = entry_rules(policy.platform_id(p), 0, 0, entry);
@@ -532,6 +539,7 @@ mod tests {
                 .iter()
                 .map(|&(first, last)| PortRange { first, last })
                 .collect(),
+            enforce: crate::policy::Enforce::Both,
             location: Location {
                 path: "t.yaml".into(),
                 line: 1,
@@ -708,6 +716,26 @@ mod tests {
             err.to_string().starts_with("198.18.0.0/24: 40 rules"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_host_in_force_is_never_given_to_an_entry_enforced_by_name() {
+        let mut by_name = entry(&[], Protocol::Any, &[]);
+        by_name.domains = vec![crate::policy::DomainPattern::Exact("a.example".into())];
+        by_name.enforce = crate::policy::Enforce::Name;
+        let mut by_address = by_name.clone();
+        by_address.index = 1;
+        by_address.enforce = crate::policy::Enforce::Address;
+        let policy = Policy {
+            platforms: vec![platform("p", Action::Drop, vec![by_name, by_address])],
+        };
+        let own = entry_rules(
+            1,
+            1,
+            enforcer_common::ACTION_DROP,
+            &policy.platforms[0].entries[0],
+        );
+        assert_eq!(entries_of_host(&policy, &own), [(0, 1)]);
     }
 
     #[test]

@@ -16,6 +16,9 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
 
+mod names;
+pub use names::{BlockedCounts, name_counts, render_dns_blocked, render_names};
+
 use crate::connections::{Gate, REQUEST_TIMEOUT, Slot};
 use crate::daemon::{Daemon, State};
 use crate::datapath::MatchKey;
@@ -269,6 +272,10 @@ pub fn render(state: &State) -> Result<String, String> {
             }
         }
     }
+
+    render_names(state.policy(), &mut out);
+    // The datapath's blocked-query counters are not read yet: every series is written at 0.
+    render_dns_blocked(state.policy(), &[], &mut out);
 
     state.resolve_metrics().render(&mut out);
     let dns_stats = state.datapath().dns_stats().unwrap_or_else(|error| {

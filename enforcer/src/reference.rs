@@ -1372,6 +1372,7 @@ mod tests {
                 .iter()
                 .map(|&(first, last)| PortRange { first, last })
                 .collect(),
+            enforce: crate::policy::Enforce::Both,
             location: location(),
         }
     }

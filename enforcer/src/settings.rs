@@ -58,6 +58,10 @@ pub struct RunOptions {
     /// Most addresses one name may resolve to before its answer is refused [default: 64].
     #[arg(long, value_name = "N")]
     pub max_addresses_per_name: Option<u64>,
+    /// TTL and SOA minimum of the NXDOMAIN answers the gateway gives for names blocked by name,
+    /// in seconds [default: 300].
+    #[arg(long, value_name = "SECS")]
+    pub dns_block_ttl: Option<u32>,
     /// Name whose subtree is a shared front end or CDN (repeatable).
     #[arg(long = "shared-suffix", value_name = "NAME")]
     pub shared_suffix: Vec<String>,
@@ -117,6 +121,7 @@ impl RunOptions {
             ttl_ceiling: self.ttl_ceiling.or(file.ttl_ceiling),
             grace: self.grace.or(file.grace),
             max_addresses_per_name: self.max_addresses_per_name.or(file.max_addresses_per_name),
+            dns_block_ttl: self.dns_block_ttl.or(file.dns_block_ttl),
             shared_suffix: list(self.shared_suffix, file.shared_suffix),
             learn_from: list(self.learn_from, file.learn_from),
             learn_for: list(self.learn_for, file.learn_for),
@@ -292,6 +297,9 @@ pub struct Settings {
     pub ttl_ceiling: u64,
     pub grace: u64,
     pub max_addresses_per_name: u64,
+    /// Seconds resolvers may cache the gateway's NXDOMAIN for a name blocked by name (the
+    /// datapath's `DNS_CONFIG_BLOCK_TTL`).
+    pub dns_block_ttl: u32,
     pub shared_suffixes: Vec<String>,
     /// Empty: the resolvers' addresses.
     pub learn_from: Vec<IpNet>,
@@ -309,6 +317,7 @@ impl Settings {
     pub const DEFAULT_TTL_CEILING: u64 = 86_400;
     pub const DEFAULT_GRACE: u64 = 3_600;
     pub const DEFAULT_MAX_ADDRESSES_PER_NAME: u64 = 64;
+    pub const DEFAULT_DNS_BLOCK_TTL: u32 = 300;
 
     /// `run`'s settings: flags, then `--config`, then defaults. `socket` is the global flag.
     pub fn for_run(args: RunArgs, socket: Option<PathBuf>) -> Result<Self, SettingsError> {
@@ -359,6 +368,7 @@ impl Settings {
             max_addresses_per_name: options
                 .max_addresses_per_name
                 .unwrap_or(Self::DEFAULT_MAX_ADDRESSES_PER_NAME),
+            dns_block_ttl: options.dns_block_ttl.unwrap_or(Self::DEFAULT_DNS_BLOCK_TTL),
             shared_suffixes: options.shared_suffix,
             learn_from: options.learn_from,
             learn_for: options.learn_for,
@@ -545,7 +555,26 @@ mod tests {
             vec!["192.0.2.53/32".parse::<IpNet>().unwrap()]
         );
         assert_eq!(s.ttl_floor, Settings::DEFAULT_TTL_FLOOR);
+        assert_eq!(s.dns_block_ttl, 300);
         assert_eq!(s.socket, PathBuf::from(Settings::DEFAULT_SOCKET));
+    }
+
+    #[test]
+    fn dns_block_ttl_from_flag_or_file_and_checked_like_the_other_ttls() {
+        let file = ConfigFile::parse("dns-block-ttl: 60\n").unwrap();
+        let from_file = Settings::from_options(file.options.clone(), None).unwrap();
+        assert_eq!(from_file.dns_block_ttl, 60);
+        let flags = run_args(&["--iface", "x", "--dns-block-ttl", "900"]).options;
+        let s = Settings::from_options(flags.or(file.options), None).unwrap();
+        assert_eq!(s.dns_block_ttl, 900, "the flag wins");
+        assert_eq!(
+            ConfigFile::parse("dns-block-ttl: soon\n").unwrap_err(),
+            vec!["1:16: dns-block-ttl: `soon`: invalid digit found in string".to_owned()]
+        );
+        assert!(
+            ConfigFile::parse("dns-block-ttl: 4294967296\n").unwrap_err()[0]
+                .starts_with("1:16: dns-block-ttl: ")
+        );
     }
 
     #[test]

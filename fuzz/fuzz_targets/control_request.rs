@@ -13,18 +13,19 @@ fuzz_target!(|data: &[u8]| {
     let Ok(request) = serde_json::from_slice::<Request>(data) else {
         return;
     };
-    let (platform, domains, prefixes, action, adding) = match request {
+    let (platform, domains, prefixes, action, enforce, adding) = match request {
         Request::RulesAdd {
             platform,
             domains,
             prefixes,
             action,
-        } => (platform, domains, prefixes, action, true),
+            enforce,
+        } => (platform, domains, prefixes, action, enforce, true),
         Request::RulesRemove {
             platform,
             domains,
             prefixes,
-        } => (platform, domains, prefixes, None, false),
+        } => (platform, domains, prefixes, None, None, false),
         Request::Explain { target } => {
             let _ = target.parse::<std::net::IpAddr>();
             let _ = policy::parse_domain(&target);
@@ -35,23 +36,29 @@ fuzz_target!(|data: &[u8]| {
     let domains: Result<Vec<_>, _> = domains.iter().map(|d| policy::parse_domain(d)).collect();
     let prefixes: Result<Vec<_>, _> = prefixes.iter().map(|p| policy::parse_prefix(p)).collect();
     let action = action.as_deref().map(policy::parse_action).transpose();
-    let (Ok(domains), Ok(prefixes), Ok(action)) = (domains, prefixes, action) else {
+    let enforce = enforce.as_deref().map(policy::parse_enforce).transpose();
+    let (Ok(domains), Ok(prefixes), Ok(action), Ok(enforce)) = (domains, prefixes, action, enforce)
+    else {
         return;
     };
     let mut platforms = Vec::new();
     if adding {
-        if managed::add(&mut platforms, &platform, action, domains, prefixes).is_err() {
+        let items = managed::Addition {
+            domains,
+            prefixes,
+            enforce,
+        };
+        if managed::add(&mut platforms, &platform, action, items).is_err() {
             return;
         }
     } else {
         // A managed file that holds the items under `zoom`, then the removal as asked.
-        let seeded = managed::add(
-            &mut platforms,
-            "zoom",
-            None,
-            domains.clone(),
-            prefixes.clone(),
-        );
+        let items = managed::Addition {
+            domains: domains.clone(),
+            prefixes: prefixes.clone(),
+            enforce: None,
+        };
+        let seeded = managed::add(&mut platforms, "zoom", None, items);
         if seeded.is_err()
             || managed::remove(&mut platforms, &platform, &domains, &prefixes).is_err()
         {

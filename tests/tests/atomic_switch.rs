@@ -45,6 +45,7 @@ fn policy(action: Action) -> Policy {
                 prefixes,
                 protocol: Protocol::Any,
                 ports: vec![],
+                enforce: enforcer::policy::Enforce::Both,
                 location: location.clone(),
             }],
             location,

@@ -512,7 +512,8 @@ fn every_metric_moves_with_the_traffic_that_should_move_it() {
                 "media.yaml",
                 "platform: media\nmatch:\n  - prefixes: [198.19.10.0/24, \"2001:db8:10::/48\"]\n  \
                  - domains: [media.resolve.example, gone.resolve.example, poison.resolve.example, \
-                 many.resolve.example, video.resolve.example, \"*.learn.example\"]\n",
+                 many.resolve.example, video.resolve.example, \"*.learn.example\"]\n    \
+                 enforce: address\n",
             ),
             (
                 "watched.yaml",

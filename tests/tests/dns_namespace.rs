@@ -78,7 +78,7 @@ fn start_dns(lab: &Lab, zone: &Zone) -> Dnsmasq {
 
 fn policy(names: &[&str]) -> String {
     format!(
-        "platform: dnsban\ndescription: banned by name only\nmatch:\n  - domains: [{}]\n",
+        "platform: dnsban\ndescription: banned by its addresses\nmatch:\n  - domains: [{}]\n    enforce: address\n",
         names.join(", ")
     )
 }

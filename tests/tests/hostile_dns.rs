@@ -19,7 +19,8 @@ use tests::dns::{Dnsmasq, Zone, client_lookup};
 use tests::lab::{CLIENT_V4, Connect, INTERNET_V4, Lab, Metrics, SERVER_V4, Side};
 use tests::tools;
 
-const POLICY: &str = "platform: media\nmatch:\n  - domains: [\"*.media.example\"]\n";
+const POLICY: &str =
+    "platform: media\nmatch:\n  - domains: [\"*.media.example\"]\n    enforce: address\n";
 
 fn metric(m: &Metrics, name: &str, labels: &[(&str, &str)]) -> f64 {
     m.metric(name, labels).unwrap_or(0.0)

@@ -115,7 +115,7 @@ fn wildcard_answers_are_learned_before_the_client_connects() {
     let rules = lab
         .write_policy(&[(
             "media.yaml",
-            "platform: media\nmatch:\n  - domains: [\"*.media.example\"]\n",
+            "platform: media\nmatch:\n  - domains: [\"*.media.example\"]\n    enforce: address\n",
         )])
         .unwrap();
     lab.add_daemon_args(&["--ttl-floor", "1", "--ttl-ceiling", "2", "--grace", "6"]);
@@ -235,7 +235,7 @@ fn answers_over_ipv6_are_held_sent_on_and_learned() {
     let rules = lab
         .write_policy(&[(
             "media.yaml",
-            "platform: media\nmatch:\n  - domains: [\"*.media.example\"]\n",
+            "platform: media\nmatch:\n  - domains: [\"*.media.example\"]\n    enforce: address\n",
         )])
         .unwrap();
     lab.start_daemon(&rules).unwrap();
@@ -375,7 +375,7 @@ fn holding_closes_the_race_that_a_daemon_without_holding_loses() {
     let rules = lab
         .write_policy(&[(
             "media.yaml",
-            "platform: media\nmatch:\n  - domains: [\"*.media.example\"]\n",
+            "platform: media\nmatch:\n  - domains: [\"*.media.example\"]\n    enforce: address\n",
         )])
         .unwrap();
 
@@ -451,7 +451,7 @@ fn only_answers_from_trusted_servers_are_learned() {
     let rules = lab
         .write_policy(&[(
             "media.yaml",
-            "platform: media\nmatch:\n  - domains: [\"*.media.example\"]\n",
+            "platform: media\nmatch:\n  - domains: [\"*.media.example\"]\n    enforce: address\n",
         )])
         .unwrap();
     // The daemon's resolver is elsewhere (the policy has no exact names to ask it about).

@@ -83,6 +83,138 @@ fn reloads(m: &Metrics, result: &str) -> f64 {
         .unwrap()
 }
 
+/// Names blocked by name, through the real binary: `rules add --enforce` writes the managed file,
+/// `explain` gives each name's verdict (an allow exception under a banned wildcard included),
+/// `status` and the metrics count the patterns, and `--enforce` without a domain is refused.
+#[test]
+fn rules_add_enforce_name_explain_status_and_metrics() {
+    let mut lab = Lab::new().unwrap();
+    let rules = lab.write_policy(POLICY).unwrap();
+    lab.start_daemon(&rules).unwrap();
+
+    ok(
+        &lab.control(&[
+            "rules",
+            "add",
+            "web-names",
+            "--domain",
+            "*.web.example",
+            "--domain",
+            "web.example",
+            "--enforce",
+            "name",
+        ])
+        .unwrap(),
+        "rules add --enforce name",
+    );
+    ok(
+        &lab.control(&[
+            "rules",
+            "add",
+            "web-ok",
+            "--action",
+            "allow",
+            "--domain",
+            "ok.web.example",
+        ])
+        .unwrap(),
+        "rules add an allow name",
+    );
+    let managed = std::fs::read_to_string(rules.join("enforcer-managed.yaml")).unwrap();
+    assert_eq!(managed.matches("enforce: name").count(), 1, "{managed}");
+
+    let why = ok(
+        &lab.control(&["explain", "Chat.Web.Example.", "--json"])
+            .unwrap(),
+        "explain a blocked name",
+    );
+    assert_eq!(why["name_verdict"], "drop", "{why}");
+    assert_eq!(why["verdict"], "drop", "{why}");
+    assert_eq!(why["matches"][0]["platform"], "web-names", "{why}");
+    assert_eq!(why["matches"][0]["name"], "*.web.example", "{why}");
+    assert_eq!(why["matches"][0]["enforce"], "name", "{why}");
+    let why = ok(
+        &lab.control(&["explain", "ok.web.example", "--json"])
+            .unwrap(),
+        "explain an allowed name",
+    );
+    assert_eq!(why["name_verdict"], "allow", "{why}");
+    assert_eq!(why["matches"][0]["enforce"], "both", "{why}");
+    let why = ok(
+        &lab.control(&["explain", "other.example", "--json"])
+            .unwrap(),
+        "explain an unrelated name",
+    );
+    assert_eq!(why["name_verdict"], "none", "{why}");
+    let why = ok(
+        &lab.control(&["explain", "198.19.10.5", "--json"]).unwrap(),
+        "explain an address",
+    );
+    assert!(why.get("name_verdict").is_none(), "{why}");
+    assert_eq!(
+        why["matches"][0]["enforce"],
+        serde_json::Value::Null,
+        "{why}"
+    );
+    let text = lab.control(&["explain", "chat.web.example"]).unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("DNS queries for it: drop: answered NXDOMAIN by the gateway"),
+        "{text}"
+    );
+
+    let status = ok(&lab.control(&["status", "--json"]).unwrap(), "status");
+    let names = |platform: &str| {
+        status["platforms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["platform"] == platform)
+            .map(|p| p["names"].as_u64())
+    };
+    assert_eq!(names("web-names"), Some(Some(2)), "{status}");
+    assert_eq!(names("web-ok"), Some(Some(1)), "{status}");
+    assert_eq!(names("banned-media"), Some(Some(0)), "{status}");
+
+    let m = lab.metrics().unwrap();
+    let patterns = |platform: &str, enforce: &str| {
+        m.metric(
+            "enforcer_names",
+            &[("platform", platform), ("enforce", enforce)],
+        )
+        .unwrap()
+    };
+    assert_eq!(patterns("web-names", "name"), 2.0);
+    assert_eq!(patterns("web-names", "both"), 0.0);
+    assert_eq!(patterns("web-ok", "both"), 1.0);
+    assert_eq!(patterns("banned-media", "address"), 0.0);
+    for family in ["ipv4", "ipv6"] {
+        assert_eq!(
+            m.metric(
+                "enforcer_dns_blocked_total",
+                &[("platform", "web-names"), ("family", family)],
+            )
+            .unwrap(),
+            0.0
+        );
+    }
+
+    let out = lab
+        .control(&[
+            "rules",
+            "add",
+            "web-names",
+            "--prefix",
+            "198.19.60.0/24",
+            "--enforce",
+            "address",
+        ])
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--enforce"), "{stderr}");
+}
+
 #[test]
 fn rules_add_reload_explain_and_status_through_the_socket() {
     let mut lab = Lab::new().unwrap();

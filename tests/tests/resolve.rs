@@ -630,7 +630,7 @@ fn enforcer_resolve_json_shape() {
     let rules = TempDir::new("rules").unwrap();
     std::fs::write(
         rules.path().join("video.yaml"),
-        "platform: video\naction: drop\nmatch:\n  - domains: [both.test, alias.test, \"*.wild.test\", gone.test]\n  - prefixes: [198.19.0.0/16, \"2001:db8:ff::/48\"]\n",
+        "platform: video\naction: drop\nmatch:\n  - domains: [both.test, alias.test, \"*.wild.test\", gone.test]\n    enforce: address\n  - prefixes: [198.19.0.0/16, \"2001:db8:ff::/48\"]\n",
     )
     .unwrap();
     std::fs::write(

@@ -9,7 +9,9 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use enforcer::policy::{self, DomainPattern, LoadOptions, MANAGED_FILE, Platform, Policy};
+use enforcer::policy::{
+    self, Action, DomainPattern, Enforce, LoadOptions, MANAGED_FILE, Platform, Policy, Protocol,
+};
 use ipnet::IpNet;
 use tests::lab::enforcer_binary;
 
@@ -17,6 +19,8 @@ use tests::lab::enforcer_binary;
 /// updating this list (and rules/README.md).
 const SHIPPED: &[&str] = &[
     "chime",
+    "dns-escape",
+    "encrypted-dns",
     "gotomeeting",
     "meet",
     "teams",
@@ -53,8 +57,9 @@ const SHARED_RANGES: &[(&str, &str)] = &[
     ("52.104.0.0/14", "SharePoint Online"),
 ];
 
-/// Names that are shared front ends or CDNs: no listed domain may be one of them or below
-/// one (a platform's own name below them would still resolve to shared addresses).
+/// Names that are shared front ends or CDNs: no domain enforced by address may be one of them
+/// or below one (a platform's own name below them would still resolve to shared addresses);
+/// such a name may only be blocked by name.
 const SHARED_SUFFIXES: &[&str] = &[
     "cloudfront.net",
     "akamaiedge.net",
@@ -251,6 +256,10 @@ fn no_shared_range_or_shared_name_is_blocked() {
         }
         for entry in &platform.entries {
             for domain in &entry.domains {
+                if entry.enforce == Enforce::Name {
+                    // Never resolved or learned: no address of a shared front end is blocked.
+                    continue;
+                }
                 let name = match domain {
                     DomainPattern::Exact(n) | DomainPattern::Wildcard(n) => n.as_str(),
                 };
@@ -272,6 +281,81 @@ fn no_shared_range_or_shared_name_is_blocked() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// The web names that address blocking cannot take without collateral, and the switches that
+/// turn encrypted DNS and relays off, are blocked by name only; the public encrypted-DNS
+/// services are counted on their encrypted ports and never blocked.
+#[test]
+fn names_on_shared_front_ends_and_escape_switches_go_by_name_only() {
+    let policy = load(&[rules_dir()]);
+    let platform = |name: &str| {
+        policy
+            .platforms
+            .iter()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("no platform {name}"))
+    };
+    let enforce_of = |platform: &Platform, name: &str| {
+        let pattern = policy::parse_domain(name).unwrap();
+        let found: Vec<Enforce> = platform
+            .entries
+            .iter()
+            .filter(|e| e.domains.contains(&pattern))
+            .map(|e| e.enforce)
+            .collect();
+        assert_eq!(found.len(), 1, "{}: {name} listed {found:?}", platform.name);
+        found[0]
+    };
+    for (p, name) in [
+        ("meet", "meet.google.com"),
+        ("teams", "teams.microsoft.com"),
+        ("teams", "teams.live.com"),
+        ("dns-escape", "use-application-dns.net"),
+        ("dns-escape", "mask.icloud.com"),
+        ("dns-escape", "mask-h2.icloud.com"),
+    ] {
+        assert_eq!(enforce_of(platform(p), name), Enforce::Name, "{p}: {name}");
+        assert_eq!(platform(p).action, Action::Drop, "{p}");
+    }
+    // Names that are the platform's own, on its own addresses: both ways.
+    for (p, name) in [("meet", "meet.turns.goog"), ("zoom", "*.zoom.us")] {
+        assert_eq!(enforce_of(platform(p), name), Enforce::Both, "{p}: {name}");
+    }
+
+    let dns = platform("encrypted-dns");
+    assert_eq!(dns.action, Action::Monitor);
+    let mut counted = BTreeSet::new();
+    for entry in &dns.entries {
+        assert!(entry.domains.is_empty());
+        let ports: Vec<(u16, u16)> = entry.ports.iter().map(|r| (r.first, r.last)).collect();
+        assert_eq!(ports, [(443, 443), (853, 853)], "entry {}", entry.index);
+        for prefix in &entry.prefixes {
+            counted.insert((entry.protocol, prefix.to_string()));
+        }
+    }
+    for address in [
+        "1.1.1.1/32",
+        "1.0.0.1/32",
+        "2606:4700:4700::1111/128",
+        "2606:4700:4700::1001/128",
+        "8.8.8.8/32",
+        "8.8.4.4/32",
+        "2001:4860:4860::8888/128",
+        "2001:4860:4860::8844/128",
+        "9.9.9.9/32",
+        "149.112.112.112/32",
+        "2620:fe::fe/128",
+        "2620:fe::9/128",
+    ] {
+        for protocol in [Protocol::Tcp, Protocol::Udp] {
+            assert!(
+                counted.contains(&(protocol, address.to_owned())),
+                "{address} over {protocol:?}"
+            );
+        }
+    }
+    assert_eq!(counted.len(), 24, "only the published host addresses");
 }
 
 #[test]

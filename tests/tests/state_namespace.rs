@@ -41,7 +41,7 @@ fn an_address_learned_just_before_sigkill_stays_blocked_after_the_restart() {
     let rules = lab
         .write_policy(&[(
             "media.yaml",
-            "platform: media\nmatch:\n  - domains: [\"*.media.example\"]\n",
+            "platform: media\nmatch:\n  - domains: [\"*.media.example\"]\n    enforce: address\n",
         )])
         .unwrap();
     // The lab's dnsmasq is not the daemon's resolver: learn from it all the same.
@@ -102,7 +102,7 @@ fn a_truncated_addresses_json_does_not_unblock_while_dns_is_down() {
     let rules = lab
         .write_policy(&[(
             "dnsban.yaml",
-            "platform: dnsban\nmatch:\n  - domains: [media.banned.example]\n",
+            "platform: dnsban\nmatch:\n  - domains: [media.banned.example]\n    enforce: address\n",
         )])
         .unwrap();
     lab.add_daemon_args(&["--resolver", &dns.addr.to_string()]);

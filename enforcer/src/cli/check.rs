@@ -48,16 +48,25 @@ pub fn never_block(args: &CheckArgs) -> Result<NeverBlock, CheckError> {
     Ok(list)
 }
 
+/// The options `run` would validate the policy with: its never-block list and its extra shared
+/// suffixes.
+pub fn load_options(args: &CheckArgs) -> Result<LoadOptions, CheckError> {
+    let settings = Settings::from_config_file(args.config.as_deref())?;
+    Ok(LoadOptions {
+        never_block: never_block(args)?,
+        shared_suffixes: settings.shared_suffixes,
+    })
+}
+
 /// Exit 0 with a one-line summary on stdout when valid; 1 with every error on stderr otherwise.
 pub fn execute(args: &CheckArgs) -> ExitCode {
-    let never_block = match never_block(args) {
-        Ok(list) => list,
+    let options = match load_options(args) {
+        Ok(options) => options,
         Err(error) => {
             eprintln!("{error}");
             return ExitCode::FAILURE;
         }
     };
-    let options = LoadOptions { never_block };
     match daemon::read_policy(&args.paths, &options) {
         Ok(policy) => match compile::compile(&policy) {
             Ok(_) => {
@@ -190,6 +199,29 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("enforcer-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         dir
+    }
+
+    /// A name under a `shared-suffix` of the config file goes by name only, for `check` as for
+    /// `run`.
+    #[test]
+    fn check_takes_the_config_files_shared_suffixes() {
+        let dir = temp_dir("check-shared");
+        let config = dir.join("config.yaml");
+        std::fs::write(&config, "shared-suffix: [edge.example]\n").unwrap();
+        let args = |config: Option<PathBuf>| CheckArgs {
+            paths: vec![dir.clone()],
+            never_block: Vec::new(),
+            config,
+        };
+        let with = load_options(&args(Some(config.clone()))).unwrap();
+        assert_eq!(with.shared_suffixes, ["edge.example"]);
+        assert!(
+            load_options(&args(None))
+                .unwrap()
+                .shared_suffixes
+                .is_empty()
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

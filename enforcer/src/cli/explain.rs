@@ -36,6 +36,15 @@ fn render(answer: &Explanation) -> String {
             verdict => verdict,
         }
     );
+    if let Some(verdict) = &answer.name_verdict {
+        let what = match verdict.as_str() {
+            "drop" => "answered NXDOMAIN by the gateway, never forwarded",
+            "monitor" => "counted and forwarded",
+            "allow" => "forwarded (an allow exception)",
+            _ => "forwarded (no name rule matches it)",
+        };
+        let _ = writeln!(out, "  DNS queries for it: {verdict}: {what}");
+    }
     if let Some(note) = &answer.never_block {
         let _ = writeln!(
             out,
@@ -59,16 +68,24 @@ fn render(answer: &Explanation) -> String {
         };
         let why = match m.source.as_str() {
             "dns" => format!("resolved from {name}{via}"),
-            "domain" => format!("domain {name} (no address known yet)"),
+            "domain" => match m.enforce.as_deref() {
+                Some("name") => format!("domain {name}, enforced by name only"),
+                _ => format!("domain {name} (no address known yet)"),
+            },
             "learned" => format!(
                 "learned from an answer for {name}{via} (from {})",
                 m.resolver.as_deref().unwrap_or("?")
             ),
             _ => format!("published prefix {}", m.prefix),
         };
+        let enforce = m
+            .enforce
+            .as_deref()
+            .map(|e| format!(", enforce {e}"))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "  {} {} {} (entry {} at {}): {why}; {scope}{}",
+            "  {} {} {} (entry {}{enforce} at {}): {why}; {scope}{}",
             if i == 0 { "=>" } else { "  " },
             m.platform,
             m.action,
@@ -107,5 +124,24 @@ mod tests {
         )
         .unwrap();
         assert_eq!(render(&answer), "198.18.0.1: no platform matches it\n");
+    }
+
+    #[test]
+    fn a_name_shows_what_its_dns_queries_get_and_how_entries_enforce_it() {
+        let answer: Explanation = serde_json::from_value(serde_json::json!({
+            "target": "meet.google.com",
+            "verdict": "drop",
+            "name_verdict": "drop",
+            "matches": [{"platform": "meet-web", "action": "drop", "entry": 0, "prefix": "",
+                "source": "domain", "name": "meet.google.com", "cname_chain": [],
+                "protocol": "any", "ports": [], "enforce": "name", "location": "m.yaml:3:5"}],
+        }))
+        .unwrap();
+        assert_eq!(
+            render(&answer),
+            "meet.google.com: drop\n  DNS queries for it: drop: answered NXDOMAIN by the \
+             gateway, never forwarded\n  => meet-web drop (entry 0, enforce name at m.yaml:3:5): \
+             domain meet.google.com, enforced by name only; every protocol and port\n"
+        );
     }
 }

@@ -86,6 +86,7 @@ pub fn execute(args: &ResolveArgs) -> ExitCode {
     };
     let options = LoadOptions {
         never_block: never_block.clone(),
+        shared_suffixes: args.shared_suffixes.clone(),
     };
     let policy = match policy::load_policy(std::slice::from_ref(&args.rules), &options) {
         Ok(policy) => policy,
@@ -207,7 +208,9 @@ fn build_output(policy: &Policy, book: &AddressBook, now: SystemTime) -> Output 
                     cname_chain: Vec::new(),
                     ttl_remaining: None,
                 }));
-                wildcards.extend(entry.domains.iter().filter_map(|d| match d {
+                // Only what is learned from answers at run time (not names the gateway answers).
+                let learned = crate::learn::learns(platform, entry).then_some(&entry.domains);
+                wildcards.extend(learned.into_iter().flatten().filter_map(|d| match d {
                     DomainPattern::Wildcard(_) => Some(d.to_string()),
                     DomainPattern::Exact(_) => None,
                 }));
@@ -319,7 +322,9 @@ mod tests {
     fn published_prefixes_without_dns() {
         let policy = parse_policy_str(
             std::path::Path::new("zoom.yaml"),
-            "platform: zoom\nmatch:\n  - prefixes: [170.114.0.0/16]\n  - domains: [\"*.zoom.us\"]\n",
+            "platform: zoom\nmatch:\n  - prefixes: [170.114.0.0/16]\n  - domains: [\"*.zoom.us\"]\n    \
+             enforce: address\n  - domains: [\"*.zoom.com\"]\n  - domains: [\"*.zoom.de\"]\n    \
+             enforce: name\n",
             &LoadOptions::default(),
         )
         .unwrap();
@@ -330,6 +335,10 @@ mod tests {
         });
         let out = build_output(&policy, &book, SystemTime::now());
         assert_eq!(out.platforms[0].addresses[0].prefix, "170.114.0.0/16");
-        assert_eq!(out.platforms[0].wildcards, vec!["*.zoom.us"]);
+        assert_eq!(
+            out.platforms[0].wildcards,
+            vec!["*.zoom.us"],
+            "a drop platform's both and name wildcards are answered by the gateway, not learned"
+        );
     }
 }

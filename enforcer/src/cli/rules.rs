@@ -11,7 +11,7 @@ use ipnet::IpNet;
 use super::client;
 use crate::control::Request;
 use crate::control::protocol::RulesList;
-use crate::policy::{self, Action, DomainPattern};
+use crate::policy::{self, Action, DomainPattern, Enforce};
 
 #[derive(Debug, Subcommand)]
 pub enum RulesCommand {
@@ -33,6 +33,9 @@ pub enum RulesCommand {
         /// drop, monitor or allow (default: the platform's, or drop for a new one).
         #[arg(long, value_name = "A", value_parser = policy::parse_action)]
         action: Option<Action>,
+        /// How the domains are blocked: name, address or both (default both).
+        #[arg(long, value_name = "E", value_parser = policy::parse_enforce)]
+        enforce: Option<Enforce>,
     },
     /// Remove domains and prefixes added with `rules add` (all of the platform's without any).
     Remove {
@@ -52,12 +55,14 @@ pub fn execute(socket: &Path, command: RulesCommand) -> ExitCode {
             domains,
             prefixes,
             action,
+            enforce,
         } => {
             let request = Request::RulesAdd {
                 platform,
                 domains: texts(&domains),
                 prefixes: texts(&prefixes),
                 action: action.map(|a| a.as_str().to_owned()),
+                enforce: enforce.map(|e| e.as_str().to_owned()),
             };
             client::run(socket, &request, false, client::render_change)
         }
@@ -97,6 +102,9 @@ fn render_list(list: &RulesList) -> String {
             }
             if !e.ports.is_empty() {
                 parts.push(format!("ports: {}", e.ports.join(", ")));
+            }
+            if let Some(enforce) = &e.enforce {
+                parts.push(format!("enforce: {enforce}"));
             }
             let _ = writeln!(out, "  - {}  [{}]", parts.join("; "), e.location);
         }
@@ -145,6 +153,17 @@ mod tests {
         assert_eq!(domains, vec![DomainPattern::Exact("zoom.us".into())]);
         assert_eq!(prefixes, vec!["198.51.100.7/32".parse::<IpNet>().unwrap()]);
         assert_eq!(action, Some(Action::Monitor));
+        let Ok(RulesCommand::Add { enforce, .. }) = parse(&[
+            "add",
+            "meet",
+            "--domain",
+            "meet.example",
+            "--enforce",
+            "name",
+        ]) else {
+            panic!("not an add");
+        };
+        assert_eq!(enforce, Some(Enforce::Name));
         for (args, flag, message) in [
             (
                 ["add", "zoom", "--domain", "a_b.zoom.us"],
@@ -160,6 +179,11 @@ mod tests {
                 ["add", "zoom", "--action", "block"],
                 "--action",
                 "invalid action `block`: expected drop, monitor or allow",
+            ),
+            (
+                ["add", "zoom", "--enforce", "dns"],
+                "--enforce",
+                "invalid enforce `dns`: expected name, address or both",
             ),
             (
                 ["remove", "zoom", "--domain", "*.com"],

@@ -36,15 +36,39 @@ fn render(status: &StatusReply) -> String {
     let _ = writeln!(out, "resolver:      {health}, last answer {last}");
     let _ = writeln!(
         out,
-        "{:<24} {:<8} {:>10} {:>10} {:>14} {:>16}",
-        "platform", "action", "prefix v4", "prefix v6", "packets", "bytes"
+        "{:<24} {:<8} {:>10} {:>10} {:>8} {:>14} {:>16}",
+        "platform", "action", "prefix v4", "prefix v6", "names", "packets", "bytes"
     );
     for p in &status.platforms {
         let _ = writeln!(
             out,
-            "{:<24} {:<8} {:>10} {:>10} {:>14} {:>16}",
-            p.platform, p.action, p.prefixes_v4, p.prefixes_v6, p.packets, p.bytes,
+            "{:<24} {:<8} {:>10} {:>10} {:>8} {:>14} {:>16}",
+            p.platform, p.action, p.prefixes_v4, p.prefixes_v6, p.names, p.packets, p.bytes,
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_platform_shows_its_names() {
+        let status: StatusReply = serde_json::from_value(serde_json::json!({
+            "interfaces": [{"name": "eth0", "mode": "skb", "role": "inside"}],
+            "policy_digest": "00ff",
+            "platforms": [{"platform": "meet", "action": "drop", "prefixes_v4": 3,
+                "prefixes_v6": 2, "names": 7, "packets": 11, "bytes": 900}],
+            "resolver": {"ok": true, "last_success": null},
+        }))
+        .unwrap();
+        let text = render(&status);
+        let mut lines = text.lines().skip(3);
+        let head: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+        let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+        let names = head.iter().position(|h| *h == "names").unwrap();
+        // "prefix v4" and "prefix v6" are two words each in the heading.
+        assert_eq!(row[names - 2], "7", "{text}");
+    }
 }

@@ -6,6 +6,7 @@ use ipnet::IpNet;
 use super::protocol::PolicyChange;
 use super::{Request, Response};
 use crate::daemon::Daemon;
+use crate::policy::managed::Addition;
 use crate::policy::{self, DomainPattern};
 
 /// Answers one request. Runs on a blocking thread: a reload may compile a large policy.
@@ -25,12 +26,14 @@ pub fn handle(daemon: &Daemon, request: Request) -> Response {
             domains,
             prefixes,
             action,
+            enforce,
         } => Response::from_result(rules_add(
             daemon,
             &platform,
             &domains,
             &prefixes,
             action.as_deref(),
+            enforce.as_deref(),
         )),
         Request::RulesRemove {
             platform,
@@ -79,13 +82,26 @@ fn rules_add(
     domains: &[String],
     prefixes: &[String],
     action: Option<&str>,
+    enforce: Option<&str>,
 ) -> Result<PolicyChange, Vec<String>> {
     let (domains, prefixes) = parse_items(domains, prefixes)?;
     let action = action
         .map(policy::parse_action)
         .transpose()
         .map_err(|message| vec![format!("--action: {message}")])?;
-    daemon.rules_add(platform, action, domains, prefixes)
+    let enforce = enforce
+        .map(policy::parse_enforce)
+        .transpose()
+        .map_err(|message| vec![format!("--enforce: {message}")])?;
+    daemon.rules_add(
+        platform,
+        action,
+        Addition {
+            domains,
+            prefixes,
+            enforce,
+        },
+    )
 }
 
 fn rules_remove(

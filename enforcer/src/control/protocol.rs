@@ -20,6 +20,9 @@ pub enum Request {
         domains: Vec<String>,
         prefixes: Vec<String>,
         action: Option<String>,
+        /// `name`, `address` or `both` for the domains (default both).
+        #[serde(default)]
+        enforce: Option<String>,
     },
     RulesRemove {
         platform: String,
@@ -93,6 +96,9 @@ pub struct PlatformStatus {
     pub action: String,
     pub prefixes_v4: usize,
     pub prefixes_v6: usize,
+    /// Domain patterns the gateway matches by name (`enforce: name` or `both`).
+    #[serde(default)]
+    pub names: usize,
     pub packets: u64,
     pub bytes: u64,
 }
@@ -111,6 +117,9 @@ pub struct Explanation {
     /// drop, monitor, allow or none: what the first (best) match decides.
     pub verdict: String,
     pub matches: Vec<ExplainMatch>,
+    /// For a name: what a DNS query for it gets at the gateway (drop, monitor, allow or none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_verdict: Option<String>,
     /// For an address in the never-block list: the range holding it and why it is there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub never_block: Option<NeverBlockNote>,
@@ -140,6 +149,10 @@ pub struct ExplainMatch {
     pub resolver: Option<String>,
     pub protocol: String,
     pub ports: Vec<String>,
+    /// How the entry's domains are enforced (name, address or both); null for an entry
+    /// without domains.
+    #[serde(default)]
+    pub enforce: Option<String>,
     /// Where the entry was written (`PATH:LINE:COLUMN`).
     pub location: String,
 }
@@ -166,6 +179,9 @@ pub struct ListedEntry {
     pub prefixes: Vec<String>,
     pub protocol: String,
     pub ports: Vec<String>,
+    /// How the domains are enforced; null for an entry without domains.
+    #[serde(default)]
+    pub enforce: Option<String>,
     pub location: String,
 }
 

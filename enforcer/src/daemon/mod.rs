@@ -192,6 +192,7 @@ pub fn run(settings: Settings) -> Result<(), DaemonError> {
     let (never_block, servers) = never_block(&settings)?;
     let load_options = LoadOptions {
         never_block: never_block.clone(),
+        shared_suffixes: settings.shared_suffixes.clone(),
     };
     let mut policy = read_policy(std::slice::from_ref(&settings.rules), &load_options)?;
     let mut ids = match PlatformIds::load(&settings.state_dir) {

@@ -7,13 +7,14 @@ use std::time::SystemTime;
 use ipnet::IpNet;
 
 use super::state::{State, policy_digest};
+use crate::compile;
 use crate::control::protocol::{
     ExplainMatch, Explanation, InterfaceStatus, ListedEntry, ListedPlatform, NeverBlockNote,
     PlatformStatus, ResolverStatus, RulesList, StatusReply,
 };
 use crate::datapath::DatapathError;
 use crate::never_block::NeverBlock;
-use crate::policy::{DomainPattern, Policy};
+use crate::policy::{DomainPattern, Entry, Platform, Policy};
 use crate::reference::{Matcher, PrefixSource};
 
 fn unix_seconds(t: SystemTime) -> u64 {
@@ -52,6 +53,7 @@ impl State {
                     action: platform.action.to_string(),
                     prefixes_v4: v4 + dns.ipv4,
                     prefixes_v6: v6 + dns.ipv6,
+                    names: names_by_name(platform),
                     packets,
                     bytes,
                 }
@@ -86,6 +88,11 @@ impl State {
             None => explain_name(self, target),
         };
         let never_block = ip.and_then(|ip| never_block_note(self.never_block(), ip));
+        // What a DNS query for the name gets at the gateway, from the same rules as its table.
+        let name_verdict = ip.is_none().then(|| {
+            compile::name_verdict(self.policy(), target)
+                .map_or_else(|| "none".to_owned(), |m| m.action.to_string())
+        });
         // Matches come best first; the first one decides.
         let verdict = matches
             .first()
@@ -94,6 +101,7 @@ impl State {
             target: target.to_owned(),
             verdict,
             matches,
+            name_verdict,
             never_block,
         }
     }
@@ -135,6 +143,7 @@ fn explain_ip(state: &State, ip: IpAddr) -> Vec<ExplainMatch> {
                 resolver: None,
                 protocol: m.protocol.as_str().to_owned(),
                 ports: m.ports.iter().map(ToString::to_string).collect(),
+                enforce: enforce_of(entry),
                 location: entry.location.to_string(),
             };
             match m.source {
@@ -175,17 +184,14 @@ fn explain_ip(state: &State, ip: IpAddr) -> Vec<ExplainMatch> {
 }
 
 /// A name: its current addresses per platform entry, or, when it has none yet, the entries
-/// whose domains cover it.
+/// whose domains cover it; and the entry that decides a DNS query for it when its addresses
+/// came from other entries.
 fn explain_name(state: &State, target: &str) -> Vec<ExplainMatch> {
     let name = target.trim_end_matches('.').to_ascii_lowercase();
+    let policy = state.policy();
     let mut matches: Vec<(u8, ExplainMatch)> = Vec::new();
     for b in state.book().entries().filter(|b| b.name == name) {
-        let Some(platform) = state
-            .policy()
-            .platforms
-            .iter()
-            .find(|p| p.name == b.platform)
-        else {
+        let Some(platform) = policy.platforms.iter().find(|p| p.name == b.platform) else {
             continue;
         };
         let Some(entry) = platform.entries.get(b.entry) else {
@@ -194,52 +200,93 @@ fn explain_name(state: &State, target: &str) -> Vec<ExplainMatch> {
         matches.push((
             platform.action.precedence(),
             ExplainMatch {
-                platform: platform.name.clone(),
-                action: platform.action.to_string(),
-                entry: b.entry,
                 prefix: IpNet::from(b.address).to_string(),
                 source: "dns".to_owned(),
                 name: Some(b.name.to_owned()),
                 cname_chain: b.cname_chain.to_vec(),
-                resolver: None,
-                protocol: entry.protocol.as_str().to_owned(),
-                ports: entry.ports.iter().map(ToString::to_string).collect(),
-                location: entry.location.to_string(),
+                ..entry_match(platform, entry)
             },
         ));
     }
-    if matches.is_empty() {
-        for platform in &state.policy().platforms {
-            for entry in &platform.entries {
-                for domain in &entry.domains {
-                    let covers = match domain {
-                        DomainPattern::Exact(d) => *d == name,
-                        DomainPattern::Wildcard(d) => name.ends_with(&format!(".{d}")),
-                    };
-                    if covers {
-                        matches.push((
-                            platform.action.precedence(),
-                            ExplainMatch {
-                                platform: platform.name.clone(),
-                                action: platform.action.to_string(),
-                                entry: entry.index,
-                                prefix: String::new(),
-                                source: "domain".to_owned(),
-                                name: Some(domain.to_string()),
-                                cname_chain: Vec::new(),
-                                resolver: None,
-                                protocol: entry.protocol.as_str().to_owned(),
-                                ports: entry.ports.iter().map(ToString::to_string).collect(),
-                                location: entry.location.to_string(),
-                            },
-                        ));
-                    }
+    let by_name = compile::name_verdict(policy, &name);
+    let domains = domain_matches(policy, &name)
+        .into_iter()
+        .filter(|(index, entry, _)| {
+            // With addresses known, only the entry deciding the DNS query, if not already there.
+            matches.is_empty()
+                || by_name.as_ref().is_some_and(|v| {
+                    (v.platform, v.entry) == (*index, *entry)
+                        && !matches.iter().any(|(_, m)| {
+                            m.platform == policy.platforms[*index].name && m.entry == *entry
+                        })
+                })
+        })
+        .map(|(index, _, m)| (policy.platforms[index].action.precedence(), m))
+        .collect::<Vec<_>>();
+    matches.extend(domains);
+    matches.sort_by_key(|(precedence, _)| std::cmp::Reverse(*precedence));
+    matches.into_iter().map(|(_, m)| m).collect()
+}
+
+/// Every (platform index, entry index, match) whose domains cover `name` (lower case, no
+/// final dot), one per covering pattern.
+fn domain_matches(policy: &Policy, name: &str) -> Vec<(usize, usize, ExplainMatch)> {
+    let mut out = Vec::new();
+    for (index, platform) in policy.platforms.iter().enumerate() {
+        for entry in &platform.entries {
+            for domain in &entry.domains {
+                let covers = match domain {
+                    DomainPattern::Exact(d) => d == name,
+                    DomainPattern::Wildcard(d) => name.ends_with(&format!(".{d}")),
+                };
+                if covers {
+                    out.push((
+                        index,
+                        entry.index,
+                        ExplainMatch {
+                            source: "domain".to_owned(),
+                            name: Some(domain.to_string()),
+                            ..entry_match(platform, entry)
+                        },
+                    ));
                 }
             }
         }
     }
-    matches.sort_by_key(|(precedence, _)| std::cmp::Reverse(*precedence));
-    matches.into_iter().map(|(_, m)| m).collect()
+    out
+}
+
+/// A match of `entry` with no address or name filled in yet.
+fn entry_match(platform: &Platform, entry: &Entry) -> ExplainMatch {
+    ExplainMatch {
+        platform: platform.name.clone(),
+        action: platform.action.to_string(),
+        entry: entry.index,
+        prefix: String::new(),
+        source: String::new(),
+        name: None,
+        cname_chain: Vec::new(),
+        resolver: None,
+        protocol: entry.protocol.as_str().to_owned(),
+        ports: entry.ports.iter().map(ToString::to_string).collect(),
+        enforce: enforce_of(entry),
+        location: entry.location.to_string(),
+    }
+}
+
+/// An entry's `enforce`, for an entry that has domains.
+fn enforce_of(entry: &Entry) -> Option<String> {
+    (!entry.domains.is_empty()).then(|| entry.enforce.to_string())
+}
+
+/// How many of a platform's domain patterns the gateway matches by name.
+fn names_by_name(platform: &Platform) -> usize {
+    platform
+        .entries
+        .iter()
+        .filter(|e| e.enforce.by_name())
+        .map(|e| e.domains.len())
+        .sum()
 }
 
 fn rules_list(policy: &Policy) -> RulesList {
@@ -260,6 +307,7 @@ fn rules_list(policy: &Policy) -> RulesList {
                         prefixes: e.prefixes.iter().map(ToString::to_string).collect(),
                         protocol: e.protocol.as_str().to_owned(),
                         ports: e.ports.iter().map(ToString::to_string).collect(),
+                        enforce: enforce_of(e),
                         location: e.location.to_string(),
                     })
                     .collect(),
@@ -298,5 +346,54 @@ mod tests {
             Origin::from_name("dns-server"),
             Some(Origin::DnsServerInUse)
         );
+    }
+
+    fn policy(text: &str) -> Policy {
+        crate::policy::parse_policy_str(
+            std::path::Path::new("p.yaml"),
+            text,
+            &crate::policy::LoadOptions::default(),
+        )
+        .unwrap()
+    }
+
+    /// `explain NAME` lists the entries covering a name with how each enforces it.
+    #[test]
+    fn domain_matches_carry_the_entry_and_its_enforce() {
+        let p = policy(
+            "platform: web\nmatch:\n  - domains: [\"*.teams.example\"]\n    enforce: name\n  \
+             - domains: [chat.teams.example]\n    enforce: address\n  - prefixes: [198.18.0.0/16]\n",
+        );
+        let found: Vec<(usize, Option<String>, Option<String>, String)> =
+            domain_matches(&p, "chat.teams.example")
+                .into_iter()
+                .map(|(_, entry, m)| (entry, m.name, m.enforce, m.source))
+                .collect();
+        assert_eq!(
+            found,
+            [
+                (
+                    0,
+                    Some("*.teams.example".to_owned()),
+                    Some("name".to_owned()),
+                    "domain".to_owned()
+                ),
+                (
+                    1,
+                    Some("chat.teams.example".to_owned()),
+                    Some("address".to_owned()),
+                    "domain".to_owned()
+                ),
+            ]
+        );
+        assert!(domain_matches(&p, "teams.example").is_empty());
+        assert_eq!(enforce_of(&p.platforms[0].entries[2]), None, "no domains");
+        assert_eq!(names_by_name(&p.platforms[0]), 1, "only the name entry");
+        let listed: Vec<Option<String>> = rules_list(&p).platforms[0]
+            .entries
+            .iter()
+            .map(|e| e.enforce.clone())
+            .collect();
+        assert_eq!(listed, [Some("name".into()), Some("address".into()), None]);
     }
 }

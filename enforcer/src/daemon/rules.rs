@@ -9,7 +9,7 @@ use ipnet::IpNet;
 
 use super::{Daemon, POISONED, ReloadError, watch};
 use crate::control::protocol::PolicyChange;
-use crate::policy::managed::{self, ManagedError, ManagedPlatform};
+use crate::policy::managed::{self, Addition, ManagedError, ManagedPlatform};
 use crate::policy::{self, Action, DomainPattern, LoadOptions, MANAGED_FILE, Policy, PolicyError};
 
 /// An edit of the managed file, applied to its platforms as read.
@@ -43,22 +43,16 @@ impl Daemon {
         &self,
         platform: &str,
         action: Option<Action>,
-        domains: Vec<DomainPattern>,
-        prefixes: Vec<IpNet>,
+        items: Addition,
     ) -> Result<PolicyChange, Vec<String>> {
         let why = format!(
-            "rules add {platform}: {} domains, {} prefixes",
-            domains.len(),
-            prefixes.len()
+            "rules add {platform}: {} domains (enforce {}), {} prefixes",
+            items.domains.len(),
+            items.enforce.unwrap_or_default(),
+            items.prefixes.len()
         );
         self.edit_rules(&why, &|platforms| {
-            managed::add(
-                platforms,
-                platform,
-                action,
-                domains.clone(),
-                prefixes.clone(),
-            )
+            managed::add(platforms, platform, action, items.clone())
         })
     }
 
@@ -175,6 +169,7 @@ mod tests {
             domains: Vec::new(),
             prefixes: vec![prefix.into()],
             action: None,
+            enforce: None,
         };
         std::thread::spawn(move || {
             let started = Instant::now();

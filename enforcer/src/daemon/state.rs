@@ -637,11 +637,12 @@ pub fn policy_digest(policy: &Policy) -> String {
             let prefixes: Vec<String> = e.prefixes.iter().map(ToString::to_string).collect();
             let ports: Vec<String> = e.ports.iter().map(ToString::to_string).collect();
             canonical.push_str(&format!(
-                "{}|{}|{}|{}\n",
+                "{}|{}|{}|{}|{}\n",
                 domains.join(","),
                 prefixes.join(","),
                 e.protocol.as_str(),
-                ports.join(",")
+                ports.join(","),
+                e.enforce
             ));
         }
     }
@@ -736,7 +737,7 @@ mod tests {
     fn zoom_wildcard_policy() -> Policy {
         policy::parse_policy_str(
             Path::new("p.yaml"),
-            "platform: zoom\nmatch:\n  - domains: [\"*.zoom.us\"]\n",
+            "platform: zoom\nmatch:\n  - domains: [\"*.zoom.us\"]\n    enforce: address\n",
             &LoadOptions::default(),
         )
         .unwrap()
@@ -828,8 +829,8 @@ mod tests {
         };
         let mut policy = Policy::default();
         for text in [
-            "platform: teams\nmatch:\n  - domains: [\"*.teams.example\"]\n    prefixes: [198.18.9.9/32]\n",
-            "platform: zoom\nmatch:\n  - domains: [\"*.zoom.us\"]\n  - domains: [\"*.media.zoom.us\"]\n    protocol: tcp\n    ports: [443]\n",
+            "platform: teams\nmatch:\n  - domains: [\"*.teams.example\"]\n    prefixes: [198.18.9.9/32]\n    enforce: address\n",
+            "platform: zoom\nmatch:\n  - domains: [\"*.zoom.us\"]\n    enforce: address\n  - domains: [\"*.media.zoom.us\"]\n    protocol: tcp\n    ports: [443]\n    enforce: address\n",
         ] {
             let one = policy::parse_policy_str(Path::new("p.yaml"), text, &LoadOptions::default())
                 .unwrap();
@@ -915,7 +916,7 @@ mod tests {
         let ports: Vec<String> = (1..=32).map(|p| p.to_string()).collect();
         let text = format!(
             "platform: zoom\nmatch:\n  - prefixes: [198.18.50.0/24]\n    protocol: udp\n    \
-             ports: [{}]\n  - domains: [\"*.zoom.us\"]\n",
+             ports: [{}]\n  - domains: [\"*.zoom.us\"]\n    enforce: address\n",
             ports.join(", ")
         );
         let policy =
@@ -966,5 +967,24 @@ mod tests {
         };
         assert!(host([198, 18, 60, 1]) && !host([198, 18, 50, 7]));
         std::fs::remove_dir_all(&state_dir).unwrap();
+    }
+
+    /// `status` tells two policies apart by their digest: one that only moves a name from
+    /// address to name blocking is a different policy.
+    #[test]
+    fn the_digest_covers_enforce() {
+        let digest = |enforce: &str| {
+            let text = format!("platform: a\nmatch:\n  - domains: [a.example]\n{enforce}");
+            policy_digest(
+                &policy::parse_policy_str(Path::new("p.yaml"), &text, &LoadOptions::default())
+                    .unwrap(),
+            )
+        };
+        assert_ne!(digest(""), digest("    enforce: name\n"));
+        assert_ne!(
+            digest("    enforce: name\n"),
+            digest("    enforce: address\n")
+        );
+        assert_eq!(digest(""), digest("    enforce: both\n"));
     }
 }

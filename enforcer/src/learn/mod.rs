@@ -32,7 +32,7 @@ pub use learned::{LEARNED_FILE, LearnedEntry, LearnedError, LearnedSet, Loaded};
 #[cfg(test)]
 pub(crate) use message::tests as fixtures;
 pub use message::{DnsMessage, parse_message};
-pub use patterns::DomainPatterns;
+pub use patterns::{DomainPatterns, learns};
 pub use trust::{Role, Trust};
 
 use crate::datapath::{DnsKind, DnsPacket};
@@ -350,7 +350,7 @@ mod tests {
     fn learner_with(never_block: NeverBlock) -> Learner {
         let policy = parse_policy_str(
             Path::new("p.yaml"),
-            "platform: zoom\nmatch:\n  - domains: [\"*.zoom.us\"]\n",
+            "platform: zoom\nmatch:\n  - domains: [\"*.zoom.us\"]\n    enforce: address\n",
             &LoadOptions::default(),
         )
         .unwrap();

@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::policy::{DomainPattern, Policy};
+use crate::policy::{Action, DomainPattern, Enforce, Entry, Platform, Policy};
 use crate::resolve::Use;
 
 /// The policy's domains by name: exact names, and wildcard suffixes (`*.zoom.us` is stored as
@@ -14,11 +14,22 @@ pub struct DomainPatterns {
     uses: HashSet<Use>,
 }
 
+/// Whether answers for `entry`'s names are learned. Names enforced by name are never turned
+/// into addresses; under `both` a `drop` platform's names are answered by the gateway itself, so
+/// no answer crosses it to learn from (its exact names are still resolved by the daemon).
+pub fn learns(platform: &Platform, entry: &Entry) -> bool {
+    match entry.enforce {
+        Enforce::Address => true,
+        Enforce::Both => platform.action != Action::Drop,
+        Enforce::Name => false,
+    }
+}
+
 impl DomainPatterns {
     pub fn from_policy(policy: &Policy) -> Self {
         let mut patterns = Self::default();
         for platform in &policy.platforms {
-            for entry in &platform.entries {
+            for entry in platform.entries.iter().filter(|e| learns(platform, e)) {
                 for domain in &entry.domains {
                     let u = Use {
                         platform: platform.name.clone(),
@@ -88,7 +99,7 @@ mod tests {
     #[test]
     fn wildcards_cover_names_below_not_the_apex() {
         let p = patterns(
-            "platform: zoom\nmatch:\n  - domains: [\"*.zoom.us\"]\n  - domains: [zoom.com]\n",
+            "platform: zoom\nmatch:\n  - domains: [\"*.zoom.us\"]\n    enforce: address\n  - domains: [zoom.com]\n    enforce: address\n",
         );
         assert_eq!(platforms(&p, "us01web.zoom.us"), [("zoom".into(), 0)]);
         assert_eq!(platforms(&p, "A.B.ZOOM.US."), [("zoom".into(), 0)]);
@@ -102,13 +113,41 @@ mod tests {
         assert!(platforms(&p, "www.zoom.com").is_empty(), "exact names only");
     }
 
+    /// Only what may become addresses is learned: `address` entries, and `both` entries of
+    /// platforms whose names the gateway does not answer (monitor, allow).
+    #[test]
+    fn names_enforced_by_name_are_not_learned() {
+        let banned = patterns(
+            "platform: banned\nmatch:\n  - domains: [\"*.a.example\"]\n    enforce: address\n  \
+             - domains: [\"*.b.example\"]\n    enforce: name\n  - domains: [\"*.c.example\"]\n",
+        );
+        assert_eq!(platforms(&banned, "x.a.example"), [("banned".into(), 0)]);
+        assert!(
+            platforms(&banned, "x.b.example").is_empty(),
+            "enforce: name"
+        );
+        assert!(
+            platforms(&banned, "x.c.example").is_empty(),
+            "both, answered by the gateway"
+        );
+        let watched = patterns(
+            "platform: watched\naction: monitor\nmatch:\n  - domains: [\"*.d.example\"]\n  \
+             - domains: [\"*.e.example\"]\n    enforce: name\n",
+        );
+        assert_eq!(platforms(&watched, "x.d.example"), [("watched".into(), 0)]);
+        assert!(
+            platforms(&watched, "x.e.example").is_empty(),
+            "enforce: name"
+        );
+    }
+
     #[test]
     fn ten_thousand_patterns_stay_fast() {
         let mut yaml = String::from("platform: big\nmatch:\n  - domains: [");
         for i in 0..10_000 {
             yaml.push_str(&format!("\"*.s{i}.example.com\", "));
         }
-        yaml.push_str("example.org]\n");
+        yaml.push_str("example.org]\n    enforce: address\n");
         let p = patterns(&yaml);
         let started = std::time::Instant::now();
         for i in 0..10_000 {

@@ -9,12 +9,13 @@ use super::sources::{self, MANAGED_FILE, Source};
 use super::values;
 use super::yaml::{self, Node, Pos, Value};
 use super::{
-    Action, Diagnostic, Entry, LoadOptions, Location, Platform, Policy, PolicyError, Protocol,
+    Action, Diagnostic, Enforce, Entry, LoadOptions, Location, Platform, Policy, PolicyError,
+    Protocol,
 };
 use crate::never_block::NeverBlock;
 
 const PLATFORM_KEYS: &[&str] = &["platform", "description", "reference", "action", "match"];
-const ENTRY_KEYS: &[&str] = &["domains", "prefixes", "protocol", "ports"];
+const ENTRY_KEYS: &[&str] = &["domains", "prefixes", "protocol", "ports", "enforce"];
 
 /// Reads and validates the policy at `paths` (files, or directories of `*.yaml` files).
 pub fn load_policy(paths: &[PathBuf], options: &LoadOptions) -> Result<Policy, PolicyError> {
@@ -60,6 +61,8 @@ pub fn load_policy_with_managed(
 pub fn read_managed(path: &Path, text: &str) -> Result<Vec<(Platform, bool)>, PolicyError> {
     let mut checker = Checker {
         path,
+        // What the file says, read back; the whole policy is validated when it is loaded.
+        shared: &[],
         diagnostics: Vec::new(),
         prefixes: Vec::new(),
         written: Vec::new(),
@@ -97,9 +100,12 @@ fn build(
 ) -> Result<Policy, PolicyError> {
     let mut parsed = Vec::new();
     let mut written = Vec::new();
+    let mut shared = crate::resolve::builtin_shared_suffixes();
+    shared.extend(options.shared_suffixes.iter().cloned());
     for source in sources {
         let mut checker = Checker {
             path: &source.path,
+            shared: &shared,
             diagnostics: Vec::new(),
             prefixes: Vec::new(),
             written: Vec::new(),
@@ -281,6 +287,8 @@ const EMPTY_FILE: &str =
 /// Validates the documents of one file, collecting its diagnostics.
 struct Checker<'a> {
     path: &'a Path,
+    /// Names whose addresses serve many sites: a domain at or below one goes by name only.
+    shared: &'a [String],
     diagnostics: Vec<Diagnostic>,
     /// The valid prefixes of the document being read.
     prefixes: Vec<WrittenPrefix>,
@@ -564,13 +572,17 @@ impl Checker<'_> {
         let mut named = false;
 
         let mut domains = Vec::new();
+        let mut domain_at = Vec::new();
         if let Some((k, v)) = fields.get("domains") {
             let items = self.list(k, v, "domains", "a list of domain names");
             named |= items.is_none_or(|items| !items.is_empty());
             for item in items.unwrap_or_default() {
                 if let Some(text) = self.item(item, "a domain must be a string") {
                     match values::parse_domain(text) {
-                        Ok(domain) => domains.push(domain),
+                        Ok(domain) => {
+                            domain_at.push(item.pos);
+                            domains.push(domain);
+                        }
                         Err(message) => self.error(item.pos, message),
                     }
                 }
@@ -636,6 +648,13 @@ impl Checker<'_> {
             }
         }
 
+        let enforce = self.enforce(&fields, !domains.is_empty(), !ports.is_empty());
+        if enforce.by_address() {
+            for (domain, pos) in domains.iter().zip(&domain_at) {
+                self.shared_by_address(domain, *pos, enforce);
+            }
+        }
+
         if !named {
             self.error(
                 node.pos,
@@ -649,8 +668,74 @@ impl Checker<'_> {
             prefixes,
             protocol: protocol.unwrap_or(Protocol::Any),
             ports,
+            enforce,
             location: self.location(node.pos),
         })
+    }
+
+    /// The entry's `enforce` (default `both`). It only means something for domains, and a name
+    /// is blocked whatever the port, so `name` or `both` beside `ports` is refused too.
+    fn enforce(&mut self, fields: &Fields<'_>, has_domains: bool, has_ports: bool) -> Enforce {
+        let Some((k, v)) = fields.get("enforce") else {
+            if has_ports
+                && has_domains
+                && let Some((k, _)) = fields.get("ports")
+            {
+                self.error(
+                    k.pos,
+                    "`ports` on an entry with `domains` needs `enforce: address`; a name is \
+                     blocked by name (the default, `both`) on every port",
+                );
+            }
+            return Enforce::Both;
+        };
+        let Some(enforce) = self
+            .string(k, v, "enforce", "name, address or both")
+            .and_then(|text| match values::parse_enforce(text) {
+                Ok(enforce) => Some(enforce),
+                Err(message) => {
+                    self.error(v.pos, message);
+                    None
+                }
+            })
+        else {
+            return Enforce::Both;
+        };
+        // Written domains, valid or not; a malformed `domains` is reported on its own.
+        let names_domains = fields
+            .get("domains")
+            .is_some_and(|(_, v)| !matches!(&v.value, Value::Seq(items) if items.is_empty()));
+        if !names_domains {
+            self.error(
+                k.pos,
+                "`enforce` says how `domains` are blocked; this entry has no `domains`",
+            );
+        } else if has_ports && enforce.by_name() {
+            self.error(
+                v.pos,
+                format!(
+                    "`enforce: {enforce}` blocks the names on every port; with `ports` use \
+                     `enforce: address`"
+                ),
+            );
+        }
+        enforce
+    }
+
+    /// A name at or below a shared suffix resolves to addresses that serve many other sites:
+    /// it may only be blocked by name.
+    fn shared_by_address(&mut self, domain: &super::DomainPattern, pos: Pos, enforce: Enforce) {
+        let name = match domain {
+            super::DomainPattern::Exact(n) | super::DomainPattern::Wildcard(n) => n,
+        };
+        if let Some(suffix) = crate::resolve::shared_suffix_of(name, self.shared) {
+            let message = format!(
+                "`{domain}` is under the shared suffix `{suffix}` (CDN or shared front end), whose \
+                 addresses serve other sites: `enforce: {enforce}` would block them; use \
+                 `enforce: name`"
+            );
+            self.error(pos, message);
+        }
     }
 
     /// The text of a list item that must be a scalar.
@@ -742,6 +827,7 @@ match:
                     prefixes: vec![],
                     protocol: Protocol::Any,
                     ports: vec![],
+                    enforce: Enforce::Both,
                     location: loc("p.yaml", 6, 5),
                 },
                 Entry {
@@ -754,6 +840,7 @@ match:
                     ],
                     protocol: Protocol::Any,
                     ports: vec![],
+                    enforce: Enforce::Both,
                     location: loc("p.yaml", 7, 5),
                 },
                 Entry {
@@ -775,6 +862,7 @@ match:
                             last: 5000,
                         },
                     ],
+                    enforce: Enforce::Both,
                     location: loc("p.yaml", 8, 5),
                 },
             ],
@@ -796,6 +884,106 @@ match:
     }
 
     #[test]
+    fn enforce_is_read_with_both_by_default() {
+        let policy = parse(
+            "platform: a\nmatch:\n  - domains: [a.com]\n  - domains: [b.com]\n    enforce: name\n  \
+             - domains: [c.com]\n    enforce: address\n    protocol: udp\n    ports: [53]\n  \
+             - domains: ['*.d.com']\n    enforce: both\n",
+        )
+        .unwrap();
+        let enforce: Vec<Enforce> = policy.platforms[0]
+            .entries
+            .iter()
+            .map(|e| e.enforce)
+            .collect();
+        assert_eq!(
+            enforce,
+            [
+                Enforce::Both,
+                Enforce::Name,
+                Enforce::Address,
+                Enforce::Both
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_enforce_is_an_error_naming_the_place() {
+        error_at(
+            "platform: a\nmatch:\n  - domains: [a.com]\n    enforce: dns\n",
+            4,
+            14,
+            "invalid enforce `dns`: expected name, address or both",
+        );
+        error_at(
+            "platform: a\nmatch:\n  - domains: [a.com]\n    enforce:\n",
+            4,
+            5,
+            "`enforce` has no value",
+        );
+        error_at(
+            "platform: a\nmatch:\n  - prefixes: [198.18.0.0/16]\n    enforce: name\n",
+            4,
+            5,
+            "`enforce` says how `domains` are blocked; this entry has no `domains`",
+        );
+        error_at(
+            "platform: a\nmatch:\n  - prefixes: [198.18.0.0/16]\n    domains: []\n    enforce: address\n",
+            5,
+            5,
+            "this entry has no `domains`",
+        );
+        error_at(
+            "platform: a\nmatch:\n  - domains: [a.com]\n    protocol: tcp\n    ports: [443]\n    enforce: name\n",
+            6,
+            14,
+            "`enforce: name` blocks the names on every port; with `ports` use `enforce: address`",
+        );
+        error_at(
+            "platform: a\nmatch:\n  - domains: [a.com]\n    protocol: tcp\n    ports: [443]\n",
+            5,
+            5,
+            "`ports` on an entry with `domains` needs `enforce: address`",
+        );
+    }
+
+    #[test]
+    fn a_shared_name_goes_by_name_only() {
+        error_at(
+            "platform: a\nmatch:\n  - domains: [x.com, d1.CloudFront.net]\n",
+            3,
+            22,
+            "`d1.cloudfront.net` is under the shared suffix `cloudfront.net` (CDN or shared front \
+             end), whose addresses serve other sites: `enforce: both` would block them; use \
+             `enforce: name`",
+        );
+        error_at(
+            "platform: a\nmatch:\n  - domains: [\"*.github.io\"]\n    enforce: address\n",
+            3,
+            15,
+            "`enforce: address` would block them",
+        );
+        assert!(
+            parse("platform: a\nmatch:\n  - domains: [d1.cloudfront.net, \"*.github.io\"]\n    enforce: name\n")
+                .is_ok()
+        );
+        // `--shared-suffix` adds to the list.
+        let text = "platform: a\nmatch:\n  - domains: [app.edge.example]\n";
+        assert!(parse(text).is_ok());
+        let options = LoadOptions {
+            shared_suffixes: vec!["edge.example".to_owned()],
+            ..LoadOptions::default()
+        };
+        let err = parse_policy_str(Path::new("p.yaml"), text, &options).unwrap_err();
+        assert!(
+            err.to_string().starts_with(
+                "p.yaml:3:15: `app.edge.example` is under the shared suffix `edge.example`"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn unknown_keys() {
         error_at(
             "platform: a\nmatch:\n  - domains: [a.com]\nacton: drop\n",
@@ -808,7 +996,7 @@ match:
             "platform: a\nmatch:\n  - domains: [a.com]\n    \"port\": [1]\n",
             4,
             5,
-            "unknown key `port` in a match entry (expected one of: domains, prefixes, protocol, ports)",
+            "unknown key `port` in a match entry (expected one of: domains, prefixes, protocol, ports, enforce)",
         );
         error_at(
             "platform: a\nmatch:\n  - domains: [a.com]\n    ? [x]\n    : 1\n",
@@ -1016,7 +1204,8 @@ match:
     fn bad_ports() {
         let entry = |ports: &str| {
             format!(
-                "platform: a\nmatch:\n  - domains: [a.com]\n    protocol: tcp\n    ports: {ports}\n"
+                "platform: a\nmatch:\n  - domains: [a.com]\n    protocol: tcp\n    ports: {ports}\n    \
+                 enforce: address\n"
             )
         };
         error_at(
@@ -1053,20 +1242,20 @@ match:
     fn ports_need_tcp_or_udp() {
         let message = "`ports` needs `protocol: tcp` or `protocol: udp`";
         error_at(
-            "platform: a\nmatch:\n  - domains: [a.com]\n    ports: [443]\n",
+            "platform: a\nmatch:\n  - domains: [a.com]\n    ports: [443]\n    enforce: address\n",
             4,
             5,
             message,
         );
         error_at(
-            "platform: a\nmatch:\n  - domains: [a.com]\n    protocol: any\n    ports: [443]\n",
+            "platform: a\nmatch:\n  - domains: [a.com]\n    protocol: any\n    ports: [443]\n    enforce: address\n",
             5,
             5,
             message,
         );
         // An invalid protocol is reported alone.
         error_at(
-            "platform: a\nmatch:\n  - domains: [a.com]\n    protocol: sctp\n    ports: [443]\n",
+            "platform: a\nmatch:\n  - domains: [a.com]\n    protocol: sctp\n    ports: [443]\n    enforce: address\n",
             4,
             15,
             "invalid protocol",
@@ -1102,6 +1291,7 @@ match:
                 (net("198.51.100.53/32"), Origin::Resolver),
                 (net("203.0.113.0/24"), Origin::Configured),
             ]),
+            ..LoadOptions::default()
         };
         let text = "platform: a\nmatch:\n  - prefixes: [198.51.100.0/24, 203.0.113.128/25, 198.18.0.0/15]\n";
         let err = parse_policy_str(Path::new("p.yaml"), text, &options).unwrap_err();

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use ipnet::IpNet;
 
-use super::{Action, DomainPattern, Entry, Platform, PortRange, Protocol};
+use super::{Action, DomainPattern, Enforce, Entry, Platform, PortRange, Protocol};
 
 /// One platform of the managed file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,6 +23,9 @@ pub struct ManagedEntry {
     pub prefixes: Vec<IpNet>,
     pub protocol: Protocol,
     pub ports: Vec<PortRange>,
+    /// How `domains` are enforced; written only when the entry has domains and it is not the
+    /// default.
+    pub enforce: Enforce,
 }
 
 impl From<&Entry> for ManagedEntry {
@@ -32,6 +35,7 @@ impl From<&Entry> for ManagedEntry {
             prefixes: entry.prefixes.clone(),
             protocol: entry.protocol,
             ports: entry.ports.clone(),
+            enforce: entry.enforce,
         }
     }
 }
@@ -54,30 +58,43 @@ pub enum ManagedError {
     InvalidPlatform(String),
     #[error("give at least one --domain or --prefix")]
     NothingGiven,
+    #[error("--enforce says how domains are blocked: give at least one --domain with it")]
+    EnforceWithoutDomains,
     #[error("platform `{0}` has no rules added with `enforcer rules add`")]
     UnknownPlatform(String),
     #[error("`{item}` was not added to platform `{platform}` with `enforcer rules add`")]
     NotManaged { platform: String, item: String },
 }
 
-/// Adds one entry with `domains` and `prefixes` (every protocol and port) to `platform`, whose
-/// name must be one the loader accepts: it is written into the file as it is.
+/// What `rules add` adds: domains (enforced as `enforce` says, default both) and prefixes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Addition {
+    pub domains: Vec<DomainPattern>,
+    pub prefixes: Vec<IpNet>,
+    pub enforce: Option<Enforce>,
+}
+
+/// Adds one entry of `items` (every protocol and port) to `platform`, whose name must be one
+/// the loader accepts: it is written into the file as it is.
 pub fn add(
     platforms: &mut Vec<ManagedPlatform>,
     platform: &str,
     action: Option<Action>,
-    domains: Vec<DomainPattern>,
-    prefixes: Vec<IpNet>,
+    items: Addition,
 ) -> Result<(), ManagedError> {
     super::parse_platform_name(platform).map_err(ManagedError::InvalidPlatform)?;
-    if domains.is_empty() && prefixes.is_empty() {
+    if items.domains.is_empty() && items.prefixes.is_empty() {
         return Err(ManagedError::NothingGiven);
     }
+    if items.domains.is_empty() && items.enforce.is_some() {
+        return Err(ManagedError::EnforceWithoutDomains);
+    }
     let entry = ManagedEntry {
-        domains,
-        prefixes,
+        domains: items.domains,
+        prefixes: items.prefixes,
         protocol: Protocol::Any,
         ports: Vec::new(),
+        enforce: items.enforce.unwrap_or_default(),
     };
     match platforms.iter_mut().find(|p| p.name == platform) {
         Some(existing) => {
@@ -173,6 +190,9 @@ pub fn render(platforms: &[ManagedPlatform]) -> String {
             if !entry.ports.is_empty() {
                 key(&mut out, format!("ports: [{}]", quoted(&entry.ports)));
             }
+            if !entry.domains.is_empty() && entry.enforce != Enforce::default() {
+                key(&mut out, format!("enforce: {}", entry.enforce));
+            }
         }
     }
     out
@@ -193,6 +213,13 @@ mod tests {
     use super::*;
     use crate::policy::read_managed;
 
+    fn domains(names: &[&str]) -> Addition {
+        Addition {
+            domains: names.iter().map(|d| domain(d)).collect(),
+            ..Addition::default()
+        }
+    }
+
     fn domain(d: &str) -> DomainPattern {
         match d.strip_prefix("*.") {
             Some(rest) => DomainPattern::Wildcard(rest.to_owned()),
@@ -207,7 +234,7 @@ mod tests {
     fn a_platform_name_the_loader_refuses_is_not_written() {
         for name in ["e #x", "zoom\naction: allow", "Zoom", "", "-x", "a b"] {
             let mut platforms = Vec::new();
-            let result = add(&mut platforms, name, None, vec![domain("zoom.us")], vec![]);
+            let result = add(&mut platforms, name, None, domains(&["zoom.us"]));
             assert_eq!(
                 result,
                 Err(ManagedError::InvalidPlatform(format!(
@@ -221,7 +248,7 @@ mod tests {
         // Every name it takes is read back as written.
         for name in ["e", "zoom-2", "0x"] {
             let mut platforms = Vec::new();
-            add(&mut platforms, name, None, vec![domain("zoom.us")], vec![]).unwrap();
+            add(&mut platforms, name, None, domains(&["zoom.us"])).unwrap();
             let text = render(&platforms);
             let back = from_parsed(read_managed(Path::new("m.yaml"), &text).unwrap());
             assert_eq!(back, platforms, "{text}");
@@ -234,13 +261,35 @@ mod tests {
     fn a_platform_named_like_a_yaml_null_reads_back() {
         for name in ["null", "~", "true", "1"] {
             let mut platforms = Vec::new();
-            if add(&mut platforms, name, None, vec![domain("zoom.us")], vec![]).is_err() {
+            if add(&mut platforms, name, None, domains(&["zoom.us"])).is_err() {
                 continue;
             }
             let text = render(&platforms);
             let back = from_parsed(read_managed(Path::new("m.yaml"), &text).unwrap());
             assert_eq!(back, platforms, "{text}");
         }
+    }
+
+    /// Found while changing the control_request fuzz target: the file is read back as written
+    /// (a name under a shared suffix too); the whole policy check refuses such a name later,
+    /// naming its place in the file.
+    #[test]
+    fn a_shared_name_reads_back_and_is_refused_by_the_policy_check() {
+        let mut platforms = Vec::new();
+        add(&mut platforms, "cdn", None, domains(&["d1.cloudfront.net"])).unwrap();
+        let text = render(&platforms);
+        let back = from_parsed(read_managed(Path::new("m.yaml"), &text).unwrap());
+        assert_eq!(back, platforms, "{text}");
+        let err = crate::policy::parse_policy_str(
+            Path::new("m.yaml"),
+            &text,
+            &crate::policy::LoadOptions::default(),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("shared suffix `cloudfront.net`"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -250,21 +299,45 @@ mod tests {
             &mut platforms,
             "zoom",
             None,
-            vec![domain("zoom.us"), domain("*.zoom.us")],
-            vec!["198.18.5.0/24".parse().unwrap()],
+            Addition {
+                domains: vec![domain("zoom.us"), domain("*.zoom.us")],
+                prefixes: vec!["198.18.5.0/24".parse().unwrap()],
+                enforce: None,
+            },
         )
         .unwrap();
         add(
             &mut platforms,
             "extra",
             Some(Action::Monitor),
-            vec![],
-            vec!["2001:db8:5::/48".parse().unwrap()],
+            Addition {
+                prefixes: vec!["2001:db8:5::/48".parse().unwrap()],
+                ..Addition::default()
+            },
+        )
+        .unwrap();
+        add(
+            &mut platforms,
+            "web",
+            None,
+            Addition {
+                domains: vec![domain("meet.google.com")],
+                enforce: Some(Enforce::Name),
+                ..Addition::default()
+            },
         )
         .unwrap();
         let text = render(&platforms);
+        assert!(text.contains("enforce: name"), "{text}");
+        assert_eq!(
+            text.matches("enforce:").count(),
+            1,
+            "the default is not written"
+        );
         let back = from_parsed(read_managed(Path::new("m.yaml"), &text).unwrap());
         assert_eq!(back, platforms, "{text}");
+        assert_eq!(back[2].entries[0].enforce, Enforce::Name);
+        remove(&mut platforms, "web", &[], &[]).unwrap();
 
         remove(&mut platforms, "zoom", &[domain("*.zoom.us")], &[]).unwrap();
         assert_eq!(platforms[0].entries[0].domains, vec![domain("zoom.us")]);
@@ -295,8 +368,21 @@ mod tests {
             vec![]
         );
         assert_eq!(
-            add(&mut platforms, "x", None, vec![], vec![]),
+            add(&mut platforms, "x", None, Addition::default()),
             Err(ManagedError::NothingGiven)
+        );
+        assert_eq!(
+            add(
+                &mut platforms,
+                "x",
+                None,
+                Addition {
+                    prefixes: vec!["198.18.5.0/24".parse().unwrap()],
+                    enforce: Some(Enforce::Name),
+                    ..Addition::default()
+                }
+            ),
+            Err(ManagedError::EnforceWithoutDomains)
         );
     }
 }

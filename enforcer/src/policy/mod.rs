@@ -17,7 +17,8 @@ pub use load::{load_policy, load_policy_with_managed, parse_policy_str, read_man
 pub use model::*;
 pub use sources::MANAGED_FILE;
 pub use values::{
-    parse_action, parse_domain, parse_platform_name, parse_ports, parse_prefix, parse_protocol,
+    parse_action, parse_domain, parse_enforce, parse_platform_name, parse_ports, parse_prefix,
+    parse_protocol,
 };
 
 use crate::never_block::NeverBlock;
@@ -77,6 +78,9 @@ pub struct LoadOptions {
     /// A prefix of a `drop` platform may not overlap it (the default: the built-in list alone;
     /// the daemon and `check` pass the one built at start-up).
     pub never_block: NeverBlock,
+    /// Added to the built-in shared suffixes (`--shared-suffix`): a name at or below one of
+    /// them may only be enforced by name.
+    pub shared_suffixes: Vec<String>,
 }
 
 #[cfg(test)]

@@ -93,6 +93,46 @@ impl fmt::Display for PortRange {
     }
 }
 
+/// How an entry's domains are enforced: turned into addresses (`address`), blocked as names by
+/// the datapath's DNS answer (`name`), or both (the default).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Enforce {
+    Name,
+    Address,
+    #[default]
+    Both,
+}
+
+impl Enforce {
+    /// Every value, in the order of the metrics' `enforce` label.
+    pub const ALL: [Enforce; 3] = [Enforce::Name, Enforce::Address, Enforce::Both];
+
+    /// The policy keyword and metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Enforce::Name => "name",
+            Enforce::Address => "address",
+            Enforce::Both => "both",
+        }
+    }
+
+    /// Whether the domains go into the datapath's name table.
+    pub fn by_name(self) -> bool {
+        matches!(self, Enforce::Name | Enforce::Both)
+    }
+
+    /// Whether the domains are resolved and learned into address sets.
+    pub fn by_address(self) -> bool {
+        matches!(self, Enforce::Address | Enforce::Both)
+    }
+}
+
+impl fmt::Display for Enforce {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A domain of a rule: `Exact("zoom.us")` or `Wildcard("zoom.us")` for `*.zoom.us`.
 /// Stored lower-case, without a trailing dot.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -135,6 +175,8 @@ pub struct Entry {
     pub protocol: Protocol,
     /// Empty means every port of `protocol` (or no port check at all for `Any`).
     pub ports: Vec<PortRange>,
+    /// How `domains` are enforced (meaningless without domains; `Both` then).
+    pub enforce: Enforce,
     pub location: Location,
 }
 

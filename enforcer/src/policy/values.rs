@@ -7,7 +7,9 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use super::model::{Action, DomainPattern, PortRange, Protocol};
+use enforcer_common::MAX_PATTERN_LABELS;
+
+use super::model::{Action, DomainPattern, Enforce, PortRange, Protocol};
 
 /// A platform name: lower-case letters, digits and `-`, starting with a letter or digit. The
 /// managed file writes it unquoted, so nothing else may pass (`zoom #x` would be read back as
@@ -95,6 +97,13 @@ fn check_name(name: &str) -> Result<(), String> {
     if labels.len() < 2 {
         return Err("a domain needs at least two labels, like `example.com`".to_owned());
     }
+    // The datapath looks a query name up by its suffixes of at most this many labels.
+    if labels.len() > MAX_PATTERN_LABELS {
+        return Err(format!(
+            "{} labels; a domain pattern has at most {MAX_PATTERN_LABELS}",
+            labels.len()
+        ));
+    }
     if labels
         .last()
         .is_some_and(|tld| tld.chars().all(|c| c.is_ascii_digit()))
@@ -171,6 +180,14 @@ pub fn parse_action(text: &str) -> Result<Action, String> {
         .ok_or_else(|| format!("invalid action `{text}`: expected drop, monitor or allow"))
 }
 
+/// `name`, `address` or `both`.
+pub fn parse_enforce(text: &str) -> Result<Enforce, String> {
+    Enforce::ALL
+        .into_iter()
+        .find(|e| e.as_str() == text)
+        .ok_or_else(|| format!("invalid enforce `{text}`: expected name, address or both"))
+}
+
 /// `tcp`, `udp` or `any`.
 pub fn parse_protocol(text: &str) -> Result<Protocol, String> {
     match text {
@@ -243,6 +260,20 @@ mod tests {
                 .contains("longer than 63")
         );
         assert!(parse_domain(&format!("{}.com", "a".repeat(63))).is_ok());
+        // The datapath walks at most MAX_PATTERN_LABELS labels of a query name.
+        let labels = |n: usize| vec!["a"; n - 1].join(".") + ".com";
+        assert!(parse_domain(&labels(MAX_PATTERN_LABELS)).is_ok());
+        assert!(
+            parse_domain(&format!("*.{}", labels(MAX_PATTERN_LABELS))).is_ok(),
+            "the `*` label is not part of the looked-up suffix"
+        );
+        assert_eq!(
+            parse_domain(&labels(MAX_PATTERN_LABELS + 1)).unwrap_err(),
+            format!(
+                "invalid domain `{}`: 17 labels; a domain pattern has at most 16",
+                labels(MAX_PATTERN_LABELS + 1)
+            )
+        );
         let long_name = vec!["a".repeat(50); 5].join(".") + ".com";
         assert!(parse_domain(&long_name).unwrap_err().contains("253"));
     }
@@ -357,6 +388,13 @@ mod tests {
         assert_eq!(
             parse_action("Drop").unwrap_err(),
             "invalid action `Drop`: expected drop, monitor or allow"
+        );
+        for enforce in Enforce::ALL {
+            assert_eq!(parse_enforce(enforce.as_str()), Ok(enforce));
+        }
+        assert_eq!(
+            parse_enforce("Name").unwrap_err(),
+            "invalid enforce `Name`: expected name, address or both"
         );
         assert_eq!(
             parse_protocol("icmp").unwrap_err(),

@@ -480,12 +480,13 @@ fn refresh_permille(name: &str) -> u64 {
     800 + hash % 101
 }
 
-/// Every (use, exact domain) of the policy. Wildcards are not resolved in advance: their names are
-/// learned from DNS answers at run time.
+/// Every (use, exact domain) of the policy that is enforced by address. Wildcards are not
+/// resolved in advance: their names are learned from DNS answers at run time. Names enforced by
+/// name alone are never resolved: their addresses must never enter a set.
 pub fn policy_uses(policy: &Policy) -> Vec<(Use, String)> {
     let mut out = Vec::new();
     for platform in &policy.platforms {
-        for entry in &platform.entries {
+        for entry in platform.entries.iter().filter(|e| e.enforce.by_address()) {
             for domain in &entry.domains {
                 if let DomainPattern::Exact(name) = domain {
                     out.push((
@@ -582,6 +583,27 @@ mod tests {
             entry: e,
             address: a.parse().unwrap(),
         }
+    }
+
+    /// Exact names are resolved for `address` and `both`, never for `name`.
+    #[test]
+    fn names_enforced_by_name_alone_are_not_resolved() {
+        let policy = crate::policy::parse_policy_str(
+            std::path::Path::new("p.yaml"),
+            "platform: p\nmatch:\n  - domains: [a.example, \"*.w.example\"]\n  \
+             - domains: [b.example]\n    enforce: address\n  - domains: [c.example]\n    \
+             enforce: name\n",
+            &crate::policy::LoadOptions::default(),
+        )
+        .unwrap();
+        let names: Vec<(usize, String)> = policy_uses(&policy)
+            .into_iter()
+            .map(|(u, name)| (u.entry, name))
+            .collect();
+        assert_eq!(
+            names,
+            [(0, "a.example".to_owned()), (1, "b.example".to_owned())]
+        );
     }
 
     #[test]

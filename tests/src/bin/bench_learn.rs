@@ -217,7 +217,7 @@ fn main() -> Result<()> {
     responder(&lab, Arc::clone(&sent), Arc::clone(&stop))?;
     let rules = lab.write_policy(&[(
         "bench.yaml",
-        "platform: bench\nmatch:\n  - domains: [\"*.bench.example\"]\n",
+        "platform: bench\nmatch:\n  - domains: [\"*.bench.example\"]\n    enforce: address\n",
     )])?;
 
     // Without the daemon: the plain round trip through the gateway.

@@ -71,6 +71,7 @@ fn platform(name: &str, prefixes: Vec<IpNet>) -> Platform {
             prefixes,
             protocol: Protocol::Any,
             ports: vec![],
+            enforce: enforcer::policy::Enforce::Both,
             location: location(),
         }],
         location: location(),

@@ -22,7 +22,7 @@ const DOMESTIC: Ipv4Addr = Ipv4Addr::new(198, 19, 70, 5);
 /// dnsmasq beyond the gateway (port 53 of the server), answering for the lab.
 fn start_dns(lab: &Lab) -> Result<Dnsmasq> {
     let zone = Zone::new().local("#").local_ttl(300).hosts_file(format!(
-        "{RESOLVED} zoom.us\n{LEARNED} us05web.zoom.us\n{DOMESTIC} www.domestic.example\n"
+        "{RESOLVED} zoom.us\n{LEARNED} live.media.example\n{DOMESTIC} www.domestic.example\n"
     ));
     Dnsmasq::start_in(
         &lab.netns_path(Side::Server),
@@ -109,6 +109,17 @@ match:
   - prefixes: [198.19.20.0/24, \"2001:db8:20::/48\"]
     protocol: udp
     ports: [3478, 19302-19309]
+",
+    ),
+    (
+        "media-lab.yaml",
+        "\
+platform: media-lab
+description: names learned from the clients' lookups (their answers must cross the gateway)
+action: drop
+match:
+  - domains: [\"*.media.example\"]
+    enforce: address
 ",
     ),
     (
@@ -283,7 +294,7 @@ fn demo() -> Result<bool> {
     let tcp: Vec<SocketAddr> = tcp.into_iter().chain(named.iter().copied()).collect();
     let server = lab.start_server(&udp, &tcp)?;
     println!(
-        "\nStarting dnsmasq beyond the gateway ({SERVER_V4}:53): zoom.us, us05web.zoom.us, www.domestic.example"
+        "\nStarting dnsmasq beyond the gateway ({SERVER_V4}:53): zoom.us, live.media.example, www.domestic.example"
     );
     let dns = start_dns(&lab)?;
     let resolver = format!("{SERVER_V4}:53");
@@ -376,9 +387,9 @@ fn demo() -> Result<bool> {
             "zoom: exact domain, resolved by the daemon",
         ),
         (
-            "us05web.zoom.us",
+            "live.media.example",
             "BLOCKED",
-            "zoom: *.zoom.us, learned from this lookup",
+            "media-lab: *.media.example, learned",
         ),
         ("www.domestic.example", "DELIVERED", "no rule"),
     ] {

@@ -32,6 +32,7 @@ pub fn entry(prefixes: &[&str], protocol: Protocol, ports: &[(u16, u16)]) -> Ent
             .iter()
             .map(|&(first, last)| PortRange { first, last })
             .collect(),
+        enforce: enforcer::policy::Enforce::Both,
         location: location(),
     }
 }

@@ -145,6 +145,7 @@ fn random_entry(rng: &mut impl Rng, index: usize) -> Entry {
         prefixes,
         protocol,
         ports,
+        enforce: enforcer::policy::Enforce::Both,
         location: location(),
     }
 }
@@ -295,6 +296,7 @@ pub fn crowded_policy(rng: &mut impl Rng, wanted: usize) -> (GeneratedPolicy, Ip
                 Protocol::Tcp
             },
             ports: ranges,
+            enforce: enforcer::policy::Enforce::Both,
             location: location(),
         });
     }
