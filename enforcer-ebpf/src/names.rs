@@ -20,7 +20,8 @@
 use aya_ebpf::{
     bindings::xdp_action,
     helpers::generated::{
-        bpf_xdp_adjust_tail, bpf_xdp_get_buff_len, bpf_xdp_load_bytes, bpf_xdp_store_bytes,
+        bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len, bpf_xdp_load_bytes,
+        bpf_xdp_store_bytes,
     },
     macros::map,
     maps::{Array, HashMap, PerCpuArray},
@@ -548,8 +549,18 @@ pub fn answer_nxdomain(ctx: &XdpContext, packet: &Packet, question: &Question) -
     // arithmetic on the frame's end, which the verifier refuses.
     // SAFETY: a helper reading the context.
     let old_len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize;
-    // SAFETY: the helper checks the new length against the frame's room.
-    if unsafe { bpf_xdp_adjust_tail(ctx.ctx, new_len as i32 - old_len as i32) } != 0 {
+    // A longer answer takes its room at the head (XDP guarantees 256 bytes of headroom; the
+    // tail room of a frame from a socket may be a few bytes), a shorter one gives up the tail.
+    let grow = new_len as i32 - old_len as i32;
+    // SAFETY: the helpers check the new bounds against the frame's room.
+    let adjusted = unsafe {
+        if grow > 0 {
+            bpf_xdp_adjust_head(ctx.ctx, -grow)
+        } else {
+            bpf_xdp_adjust_tail(ctx.ctx, grow)
+        }
+    };
+    if adjusted != 0 {
         return false;
     }
     let stored = ((new_len - 1) & (WORK_BYTES - 1)) + 1;

@@ -275,7 +275,20 @@ pub fn render(state: &State) -> Result<String, String> {
 
     render_names(state.policy(), &mut out);
     // The datapath's blocked-query counters are not read yet: every series is written at 0.
-    render_dns_blocked(state.policy(), &[], &mut out);
+    let policy = state.policy();
+    let ids = (0..policy.platforms.len()).map(|i| policy.platform_id(i));
+    let platforms = ids.max().map_or(0, |m| m.saturating_add(1));
+    let blocked: Vec<(u16, u8, u64)> = match state.datapath().dns_blocked(platforms) {
+        Ok(counts) => counts
+            .into_iter()
+            .map(|(platform, family, c)| (platform, family, c.packets))
+            .collect(),
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the datapath's blocked-query counts");
+            Vec::new()
+        }
+    };
+    render_dns_blocked(policy, &blocked, &mut out);
 
     state.resolve_metrics().render(&mut out);
     let dns_stats = state.datapath().dns_stats().unwrap_or_else(|error| {

@@ -43,7 +43,9 @@ enum Reply {
         ede_blocked: bool,
     },
     /// Anything else (dnsmasq's answer): its RCODE.
-    Other { rcode: u8 },
+    Other {
+        rcode: u8,
+    },
     None,
 }
 
@@ -150,7 +152,8 @@ fn banned_names_are_answered_by_the_gateway_and_others_by_the_server() {
     let log = dns.log();
     let new: Vec<&str> = log.lines().skip(before_log).collect();
     assert!(
-        !new.iter().any(|l| l.contains("zoom.example") || l.contains("meet.example.com")),
+        !new.iter()
+            .any(|l| l.contains("zoom.example") || l.contains("meet.example.com")),
         "dnsmasq saw blocked queries:\n{}",
         new.join("\n")
     );
@@ -180,13 +183,26 @@ fn banned_names_are_answered_by_the_gateway_and_others_by_the_server() {
         .start_server(&[], &[SocketAddr::new(IpAddr::V4(INTERNET_V4[0]), 443)])
         .unwrap();
     let connect = lab
-        .tcp_connect(SocketAddr::new(IpAddr::V4(INTERNET_V4[0]), 443), Duration::from_secs(1))
+        .tcp_connect(
+            SocketAddr::new(IpAddr::V4(INTERNET_V4[0]), 443),
+            Duration::from_secs(1),
+        )
         .unwrap();
-    assert_eq!(connect, Connect::Connected, "a name blocked by name blocked its address");
+    assert_eq!(
+        connect,
+        Connect::Connected,
+        "a name blocked by name blocked its address"
+    );
 
     // Fail-static: the daemon killed, names stay blocked.
     lab.kill_daemon().unwrap();
-    assert!(blocked(&ask(&lab, IpAddr::V4(SERVER_V4), "meet.example.com", 1, true)));
+    assert!(blocked(&ask(
+        &lab,
+        IpAddr::V4(SERVER_V4),
+        "meet.example.com",
+        1,
+        true
+    )));
     assert_eq!(
         ask(&lab, IpAddr::V4(SERVER_V4), "www.other.example", 1, true),
         Reply::Other { rcode: 0 }
@@ -200,7 +216,8 @@ fn banned_names_are_answered_by_the_gateway_and_others_by_the_server() {
 fn during_policy_swaps_every_query_gets_one_policy_or_the_other() {
     let (mut lab, _dns) = lab_with_dnsmasq();
     let blocking = "platform: zoom\nmatch:\n  - domains: [\"*.zoom.example\"]\n    enforce: name\n";
-    let allowing = "platform: zoom\nmatch:\n  - domains: [\"*.elsewhere.example\"]\n    enforce: name\n";
+    let allowing =
+        "platform: zoom\nmatch:\n  - domains: [\"*.elsewhere.example\"]\n    enforce: name\n";
     let rules = lab.write_policy(&[("zoom.yaml", blocking)]).unwrap();
     lab.start_daemon(&rules).unwrap();
     let path = rules.join("zoom.yaml");
@@ -236,7 +253,10 @@ fn during_policy_swaps_every_query_gets_one_policy_or_the_other() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let swaps = swapper.join().unwrap();
     eprintln!("{swaps} swaps: {nx} blocked, {answered} answered by dnsmasq");
-    assert!(swaps >= 4 && nx >= 1 && answered >= 1, "{swaps} swaps, {nx} blocked, {answered} answered");
+    assert!(
+        swaps >= 4 && nx >= 1 && answered >= 1,
+        "{swaps} swaps, {nx} blocked, {answered} answered"
+    );
 }
 
 /// The shipped rules block Meet's and Teams' web names by name in the lab.

@@ -57,7 +57,10 @@ fn an_answer_to_a_masqueraded_client_is_held_learned_and_de_natted() {
             )
             .unwrap();
     }
-    assert!(nft.wait().unwrap().success(), "installing the masquerade rule");
+    assert!(
+        nft.wait().unwrap().success(),
+        "installing the masquerade rule"
+    );
     lab.start_daemon(&rules).unwrap();
     let held = |lab: &Lab| {
         lab.metrics()
@@ -73,18 +76,28 @@ fn an_answer_to_a_masqueraded_client_is_held_learned_and_de_natted() {
         Some(IpAddr::V4(banned)),
         "the answer did not come back through the NAT"
     );
-    assert!(held(&lab) > before, "the answer to the gateway was not held");
+    assert!(
+        held(&lab) > before,
+        "the answer to the gateway was not held"
+    );
     let learned = lab
         .metrics()
         .unwrap()
         .metric(
             "enforcer_prefixes",
-            &[("platform", "media"), ("family", "ipv4"), ("source", "learned")],
+            &[
+                ("platform", "media"),
+                ("family", "ipv4"),
+                ("source", "learned"),
+            ],
         )
         .unwrap();
     assert_eq!(learned, 1.0, "the answer behind NAT was not learned");
     let connect = lab
-        .tcp_connect(SocketAddr::new(IpAddr::V4(banned), 443), Duration::from_secs(1))
+        .tcp_connect(
+            SocketAddr::new(IpAddr::V4(banned), 443),
+            Duration::from_secs(1),
+        )
         .unwrap();
     assert_eq!(connect, Connect::TimedOut);
     lab.stop_daemon().unwrap();

@@ -260,6 +260,9 @@ pub fn run(settings: Settings) -> Result<(), DaemonError> {
         unchanged = stats.unchanged,
         "policy applied"
     );
+    state
+        .datapath_mut()
+        .set_dns_block_ttl(settings.dns_block_ttl)?;
     let attached = attach::attach_all(
         state.datapath_mut().program_mut()?,
         &settings.bpffs,
