@@ -263,6 +263,46 @@ pub struct NameRule {
     pub wildcard: NameVerdict,
 }
 
+/// What the main XDP program parsed and decided about a DNS query it hands to the DNS program
+/// by tail call: addresses (IPv4 in the first four bytes), offsets, the generation in force,
+/// and its verdict (`kind` 0: pass with `reason`; 1: a match of `platform`, `action`,
+/// `direction`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct QueryStash {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub l3: u32,
+    pub l4: u32,
+    pub generation: u32,
+    pub kind: u32,
+    pub reason: u32,
+    pub platform: u16,
+    pub sport: u16,
+    pub dport: u16,
+    pub family: u8,
+    pub protocol: u8,
+    pub action: u8,
+    pub direction: u8,
+    pub _pad: [u8; 2],
+}
+
+const _: () = assert!(size_of::<QueryStash>() == 64);
+const _: () = assert!(offset_of!(QueryStash, src) == 0);
+const _: () = assert!(offset_of!(QueryStash, dst) == 16);
+const _: () = assert!(offset_of!(QueryStash, l3) == 32);
+const _: () = assert!(offset_of!(QueryStash, l4) == 36);
+const _: () = assert!(offset_of!(QueryStash, generation) == 40);
+const _: () = assert!(offset_of!(QueryStash, kind) == 44);
+const _: () = assert!(offset_of!(QueryStash, reason) == 48);
+const _: () = assert!(offset_of!(QueryStash, platform) == 52);
+const _: () = assert!(offset_of!(QueryStash, sport) == 54);
+const _: () = assert!(offset_of!(QueryStash, dport) == 56);
+const _: () = assert!(offset_of!(QueryStash, family) == 58);
+const _: () = assert!(offset_of!(QueryStash, protocol) == 59);
+const _: () = assert!(offset_of!(QueryStash, action) == 60);
+const _: () = assert!(offset_of!(QueryStash, direction) == 61);
+const _: () = assert!(offset_of!(QueryStash, _pad) == 62);
 const _: () = assert!(size_of::<NameKey>() == 16);
 const _: () = assert!(offset_of!(NameKey, hash) == 0);
 const _: () = assert!(offset_of!(NameKey, labels) == 8);

@@ -37,7 +37,7 @@ use enforcer_common::{
     ACTION_DROP, Counter, DIRECTION_EGRESS, DIRECTION_INGRESS, DNS_BLOCKED_COUNTERS, FAMILIES,
     FAMILY_IPV4, FAMILY_IPV6, MATCH_COUNTERS, MAX_PREFIXES_V4, MAX_PREFIXES_V6, PASS_DNS_HELD,
     PASS_NO_MATCH, PASS_NOT_IP, PASS_REASONS, PASS_UNPARSED, PROTOCOL_ANY, PROTOCOL_UNKNOWN,
-    ROLE_OUTSIDE, RULE_SLOTS, RULES_PER_SLOT, RuleRef, RuleSlot, action_precedence,
+    QueryStash, ROLE_OUTSIDE, RULE_SLOTS, RULES_PER_SLOT, RuleRef, RuleSlot, action_precedence,
     match_counter_index,
 };
 
@@ -88,9 +88,10 @@ static DNS_BLOCKED: PerCpuArray<Counter> = PerCpuArray::with_max_entries(DNS_BLO
 static DNS_QUERY_PROGRAM: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
 /// What the main program parsed and decided about a DNS query it hands to `enforcer_dns` (per
-/// CPU: a tail call runs at once on the same CPU).
+/// CPU: a tail call runs at once on the same CPU). Pinned, so that during an upgrade the old
+/// main program and the new DNS program (already in the pinned program array) share it.
 #[map]
-static QUERY_STASH: PerCpuArray<Stash> = PerCpuArray::with_max_entries(1, 0);
+static QUERY_STASH: PerCpuArray<QueryStash> = PerCpuArray::with_max_entries(1, 0);
 
 /// What the program decided about one frame.
 #[derive(Clone, Copy)]
@@ -192,28 +193,6 @@ fn arrived_outside(ctx: &XdpContext) -> bool {
     dns::role(ifindex) == ROLE_OUTSIDE
 }
 
-/// The main program's parse and verdict of a query, as plain integers.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct Stash {
-    src: [u8; 16],
-    dst: [u8; 16],
-    l3: u32,
-    l4: u32,
-    generation: u32,
-    /// 0: pass (with `reason`), 1: match.
-    kind: u32,
-    reason: u32,
-    platform: u16,
-    sport: u16,
-    dport: u16,
-    family: u8,
-    protocol: u8,
-    action: u8,
-    direction: u8,
-    _pad: [u8; 2],
-}
-
 #[inline(always)]
 fn stash(packet: &Packet, verdict: Verdict, generation: u32) {
     let Some(slot) = QUERY_STASH.get_ptr_mut(0) else {
@@ -238,7 +217,7 @@ fn stash(packet: &Packet, verdict: Verdict, generation: u32) {
     // Offsets are below parse's bound (0x4000), so they fit in u32.
     #[allow(clippy::cast_possible_truncation)]
     unsafe {
-        *slot = Stash {
+        *slot = QueryStash {
             src,
             dst,
             l3: packet.l3 as u32,
@@ -258,7 +237,12 @@ fn stash(packet: &Packet, verdict: Verdict, generation: u32) {
     }
 }
 
-impl Stash {
+/// The stash read back as the main program's parse and verdict.
+trait Unpack {
+    fn unpack(&self) -> (Packet, Verdict, u32);
+}
+
+impl Unpack for QueryStash {
     #[inline(always)]
     fn unpack(&self) -> (Packet, Verdict, u32) {
         let addresses = if self.family == FAMILY_IPV4 {

@@ -100,7 +100,7 @@ fn names(datapath: &mut Datapath) -> anyhow::Result<()> {
         let name = format!("p{i}.banned.example");
         let wire: Vec<u8> = name
             .split('.')
-            .flat_map(|l| std::iter::once(l.len() as u8).chain(l.bytes()))
+            .flat_map(|l| std::iter::once(u8::try_from(l.len()).unwrap()).chain(l.bytes()))
             .collect();
         compiled.names.insert(
             NameKey {
@@ -169,7 +169,7 @@ fn names(datapath: &mut Datapath) -> anyhow::Result<()> {
 fn query_frame(name: &str) -> Vec<u8> {
     let mut message = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 1];
     for label in name.split('.') {
-        message.push(label.len() as u8);
+        message.push(u8::try_from(label.len()).unwrap());
         message.extend_from_slice(label.as_bytes());
     }
     message.extend_from_slice(&[0, 0, 1, 0, 1]);

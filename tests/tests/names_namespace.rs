@@ -194,6 +194,19 @@ fn banned_names_are_answered_by_the_gateway_and_others_by_the_server() {
         "a name blocked by name blocked its address"
     );
 
+    // `rules add --domain` blocks by name at once (default both).
+    assert_eq!(
+        ask(&lab, IpAddr::V4(SERVER_V4), "www.other.example", 1, false),
+        Reply::Other { rcode: 0 }
+    );
+    let out = lab
+        .control(&["rules", "add", "other", "--domain", "www.other.example"])
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(blocked(&ask(&lab, IpAddr::V4(SERVER_V4), "www.other.example", 1, false)));
+    let out = lab.control(&["rules", "remove", "other"]).unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
     // Fail-static: the daemon killed, names stay blocked.
     lab.kill_daemon().unwrap();
     assert!(blocked(&ask(

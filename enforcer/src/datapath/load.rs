@@ -8,7 +8,7 @@ use aya::programs::Xdp;
 use aya::{Ebpf, EbpfLoader};
 use enforcer_common::{
     Counter, DNS_BLOCKED_COUNTERS, DNS_CONFIG_ENTRIES, MATCH_COUNTERS, MAX_NAMES, NameRule,
-    PASS_REASONS, RULE_SLOTS, RuleRef, RuleSlot,
+    PASS_REASONS, QueryStash, RULE_SLOTS, RuleRef, RuleSlot,
 };
 
 use super::dns_events::DnsEvents;
@@ -16,7 +16,7 @@ use super::{
     DNS_PROGRAM, Datapath, DatapathError, MAP_ACTIVE, MAP_DNS_BLOCKED, MAP_DNS_CONFIG,
     MAP_DNS_EVENTS, MAP_DNS_HOLD, MAP_DNS_QUERY_PROGRAM, MAP_DNS_STATS, MAP_DNS_TRUST,
     MAP_IFACE_ROLES, MAP_MATCH_STATS, MAP_NAMES, MAP_PASS_STATS, MAP_PREFIXES_V4, MAP_PREFIXES_V6,
-    MAP_RULE_SLOTS, MAPS, PASS_PROGRAM, PROGRAM, PROGRAM_OBJECT,
+    MAP_QUERY_STASH, MAP_RULE_SLOTS, MAPS, PASS_PROGRAM, PROGRAM, PROGRAM_OBJECT,
 };
 
 impl Datapath {
@@ -173,6 +173,7 @@ fn check_pinned(name: &str, path: &Path) -> Result<(), DatapathError> {
         MAP_DNS_QUERY_PROGRAM => (4, 4, 1),
         MAP_DNS_CONFIG => (4, 4, DNS_CONFIG_ENTRIES),
         MAP_DNS_BLOCKED => (4, size_of::<Counter>(), DNS_BLOCKED_COUNTERS),
+        MAP_QUERY_STASH => (4, size_of::<QueryStash>(), 1),
         _ => (4, size_of::<Counter>(), PASS_REASONS),
     };
     let found = (info.key_size(), info.value_size(), info.max_entries());

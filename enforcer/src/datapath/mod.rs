@@ -64,7 +64,9 @@ const MAP_NAMES: [&str; 2] = ["NAMES_0", "NAMES_1"];
 const MAP_DNS_QUERY_PROGRAM: &str = "DNS_QUERY_PROGRAM";
 const MAP_DNS_CONFIG: &str = "DNS_CONFIG";
 const MAP_DNS_BLOCKED: &str = "DNS_BLOCKED";
-pub const MAPS: [&str; 13] = [
+/// Pinned: an old main program and a new DNS program share it during an upgrade.
+const MAP_QUERY_STASH: &str = "QUERY_STASH";
+pub const MAPS: [&str; 14] = [
     MAP_PREFIXES_V4[0],
     MAP_PREFIXES_V4[1],
     MAP_PREFIXES_V6[0],
@@ -78,6 +80,7 @@ pub const MAPS: [&str; 13] = [
     MAP_DNS_QUERY_PROGRAM,
     MAP_DNS_CONFIG,
     MAP_DNS_BLOCKED,
+    MAP_QUERY_STASH,
 ];
 
 #[derive(Debug, thiserror::Error)]
