@@ -145,23 +145,10 @@ fn beats(new: &NameVerdict, old: &NameVerdict) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use enforcer_common::{ACTION_ALLOW, ACTION_DROP, ACTION_MONITOR};
 
     use super::*;
-    use crate::policy::{LoadOptions, parse_policy_str};
-
-    /// One policy of several rule files' texts.
-    fn policy(files: &[&str]) -> Policy {
-        let mut policy = Policy::default();
-        for text in files {
-            let one = parse_policy_str(Path::new("p.yaml"), text, &LoadOptions::default()).unwrap();
-            policy.platforms.extend(one.platforms);
-        }
-        policy.platforms.sort_by(|a, b| a.name.cmp(&b.name));
-        policy
-    }
+    use crate::policy::policy_of;
 
     fn side(names: &BTreeMap<NameKey, NameRule>, suffix: &str, wildcard: bool) -> NameVerdict {
         let rule = names.get(&name_key(suffix)).copied().unwrap_or_default();
@@ -179,7 +166,7 @@ mod tests {
 
     #[test]
     fn exact_and_wildcard_patterns_fill_their_side_of_one_key() {
-        let web = policy(&[
+        let web = policy_of(&[
             "platform: web\nmatch:\n  - domains: [teams.microsoft.com, \"*.teams.microsoft.com\"]\n    enforce: name\n",
         ]);
         let names = compile_names(&web).unwrap();
@@ -204,7 +191,7 @@ mod tests {
 
     #[test]
     fn only_entries_that_enforce_by_name_are_compiled() {
-        let names = compile_names(&policy(&[
+        let names = compile_names(&policy_of(&[
             "platform: p\nmatch:\n  - domains: [a.example]\n  - domains: [b.example]\n    enforce: name\n  \
              - domains: [c.example]\n    enforce: address\n  - prefixes: [198.18.0.0/16]\n",
         ]))
@@ -217,7 +204,7 @@ mod tests {
 
     #[test]
     fn allow_beats_drop_beats_monitor_then_name_order() {
-        let names = compile_names(&policy(&[
+        let names = compile_names(&policy_of(&[
             "platform: b-drop\nmatch:\n  - domains: [x.example, \"*.y.example\", z.example]\n",
             "platform: a-watch\naction: monitor\nmatch:\n  - domains: [x.example, z.example]\n",
             "platform: c-allow\naction: allow\nmatch:\n  - domains: [\"*.y.example\"]\n",
@@ -243,7 +230,7 @@ mod tests {
 
     #[test]
     fn assigned_platform_ids_are_used_and_ranks_follow_name_order() {
-        let mut p = policy(&[
+        let mut p = policy_of(&[
             "platform: a\nmatch:\n  - domains: [x.example]\n",
             "platform: b\nmatch:\n  - domains: [x.example]\n",
         ]);
@@ -259,7 +246,7 @@ mod tests {
 
     #[test]
     fn a_query_gets_the_best_action_then_the_most_labels_then_name_order() {
-        let p = policy(&[
+        let p = policy_of(&[
             "platform: a-watch\naction: monitor\nmatch:\n  - domains: [\"*.x.t.test\"]\n",
             "platform: b-web\nmatch:\n  - domains: [\"*.t.test\"]\n  \
              - domains: [\"*.deep.x.t.test\"]\n    enforce: name\n  \
@@ -322,7 +309,7 @@ mod tests {
             text.push_str(&format!("n{i}.example, "));
         }
         text.push_str("last.example]\n");
-        let err = compile_names(&policy(&[&text])).unwrap_err();
+        let err = compile_names(&policy_of(&[&text])).unwrap_err();
         assert_eq!(
             err.to_string(),
             format!(

@@ -102,6 +102,55 @@ impl Daemon {
         self.state.lock().ok()
     }
 
+    /// For unit tests: a daemon state enforcing the policy directory `dir/rules` in a fresh
+    /// directory named after `name`: platform `a` (198.18.1.0/24) in `a.yaml`, plus `files`;
+    /// `None` where the XDP program cannot be loaded (not root).
+    #[cfg(test)]
+    pub(crate) fn for_test(
+        name: &str,
+        files: &[(&str, &str)],
+    ) -> Option<(Self, std::path::PathBuf)> {
+        let datapath = crate::datapath::Datapath::load_for_test()?;
+        let dir = std::env::temp_dir().join(format!("enforcer-{name}-{}", std::process::id()));
+        let rules = dir.join("rules");
+        std::fs::create_dir_all(&rules).ok()?;
+        let a = (
+            "a.yaml",
+            "platform: a\nmatch:\n  - prefixes: [198.18.1.0/24]\n",
+        );
+        for (file, text) in std::iter::once(&a).chain(files) {
+            std::fs::write(rules.join(file), text).ok()?;
+        }
+        let policy = crate::policy::load_policy(
+            std::slice::from_ref(&rules),
+            &crate::policy::LoadOptions::default(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let settings = crate::resolve::BookSettings {
+            ttl_floor: Duration::from_secs(60),
+            ttl_ceiling: Duration::from_secs(3600),
+            grace: Duration::ZERO,
+        };
+        let parts = state::Parts::for_test(datapath, policy, settings, &dir);
+        let wake = Arc::clone(&parts.wake);
+        let (state, _) = State::new(parts).unwrap_or_else(|e| panic!("{e}"));
+        Some((Self::new(state, wake), dir))
+    }
+
+    /// For unit tests: the names of the platforms in force.
+    #[cfg(test)]
+    pub(crate) fn platform_names(&self) -> Vec<String> {
+        self.lock()
+            .map(|s| {
+                s.policy()
+                    .platforms
+                    .iter()
+                    .map(|p| p.name.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// The state if nobody holds it now (`None` also when poisoned).
     fn try_lock(&self) -> Option<MutexGuard<'_, State>> {
         self.state.try_lock().ok()

@@ -116,44 +116,18 @@ fn edit_managed(dir: &Path, options: &LoadOptions, edit: &Edit<'_>) -> Result<Ed
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::thread::JoinHandle;
     use std::time::{Duration, Instant};
 
-    use super::super::State;
-    use super::super::state::Parts;
     use super::*;
     use crate::control::{Request, Response, handlers};
-    use crate::datapath::Datapath;
-    use crate::resolve::BookSettings;
 
-    /// A daemon enforcing the policy directory `dir/rules` (platform `a` in `a.yaml`, and `b`
-    /// in `b.yaml`, a file padded with `padding` comment lines so that validating it takes a
-    /// while); None where the XDP program cannot be loaded (not root).
+    /// A daemon enforcing platform `a`, and `b` in `b.yaml`, a file padded with `padding`
+    /// comment lines so that validating it takes a while.
     fn daemon(name: &str, padding: usize) -> Option<(Daemon, PathBuf)> {
-        let datapath = Datapath::load_for_test()?;
-        let dir = std::env::temp_dir().join(format!("enforcer-{name}-{}", std::process::id()));
-        let rules = dir.join("rules");
-        std::fs::create_dir_all(&rules).unwrap();
-        std::fs::write(
-            rules.join("a.yaml"),
-            "platform: a\nmatch:\n  - prefixes: [198.18.1.0/24]\n",
-        )
-        .unwrap();
         let mut text = "# padding\n".repeat(padding);
         text.push_str("platform: b\nmatch:\n  - prefixes: [198.18.2.0/24]\n");
-        std::fs::write(rules.join("b.yaml"), text).unwrap();
-        let policy =
-            policy::load_policy(std::slice::from_ref(&rules), &LoadOptions::default()).unwrap();
-        let settings = BookSettings {
-            ttl_floor: Duration::from_secs(60),
-            ttl_ceiling: Duration::from_secs(3600),
-            grace: Duration::ZERO,
-        };
-        let parts = Parts::for_test(datapath, policy, settings, &dir);
-        let wake = Arc::clone(&parts.wake);
-        let (state, _) = State::new(parts).unwrap();
-        Some((Daemon::new(state, wake), dir))
+        Daemon::for_test(name, &[("b.yaml", &text)])
     }
 
     /// `rules add PLATFORM --prefix PREFIX` as the control socket runs it, on its own thread;
@@ -178,18 +152,6 @@ mod tests {
         })
     }
 
-    fn platforms(daemon: &Daemon) -> Vec<String> {
-        daemon
-            .with(|s| {
-                Ok(s.policy()
-                    .platforms
-                    .iter()
-                    .map(|p| p.name.clone())
-                    .collect())
-            })
-            .unwrap()
-    }
-
     /// While `rules add` validates a policy that takes long to check (a 20 MB file, mostly
     /// comments), `status` is still answered at once: the state is not held for the work.
     #[test]
@@ -210,7 +172,7 @@ mod tests {
         }
         let (response, took) = adding.join().unwrap();
         assert!(response.ok, "{:?}", response.errors);
-        assert_eq!(platforms(&daemon), ["a", "b", "c"]);
+        assert_eq!(daemon.platform_names(), ["a", "b", "c"]);
         eprintln!("rules add took {took:?}; {answered} status answers, the slowest in {longest:?}");
         assert!(
             took > Duration::from_secs(1),
@@ -241,7 +203,7 @@ mod tests {
         let (response, took) = adding.join().unwrap();
         assert!(response.ok, "{:?}", response.errors);
         assert!(took > Duration::from_secs(1), "too quick to tell: {took:?}");
-        assert_eq!(platforms(&daemon), ["a", "b", "c"]);
+        assert_eq!(daemon.platform_names(), ["a", "b", "c"]);
         let a = daemon
             .with(|s| Ok(s.policy().platforms[0].entries[0].prefixes.len()))
             .unwrap();

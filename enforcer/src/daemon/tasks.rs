@@ -240,57 +240,16 @@ pub async fn hold_heartbeat(daemon: Daemon) {
 #[cfg(test)]
 mod tests {
     use std::io::Write;
-    use std::path::{Path, PathBuf};
+    use std::path::Path;
 
-    use super::super::state::Parts;
     use super::*;
-    use crate::datapath::Datapath;
-    use crate::policy::{self, LoadOptions};
-    use crate::resolve::BookSettings;
-
-    /// A daemon state enforcing the policy directory `rules` (with one valid file) in a fresh
-    /// directory; None where the XDP program cannot be loaded (not root).
-    fn daemon(name: &str) -> Option<(Daemon, PathBuf)> {
-        let datapath = Datapath::load_for_test()?;
-        let dir = std::env::temp_dir().join(format!("enforcer-{name}-{}", std::process::id()));
-        let rules = dir.join("rules");
-        std::fs::create_dir_all(&rules).unwrap();
-        std::fs::write(
-            rules.join("a.yaml"),
-            "platform: a\nmatch:\n  - prefixes: [198.18.1.0/24]\n",
-        )
-        .unwrap();
-        let policy =
-            policy::load_policy(std::slice::from_ref(&rules), &LoadOptions::default()).unwrap();
-        let settings = BookSettings {
-            ttl_floor: Duration::from_secs(60),
-            ttl_ceiling: Duration::from_secs(3600),
-            grace: Duration::ZERO,
-        };
-        let parts = Parts::for_test(datapath, policy, settings, &dir);
-        let wake = Arc::clone(&parts.wake);
-        let (state, _) = State::new(parts).unwrap();
-        Some((Daemon::new(state, wake), dir))
-    }
-
-    fn platforms(daemon: &Daemon) -> Vec<String> {
-        daemon
-            .with(|s| {
-                Ok(s.policy()
-                    .platforms
-                    .iter()
-                    .map(|p| p.name.clone())
-                    .collect())
-            })
-            .unwrap()
-    }
 
     /// A rule file copied in slowly (six pieces, 60 ms apart: every partial file is an invalid
     /// or smaller policy) is applied once, whole: the watcher waits until the files stop
     /// changing.
     #[test]
     fn a_file_written_in_pieces_is_reloaded_once_whole() {
-        let Some((daemon, dir)) = daemon("watch") else {
+        let Some((daemon, dir)) = Daemon::for_test("watch", &[]) else {
             return;
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -312,7 +271,7 @@ mod tests {
 
         let reloads = daemon.with(|s| Ok(s.reloads())).unwrap();
         assert_eq!((reloads.ok, reloads.error), (1, 0), "{reloads:?}");
-        assert_eq!(platforms(&daemon), ["a", "b"]);
+        assert_eq!(daemon.platform_names(), ["a", "b"]);
         let prefixes = daemon.with(|s| Ok(s.compiled().v4.len())).unwrap();
         assert_eq!(prefixes, 3);
         watcher.abort();
@@ -325,7 +284,7 @@ mod tests {
     /// (status, metrics and DNS learning need it).
     #[test]
     fn a_slow_reload_does_not_hold_the_state() {
-        let Some((daemon, dir)) = daemon("slow-reload") else {
+        let Some((daemon, dir)) = Daemon::for_test("slow-reload", &[]) else {
             return;
         };
         let mut text = "# padding\n".repeat(2_000_000);
@@ -347,7 +306,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         let took = reloading.join().unwrap();
-        assert_eq!(platforms(&daemon), ["a", "b"]);
+        assert_eq!(daemon.platform_names(), ["a", "b"]);
         assert!(
             took > Duration::from_millis(300),
             "the reload was too quick to tell: {took:?}"
@@ -364,7 +323,7 @@ mod tests {
     /// unlearned instead of being lost), and succeeds at once when the state is free.
     #[test]
     fn a_busy_state_makes_a_held_answer_go_on_unlearned_in_time() {
-        let Some((daemon, dir)) = daemon("busy-state") else {
+        let Some((daemon, dir)) = Daemon::for_test("busy-state", &[]) else {
             return;
         };
         let payload = [0u8; 12];

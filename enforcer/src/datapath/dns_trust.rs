@@ -171,16 +171,8 @@ impl Datapath {
 
     /// What puts held frames back; usable without the datapath (it owns a copy of the program's
     /// descriptor).
-    pub fn reinjector(&self) -> Result<Reinjector, DatapathError> {
-        let program: &aya::programs::Xdp = self
-            .ebpf
-            .program(PASS_PROGRAM)
-            .ok_or(DatapathError::MissingProgram(PASS_PROGRAM))?
-            .try_into()
-            .map_err(|source| DatapathError::Program {
-                name: PASS_PROGRAM,
-                source,
-            })?;
+    pub fn reinjector(&mut self) -> Result<Reinjector, DatapathError> {
+        let program = self.xdp_mut(PASS_PROGRAM)?;
         let fd = program
             .fd()
             .map_err(|source| DatapathError::Program {

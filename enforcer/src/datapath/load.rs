@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 
 use aya::maps::{Array, LpmTrie, MapData, MapInfo, PerCpuArray, ProgramArray, RingBuf};
-use aya::programs::Xdp;
 use aya::{Ebpf, EbpfLoader};
 use enforcer_common::{
     Counter, DNS_BLOCKED_COUNTERS, DNS_CONFIG_ENTRIES, MATCH_COUNTERS, MAX_NAMES, NameRule,
@@ -60,12 +59,7 @@ impl Datapath {
 
     fn from_ebpf(mut ebpf: Ebpf) -> Result<Self, DatapathError> {
         for name in [PROGRAM, PASS_PROGRAM, DNS_PROGRAM] {
-            let program: &mut Xdp = ebpf
-                .program_mut(name)
-                .ok_or(DatapathError::MissingProgram(name))?
-                .try_into()
-                .map_err(|source| DatapathError::Program { name, source })?;
-            program
+            super::xdp_mut(&mut ebpf, name)?
                 .load()
                 .map_err(|source| DatapathError::Program { name, source })?;
         }
@@ -112,14 +106,7 @@ impl Datapath {
             ProgramArray::try_from(take(MAP_DNS_QUERY_PROGRAM)?)
                 .map_err(map_err(MAP_DNS_QUERY_PROGRAM))?;
         {
-            let dns: &Xdp = ebpf
-                .program(DNS_PROGRAM)
-                .ok_or(DatapathError::MissingProgram(DNS_PROGRAM))?
-                .try_into()
-                .map_err(|source| DatapathError::Program {
-                    name: DNS_PROGRAM,
-                    source,
-                })?;
+            let dns = super::xdp_mut(&mut ebpf, DNS_PROGRAM)?;
             let fd = dns.fd().map_err(|source| DatapathError::Program {
                 name: DNS_PROGRAM,
                 source,

@@ -166,14 +166,12 @@ impl Datapath {
     }
 
     pub fn program_mut(&mut self) -> Result<&mut Xdp, DatapathError> {
-        self.ebpf
-            .program_mut(PROGRAM)
-            .ok_or(DatapathError::MissingProgram(PROGRAM))?
-            .try_into()
-            .map_err(|source| DatapathError::Program {
-                name: PROGRAM,
-                source,
-            })
+        self.xdp_mut(PROGRAM)
+    }
+
+    /// One of the object's XDP programs (`PROGRAM`, `PASS_PROGRAM`, `DNS_PROGRAM`).
+    fn xdp_mut(&mut self, name: &'static str) -> Result<&mut Xdp, DatapathError> {
+        xdp_mut(&mut self.ebpf, name)
     }
 
     /// Runs one frame through the program once and returns its XDP action.
@@ -185,15 +183,7 @@ impl Datapath {
     /// namespace), for as long as this datapath lives: the peer of a veth needs an XDP program
     /// to receive frames sent back with XDP_TX (tests and labs).
     pub fn attach_pass(&mut self, interface: &str) -> Result<(), DatapathError> {
-        let xdp: &mut Xdp = self
-            .ebpf
-            .program_mut(PASS_PROGRAM)
-            .ok_or(DatapathError::MissingProgram(PASS_PROGRAM))?
-            .try_into()
-            .map_err(|source| DatapathError::Program {
-                name: PASS_PROGRAM,
-                source,
-            })?;
+        let xdp = self.xdp_mut(PASS_PROGRAM)?;
         xdp.attach(interface, aya::programs::xdp::XdpMode::Driver)
             .map_err(|source| DatapathError::Program {
                 name: PASS_PROGRAM,
@@ -231,15 +221,7 @@ impl Datapath {
         frame: &[u8],
         repeat: u32,
     ) -> Result<(u32, Duration), DatapathError> {
-        let xdp: &mut Xdp = self
-            .ebpf
-            .program_mut(program)
-            .ok_or(DatapathError::MissingProgram(program))?
-            .try_into()
-            .map_err(|source| DatapathError::Program {
-                name: program,
-                source,
-            })?;
+        let xdp = self.xdp_mut(program)?;
         let mut options = TestRunOptions::new();
         options.data_in = Some(frame);
         options.repeat = repeat;
@@ -251,4 +233,12 @@ impl Datapath {
             })?;
         Ok((result.return_value, result.duration))
     }
+}
+
+/// The XDP program `name` of `ebpf`.
+fn xdp_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, DatapathError> {
+    ebpf.program_mut(name)
+        .ok_or(DatapathError::MissingProgram(name))?
+        .try_into()
+        .map_err(|source| DatapathError::Program { name, source })
 }

@@ -72,21 +72,10 @@ pub fn render_dns_blocked(policy: &Policy, blocked: &BlockedCounts, out: &mut St
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use enforcer_common::{FAMILY_IPV4, FAMILY_IPV6};
 
     use super::*;
-    use crate::policy::{LoadOptions, parse_policy_str};
-
-    fn policy(files: &[&str]) -> Policy {
-        let mut policy = Policy::default();
-        for text in files {
-            let one = parse_policy_str(Path::new("p.yaml"), text, &LoadOptions::default()).unwrap();
-            policy.platforms.extend(one.platforms);
-        }
-        policy
-    }
+    use crate::policy::policy_of;
 
     fn lines(out: &str) -> Vec<&str> {
         out.lines().filter(|l| !l.starts_with('#')).collect()
@@ -94,7 +83,7 @@ mod tests {
 
     #[test]
     fn names_are_counted_per_platform_and_enforce_with_every_series_present() {
-        let policy = policy(&[
+        let policy = policy_of(&[
             "platform: meet\nmatch:\n  - domains: [meet.google.com]\n    enforce: name\n  \
              - domains: [a.turns.goog, b.turns.goog]\n  - domains: [\"*.c.example\"]\n    enforce: address\n",
             "platform: media\nmatch:\n  - prefixes: [198.18.0.0/16]\n",
@@ -105,19 +94,19 @@ mod tests {
         assert_eq!(
             lines(&out),
             [
-                "enforcer_names{platform=\"meet\",enforce=\"name\"} 1",
-                "enforcer_names{platform=\"meet\",enforce=\"address\"} 1",
-                "enforcer_names{platform=\"meet\",enforce=\"both\"} 2",
                 "enforcer_names{platform=\"media\",enforce=\"name\"} 0",
                 "enforcer_names{platform=\"media\",enforce=\"address\"} 0",
                 "enforcer_names{platform=\"media\",enforce=\"both\"} 0",
+                "enforcer_names{platform=\"meet\",enforce=\"name\"} 1",
+                "enforcer_names{platform=\"meet\",enforce=\"address\"} 1",
+                "enforcer_names{platform=\"meet\",enforce=\"both\"} 2",
             ]
         );
     }
 
     #[test]
     fn blocked_queries_are_rendered_per_platform_and_family_from_start_up() {
-        let mut policy = policy(&[
+        let mut policy = policy_of(&[
             "platform: a\nmatch:\n  - domains: [a.example]\n",
             "platform: b\nmatch:\n  - domains: [b.example]\n",
         ]);

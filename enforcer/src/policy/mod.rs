@@ -14,6 +14,24 @@ use std::fmt;
 use std::path::PathBuf;
 
 pub use load::{load_policy, load_policy_with_managed, parse_policy_str, read_managed};
+
+/// For unit tests: one policy of several rule files' texts (each a file `p.yaml`), platforms in
+/// name order as a directory load gives them.
+#[cfg(test)]
+pub fn policy_of(files: &[&str]) -> Policy {
+    let mut policy = Policy::default();
+    for text in files {
+        let one = parse_policy_str(
+            std::path::Path::new("p.yaml"),
+            text,
+            &LoadOptions::default(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        policy.platforms.extend(one.platforms);
+    }
+    policy.platforms.sort_by(|a, b| a.name.cmp(&b.name));
+    policy
+}
 pub use model::*;
 pub use sources::MANAGED_FILE;
 pub use values::{
