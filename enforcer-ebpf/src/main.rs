@@ -18,7 +18,8 @@
 //! - IPv6: at most eight extension headers are walked. A chain that is longer or truncated leaves
 //!   the upper-layer protocol unknown, so only entries for every protocol can match; such packets
 //!   are never let through a prefix banned on every port.
-//! - Destination match = egress, source match = ingress. Allow beats drop beats monitor, then the
+//! - Destination match = egress, source match = ingress. A packet arriving on an inside interface
+//!   is looked up by its destination only, one arriving outside by its source only. Allow beats drop beats monitor, then the
 //!   longest prefix, then platform name order, then egress.
 #![no_std]
 #![no_main]
@@ -37,8 +38,8 @@ use enforcer_common::{
     ACTION_DROP, Counter, DIRECTION_EGRESS, DIRECTION_INGRESS, DNS_BLOCKED_COUNTERS, FAMILIES,
     FAMILY_IPV4, FAMILY_IPV6, MATCH_COUNTERS, MAX_PREFIXES_V4, MAX_PREFIXES_V6, PASS_DNS_HELD,
     PASS_NO_MATCH, PASS_NOT_IP, PASS_REASONS, PASS_UNPARSED, PROTOCOL_ANY, PROTOCOL_UNKNOWN,
-    QueryStash, ROLE_OUTSIDE, RULE_SLOTS, RULES_PER_SLOT, RuleRef, RuleSlot, action_precedence,
-    match_counter_index,
+    QueryStash, ROLE_INSIDE, ROLE_OUTSIDE, RULE_SLOTS, RULES_PER_SLOT, RuleRef, RuleSlot,
+    action_precedence, match_counter_index,
 };
 
 use crate::names::NameOutcome;
@@ -124,10 +125,12 @@ pub fn enforcer(ctx: XdpContext) -> u32 {
         Parsed::Ip(packet) => {
             // One generation for every lookup, so a packet never mixes two policies.
             let generation = ACTIVE_GENERATION.get(0).copied().unwrap_or(0) & 1;
-            let verdict = decide(&packet.addresses, packet.protocol, packet.ports, generation);
+            // SAFETY: reading a field of the program's context.
+            let role = dns::role(unsafe { (*ctx.ctx).ingress_ifindex });
+            let verdict = decide(&packet, generation, role);
             let dropped = matches!(&verdict, Verdict::Match(w) if w.action == ACTION_DROP);
             // A query from a client side: the name table may answer it (see `names`).
-            if !dropped && names::is_candidate(&packet) && !arrived_outside(&ctx) {
+            if !dropped && names::is_candidate(&packet) && role != ROLE_OUTSIDE {
                 stash(&packet, verdict, generation);
                 // SAFETY: the tail call does not return when it succeeds; when the program is
                 // not there, this one carries on as if there were no name table.
@@ -184,13 +187,6 @@ pub fn enforcer_dns(ctx: XdpContext) -> u32 {
         verdict
     };
     finish(&ctx, verdict)
-}
-
-#[inline(always)]
-fn arrived_outside(ctx: &XdpContext) -> bool {
-    // SAFETY: reading a field of the program's context.
-    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
-    dns::role(ifindex) == ROLE_OUTSIDE
 }
 
 #[inline(always)]
@@ -323,8 +319,13 @@ fn finish(ctx: &XdpContext, verdict: Verdict) -> u32 {
     action
 }
 
+/// The verdict of the policy in force for a packet arriving on an interface of `role`: one
+/// arriving inside is looked up by its destination only (egress), one arriving outside by its
+/// source only (ingress): a flow through the gateway is matched by the remote end's address
+/// either way, with one lookup a packet. An interface of both roles looks up both.
 #[inline(always)]
-fn decide(addresses: &Addresses, protocol: u8, ports: Ports, generation: u32) -> Verdict {
+fn decide(packet: &Packet, generation: u32, role: u32) -> Verdict {
+    let (addresses, protocol, ports) = (&packet.addresses, packet.protocol, packet.ports);
     let (family, dst, src) = match addresses {
         Addresses::V4 { src, dst } => (
             FAMILY_IPV4,
@@ -345,8 +346,16 @@ fn decide(addresses: &Addresses, protocol: u8, ports: Ports, generation: u32) ->
             | any_port_actions << 24
             | port
     };
-    let egress = best_rule(dst.0, dst.1, query(ports.dst));
-    let ingress = best_rule(src.0, src.1, query(ports.src));
+    let egress = if role != ROLE_OUTSIDE {
+        best_rule(dst.0, dst.1, query(ports.dst))
+    } else {
+        0
+    };
+    let ingress = if role != ROLE_INSIDE {
+        best_rule(src.0, src.1, query(ports.src))
+    } else {
+        0
+    };
     // On a complete tie the destination (egress) match wins.
     let (score, direction) = if ingress > egress {
         (ingress, DIRECTION_INGRESS)

@@ -584,8 +584,8 @@ impl<'a> Matcher<'a> {
         let ParsedFrame::Ip(packet) = parse_frame(frame) else {
             return (self.decide(frame), None);
         };
-        let mut decision = self.decide_packet(&packet);
         let role = dns.role(ifindex);
+        let mut decision = self.decide_packet_on(&packet, role);
         // A query from a client side that the policy does not drop: the name table first.
         if decision.xdp_action() != XDP_DROP
             && is_query_candidate(&packet)
@@ -686,9 +686,10 @@ impl<'a> Matcher<'a> {
         let ParsedFrame::Ip(packet) = parse_frame(frame) else {
             return None;
         };
-        if self.decide_packet(&packet).xdp_action() == XDP_DROP
+        let role = dns.role(ifindex);
+        if self.decide_packet_on(&packet, role).xdp_action() == XDP_DROP
             || !is_query_candidate(&packet)
-            || dns.role(ifindex) == ROLE_OUTSIDE
+            || role == ROLE_OUTSIDE
         {
             return None;
         }
@@ -740,6 +741,13 @@ impl<'a> Matcher<'a> {
 
     /// The datapath's decision for a parsed IP packet.
     pub fn decide_packet(&self, packet: &Packet) -> Decision {
+        self.decide_packet_on(packet, ROLE_BOTH)
+    }
+
+    /// The datapath's decision for a parsed IP packet arriving on an interface of `role`: one
+    /// arriving inside is looked up by its destination only (egress), one arriving outside by
+    /// its source only (ingress), one on an interface of both roles by both.
+    pub fn decide_packet_on(&self, packet: &Packet, role: u32) -> Decision {
         let mut best: Option<Candidate> = None;
         for (p, platform, entry, net, _) in self.prefixes() {
             let sides = [
@@ -747,14 +755,19 @@ impl<'a> Matcher<'a> {
                     packet.dst,
                     DIRECTION_EGRESS,
                     packet.ports.map(|(_, dst)| dst),
+                    role != ROLE_OUTSIDE,
                 ),
                 (
                     packet.src,
                     DIRECTION_INGRESS,
                     packet.ports.map(|(src, _)| src),
+                    role != ROLE_INSIDE,
                 ),
             ];
-            for (addr, direction, port) in sides {
+            for (addr, direction, port, looked_up) in sides {
+                if !looked_up {
+                    continue;
+                }
                 if !net.contains(&addr) || !entry_accepts(entry, platform.action, packet, port) {
                     continue;
                 }

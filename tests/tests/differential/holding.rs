@@ -1,5 +1,6 @@
-//! DNS trust and holding against the reference's `decide_dns`, in a network namespace of the
-//! test's own with two interfaces (the program's test runs say which one a frame arrived on):
+//! DNS trust, holding and interface roles against the reference's `decide_dns`, in a network
+//! namespace of the test's own with two interfaces (the program's test runs say which one a
+//! frame arrived on; random frames too, so the roles' one-sided lookups are compared):
 //! random trust prefixes and interface roles; queries from clients to servers, trusted or not,
 //! arriving inside or outside; their answers (and altered ones: another id, port or client, the
 //! wrong interface) arriving anywhere; later fragments; frames at and around the size that can
@@ -253,6 +254,19 @@ fn dns_trust_and_holding_match_reference() {
         }
         let arriving = exchanges(&mut rng, &config, interfaces, EXCHANGES);
         let mut frames: Vec<Vec<u8>> = (0..RANDOM_FRAMES).map(|_| random_frame(&mut rng)).collect();
+        // Most on the two interfaces of this round's roles: an inside one looks up destinations
+        // only, an outside one sources only.
+        for frame in &frames {
+            match rng.random_range(0..3) {
+                0 => {}
+                1 => {
+                    model.arrivals.insert(frame.clone(), interfaces.0);
+                }
+                _ => {
+                    model.arrivals.insert(frame.clone(), interfaces.1);
+                }
+            }
+        }
         for (frame, ifindex) in arriving {
             model.arrivals.insert(frame.clone(), ifindex);
             frames.push(frame);
