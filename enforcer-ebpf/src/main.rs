@@ -19,8 +19,8 @@
 //!   the upper-layer protocol unknown, so only entries for every protocol can match; such packets
 //!   are never let through a prefix banned on every port.
 //! - Destination match = egress, source match = ingress. A packet arriving on an inside interface
-//!   is looked up by its destination only, one arriving outside by its source only. Allow beats drop beats monitor, then the
-//!   longest prefix, then platform name order, then egress.
+//!   is looked up by its destination only, one arriving outside by its source only. Allow beats
+//!   drop beats monitor, then the longest prefix, then platform name order, then egress.
 #![no_std]
 #![no_main]
 
