@@ -86,6 +86,21 @@ pub struct RuleRef {
     pub count: u32,
     pub prefix_lens: [u8; RULES_PER_SLOT],
     pub order: [u8; RULES_PER_SLOT],
+    /// The verdict itself (as `rule_score` gives it) when the best rule applies to every
+    /// protocol and port, so it wins for any packet: the program then skips the rule list. 0
+    /// when the rules must be tried.
+    pub direct: u64,
+}
+
+/// The score the XDP program's rule scan gives a matching rule, from the rule (its action,
+/// platform and platform order `rank`) and the length of the prefix it came from: action
+/// precedence, then prefix length, then platform order, above the platform id and the action.
+pub const fn rule_score(rule: &Rule, prefix_len: u8) -> u64 {
+    (action_precedence(rule.action) as u64 & 3) << 56
+        | (prefix_len as u64) << 48
+        | ((0xFFFF - rule.rank) as u64) << 32
+        | (rule.platform as u64) << 8
+        | rule.action as u64
 }
 
 /// One match condition of one platform entry. The user-space compiler gives each prefix the rules
@@ -424,7 +439,8 @@ const _: () = assert!(offset_of!(DnsEvent, frame) == DNS_EVENT_HEADER_BYTES);
 const _: () =
     assert!(DNS_CAPTURE_BYTES.is_power_of_two() && DNS_HOLD_MAX_FRAME <= DNS_CAPTURE_BYTES);
 
-const _: () = assert!(size_of::<RuleRef>() == 8 + 2 * RULES_PER_SLOT);
+const _: () = assert!(size_of::<RuleRef>() == 8 + 2 * RULES_PER_SLOT + 8);
+const _: () = assert!(offset_of!(RuleRef, direct) == 8 + 2 * RULES_PER_SLOT);
 const _: () = assert!(offset_of!(RuleRef, slot) == 0);
 const _: () = assert!(offset_of!(RuleRef, count) == 4);
 const _: () = assert!(offset_of!(RuleRef, prefix_lens) == 8);

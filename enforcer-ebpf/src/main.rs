@@ -444,6 +444,10 @@ pub extern "C" fn best_rule(addr_hi: u64, addr_lo: u64, query: u64) -> u64 {
     let Some(r) = found else {
         return 0;
     };
+    // Most prefixes: the verdict is in the trie's value (see `RuleRef::direct`).
+    if r.direct != 0 {
+        return r.direct;
+    }
     let Some(slot) = RULE_SLOTS_MAP.get(r.slot) else {
         return 0;
     };

@@ -6,7 +6,10 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use aya::maps::{LpmTrie, MapData, lpm_trie::Key};
-use enforcer_common::{NameKey, NameRule, RULE_SLOTS, RULES_PER_SLOT, Rule, RuleRef, RuleSlot};
+use enforcer_common::{
+    NameKey, NameRule, PROTOCOL_ANY, RULE_SLOTS, RULES_PER_SLOT, Rule, RuleRef, RuleSlot,
+    rule_score,
+};
 use ipnet::IpNet;
 
 use super::{
@@ -305,9 +308,19 @@ fn rule_ref(slot: u32, entry: &PrefixRules) -> RuleRef {
         count: u32::try_from(entry.rules.len()).unwrap_or(u32::MAX),
         prefix_lens: [0; RULES_PER_SLOT],
         order: [0; RULES_PER_SLOT],
+        direct: 0,
     };
     value.prefix_lens[..entry.prefix_lens.len()].copy_from_slice(&entry.prefix_lens);
     value.order[..entry.order.len()].copy_from_slice(&entry.order);
+    // The best rule for every protocol and port wins whatever the packet: its verdict goes in
+    // the trie's value, and the program need not read the rule list.
+    let best = entry.order.first().map(|&i| usize::from(i));
+    if let Some(i) = best
+        && let (Some(rule), Some(&len)) = (entry.rules.get(i), entry.prefix_lens.get(i))
+        && rule.protocol == PROTOCOL_ANY
+    {
+        value.direct = rule_score(rule, len);
+    }
     value
 }
 
