@@ -202,10 +202,24 @@ fn banned_names_are_answered_by_the_gateway_and_others_by_the_server() {
     let out = lab
         .control(&["rules", "add", "other", "--domain", "www.other.example"])
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(blocked(&ask(&lab, IpAddr::V4(SERVER_V4), "www.other.example", 1, false)));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(blocked(&ask(
+        &lab,
+        IpAddr::V4(SERVER_V4),
+        "www.other.example",
+        1,
+        false
+    )));
     let out = lab.control(&["rules", "remove", "other"]).unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Fail-static: the daemon killed, names stay blocked.
     lab.kill_daemon().unwrap();
