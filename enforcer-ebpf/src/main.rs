@@ -284,6 +284,13 @@ pub fn xdp_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// A program that drops everything: the floor the flood benchmark (tests/src/bin/bench_flood.rs)
+/// measures every way of dropping against.
+#[xdp]
+pub fn xdp_drop(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_DROP
+}
+
 /// The single exit: count the verdict and return its XDP action.
 #[inline(always)]
 fn finish(ctx: &XdpContext, verdict: Verdict) -> u32 {

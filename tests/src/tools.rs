@@ -62,6 +62,27 @@ pub const SYSTEMD_ANALYZE: Tool = Tool {
     package: "systemd",
 };
 
+pub const CAT: Tool = Tool {
+    program: "cat",
+    package: "coreutils",
+};
+pub const TRAFGEN: Tool = Tool {
+    program: "trafgen",
+    package: "netsniff-ng",
+};
+pub const IPSET: Tool = Tool {
+    program: "ipset",
+    package: "ipset",
+};
+pub const IPTABLES_LEGACY: Tool = Tool {
+    program: "iptables-legacy",
+    package: "iptables",
+};
+pub const IPTABLES_NFT: Tool = Tool {
+    program: "iptables-nft",
+    package: "iptables",
+};
+
 /// Every tool above.
 pub const ALL: &[Tool] = &[
     IP,
@@ -76,6 +97,11 @@ pub const ALL: &[Tool] = &[
     PROMTOOL,
     PROMETHEUS,
     SYSTEMD_ANALYZE,
+    CAT,
+    TRAFGEN,
+    IPSET,
+    IPTABLES_LEGACY,
+    IPTABLES_NFT,
 ];
 
 /// Where `tool` is: the first match on PATH, then /usr/sbin and /sbin (root's programs, often

@@ -1,4 +1,5 @@
-//! `cargo xtask bench`: setup, then the datapath benchmark (release, needs root for BPF).
+//! `cargo xtask bench`: setup, then the datapath benchmark, then the namespace benches and the
+//! head-to-head flood (release, needs root for BPF).
 
 use anyhow::Result;
 
@@ -25,6 +26,14 @@ pub fn run() -> Result<()> {
     step("bench: policy changes on a live gateway (target/release/bench_ops)");
     run_cmd(
         std::process::Command::new(release.join("bench_ops"))
+            .env("ENFORCER_BIN", release.join("enforcer")),
+    )?;
+    // Writes its section of BENCHMARKS.md and bench-flood.json at the repository root.
+    step("bench: head to head, CPU per dropped packet (target/release/bench_flood)");
+    run_cmd(
+        std::process::Command::new(release.join("bench_flood"))
+            .arg("--out")
+            .arg(crate::util::root())
             .env("ENFORCER_BIN", release.join("enforcer")),
     )
 }

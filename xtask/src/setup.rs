@@ -26,8 +26,18 @@ const PACKAGES: &[&str] = &[
     // veths, so that frames the gateway holds and puts back carry complete checksums, as frames
     // from a real wire do.
     "ethtool",
-    // `nft`: tests/tests/hostile_dns.rs (a forward rule that a held DNS response must still meet).
+    // `nft`: tests/tests/hostile_dns.rs (a forward rule that a held DNS response must still meet)
+    // and bench_flood (nftables netdev ingress with an interval set, head to head).
     "nftables",
+    // `cat`: bench_flood (reads a veth's threaded-NAPI switch inside a namespace's sysfs).
+    // Essential in Debian; listed to say who uses it.
+    "coreutils",
+    // `trafgen`: bench_flood (floods the gateway's veth with 64-byte UDP frames).
+    "netsniff-ng",
+    // `ipset`: bench_flood (the hash:net set that iptables matches against, head to head).
+    "ipset",
+    // `iptables-legacy`, `iptables-nft`: bench_flood (raw PREROUTING + ipset, both back ends).
+    "iptables",
     // `mount`/`umount`: tests/tests/atomic_switch.rs (a BPF filesystem of its own).
     "mount",
     // `setpriv`, `prlimit`: tests/tests/resources.rs and learn_namespace.rs (daemons with fewer

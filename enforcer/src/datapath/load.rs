@@ -12,10 +12,10 @@ use enforcer_common::{
 
 use super::dns_events::DnsEvents;
 use super::{
-    DNS_PROGRAM, Datapath, DatapathError, MAP_ACTIVE, MAP_DNS_BLOCKED, MAP_DNS_CONFIG,
-    MAP_DNS_EVENTS, MAP_DNS_HOLD, MAP_DNS_QUERY_PROGRAM, MAP_DNS_STATS, MAP_DNS_TRUST,
-    MAP_IFACE_ROLES, MAP_MATCH_STATS, MAP_NAMES, MAP_PASS_STATS, MAP_PREFIXES_V4, MAP_PREFIXES_V6,
-    MAP_QUERY_STASH, MAP_RULE_SLOTS, MAPS, PASS_PROGRAM, PROGRAM, PROGRAM_OBJECT,
+    DNS_PROGRAM, DROP_PROGRAM, Datapath, DatapathError, MAP_ACTIVE, MAP_DNS_BLOCKED,
+    MAP_DNS_CONFIG, MAP_DNS_EVENTS, MAP_DNS_HOLD, MAP_DNS_QUERY_PROGRAM, MAP_DNS_STATS,
+    MAP_DNS_TRUST, MAP_IFACE_ROLES, MAP_MATCH_STATS, MAP_NAMES, MAP_PASS_STATS, MAP_PREFIXES_V4,
+    MAP_PREFIXES_V6, MAP_QUERY_STASH, MAP_RULE_SLOTS, MAPS, PASS_PROGRAM, PROGRAM, PROGRAM_OBJECT,
 };
 
 impl Datapath {
@@ -58,7 +58,7 @@ impl Datapath {
     }
 
     fn from_ebpf(mut ebpf: Ebpf) -> Result<Self, DatapathError> {
-        for name in [PROGRAM, PASS_PROGRAM, DNS_PROGRAM] {
+        for name in [PROGRAM, PASS_PROGRAM, DROP_PROGRAM, DNS_PROGRAM] {
             super::xdp_mut(&mut ebpf, name)?
                 .load()
                 .map_err(|source| DatapathError::Program { name, source })?;

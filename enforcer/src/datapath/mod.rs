@@ -36,6 +36,8 @@ static PROGRAM_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR
 
 pub const PROGRAM: &str = "enforcer";
 pub const PASS_PROGRAM: &str = "xdp_pass";
+/// A program that drops everything: the floor of the flood benchmark.
+pub const DROP_PROGRAM: &str = "xdp_drop";
 /// The program the main one hands DNS queries to (name-level blocking), by tail call.
 pub const DNS_PROGRAM: &str = "enforcer_dns";
 /// The tries of generation 0 and 1 (see `ACTIVE_GENERATION`).
@@ -183,12 +185,19 @@ impl Datapath {
     /// namespace), for as long as this datapath lives: the peer of a veth needs an XDP program
     /// to receive frames sent back with XDP_TX (tests and labs).
     pub fn attach_pass(&mut self, interface: &str) -> Result<(), DatapathError> {
-        let xdp = self.xdp_mut(PASS_PROGRAM)?;
+        self.attach_program(PASS_PROGRAM, interface)
+    }
+
+    /// Attaches the loaded program `name` (`PASS_PROGRAM`, `DROP_PROGRAM`...) to `interface` (of
+    /// this thread's network namespace) in driver mode, for as long as this datapath lives.
+    pub fn attach_program(
+        &mut self,
+        name: &'static str,
+        interface: &str,
+    ) -> Result<(), DatapathError> {
+        let xdp = self.xdp_mut(name)?;
         xdp.attach(interface, aya::programs::xdp::XdpMode::Driver)
-            .map_err(|source| DatapathError::Program {
-                name: PASS_PROGRAM,
-                source,
-            })?;
+            .map_err(|source| DatapathError::Program { name, source })?;
         Ok(())
     }
 
