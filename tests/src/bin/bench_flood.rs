@@ -459,7 +459,9 @@ fn wait_with_usage(child: &Child) -> Result<(ExitStatus, Duration)> {
 /// NAPI checked off.
 fn round_lab(workload: &Workload) -> Result<(Lab, PathBuf)> {
     let mut lab = Lab::new()?;
-    lab.set_interfaces(&["g0"]);
+    // The flood arrives from the clients' side: the role a gateway gives that interface (the
+    // enforcer then looks up destinations only; the other configurations have no such notion).
+    lab.set_interfaces(&["g0:inside"]);
     let threaded = run_in(
         &lab,
         Side::Gateway,

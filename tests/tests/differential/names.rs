@@ -69,9 +69,26 @@ fn random_name(rng: &mut StdRng, labels: usize) -> String {
         .join(".")
 }
 
-/// Patterns of the platforms `ids` (those whose counters the probe reads).
+/// Patterns of the platforms `ids` (those whose counters the probe reads): at least one exact
+/// and one wildcard drop pattern, so that every round answers queries.
 fn random_patterns(rng: &mut StdRng, ids: &[u16]) -> Vec<NamePattern> {
-    (0..rng.random_range(1..12))
+    let mut patterns = Vec::new();
+    for wildcard in [false, true] {
+        let labels = rng.random_range(1..=3);
+        patterns.push(NamePattern {
+            suffix: random_name(rng, labels),
+            wildcard,
+            platform: *ids.choose(rng).unwrap_or(&0),
+            rank: rng.random_range(0..4),
+            action: ACTION_DROP,
+        });
+    }
+    patterns.extend(more_patterns(rng, ids));
+    patterns
+}
+
+fn more_patterns(rng: &mut StdRng, ids: &[u16]) -> Vec<NamePattern> {
+    (0..rng.random_range(0..10))
         .map(|_| NamePattern {
             suffix: {
                 let labels = rng.random_range(1..=3);
