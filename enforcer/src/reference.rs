@@ -11,7 +11,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use enforcer_common::{
     ACTION_DROP, DIRECTION_EGRESS, DIRECTION_INGRESS, DNS_CAPTURE_BYTES, DNS_EVENT_FRAGMENT,
-    DNS_EVENT_QUERY, DNS_EVENT_RESPONSE, DNS_HOLD_MAX_FRAME, DNS_PORT, FAMILY_IPV4, FAMILY_IPV6,
+    DNS_EVENT_QUERY, DNS_EVENT_RESPONSE, DNS_HOLD_MAX_FRAME, DNS_PORT, DNS_STAT_NOT_HELD,
+    DNS_STAT_UNSOLICITED, DNS_STAT_UNTRUSTED, DNS_STATS, FAMILY_IPV4, FAMILY_IPV6,
     MAX_PATTERN_LABELS, PASS_NO_MATCH, PASS_NOT_IP, PASS_UNPARSED, PROTOCOL_TCP, PROTOCOL_UDP,
     PROTOCOL_UNKNOWN, ROLE_BOTH, ROLE_INSIDE, ROLE_OUTSIDE, TRUST_CLIENT, TRUST_GATEWAY,
     TRUST_SERVER, action_precedence,
@@ -184,6 +185,9 @@ pub struct DnsModel {
     pub roles: std::collections::HashMap<u32, u32>,
     /// Outstanding queries by (family, server, client port, DNS id): who asked, and where.
     pub queries: std::collections::HashMap<(u8, IpAddr, u16, u16), (IpAddr, u32)>,
+    /// Responses passed without being held, by `DNS_STAT_*` (as the program counts them,
+    /// assuming its ring buffer has room).
+    pub stats: [u64; DNS_STATS as usize],
 }
 
 impl DnsModel {
@@ -653,23 +657,34 @@ impl<'a> Matcher<'a> {
             return (decision, None);
         }
         let dst_bits = dns.bits(packet.dst);
+        let passed = |dns: &mut DnsModel, stat: u32| {
+            dns.stats[stat as usize] += 1;
+            (decision, None)
+        };
         if role == ROLE_INSIDE
             || (dns.bits(packet.src) & TRUST_SERVER == 0 && dst_bits & TRUST_CLIENT == 0)
         {
-            return (decision, None);
+            return passed(dns, DNS_STAT_UNTRUSTED);
         }
         let Some(id) = id else {
-            return (decision, None);
+            return passed(dns, DNS_STAT_UNSOLICITED);
         };
         let key = (packet.family, packet.src, dst_port, id);
         let Some(&(client, query_if)) = dns.queries.get(&key) else {
-            return (decision, None);
+            return passed(dns, DNS_STAT_UNSOLICITED);
         };
-        if (client != packet.dst && dst_bits & TRUST_GATEWAY == 0) || query_if == ifindex {
-            return (decision, None);
+        if client != packet.dst && dst_bits & TRUST_GATEWAY == 0 {
+            return passed(dns, DNS_STAT_UNSOLICITED);
+        }
+        // An answer forged on the client's link arrives where its query came in.
+        if query_if == ifindex {
+            return passed(dns, DNS_STAT_UNTRUSTED);
         }
         dns.queries.remove(&key);
         let held = dns.holding && frame.len() <= DNS_HOLD_MAX_FRAME;
+        if !held {
+            dns.stats[DNS_STAT_NOT_HELD as usize] += 1;
+        }
         let copied = copy(DNS_EVENT_RESPONSE, payload, held, Some((client, query_if)));
         (if held { Decision::Held } else { decision }, Some(copied))
     }

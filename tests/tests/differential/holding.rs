@@ -281,8 +281,21 @@ fn dns_trust_and_holding_match_reference() {
                 copies[usize::from(copy.kind).min(2)] += 1;
             }
         }
+        let stats_before = datapath.dns_stats().unwrap();
         let comparison = check_frames(&mut datapath, &mut probe, &model, &frames);
         queries = std::mem::take(&mut model.dns.borrow_mut().queries);
+        // The program's counts of answers it passed (untrusted, unsolicited, not held).
+        let stats_after = datapath.dns_stats().unwrap();
+        let counted: Vec<u64> = stats_after
+            .iter()
+            .zip(&stats_before)
+            .map(|(a, b)| a - b)
+            .collect();
+        assert_eq!(
+            counted,
+            model.dns.borrow().stats.to_vec(),
+            "seed {seed}, round {round}: untrusted, unsolicited, not held"
+        );
         for decision in &comparison.decisions {
             coverage.add(*decision);
         }
