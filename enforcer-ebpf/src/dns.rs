@@ -82,8 +82,27 @@ fn holding() -> bool {
     now() < DNS_HOLD.get(DNS_HOLD_DEADLINE).copied().unwrap_or(0)
 }
 
+/// The interface a frame arrived on and its role, read once per frame.
+#[derive(Clone, Copy)]
+pub struct Arrival {
+    pub ifindex: u32,
+    pub role: u32,
+}
+
+impl Arrival {
+    #[inline(always)]
+    pub fn of(ctx: &XdpContext) -> Self {
+        // SAFETY: reading a field of the program's context.
+        let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+        Self {
+            ifindex,
+            role: role(ifindex),
+        }
+    }
+}
+
 #[inline(always)]
-pub fn role(ifindex: u32) -> u32 {
+fn role(ifindex: u32) -> u32 {
     // SAFETY: a plain read of a u32 value.
     unsafe { IFACE_ROLES.get(ifindex) }
         .copied()
@@ -116,15 +135,14 @@ pub fn addresses(packet: &Packet) -> (u8, [u8; 16], [u8; 16]) {
     }
 }
 
-/// Handles a UDP packet the policy does not drop; returns whether the frame is held.
+/// Handles a UDP packet the policy does not drop, which arrived on `arrival` (see [`Arrival`]);
+/// returns whether the frame is held.
 #[inline(always)]
-pub fn handle(ctx: &XdpContext, packet: &Packet) -> bool {
+pub fn handle(ctx: &XdpContext, packet: &Packet, arrival: Arrival) -> bool {
     if packet.protocol != PROTOCOL_UDP {
         return false;
     }
-    // SAFETY: reading a field of the program's context.
-    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
-    let role = role(ifindex);
+    let Arrival { ifindex, role } = arrival;
     let (family, src, dst) = addresses(packet);
     let ports = packet.ports;
     if !ports.known {
@@ -152,6 +170,19 @@ pub fn handle(ctx: &XdpContext, packet: &Packet) -> bool {
     response(ctx, packet, family, src, dst, ifindex, role)
 }
 
+/// The key a query is remembered by, and its answer found by: the server, the client's port,
+/// the DNS id.
+#[inline(always)]
+fn query_key(family: u8, server: [u8; 16], client_port: u16, id: u16) -> DnsQueryKey {
+    DnsQueryKey {
+        server,
+        client_port,
+        id,
+        family,
+        _pad: [0; 3],
+    }
+}
+
 /// The DNS id of the message after the UDP header at `l4`, when the frame holds it.
 #[inline(always)]
 fn dns_id(ctx: &XdpContext, l4: usize) -> Option<u16> {
@@ -177,13 +208,7 @@ fn query(
     let Some(id) = dns_id(ctx, packet.ports.l4) else {
         return;
     };
-    let key = DnsQueryKey {
-        server: dst,
-        client_port: packet.ports.src,
-        id,
-        family,
-        _pad: [0; 3],
-    };
+    let key = query_key(family, dst, packet.ports.src, id);
     let seen = DnsQuerySeen {
         client: src,
         at_ns: now(),
@@ -216,13 +241,7 @@ fn response(
         count(DNS_STAT_UNSOLICITED);
         return false;
     };
-    let key = DnsQueryKey {
-        server: src,
-        client_port: packet.ports.dst,
-        id,
-        family,
-        _pad: [0; 3],
-    };
+    let key = query_key(family, src, packet.ports.dst, id);
     // SAFETY: the value is copied out at once.
     let Some(seen) = (unsafe { DNS_QUERIES.get(key) }).copied() else {
         count(DNS_STAT_UNSOLICITED);

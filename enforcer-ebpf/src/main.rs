@@ -125,12 +125,11 @@ pub fn enforcer(ctx: XdpContext) -> u32 {
         Parsed::Ip(packet) => {
             // One generation for every lookup, so a packet never mixes two policies.
             let generation = ACTIVE_GENERATION.get(0).copied().unwrap_or(0) & 1;
-            // SAFETY: reading a field of the program's context.
-            let role = dns::role(unsafe { (*ctx.ctx).ingress_ifindex });
-            let verdict = decide(&packet, generation, role);
+            let arrival = dns::Arrival::of(&ctx);
+            let verdict = decide(&packet, generation, arrival.role);
             let dropped = matches!(&verdict, Verdict::Match(w) if w.action == ACTION_DROP);
             // A query from a client side: the name table may answer it (see `names`).
-            if !dropped && names::is_candidate(&packet) && role != ROLE_OUTSIDE {
+            if !dropped && names::is_candidate(&packet) && arrival.role != ROLE_OUTSIDE {
                 stash(&packet, verdict, generation);
                 // SAFETY: the tail call does not return when it succeeds; when the program is
                 // not there, this one carries on as if there were no name table.
@@ -138,7 +137,7 @@ pub fn enforcer(ctx: XdpContext) -> u32 {
             }
             // DNS that is not dropped may teach user space banned names' addresses; a believed
             // response is held until that is done (see `dns`).
-            if !dropped && dns::handle(&ctx, &packet) {
+            if !dropped && dns::handle(&ctx, &packet, arrival) {
                 Verdict::Held
             } else {
                 verdict
@@ -181,7 +180,7 @@ pub fn enforcer_dns(ctx: XdpContext) -> u32 {
     if matches!(verdict, Verdict::NameBlocked { .. }) {
         return finish(&ctx, verdict);
     }
-    let verdict = if dns::handle(&ctx, &packet) {
+    let verdict = if dns::handle(&ctx, &packet, dns::Arrival::of(&ctx)) {
         Verdict::Held
     } else {
         verdict

@@ -18,12 +18,12 @@ pub fn obj_get(path: &Path) -> io::Result<OwnedFd> {
     }
     let c_path = CString::new(path.as_os_str().as_bytes())
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let attr = Attr {
+    let mut attr = Attr {
         pathname: c_path.as_ptr() as u64,
         bpf_fd: 0,
         file_flags: 0,
     };
-    let fd = RawFd::try_from(bpf_syscall(BPF_OBJ_GET, &attr)?)
+    let fd = RawFd::try_from(bpf_syscall(BPF_OBJ_GET, &mut attr)?)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     // SAFETY: the kernel returned a new file descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
@@ -39,15 +39,18 @@ pub fn link_detach(link: RawFd) -> io::Result<()> {
     }
     let link_fd =
         u32::try_from(link).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    bpf_syscall(BPF_LINK_DETACH, &Attr { link_fd }).map(|_| ())
+    bpf_syscall(BPF_LINK_DETACH, &mut Attr { link_fd }).map(|_| ())
 }
 
-fn bpf_syscall<T>(command: libc::c_long, attr: &T) -> io::Result<libc::c_long> {
+/// One bpf(2) command; the kernel reads `attr` and, for some commands (BPF_PROG_TEST_RUN),
+/// writes results back into it.
+fn bpf_syscall<T>(command: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
     let size = libc::c_uint::try_from(size_of::<T>())
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    // SAFETY: `attr` is a repr(C) prefix of `union bpf_attr` for `command`, valid for the call;
-    // the kernel reads `size` bytes of it.
-    let rc = unsafe { libc::syscall(libc::SYS_bpf, command, attr as *const T, size) };
+    // SAFETY: `attr` is a repr(C) prefix of `union bpf_attr` for `command`, valid and writable
+    // for the call; pointers inside it point at buffers that outlive the call. The kernel reads
+    // (and may write) `size` bytes of it.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, command, attr as *mut T, size) };
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -119,19 +122,6 @@ pub fn xdp_run(prog: BorrowedFd<'_>, frame: &[u8], ifindex: u32, live: bool) -> 
         batch_size: 0,
         _pad: 0,
     };
-    bpf_syscall_mut(BPF_PROG_TEST_RUN, &mut attr)?;
+    bpf_syscall(BPF_PROG_TEST_RUN, &mut attr)?;
     Ok(attr.retval)
-}
-
-fn bpf_syscall_mut<T>(command: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
-    let size = libc::c_uint::try_from(size_of::<T>())
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    // SAFETY: `attr` is a repr(C) prefix of `union bpf_attr` for `command`, valid and writable
-    // for the call (the kernel writes results into it); pointers inside it point at buffers
-    // that outlive the call.
-    let rc = unsafe { libc::syscall(libc::SYS_bpf, command, attr as *mut T, size) };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(rc)
 }
