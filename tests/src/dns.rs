@@ -154,6 +154,18 @@ impl Dnsmasq {
         Self::start_at(None, &[IpAddr::V4(Ipv4Addr::LOCALHOST)], None, zone)
     }
 
+    /// Starts dnsmasq for `zone` as the lab's DNS server beyond the gateway: in the server
+    /// namespace, on port 53 of both server addresses.
+    pub fn on_lab_server(lab: &crate::lab::Lab, zone: &Zone) -> Result<Self> {
+        use crate::lab::{SERVER_V4, SERVER_V6, Side};
+        Self::start_in(
+            &lab.netns_path(Side::Server),
+            &[IpAddr::V4(SERVER_V4), IpAddr::V6(SERVER_V6)],
+            Some(53),
+            zone,
+        )
+    }
+
     /// Starts dnsmasq for `zone` in the network namespace at `netns` (a lab's), listening on
     /// `listen` at `port` (a free one when `None`), and waits until it answers.
     pub fn start_in(

@@ -6,7 +6,6 @@
 //! escape. Needs root, nft, dnsmasq and a built daemon.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
-use std::process::Command;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,7 +16,6 @@ use hickory_proto::rr::rdata::{A, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use tests::dns::{Dnsmasq, Zone, client_lookup};
 use tests::lab::{CLIENT_V4, Connect, INTERNET_V4, Lab, Metrics, SERVER_V4, Side};
-use tests::tools;
 
 const POLICY: &str =
     "platform: media\nmatch:\n  - domains: [\"*.media.example\"]\n    enforce: address\n";
@@ -59,34 +57,7 @@ fn dnsmasq(lab: &Lab, hosts: &str) -> Dnsmasq {
         .local("example")
         .local_ttl(300)
         .hosts_file(hosts.to_owned());
-    Dnsmasq::start_in(
-        &lab.netns_path(Side::Server),
-        &[IpAddr::V4(SERVER_V4)],
-        Some(53),
-        &zone,
-    )
-    .unwrap()
-}
-
-fn nft(lab: &Lab, script: &str) {
-    let nft = tools::require(tools::NFT);
-    let status = Command::new("ip")
-        .args(["netns", "exec", &lab.netns(Side::Gateway)])
-        .arg(&nft)
-        .args(["-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            use std::io::Write as _;
-            child
-                .stdin
-                .take()
-                .map(|mut s| s.write_all(script.as_bytes()))
-                .transpose()?;
-            child.wait()
-        })
-        .unwrap();
-    assert!(status.success(), "nft -f: {script}");
+    Dnsmasq::on_lab_server(lab, &zone).unwrap()
 }
 
 /// A held response is put back into the gateway's receive path, so the operator's forward
@@ -103,13 +74,11 @@ fn a_held_response_still_meets_the_forward_rules() {
     );
     let rules = lab.write_policy(&[("media.yaml", POLICY)]).unwrap();
     lab.start_daemon(&rules).unwrap();
-    nft(
-        &lab,
-        &format!(
-            "table inet hostile {{ chain forward {{ type filter hook forward priority 0; \
-             ip saddr {SERVER_V4} udp sport 53 ip daddr {CLIENT_V4} drop; }}; }}\n"
-        ),
-    );
+    lab.nft(&format!(
+        "table inet hostile {{ chain forward {{ type filter hook forward priority 0; \
+         ip saddr {SERVER_V4} udp sport 53 ip daddr {CLIENT_V4} drop; }}; }}\n"
+    ))
+    .unwrap();
     let before = lab.metrics().unwrap();
     let answer = client_lookup(&lab, SERVER_V4.into(), "a1.media.example", RecordType::A);
     assert_eq!(answer, None, "the answer got past the forward drop rule");
@@ -120,7 +89,7 @@ fn a_held_response_still_meets_the_forward_rules() {
     );
     assert_eq!(learned(&m), 1.0, "the held response was not learned");
     // The control: without the rule the answer arrives.
-    nft(&lab, "delete table inet hostile\n");
+    lab.nft("delete table inet hostile\n").unwrap();
     let answer = client_lookup(&lab, SERVER_V4.into(), "a2.media.example", RecordType::A);
     assert_eq!(answer, Some(IpAddr::V4(second)));
     lab.stop_daemon().unwrap();

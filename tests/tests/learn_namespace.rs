@@ -28,13 +28,7 @@ fn dns_server(lab: &Lab, hosts: &str) -> Dnsmasq {
         .local("example")
         .local_ttl(2)
         .hosts_file(hosts.to_owned());
-    Dnsmasq::start_in(
-        &lab.netns_path(Side::Server),
-        &[IpAddr::V4(SERVER_V4), IpAddr::V6(SERVER_V6)],
-        Some(53),
-        &zone,
-    )
-    .unwrap()
+    Dnsmasq::on_lab_server(lab, &zone).unwrap()
 }
 
 fn query(id: u16, name: &str) -> Vec<u8> {

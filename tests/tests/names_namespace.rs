@@ -103,13 +103,7 @@ fn lab_with_dnsmasq() -> (Lab, Dnsmasq) {
     let zone = Zone::new().hosts_file(format!(
         "{meet} meet.example.com\n{zoom} www.zoom.example\n{support} support.zoom.example\n{other} www.other.example\n"
     ));
-    let dns = Dnsmasq::start_in(
-        &lab.netns_path(Side::Server),
-        &[IpAddr::V4(SERVER_V4), IpAddr::V6(SERVER_V6)],
-        Some(53),
-        &zone,
-    )
-    .unwrap();
+    let dns = Dnsmasq::on_lab_server(&lab, &zone).unwrap();
     (lab, dns)
 }
 

@@ -5,13 +5,11 @@
 //! Needs root, nft, dnsmasq and a built daemon.
 
 use std::net::{IpAddr, SocketAddr};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use hickory_proto::rr::RecordType;
 use tests::dns::{Dnsmasq, Zone, client_lookup};
-use tests::lab::{Connect, INTERNET_V4, Lab, SERVER_V4, Side};
-use tests::tools;
+use tests::lab::{Connect, INTERNET_V4, Lab, SERVER_V4};
 
 #[test]
 fn an_answer_to_a_masqueraded_client_is_held_learned_and_de_natted() {
@@ -25,13 +23,7 @@ fn an_answer_to_a_masqueraded_client_is_held_learned_and_de_natted() {
     let zone = Zone::new()
         .local("example")
         .hosts_file(format!("{banned} x1.media.example\n"));
-    let _dns = Dnsmasq::start_in(
-        &lab.netns_path(Side::Server),
-        &[IpAddr::V4(SERVER_V4)],
-        Some(53),
-        &zone,
-    )
-    .unwrap();
+    let _dns = Dnsmasq::on_lab_server(&lab, &zone).unwrap();
     let rules = lab
         .write_policy(&[(
             "media.yaml",
@@ -39,28 +31,11 @@ fn an_answer_to_a_masqueraded_client_is_held_learned_and_de_natted() {
         )])
         .unwrap();
     // The gateway hides its clients behind its outside address.
-    let mut nft = Command::new("ip")
-        .args(["netns", "exec", &lab.netns(Side::Gateway)])
-        .arg(tools::require(tools::NFT))
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write as _;
-        nft.stdin
-            .take()
-            .unwrap()
-            .write_all(
-                b"table ip nat { chain post { type nat hook postrouting priority 100; \
-                  oifname \"g1\" masquerade; }; }\n",
-            )
-            .unwrap();
-    }
-    assert!(
-        nft.wait().unwrap().success(),
-        "installing the masquerade rule"
-    );
+    lab.nft(
+        "table ip nat { chain post { type nat hook postrouting priority 100; \
+         oifname \"g1\" masquerade; }; }\n",
+    )
+    .unwrap();
     lab.start_daemon(&rules).unwrap();
     let held = |lab: &Lab| {
         lab.metrics()

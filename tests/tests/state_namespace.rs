@@ -31,13 +31,7 @@ fn an_address_learned_just_before_sigkill_stays_blocked_after_the_restart() {
         .local("example")
         .local_ttl(300)
         .hosts_file(format!("{learned} k1.media.example\n"));
-    let _dns = Dnsmasq::start_in(
-        &lab.netns_path(Side::Server),
-        &[IpAddr::V4(SERVER_V4)],
-        Some(53),
-        &zone,
-    )
-    .unwrap();
+    let _dns = Dnsmasq::on_lab_server(&lab, &zone).unwrap();
     let rules = lab
         .write_policy(&[(
             "media.yaml",

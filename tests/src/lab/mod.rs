@@ -289,6 +289,34 @@ impl Lab {
         Ok(())
     }
 
+    /// Loads an nftables `script` (`nft -f -`) on the gateway.
+    pub fn nft(&self, script: &str) -> Result<()> {
+        use std::io::Write as _;
+        let nft = crate::tools::path(crate::tools::NFT)?;
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.netns(Side::Gateway)])
+            .arg(&nft)
+            .args(["-f", "-"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("running nft")?;
+        child
+            .stdin
+            .take()
+            .context("nft's standard input")?
+            .write_all(script.as_bytes())?;
+        let output = child.wait_with_output()?;
+        if !output.status.success() {
+            bail!(
+                "nft -f failed ({}) on {script:?}: {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
     /// Writes `/proc/sys/<key>` inside the namespace of `side`.
     pub fn sysctl(&self, side: Side, key: &str, value: &str) -> Result<()> {
         let path = Path::new("/proc/sys").join(key);
