@@ -11,9 +11,60 @@ pub const RULES_PER_SLOT: usize = 32;
 /// Number of rule slots. Each distinct rule list uses one; a policy change writes its new lists into
 /// slots no prefix points at, so the table holds two policies' worth of lists at once.
 pub const RULE_SLOTS: u32 = 4096;
-/// Capacity of each family's prefix trie.
-pub const MAX_PREFIXES_V4: u32 = 262_144;
-pub const MAX_PREFIXES_V6: u32 = 262_144;
+/// Most prefixes of each family one policy may hold (both generations fit at once).
+pub const MAX_PREFIXES_V4: u32 = 1 << 20;
+pub const MAX_PREFIXES_V6: u32 = 1 << 20;
+
+// The lookup table (see the maps `LOOKUP_*` in the XDP program, built by the daemon's
+// `datapath::table`). A family's address is reduced to a 64-bit key (IPv4: the address in the
+// top 32 bits; IPv6: its top 64 bits); the key's top 16 bits select an index entry, which either
+// holds the leaf for its whole block or points at a sorted run of ranges over the other 48 bits.
+
+/// Index entries per (generation, family): one per value of the key's top 16 bits.
+pub const INDEX_BLOCKS: u32 = 1 << 16;
+/// Index entries in all: generations x families x blocks, at `(generation * 2 + family) *
+/// INDEX_BLOCKS + block`.
+pub const INDEX_ENTRIES: u32 = 2 * FAMILIES * INDEX_BLOCKS;
+/// Bits of an index entry holding its run's length; 0 means the entry is a leaf itself (in its
+/// low 16 bits), for a block that one leaf covers whole.
+pub const INDEX_COUNT_SHIFT: u32 = 32;
+pub const INDEX_COUNT_MASK: u64 = 0xFF_FFFF;
+/// Ranges of one generation (both families): two boundaries a prefix at most, plus one a block.
+pub const RANGES_PER_GENERATION: u32 = 2 * (MAX_PREFIXES_V4 + MAX_PREFIXES_V6) + FAMILIES * INDEX_BLOCKS;
+/// Range entries in all; generation g uses `[g * RANGES_PER_GENERATION, ..)`. Each entry is the
+/// range's first key (its low 48 bits) above a 16-bit leaf: `start << 16 | leaf`.
+pub const RANGE_ENTRIES: u32 = 2 * RANGES_PER_GENERATION;
+/// Steps of the binary search over one block's ranges: enough for a whole generation's.
+pub const RANGE_SEARCH_STEPS: u32 = 23;
+const _: () = assert!(1u64 << RANGE_SEARCH_STEPS >= RANGES_PER_GENERATION as u64);
+/// A leaf (16 bits in ranges and index entries): an index into `LOOKUP_LEAVES` of its
+/// generation (0: no rule) and two flags that send the lookup to a table of exact entries first.
+pub const LEAF_ID_MASK: u16 = 0x3FFF;
+/// Some address in the range has an entry in `LEARNED_HOSTS` (learned since the last build).
+pub const LEAF_HOSTS: u16 = 0x8000;
+/// Some IPv6 address in the range is under a prefix longer than /64 (in `LONG_PREFIXES_V6`).
+pub const LEAF_LONG: u16 = 0x4000;
+/// Leaves of one generation, including the empty leaf 0.
+pub const LEAVES_PER_GENERATION: u32 = LEAF_ID_MASK as u32 + 1;
+/// Leaf entries in all; generation g uses `[g * LEAVES_PER_GENERATION, ..)`.
+pub const LEAF_ENTRIES: u32 = 2 * LEAVES_PER_GENERATION;
+/// IPv6 prefixes longer than /64 one policy may hold (they live in a kernel LPM trie).
+pub const MAX_LONG_PREFIXES_V6: u32 = 1 << 16;
+/// Hosts learned from DNS between two builds of the table (both generations).
+pub const MAX_LEARNED_HOSTS: u32 = 1 << 17;
+
+/// Key of `LEARNED_HOSTS`: the generation and family (`generation * 2 + family`) and the
+/// address (IPv4 in the first four bytes, the rest zero).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HostKey {
+    pub tag: u32,
+    pub address: [u8; 16],
+}
+
+/// Key data of `LONG_PREFIXES_V6` (after the LPM prefix length, which counts these 8 bits too):
+/// the generation, then the address.
+pub type LongKey = [u8; 17];
 /// Platform ids are 1..MAX_PLATFORMS; 0 is never a platform.
 pub const MAX_PLATFORMS: u32 = 1024;
 
@@ -440,6 +491,9 @@ const _: () =
     assert!(DNS_CAPTURE_BYTES.is_power_of_two() && DNS_HOLD_MAX_FRAME <= DNS_CAPTURE_BYTES);
 
 const _: () = assert!(size_of::<RuleRef>() == 8 + 2 * RULES_PER_SLOT + 8);
+const _: () = assert!(size_of::<HostKey>() == 20);
+const _: () = assert!(offset_of!(HostKey, tag) == 0);
+const _: () = assert!(offset_of!(HostKey, address) == 4);
 const _: () = assert!(offset_of!(RuleRef, direct) == 8 + 2 * RULES_PER_SLOT);
 const _: () = assert!(offset_of!(RuleRef, slot) == 0);
 const _: () = assert!(offset_of!(RuleRef, count) == 4);
@@ -486,6 +540,8 @@ mod pod {
     // checks above hold both sides to that layout.
     // SAFETY: see above.
     unsafe impl aya::Pod for super::RuleRef {}
+    // SAFETY: repr(C), integers and bytes only, no padding.
+    unsafe impl aya::Pod for super::HostKey {}
     // SAFETY: see above.
     unsafe impl aya::Pod for super::Rule {}
     // SAFETY: see above.

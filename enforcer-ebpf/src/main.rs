@@ -1,4 +1,4 @@
-//! The XDP datapath: parse each frame, look its addresses up in the policy tries, apply the
+//! The XDP datapath: parse each frame, look its addresses up in the policy table, apply the
 //! winning rule, and count the verdict.
 //!
 //! Semantics (the reference matcher in `enforcer::reference` decides exactly the same):
@@ -25,49 +25,33 @@
 #![no_main]
 
 mod dns;
+mod lookup;
 mod names;
 mod parse;
 
 use aya_ebpf::{
     bindings::xdp_action,
     macros::{map, xdp},
-    maps::{Array, LpmTrie, PerCpuArray, ProgramArray, lpm_trie::Key},
+    maps::{Array, PerCpuArray, ProgramArray},
     programs::XdpContext,
 };
 use enforcer_common::{
     ACTION_DROP, Counter, DIRECTION_EGRESS, DIRECTION_INGRESS, DNS_BLOCKED_COUNTERS, FAMILIES,
-    FAMILY_IPV4, FAMILY_IPV6, MATCH_COUNTERS, MAX_PREFIXES_V4, MAX_PREFIXES_V6, PASS_DNS_HELD,
+    FAMILY_IPV4, FAMILY_IPV6, MATCH_COUNTERS, PASS_DNS_HELD,
     PASS_NO_MATCH, PASS_NOT_IP, PASS_REASONS, PASS_UNPARSED, PROTOCOL_ANY, PROTOCOL_UNKNOWN,
-    QueryStash, ROLE_INSIDE, ROLE_OUTSIDE, RULE_SLOTS, RULES_PER_SLOT, RuleRef, RuleSlot,
+    QueryStash, ROLE_INSIDE, ROLE_OUTSIDE, RULE_SLOTS, RULES_PER_SLOT, RuleSlot,
     action_precedence, match_counter_index,
 };
 
 use crate::names::NameOutcome;
 use crate::parse::{Addresses, Packet, Parsed, Ports};
 
-/// IPv4 prefixes of the policy, generation 0; the value names the rule slot that applies to
-/// addresses under the prefix (its own rules plus those of every enclosing prefix).
-#[map]
-static PREFIXES_V4_0: LpmTrie<[u8; 4], RuleRef> = LpmTrie::with_max_entries(MAX_PREFIXES_V4, 0);
-
-/// IPv4 prefixes, generation 1: a new policy is built here while generation 0 enforces (and the
-/// other way round), then `ACTIVE_GENERATION` switches in one write.
-#[map]
-static PREFIXES_V4_1: LpmTrie<[u8; 4], RuleRef> = LpmTrie::with_max_entries(MAX_PREFIXES_V4, 0);
-
-/// IPv6 prefixes of the policy, generation 0, as `PREFIXES_V4_0`.
-#[map]
-static PREFIXES_V6_0: LpmTrie<[u8; 16], RuleRef> = LpmTrie::with_max_entries(MAX_PREFIXES_V6, 0);
-
-/// IPv6 prefixes, generation 1, as `PREFIXES_V4_1`.
-#[map]
-static PREFIXES_V6_1: LpmTrie<[u8; 16], RuleRef> = LpmTrie::with_max_entries(MAX_PREFIXES_V6, 0);
-
-/// `[0]`: the generation of tries in force (0 or 1), read once per packet.
+/// `[0]`: the generation of the lookup table (and name table) in force (0 or 1), read once per
+/// packet.
 #[map]
 static ACTIVE_GENERATION: Array<u32> = Array::with_max_entries(1, 0);
 
-/// Rule lists referenced by the tries; written only into slots that no prefix points at.
+/// Rule lists referenced by the leaves; written only into slots that no leaf in force points at.
 #[map]
 static RULE_SLOTS_MAP: Array<RuleSlot> = Array::with_max_entries(RULE_SLOTS, 0);
 
@@ -429,28 +413,10 @@ pub extern "C" fn best_rule(addr_hi: u64, addr_lo: u64, query: u64) -> u64 {
     let protocol = (query >> 32) as u8;
     let any_port_actions = (query >> 24) as u8;
     let port = (query & 0x1_FFFF) as u32;
-    let found = if family == FAMILY_IPV4 {
-        let key = Key::new(32, (addr_lo as u32).to_be_bytes());
-        if generation == 0 {
-            PREFIXES_V4_0.get(key)
-        } else {
-            PREFIXES_V4_1.get(key)
-        }
-    } else {
-        let key = Key::new(
-            128,
-            ((addr_hi as u128) << 64 | addr_lo as u128).to_be_bytes(),
-        );
-        if generation == 0 {
-            PREFIXES_V6_0.get(key)
-        } else {
-            PREFIXES_V6_1.get(key)
-        }
-    };
-    let Some(r) = found else {
+    let Some(r) = lookup::leaf(generation, family, addr_hi, addr_lo) else {
         return 0;
     };
-    // Most prefixes: the verdict is in the trie's value (see `RuleRef::direct`).
+    // Most prefixes: the verdict is in the leaf (see `RuleRef::direct`).
     if r.direct != 0 {
         return r.direct;
     }

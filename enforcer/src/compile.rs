@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use enforcer_common::{
-    MAX_PLATFORMS, MAX_PREFIXES_V4, MAX_PREFIXES_V6, NameKey, NameRule, RULE_SLOTS, RULES_PER_SLOT,
+    MAX_LONG_PREFIXES_V6, MAX_PLATFORMS, MAX_PREFIXES_V4, MAX_PREFIXES_V6, NameKey, NameRule, RULE_SLOTS, RULES_PER_SLOT,
     Rule,
 };
 use ipnet::IpNet;
@@ -33,7 +33,7 @@ pub type PrefixV6 = Prefix<u128>;
 /// Everything that applies to addresses under one prefix: the sorted, duplicate-free rules;
 /// at the same positions, the length of the policy prefix each came from; and the positions in
 /// the order the datapath tries them, best first, so that the first match wins.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct PrefixRules {
     pub rules: Vec<Rule>,
     pub prefix_lens: Vec<u8>,
@@ -74,6 +74,8 @@ pub struct CompiledPolicy {
     /// this module's functions so that adding learned hosts can check the table's limit without
     /// a pass over every prefix. (`rule_lists` reads the prefixes themselves.)
     lists: BTreeMap<Vec<Rule>, usize>,
+    /// How many IPv6 prefixes are longer than /64, kept up to date like `lists`.
+    long_v6: usize,
     /// The name table: for each suffix of the patterns of entries that enforce by name, what it
     /// says (see `enforcer_common::NameRule`). Written with the prefixes, behind the same switch.
     pub names: BTreeMap<NameKey, NameRule>,
@@ -85,10 +87,12 @@ impl CompiledPolicy {
         for p in v4.values().chain(v6.values()) {
             *lists.entry(p.rules.clone()).or_default() += 1;
         }
+        let long_v6 = v6.keys().filter(|p| p.len > 64).count();
         Self {
             v4,
             v6,
             lists,
+            long_v6,
             names: BTreeMap::new(),
         }
     }
@@ -127,6 +131,11 @@ pub enum CompileError {
     },
     #[error("{count} distinct rule lists exceed the {limit} the rule table can switch atomically")]
     TooManyRuleLists { count: usize, limit: u32 },
+    #[error(
+        "{count} distinct combinations of rules and the prefix lengths they come from exceed \
+         the {limit} the lookup table holds (nested prefixes of many lengths make them)"
+    )]
+    TooManyCombinations { count: usize, limit: u32 },
     #[error("{count} name patterns exceed the datapath's name table of {limit}")]
     TooManyNames { count: usize, limit: u32 },
 }
@@ -236,11 +245,17 @@ pub fn compile_with(
     }
     check_capacity("IPv4", own_v4.len(), MAX_PREFIXES_V4)?;
     check_capacity("IPv6", own_v6.len(), MAX_PREFIXES_V6)?;
+    check_capacity(
+        LONG_V6,
+        own_v6.keys().filter(|p| p.len > 64).count(),
+        MAX_LONG_PREFIXES_V6,
+    )?;
     let mut compiled = CompiledPolicy::new(
         inherit(own_v4, |p| IpNet::V4(ipv4_net(p)))?,
         inherit(own_v6, |p| IpNet::V6(ipv6_net(p)))?,
     );
     check_rule_lists(compiled.lists.len())?;
+    check_combinations(&compiled)?;
     compiled.names = compile_names(policy)?;
     Ok(compiled)
 }
@@ -302,6 +317,13 @@ pub fn add_hosts(
     let new_v6 = v6.keys().filter(|h| !compiled.v6.contains_key(h)).count();
     check_capacity("IPv4", compiled.v4.len() + new_v4, MAX_PREFIXES_V4)?;
     check_capacity("IPv6", compiled.v6.len() + new_v6, MAX_PREFIXES_V6)?;
+    // Learned hosts go to the datapath's exact table at first, but into the long-prefix table
+    // at the next full build, so they count against it now.
+    check_capacity(
+        LONG_V6,
+        compiled.long_v6 + new_v6,
+        MAX_LONG_PREFIXES_V6,
+    )?;
     let mut lists = compiled.lists.clone();
     let mut count_list = |old: Option<&PrefixRules>, new: &PrefixRules| {
         if let Some(old) = old
@@ -329,7 +351,9 @@ pub fn add_hosts(
     }
     for (host, rules) in v6 {
         changed.push(IpNet::V6(ipv6_net(host)));
-        compiled.v6.insert(host, rules);
+        if compiled.v6.insert(host, rules).is_none() {
+            compiled.long_v6 += 1;
+        }
     }
     Ok(changed)
 }
@@ -404,6 +428,23 @@ fn check_rule_lists(count: usize) -> Result<(), CompileError> {
     }
     Ok(())
 }
+
+/// Each distinct rule list with its prefix lengths is one leaf of the datapath's lookup table.
+fn check_combinations(compiled: &CompiledPolicy) -> Result<(), CompileError> {
+    let distinct: std::collections::HashSet<&PrefixRules> =
+        compiled.v4.values().chain(compiled.v6.values()).collect();
+    let limit = enforcer_common::LEAVES_PER_GENERATION - 1;
+    if distinct.len() > limit as usize {
+        return Err(CompileError::TooManyCombinations {
+            count: distinct.len(),
+            limit,
+        });
+    }
+    Ok(())
+}
+
+/// IPv6 prefixes longer than /64 (hosts among them) have a table of their own in the datapath.
+const LONG_V6: &str = "IPv6 (longer than /64)";
 
 fn check_capacity(family: &'static str, count: usize, limit: u32) -> Result<(), CompileError> {
     if count > limit as usize {

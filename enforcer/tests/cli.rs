@@ -182,9 +182,9 @@ fn check_refuses_what_the_datapath_cannot_hold() {
         )
     );
 
-    // One more IPv4 prefix than the tries hold (MAX_PREFIXES_V4 = 262,144).
+    // One more IPv4 prefix than the table holds (MAX_PREFIXES_V4 = 1,048,576).
     let mut text = String::from("platform: big\nmatch:\n  - prefixes:\n");
-    for i in 0..=262_144u32 {
+    for i in 0..=1_048_576u32 {
         let [_, a, b, c] = i.to_be_bytes();
         text.push_str(&format!("      - 20.{a}.{b}.{c}/32\n"));
     }
@@ -194,8 +194,8 @@ fn check_refuses_what_the_datapath_cannot_hold() {
     assert_eq!(
         stderr(&output),
         format!(
-            "{big}: the datapath cannot hold this policy: 262145 IPv4 prefixes exceed the \
-             datapath's capacity of 262144\n"
+            "{big}: the datapath cannot hold this policy: 1048577 IPv4 prefixes exceed the \
+             datapath's capacity of 1048576\n"
         )
     );
 }

@@ -2,8 +2,9 @@
 //! in `enforcer::reference`, on random policies and tens of thousands of random frames, plus a
 //! few hand-written cases with known verdicts. Every frame's verdict, counter change and DNS copy
 //! is compared with the reference's (and per batch the sum over every counter the datapath has).
-//! The modules cover what changes the tries besides a plain apply: learned hosts (`learned`), DNS
-//! holding (`holding`), and full rule slots, tries and rule table (`limits`).
+//! The modules cover what changes the lookup table besides a plain apply: learned hosts
+//! (`learned`), DNS holding (`holding`), full rule slots, table and rule table (`limits`), and a
+//! million random prefixes with learned hosts on top (`million`).
 //!
 //! Needs root (BPF). The seed is printed; rerun a failure with `ENFORCER_DIFF_SEED=<seed>`.
 
@@ -13,6 +14,8 @@ mod holding;
 mod learned;
 #[path = "differential/limits.rs"]
 mod limits;
+#[path = "differential/million.rs"]
+mod million;
 #[path = "differential/names.rs"]
 mod names;
 

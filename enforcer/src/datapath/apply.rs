@@ -1,20 +1,24 @@
-//! Applying a compiled policy: the new sets go into the generation not in force, then one write
-//! switches to it; learned hosts go straight into the generation in force.
+//! Applying a compiled policy: a new lookup table (see `table`) is written into the generation
+//! not in force, then one write switches to it; learned hosts go straight into the generation in
+//! force, as exact entries its ranges are flagged to consult.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::hash::{BuildHasher as _, BuildHasherDefault, DefaultHasher};
 use std::net::IpAddr;
 use std::time::Instant;
 
-use aya::maps::{LpmTrie, MapData, lpm_trie::Key};
+use aya::maps::lpm_trie::Key;
 use enforcer_common::{
-    NameKey, NameRule, PROTOCOL_ANY, RULE_SLOTS, RULES_PER_SLOT, Rule, RuleRef, RuleSlot,
-    rule_score,
+    FAMILY_IPV4, FAMILY_IPV6, HostKey, INDEX_BLOCKS, INDEX_COUNT_MASK, INDEX_COUNT_SHIFT,
+    LEAF_HOSTS, LEAF_ID_MASK, LEAVES_PER_GENERATION, LongKey, NameKey, NameRule,
+    RANGES_PER_GENERATION, RULE_SLOTS, RULES_PER_SLOT, Rule, RuleRef, RuleSlot,
 };
 use ipnet::IpNet;
 
+use super::table::{self, Table};
 use super::{
-    Datapath, DatapathError, MAP_ACTIVE, MAP_NAMES, MAP_PREFIXES_V4, MAP_PREFIXES_V6,
-    MAP_RULE_SLOTS, SWITCH_SETTLE,
+    Datapath, DatapathError, MAP_ACTIVE, MAP_INDEX, MAP_LEARNED_HOSTS, MAP_LEAVES, MAP_LONG_V6,
+    MAP_NAMES, MAP_RANGES, MAP_RULE_SLOTS, SWITCH_SETTLE,
 };
 use crate::compile::{CompiledPolicy, Prefix, PrefixRules};
 
@@ -34,37 +38,46 @@ pub(super) struct SlotCache {
     free: BTreeSet<u32>,
 }
 
+/// What the generation in force holds, beyond the maps: its leaves (learned hosts add to them)
+/// and a digest of every prefix's leaf, which the next `apply` compares against for its
+/// statistics.
+#[derive(Debug, Default)]
+pub(super) struct InForce {
+    leaves: Table,
+    prefixes: HashMap<(u8, u128, u8), u64>,
+}
+
+/// A prefix as the statistics key it: family, address, length.
+type PrefixKey = (u8, u128, u8);
+
+fn digest(value: &RuleRef) -> u64 {
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(value)
+}
+
 impl Datapath {
-    /// Makes the maps enforce `policy` in one step: the new sets are written into the
-    /// generation not in force (new rule lists into slots the generation in force does not use),
-    /// then `ACTIVE_GENERATION` switches to it with one write, so every packet sees either the
-    /// old policy or the new one, never a mix. The old generation is left as it is and rewritten
-    /// by the next call. Statistics compare the new sets with the ones that were in force.
+    /// Makes the maps enforce `policy` in one step: the new table is written into the generation
+    /// not in force (new rule lists into slots the generation in force does not use), then
+    /// `ACTIVE_GENERATION` switches to it with one write, so every packet sees either the old
+    /// policy or the new one, never a mix. The old generation is left as it is and rewritten by
+    /// the next call. Statistics compare the new prefixes with the ones this datapath applied
+    /// last (all are "inserted" after a restart).
     pub fn apply(&mut self, policy: &CompiledPolicy) -> Result<ApplyStats, DatapathError> {
         if let Some(at) = self.last_switch {
             std::thread::sleep(SWITCH_SETTLE.saturating_sub(at.elapsed()));
         }
         let (active, next) = (self.generation, 1 - self.generation);
-        let current_v4 = read_trie(&self.prefixes_v4[active], MAP_PREFIXES_V4[active])?;
-        let current_v6 = read_trie(&self.prefixes_v6[active], MAP_PREFIXES_V6[active])?;
-        let next_v4 = read_trie(&self.prefixes_v4[next], MAP_PREFIXES_V4[next])?;
-        let next_v6 = read_trie(&self.prefixes_v6[next], MAP_PREFIXES_V6[next])?;
         let mut stats = ApplyStats::default();
 
         // Slots the generation in force uses stay untouched; identical lists are reused.
         let mut in_use: HashMap<u32, u32> = HashMap::new();
-        for r in current_v4.values().chain(current_v6.values()) {
-            in_use.insert(r.slot, r.count);
+        for leaf in self.leaves_of(active)?.iter().skip(1) {
+            if leaf.count > 0 {
+                in_use.insert(leaf.slot, leaf.count);
+            }
         }
         let mut by_content: HashMap<Vec<Rule>, u32> = HashMap::new();
         for (&slot, &count) in &in_use {
-            let content = self
-                .slots
-                .get(&slot, 0)
-                .map_err(|source| DatapathError::Map {
-                    name: MAP_RULE_SLOTS,
-                    source,
-                })?;
+            let content = self.slots.get(&slot, 0).map_err(map_err(MAP_RULE_SLOTS))?;
             let count = (count as usize).min(RULES_PER_SLOT);
             by_content.insert(content.rules[..count].to_vec(), slot);
         }
@@ -79,10 +92,7 @@ impl Datapath {
                     value.rules[..list.len()].copy_from_slice(list);
                     self.slots
                         .set(slot, value, 0)
-                        .map_err(|source| DatapathError::Map {
-                            name: MAP_RULE_SLOTS,
-                            source,
-                        })?;
+                        .map_err(map_err(MAP_RULE_SLOTS))?;
                     stats.slots_written += 1;
                     slot
                 }
@@ -90,50 +100,30 @@ impl Datapath {
             slots_of.insert(list, slot);
         }
 
-        let wanted_v4 = wanted(&policy.v4, &slots_of, |a| a.to_be_bytes());
-        let wanted_v6 = wanted(&policy.v6, &slots_of, |a| a.to_be_bytes());
-        count_changes(&current_v4, &wanted_v4, &mut stats);
-        count_changes(&current_v6, &wanted_v6, &mut stats);
-        let mut written = ApplyStats::default();
-        // Stale keys go first: no packet reads this generation, and a trie that was left full
-        // (by a failed apply, or a large policy two changes ago) must make room for the new one.
-        remove_stale(
-            &mut self.prefixes_v4[next],
-            MAP_PREFIXES_V4[next],
-            &next_v4,
-            &wanted_v4,
-            &mut written,
-        )?;
-        remove_stale(
-            &mut self.prefixes_v6[next],
-            MAP_PREFIXES_V6[next],
-            &next_v6,
-            &wanted_v6,
-            &mut written,
-        )?;
-        upsert(
-            &mut self.prefixes_v4[next],
-            MAP_PREFIXES_V4[next],
-            &next_v4,
-            &wanted_v4,
-            &mut written,
-        )?;
-        upsert(
-            &mut self.prefixes_v6[next],
-            MAP_PREFIXES_V6[next],
-            &next_v6,
-            &wanted_v6,
-            &mut written,
-        )?;
+        let range_base = next as u32 * RANGES_PER_GENERATION;
+        let table = table::build(policy, |rules| slots_of.get(rules).copied(), range_base)?;
+        self.write_table(next, &table)?;
         self.write_names(next, &policy.names)?;
         self.active
             .set(0, if next == 0 { 0 } else { 1 }, 0)
-            .map_err(|source| DatapathError::Map {
-                name: MAP_ACTIVE,
-                source,
-            })?;
+            .map_err(map_err(MAP_ACTIVE))?;
         self.generation = next;
         self.last_switch = Some(Instant::now());
+
+        let prefixes = prefix_digests(policy, |rules| slots_of.get(rules).copied());
+        let old = self.in_force.take().map(|f| f.prefixes).unwrap_or_default();
+        for (key, value) in &prefixes {
+            match old.get(key) {
+                Some(v) if v == value => stats.unchanged += 1,
+                Some(_) => stats.updated += 1,
+                None => stats.inserted += 1,
+            }
+        }
+        stats.removed = old.keys().filter(|k| !prefixes.contains_key(*k)).count();
+        self.in_force = Some(InForce {
+            leaves: Table::with_leaves(table.leaves),
+            prefixes,
+        });
         let by_content: HashMap<Vec<Rule>, u32> = slots_of
             .iter()
             .map(|(list, slot)| (list.to_vec(), *slot))
@@ -146,6 +136,83 @@ impl Datapath {
         Ok(stats)
     }
 
+    /// Writes `table` into generation `generation`, which no packet reads: index, ranges and
+    /// leaves by memory copies; learned hosts of that generation dropped (the table holds them
+    /// now); long IPv6 prefixes as a diff of the trie.
+    fn write_table(&mut self, generation: usize, table: &Table) -> Result<(), DatapathError> {
+        let g = generation as u32;
+        for (family, index) in table.index.iter().enumerate() {
+            let first = (g * 2 + family as u32) * INDEX_BLOCKS;
+            if !self.lookup.index.write(first, index) {
+                return Err(DatapathError::MappedWrite(MAP_INDEX));
+            }
+        }
+        if !self
+            .lookup
+            .ranges
+            .write(g * RANGES_PER_GENERATION, &table.ranges)
+        {
+            return Err(DatapathError::MappedWrite(MAP_RANGES));
+        }
+        let mut leaves = table.leaves.clone();
+        leaves.resize(LEAVES_PER_GENERATION as usize, RuleRef::default());
+        if !self
+            .lookup
+            .leaves
+            .write(g * LEAVES_PER_GENERATION, &leaves)
+        {
+            return Err(DatapathError::MappedWrite(MAP_LEAVES));
+        }
+
+        let hosts = &mut self.lookup.learned_hosts;
+        let stale: Vec<HostKey> = hosts
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.tag / 2 == g)
+            .collect();
+        for key in &stale {
+            hosts.remove(key).map_err(map_err(MAP_LEARNED_HOSTS))?;
+        }
+
+        let long = &mut self.lookup.long_v6;
+        let mut current: HashMap<(u32, LongKey), u32> = HashMap::new();
+        for item in long.iter() {
+            let (key, value) = item.map_err(map_err(MAP_LONG_V6))?;
+            if u32::from(key.data()[0]) == g {
+                current.insert((key.prefix_len(), key.data()), value);
+            }
+        }
+        let wanted: HashMap<(u32, LongKey), u32> = table
+            .long_v6
+            .iter()
+            .map(|&(addr, len, leaf)| ((8 + u32::from(len), long_key(g, addr)), u32::from(leaf)))
+            .collect();
+        for (len, data) in current.keys().filter(|k| !wanted.contains_key(*k)) {
+            long.remove(&Key::new(*len, *data))
+                .map_err(map_err(MAP_LONG_V6))?;
+        }
+        for (&(len, data), &leaf) in &wanted {
+            if current.get(&(len, data)) != Some(&leaf) {
+                long.insert(&Key::new(len, data), leaf, 0)
+                    .map_err(map_err(MAP_LONG_V6))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The leaves of generation `generation` as the map holds them (index = leaf id).
+    fn leaves_of(&self, generation: usize) -> Result<Vec<RuleRef>, DatapathError> {
+        let first = generation as u32 * LEAVES_PER_GENERATION;
+        (first..first + LEAVES_PER_GENERATION)
+            .map(|i| {
+                self.lookup
+                    .leaves
+                    .get(i)
+                    .ok_or(DatapathError::MappedWrite(MAP_LEAVES))
+            })
+            .collect()
+    }
+
     /// Makes the name table of generation `generation` (not in force) hold exactly `names`:
     /// stale keys go first, then new and changed ones.
     fn write_names(
@@ -153,10 +220,7 @@ impl Datapath {
         generation: usize,
         names: &BTreeMap<NameKey, NameRule>,
     ) -> Result<(), DatapathError> {
-        let map_err = |source| DatapathError::Map {
-            name: MAP_NAMES[generation],
-            source,
-        };
+        let map_err = map_err(MAP_NAMES[generation]);
         let table = &mut self.names[generation];
         let current: HashMap<NameKey, NameRule> =
             table.iter().collect::<Result<_, _>>().map_err(map_err)?;
@@ -172,26 +236,31 @@ impl Datapath {
     }
 
     /// Writes the given host prefixes of `policy` (which must be the last applied policy plus
-    /// these hosts, see `compile::add_hosts`) straight into the tries: each is one key, inserted
-    /// or replaced atomically, its rule list written first into a free slot unless an identical
-    /// list is already in the table. Needs a previous `apply`.
+    /// these hosts, see `compile::add_hosts`) into the generation in force: each host's leaf
+    /// (new ones into unused leaf ids, rule lists into free slots), then its exact entry, then
+    /// the flag on the range holding it, so a packet finds either the old verdict or the new
+    /// one. Needs a previous `apply`.
     pub fn write_hosts(
         &mut self,
         policy: &CompiledPolicy,
         hosts: &[IpNet],
     ) -> Result<usize, DatapathError> {
         let cache = self.slot_cache.as_mut().ok_or(DatapathError::NotApplied)?;
+        let in_force = self.in_force.as_mut().ok_or(DatapathError::NotApplied)?;
+        let g = self.generation as u32;
         let mut written = 0;
         for host in hosts {
-            let rules = match host {
-                IpNet::V4(n) => policy.v4.get(&Prefix {
-                    addr: u32::from(n.addr()),
-                    len: 32,
-                }),
-                IpNet::V6(n) => policy.v6.get(&Prefix {
-                    addr: u128::from(n.addr()),
-                    len: 128,
-                }),
+            let (family, address, len, rules) = match host {
+                IpNet::V4(n) => {
+                    let a = u32::from(n.addr());
+                    let rules = policy.v4.get(&Prefix { addr: a, len: 32 });
+                    (FAMILY_IPV4, u128::from(a), 32, rules)
+                }
+                IpNet::V6(n) => {
+                    let a = u128::from(n.addr());
+                    let rules = policy.v6.get(&Prefix { addr: a, len: 128 });
+                    (FAMILY_IPV6, a, 128, rules)
+                }
             };
             let Some(rules) = rules else {
                 continue;
@@ -204,61 +273,143 @@ impl Datapath {
                     value.rules[..rules.rules.len()].copy_from_slice(&rules.rules);
                     self.slots
                         .set(slot, value, 0)
-                        .map_err(|source| DatapathError::Map {
-                            name: MAP_RULE_SLOTS,
-                            source,
-                        })?;
+                        .map_err(map_err(MAP_RULE_SLOTS))?;
                     cache.by_content.insert(rules.rules.clone(), slot);
                     slot
                 }
             };
-            let value = rule_ref(slot, rules);
-            match host {
-                IpNet::V4(n) => self.prefixes_v4[self.generation]
-                    .insert(&Key::new(32, n.addr().octets()), value, 0)
-                    .map_err(|source| DatapathError::Map {
-                        name: MAP_PREFIXES_V4[self.generation],
-                        source,
-                    })?,
-                IpNet::V6(n) => self.prefixes_v6[self.generation]
-                    .insert(&Key::new(128, n.addr().octets()), value, 0)
-                    .map_err(|source| DatapathError::Map {
-                        name: MAP_PREFIXES_V6[self.generation],
-                        source,
-                    })?,
+            let value = table::rule_ref(slot, rules);
+            let known = in_force.leaves.leaves.len();
+            let leaf = in_force.leaves.leaf_id(value)?;
+            if usize::from(leaf) >= known
+                && !self
+                    .lookup
+                    .leaves
+                    .write(g * LEAVES_PER_GENERATION + u32::from(leaf), &[value])
+            {
+                return Err(DatapathError::MappedWrite(MAP_LEAVES));
             }
+            let key = HostKey {
+                tag: g * 2 + u32::from(family),
+                address: host_bytes(family, address),
+            };
+            self.lookup
+                .learned_hosts
+                .insert(key, u32::from(leaf), 0)
+                .map_err(map_err(MAP_LEARNED_HOSTS))?;
+            self.lookup.flag_hosts(g, family, lookup_key(family, address))?;
+            in_force
+                .prefixes
+                .insert((family, address, len), digest(&value));
             written += 1;
         }
         Ok(written)
     }
 }
 
+impl super::LookupMaps {
+    /// Sets `LEAF_HOSTS` on the index entry or range of generation `g` that holds `key`.
+    fn flag_hosts(&self, g: u32, family: u8, key: u64) -> Result<(), DatapathError> {
+        let slot = (g * 2 + u32::from(family)) * INDEX_BLOCKS + (key >> 48) as u32;
+        let entry = self
+            .index
+            .get(slot)
+            .ok_or(DatapathError::MappedWrite(MAP_INDEX))?;
+        let count = ((entry >> INDEX_COUNT_SHIFT) & INDEX_COUNT_MASK) as u32;
+        let (map, at, value) = if count == 0 {
+            (&self.index, slot, entry)
+        } else {
+            // The last range of the run starting at or before the key, as the program finds it.
+            let start = entry as u32;
+            let rest = key & ((1 << 48) - 1);
+            let (mut lo, mut n) = (start, count);
+            while n > 1 {
+                let half = n / 2;
+                let probe = self
+                    .ranges
+                    .get(lo + half)
+                    .ok_or(DatapathError::MappedWrite(MAP_RANGES))?;
+                if probe >> 16 <= rest {
+                    lo += half;
+                }
+                n -= half;
+            }
+            let range = self
+                .ranges
+                .get(lo)
+                .ok_or(DatapathError::MappedWrite(MAP_RANGES))?;
+            (&self.ranges, lo, range)
+        };
+        if value & u64::from(LEAF_HOSTS) == 0 && !map.store(at, value | u64::from(LEAF_HOSTS)) {
+            return Err(DatapathError::MappedWrite(MAP_RANGES));
+        }
+        Ok(())
+    }
+}
+
 impl Datapath {
     /// The host keys (/32 and /128) of the generation in force with the rules each carries at
     /// its full length (its own, not inherited from an enclosing prefix): what an earlier run
-    /// left enforced for single addresses, read on adoption.
+    /// left enforced for single addresses, read on adoption. Found as the learned hosts, the
+    /// IPv4 ranges whose leaf has rules of /32 prefixes (such a range is made of hosts only),
+    /// and the /128 entries of the long IPv6 table.
     pub fn hosts_in_force(&self) -> Result<Vec<(IpAddr, Vec<Rule>)>, DatapathError> {
-        let active = self.generation;
-        let v4 = read_trie(&self.prefixes_v4[active], MAP_PREFIXES_V4[active])?;
-        let v6 = read_trie(&self.prefixes_v6[active], MAP_PREFIXES_V6[active])?;
-        let hosts = v4
-            .into_iter()
-            .filter(|((len, _), _)| *len == 32)
-            .map(|((_, a), r)| (IpAddr::from(a), 32, r))
-            .chain(
-                v6.into_iter()
-                    .filter(|((len, _), _)| *len == 128)
-                    .map(|((_, a), r)| (IpAddr::from(a), 128, r)),
-            );
+        let g = self.generation as u32;
+        let leaves = self.leaves_of(self.generation)?;
+        let mut hosts: Vec<(IpAddr, u8, u16)> = Vec::new();
+        for item in self.lookup.learned_hosts.iter() {
+            let (key, leaf) = item.map_err(map_err(MAP_LEARNED_HOSTS))?;
+            if key.tag / 2 != g {
+                continue;
+            }
+            let leaf = (leaf as u16) & LEAF_ID_MASK;
+            if key.tag % 2 == u32::from(FAMILY_IPV4) {
+                let [a, b, c, d, ..] = key.address;
+                hosts.push((IpAddr::from([a, b, c, d]), 32, leaf));
+            } else {
+                hosts.push((IpAddr::from(key.address), 128, leaf));
+            }
+        }
+        for item in self.lookup.long_v6.iter() {
+            let (key, leaf) = item.map_err(map_err(MAP_LONG_V6))?;
+            let data = key.data();
+            if u32::from(data[0]) == g && key.prefix_len() == 8 + 128 {
+                let mut address = [0u8; 16];
+                address.copy_from_slice(&data[1..]);
+                hosts.push((IpAddr::from(address), 128, leaf as u16));
+            }
+        }
+        let has_hosts = |leaf: u16| {
+            leaves.get(usize::from(leaf & LEAF_ID_MASK)).is_some_and(|r| {
+                r.prefix_lens
+                    .iter()
+                    .take(r.count as usize)
+                    .any(|&l| l == 32)
+            })
+        };
+        for (start, end, leaf) in self.lookup.ranges_of(g, FAMILY_IPV4)? {
+            if (leaf & LEAF_ID_MASK) == 0 || !has_hosts(leaf) {
+                continue;
+            }
+            // Hosts only: at most one address per prefix of the policy.
+            for key in (start..end).step_by(1 << 32).take(1 << 21) {
+                let a = (key >> 32) as u32;
+                hosts.push((IpAddr::from(a.to_be_bytes()), 32, leaf & LEAF_ID_MASK));
+            }
+        }
         let mut out = Vec::new();
-        for (address, len, value) in hosts {
+        let mut seen = HashSet::new();
+        for (address, len, leaf) in hosts {
+            let Some(value) = leaves.get(usize::from(leaf)) else {
+                continue;
+            };
+            if value.count == 0 || !seen.insert(address) {
+                continue;
+            }
             let slot = self
                 .slots
                 .get(&value.slot, 0)
-                .map_err(|source| DatapathError::Map {
-                    name: MAP_RULE_SLOTS,
-                    source,
-                })?;
+                .map_err(map_err(MAP_RULE_SLOTS))?;
             let count = usize::try_from(value.count)
                 .unwrap_or(usize::MAX)
                 .min(RULES_PER_SLOT);
@@ -274,111 +425,93 @@ impl Datapath {
     }
 }
 
-fn read_trie<const N: usize>(
-    trie: &LpmTrie<MapData, [u8; N], RuleRef>,
-    name: &'static str,
-) -> Result<HashMap<(u32, [u8; N]), RuleRef>, DatapathError> {
-    let mut out = HashMap::new();
-    for item in trie.iter() {
-        let (key, value) = item.map_err(|source| DatapathError::Map { name, source })?;
-        out.insert((key.prefix_len(), key.data()), value);
-    }
-    Ok(out)
-}
-
-fn wanted<A: Copy, const N: usize>(
-    prefixes: &BTreeMap<Prefix<A>, PrefixRules>,
-    slots_of: &HashMap<&[Rule], u32>,
-    bytes: impl Fn(A) -> [u8; N],
-) -> HashMap<(u32, [u8; N]), RuleRef> {
-    prefixes
-        .iter()
-        .filter_map(|(p, entry)| {
-            let slot = *slots_of.get(entry.rules.as_slice())?;
-            Some(((u32::from(p.len), bytes(p.addr)), rule_ref(slot, entry)))
-        })
-        .collect()
-}
-
-/// The trie value of a prefix whose rule list sits in `slot`.
-fn rule_ref(slot: u32, entry: &PrefixRules) -> RuleRef {
-    let mut value = RuleRef {
-        slot,
-        // At most RULES_PER_SLOT.
-        count: u32::try_from(entry.rules.len()).unwrap_or(u32::MAX),
-        prefix_lens: [0; RULES_PER_SLOT],
-        order: [0; RULES_PER_SLOT],
-        direct: 0,
-    };
-    value.prefix_lens[..entry.prefix_lens.len()].copy_from_slice(&entry.prefix_lens);
-    value.order[..entry.order.len()].copy_from_slice(&entry.order);
-    // The best rule for every protocol and port wins whatever the packet: its verdict goes in
-    // the trie's value, and the program need not read the rule list.
-    let best = entry.order.first().map(|&i| usize::from(i));
-    if let Some(i) = best
-        && let (Some(rule), Some(&len)) = (entry.rules.get(i), entry.prefix_lens.get(i))
-        && rule.protocol == PROTOCOL_ANY
-    {
-        value.direct = rule_score(rule, len);
-    }
-    value
-}
-
-/// What switching from `current` to `wanted` changes, for the statistics.
-fn count_changes<const N: usize>(
-    current: &HashMap<(u32, [u8; N]), RuleRef>,
-    wanted: &HashMap<(u32, [u8; N]), RuleRef>,
-    stats: &mut ApplyStats,
-) {
-    for (key, value) in wanted {
-        match current.get(key) {
-            Some(old) if old == value => stats.unchanged += 1,
-            Some(_) => stats.updated += 1,
-            None => stats.inserted += 1,
-        }
-    }
-    stats.removed += current.keys().filter(|k| !wanted.contains_key(*k)).count();
-}
-
-fn upsert<const N: usize>(
-    trie: &mut LpmTrie<MapData, [u8; N], RuleRef>,
-    name: &'static str,
-    current: &HashMap<(u32, [u8; N]), RuleRef>,
-    wanted: &HashMap<(u32, [u8; N]), RuleRef>,
-    stats: &mut ApplyStats,
-) -> Result<(), DatapathError> {
-    for (&(len, addr), value) in wanted {
-        match current.get(&(len, addr)) {
-            Some(old) if old == value => stats.unchanged += 1,
-            old => {
-                trie.insert(&Key::new(len, addr), *value, 0)
-                    .map_err(|source| DatapathError::Map { name, source })?;
-                if old.is_some() {
-                    stats.updated += 1;
+impl super::LookupMaps {
+    /// The ranges of generation `g` and `family` as `(first key, end key, leaf)`, the end
+    /// exclusive (u128: the last block ends at 2^64).
+    fn ranges_of(&self, g: u32, family: u8) -> Result<Vec<(u128, u128, u16)>, DatapathError> {
+        let mut out = Vec::new();
+        for block in 0..INDEX_BLOCKS {
+            let entry = self
+                .index
+                .get((g * 2 + u32::from(family)) * INDEX_BLOCKS + block)
+                .ok_or(DatapathError::MappedWrite(MAP_INDEX))?;
+            let first = u128::from(block) << 48;
+            let next = first + (1 << 48);
+            let count = ((entry >> INDEX_COUNT_SHIFT) & INDEX_COUNT_MASK) as u32;
+            if count == 0 {
+                out.push((first, next, entry as u16));
+                continue;
+            }
+            let start = entry as u32;
+            for i in 0..count {
+                let range = self
+                    .ranges
+                    .get(start + i)
+                    .ok_or(DatapathError::MappedWrite(MAP_RANGES))?;
+                let end = if i + 1 < count {
+                    let following = self
+                        .ranges
+                        .get(start + i + 1)
+                        .ok_or(DatapathError::MappedWrite(MAP_RANGES))?;
+                    first + u128::from(following >> 16)
                 } else {
-                    stats.inserted += 1;
-                }
+                    next
+                };
+                out.push((first + u128::from(range >> 16), end, range as u16));
             }
         }
+        Ok(out)
     }
-    Ok(())
 }
 
-fn remove_stale<const N: usize>(
-    trie: &mut LpmTrie<MapData, [u8; N], RuleRef>,
-    name: &'static str,
-    current: &HashMap<(u32, [u8; N]), RuleRef>,
-    wanted: &HashMap<(u32, [u8; N]), RuleRef>,
-    stats: &mut ApplyStats,
-) -> Result<(), DatapathError> {
-    let stale: HashSet<_> = current
-        .keys()
-        .filter(|k| !wanted.contains_key(*k))
-        .collect();
-    for &(len, addr) in stale {
-        trie.remove(&Key::new(len, addr))
-            .map_err(|source| DatapathError::Map { name, source })?;
-        stats.removed += 1;
+/// Every prefix of `policy` with a digest of its leaf, for the statistics.
+fn prefix_digests(
+    policy: &CompiledPolicy,
+    slot_of: impl Fn(&[Rule]) -> Option<u32>,
+) -> HashMap<PrefixKey, u64> {
+    let mut out = HashMap::with_capacity(policy.v4.len() + policy.v6.len());
+    let mut add = |family: u8, addr: u128, len: u8, rules: &PrefixRules| {
+        if let Some(slot) = slot_of(&rules.rules) {
+            out.insert((family, addr, len), digest(&table::rule_ref(slot, rules)));
+        }
+    };
+    for (p, rules) in &policy.v4 {
+        add(FAMILY_IPV4, u128::from(p.addr), p.len, rules);
     }
-    Ok(())
+    for (p, rules) in &policy.v6 {
+        add(FAMILY_IPV6, p.addr, p.len, rules);
+    }
+    out
+}
+
+/// The 64-bit key the program looks an address up by.
+fn lookup_key(family: u8, address: u128) -> u64 {
+    if family == FAMILY_IPV4 {
+        (address as u64) << 32
+    } else {
+        (address >> 64) as u64
+    }
+}
+
+/// The address bytes of a `HostKey` (IPv4 in the first four).
+fn host_bytes(family: u8, address: u128) -> [u8; 16] {
+    let mut bytes = [0u8; 16];
+    if family == FAMILY_IPV4 {
+        bytes[..4].copy_from_slice(&(address as u32).to_be_bytes());
+    } else {
+        bytes = address.to_be_bytes();
+    }
+    bytes
+}
+
+/// The key data of `LONG_PREFIXES_V6` for generation `g`.
+fn long_key(g: u32, address: u128) -> LongKey {
+    let mut data = [0u8; 17];
+    data[0] = g as u8;
+    data[1..].copy_from_slice(&address.to_be_bytes());
+    data
+}
+
+fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> DatapathError + Copy {
+    move |source| DatapathError::Map { name, source }
 }

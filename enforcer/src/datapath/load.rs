@@ -6,16 +6,20 @@ use std::path::{Path, PathBuf};
 use aya::maps::{Array, LpmTrie, MapData, MapInfo, PerCpuArray, ProgramArray, RingBuf};
 use aya::{Ebpf, EbpfLoader};
 use enforcer_common::{
-    Counter, DNS_BLOCKED_COUNTERS, DNS_CONFIG_ENTRIES, MATCH_COUNTERS, MAX_NAMES, NameRule,
-    PASS_REASONS, QueryStash, RULE_SLOTS, RuleRef, RuleSlot,
+    Counter, DNS_BLOCKED_COUNTERS, DNS_CONFIG_ENTRIES, HostKey, INDEX_ENTRIES, LEAF_ENTRIES,
+    LongKey, MATCH_COUNTERS, MAX_LEARNED_HOSTS, MAX_LONG_PREFIXES_V6, MAX_NAMES, NameRule,
+    PASS_REASONS, QueryStash, RANGE_ENTRIES, RULE_SLOTS, RuleRef, RuleSlot,
 };
 
 use super::dns_events::DnsEvents;
+use crate::sys::mmap::MappedArray;
+use std::os::fd::AsFd as _;
 use super::{
     DNS_PROGRAM, DROP_PROGRAM, Datapath, DatapathError, MAP_ACTIVE, MAP_DNS_BLOCKED,
     MAP_DNS_CONFIG, MAP_DNS_EVENTS, MAP_DNS_HOLD, MAP_DNS_QUERY_PROGRAM, MAP_DNS_STATS,
-    MAP_DNS_TRUST, MAP_IFACE_ROLES, MAP_MATCH_STATS, MAP_NAMES, MAP_PASS_STATS, MAP_PREFIXES_V4,
-    MAP_PREFIXES_V6, MAP_QUERY_STASH, MAP_RULE_SLOTS, MAPS, PASS_PROGRAM, PROGRAM, PROGRAM_OBJECT,
+    MAP_DNS_TRUST, MAP_IFACE_ROLES, MAP_INDEX, MAP_LEARNED_HOSTS, MAP_LEAVES, MAP_LONG_V6,
+    MAP_MATCH_STATS, MAP_NAMES, MAP_PASS_STATS, MAP_QUERY_STASH, MAP_RANGES, MAP_RULE_SLOTS, MAPS,
+    PASS_PROGRAM, PROGRAM, PROGRAM_OBJECT,
 };
 
 impl Datapath {
@@ -66,14 +70,7 @@ impl Datapath {
         let mut take =
             |name: &'static str| ebpf.take_map(name).ok_or(DatapathError::MissingMap(name));
         let map_err = |name: &'static str| move |source| DatapathError::Map { name, source };
-        let mut trie4 = |i: usize| {
-            LpmTrie::try_from(take(MAP_PREFIXES_V4[i])?).map_err(map_err(MAP_PREFIXES_V4[i]))
-        };
-        let prefixes_v4 = [trie4(0)?, trie4(1)?];
-        let mut trie6 = |i: usize| {
-            LpmTrie::try_from(take(MAP_PREFIXES_V6[i])?).map_err(map_err(MAP_PREFIXES_V6[i]))
-        };
-        let prefixes_v6 = [trie6(0)?, trie6(1)?];
+        let lookup = lookup_maps(&mut take)?;
         let active: Array<MapData, u32> =
             Array::try_from(take(MAP_ACTIVE)?).map_err(map_err(MAP_ACTIVE))?;
         // A restarted daemon carries on with the generation its predecessor left in force.
@@ -117,8 +114,7 @@ impl Datapath {
         }
         Ok(Self {
             ebpf,
-            prefixes_v4,
-            prefixes_v6,
+            lookup,
             active,
             generation,
             last_switch: None,
@@ -136,8 +132,52 @@ impl Datapath {
             dns_blocked,
             dns_programs: programs,
             slot_cache: None,
+            in_force: None,
         })
     }
+}
+
+/// The lookup table's maps, the arrays mapped into this process.
+fn lookup_maps(
+    take: &mut impl FnMut(&'static str) -> Result<aya::maps::Map, DatapathError>,
+) -> Result<super::LookupMaps, DatapathError> {
+    let mut array = |name: &'static str, entries: u32| -> Result<MapData, DatapathError> {
+        match take(name)? {
+            aya::maps::Map::Array(data) => Ok(data),
+            _ => Err(DatapathError::MissingMap(name)),
+        }
+        .and_then(|data| {
+            // Checked here so that a map of another size is never mapped short.
+            let info = data.info().map_err(|source| DatapathError::Map { name, source })?;
+            if info.max_entries() != entries {
+                return Err(DatapathError::MissingMap(name));
+            }
+            Ok(data)
+        })
+    };
+    let index = array(MAP_INDEX, INDEX_ENTRIES)?;
+    let ranges = array(MAP_RANGES, RANGE_ENTRIES)?;
+    let leaves = array(MAP_LEAVES, LEAF_ENTRIES)?;
+    let learned_hosts = aya::maps::HashMap::try_from(take(MAP_LEARNED_HOSTS)?).map_err(
+        |source| DatapathError::Map {
+            name: MAP_LEARNED_HOSTS,
+            source,
+        },
+    )?;
+    let long_v6 = aya::maps::LpmTrie::try_from(take(MAP_LONG_V6)?).map_err(|source| {
+        DatapathError::Map {
+            name: MAP_LONG_V6,
+            source,
+        }
+    })?;
+    Ok(super::LookupMaps {
+        index: MappedArray::new(index.fd().as_fd(), INDEX_ENTRIES)?,
+        ranges: MappedArray::new(ranges.fd().as_fd(), RANGE_ENTRIES)?,
+        leaves: MappedArray::new(leaves.fd().as_fd(), LEAF_ENTRIES)?,
+        learned_hosts,
+        long_v6,
+        arrays: [(MAP_INDEX, index), (MAP_RANGES, ranges), (MAP_LEAVES, leaves)],
+    })
 }
 
 /// A pinned map left by an older build with another layout must not be adopted.
@@ -147,12 +187,19 @@ fn check_pinned(name: &str, path: &Path) -> Result<(), DatapathError> {
         source,
     })?;
     let expected = match name {
-        n if MAP_PREFIXES_V4.contains(&n) => {
-            (8, size_of::<RuleRef>(), enforcer_common::MAX_PREFIXES_V4)
-        }
-        n if MAP_PREFIXES_V6.contains(&n) => {
-            (20, size_of::<RuleRef>(), enforcer_common::MAX_PREFIXES_V6)
-        }
+        MAP_INDEX => (4, size_of::<u64>(), INDEX_ENTRIES),
+        MAP_RANGES => (4, size_of::<u64>(), RANGE_ENTRIES),
+        MAP_LEAVES => (4, size_of::<RuleRef>(), LEAF_ENTRIES),
+        MAP_LEARNED_HOSTS => (
+            size_of::<HostKey>() as u32,
+            size_of::<u32>(),
+            MAX_LEARNED_HOSTS,
+        ),
+        MAP_LONG_V6 => (
+            4 + size_of::<LongKey>() as u32,
+            size_of::<u32>(),
+            2 * MAX_LONG_PREFIXES_V6,
+        ),
         MAP_ACTIVE => (4, size_of::<u32>(), 1),
         MAP_RULE_SLOTS => (4, size_of::<RuleSlot>(), RULE_SLOTS),
         MAP_MATCH_STATS => (4, size_of::<Counter>(), MATCH_COUNTERS),

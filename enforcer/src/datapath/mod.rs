@@ -15,6 +15,7 @@ mod counters;
 pub mod dns_events;
 mod dns_trust;
 mod load;
+pub mod table;
 
 pub use apply::ApplyStats;
 pub use counters::{CounterSnapshot, MatchKey};
@@ -28,8 +29,11 @@ use aya::maps::{Array, LpmTrie, MapData, MapError, PerCpuArray};
 use aya::programs::{ProgramError, TestRun, TestRunOptions, Xdp};
 use aya::{Ebpf, EbpfError};
 use enforcer_common::{
-    Counter, DNS_HOLD_DEADLINE, NameKey, NameRule, RULE_SLOTS, RuleRef, RuleSlot,
+    Counter, DNS_HOLD_DEADLINE, HostKey, LongKey, NameKey, NameRule, RULE_SLOTS, RuleRef,
+    RuleSlot,
 };
+
+use crate::sys::mmap::MappedArray;
 
 /// The program object built by build.rs from enforcer-ebpf.
 static PROGRAM_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/enforcer"));
@@ -40,9 +44,12 @@ pub const PASS_PROGRAM: &str = "xdp_pass";
 pub const DROP_PROGRAM: &str = "xdp_drop";
 /// The program the main one hands DNS queries to (name-level blocking), by tail call.
 pub const DNS_PROGRAM: &str = "enforcer_dns";
-/// The tries of generation 0 and 1 (see `ACTIVE_GENERATION`).
-const MAP_PREFIXES_V4: [&str; 2] = ["PREFIXES_V4_0", "PREFIXES_V4_1"];
-const MAP_PREFIXES_V6: [&str; 2] = ["PREFIXES_V6_0", "PREFIXES_V6_1"];
+/// The lookup table, both generations in each map (see enforcer-ebpf/src/lookup.rs).
+const MAP_INDEX: &str = "LOOKUP_INDEX";
+const MAP_RANGES: &str = "LOOKUP_RANGES";
+const MAP_LEAVES: &str = "LOOKUP_LEAVES";
+const MAP_LEARNED_HOSTS: &str = "LEARNED_HOSTS";
+const MAP_LONG_V6: &str = "LONG_PREFIXES_V6";
 const MAP_ACTIVE: &str = "ACTIVE_GENERATION";
 /// How long after a switch the previous generation may still be read by a packet in flight
 /// (XDP runs within an RCU read section of microseconds); it is rewritten only after this.
@@ -68,11 +75,12 @@ const MAP_DNS_CONFIG: &str = "DNS_CONFIG";
 const MAP_DNS_BLOCKED: &str = "DNS_BLOCKED";
 /// Pinned: an old main program and a new DNS program share it during an upgrade.
 const MAP_QUERY_STASH: &str = "QUERY_STASH";
-pub const MAPS: [&str; 14] = [
-    MAP_PREFIXES_V4[0],
-    MAP_PREFIXES_V4[1],
-    MAP_PREFIXES_V6[0],
-    MAP_PREFIXES_V6[1],
+pub const MAPS: [&str; 15] = [
+    MAP_INDEX,
+    MAP_RANGES,
+    MAP_LEAVES,
+    MAP_LEARNED_HOSTS,
+    MAP_LONG_V6,
     MAP_ACTIVE,
     MAP_RULE_SLOTS,
     MAP_MATCH_STATS,
@@ -119,13 +127,27 @@ pub enum DatapathError {
     NoFreeSlot,
     #[error("hosts can only be added to a policy that was applied")]
     NotApplied,
+    #[error("{0}")]
+    Table(#[from] table::TableError),
+    #[error("map {0}: write outside the mapped values")]
+    MappedWrite(&'static str),
+}
+
+/// The lookup table's maps: the arrays mapped into this process, the exact tables as maps.
+pub(crate) struct LookupMaps {
+    index: MappedArray<u64>,
+    ranges: MappedArray<u64>,
+    leaves: MappedArray<RuleRef>,
+    learned_hosts: aya::maps::HashMap<MapData, HostKey, u32>,
+    long_v6: LpmTrie<MapData, LongKey, u32>,
+    /// The arrays' maps, kept for their descriptors (memory accounting).
+    arrays: [(&'static str, MapData); 3],
 }
 
 pub struct Datapath {
     ebpf: Ebpf,
     /// Both generations; `generation` is the one in force.
-    prefixes_v4: [LpmTrie<MapData, [u8; 4], RuleRef>; 2],
-    prefixes_v6: [LpmTrie<MapData, [u8; 16], RuleRef>; 2],
+    lookup: LookupMaps,
     active: Array<MapData, u32>,
     generation: usize,
     last_switch: Option<Instant>,
@@ -145,8 +167,10 @@ pub struct Datapath {
     #[allow(dead_code)]
     dns_programs: aya::maps::ProgramArray<MapData>,
     /// The rule lists in force after the last `apply`, and the free slots, so that hosts can be
-    /// added without reading the tries back.
+    /// added without reading the maps back.
     slot_cache: Option<apply::SlotCache>,
+    /// The leaves and prefixes of the generation in force after the last `apply`.
+    in_force: Option<apply::InForce>,
 }
 
 impl Datapath {
@@ -250,4 +274,35 @@ fn xdp_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, Da
         .ok_or(DatapathError::MissingProgram(name))?
         .try_into()
         .map_err(|source| DatapathError::Program { name, source })
+}
+
+impl Datapath {
+    /// Kernel memory of the maps that grow with the policy (the lookup table, rule slots, name
+    /// tables), as the kernel accounts it (`memlock` in the map's fdinfo), in bytes per map.
+    pub fn table_memory(&self) -> Vec<(&'static str, u64)> {
+        use aya::maps::IterableMap as _;
+        let mut maps: Vec<(&'static str, &MapData)> = self
+            .lookup
+            .arrays
+            .iter()
+            .map(|(name, data)| (*name, data))
+            .collect();
+        maps.push((MAP_LEARNED_HOSTS, self.lookup.learned_hosts.map()));
+        maps.push((MAP_LONG_V6, self.lookup.long_v6.map()));
+        maps.push((MAP_NAMES[0], self.names[0].map()));
+        maps.push((MAP_NAMES[1], self.names[1].map()));
+        maps.into_iter()
+            .map(|(name, data)| (name, memlock(data).unwrap_or(0)))
+            .collect()
+    }
+}
+
+/// The `memlock` figure of a map's fdinfo: what the kernel charges for it.
+fn memlock(data: &MapData) -> Option<u64> {
+    use std::os::fd::{AsFd as _, AsRawFd as _};
+    let fd = data.fd().as_fd().as_raw_fd();
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
+    info.lines()
+        .find_map(|line| line.strip_prefix("memlock:"))
+        .and_then(|v| v.trim().parse().ok())
 }

@@ -5,6 +5,7 @@
 mod bpf;
 mod fs;
 mod limits;
+pub mod mmap;
 pub mod netif;
 pub mod privileges;
 

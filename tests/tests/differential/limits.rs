@@ -1,5 +1,5 @@
-//! The datapath's limits: rules per prefix (`RULES_PER_SLOT`), prefixes per trie
-//! (`MAX_PREFIXES_V4`/`V6`) and rule lists (`RULE_SLOTS`). A policy over a limit is refused with
+//! The datapath's limits: rules per prefix (`RULES_PER_SLOT`), prefixes per family
+//! (`MAX_PREFIXES_V4`/`V6`, `MAX_LONG_PREFIXES_V6`) and rule lists (`RULE_SLOTS`). A policy over a limit is refused with
 //! an error naming it, only when it really is over, and the policy in force stays enforced (shown
 //! by frames); a policy at a limit is enforced exactly as the reference says.
 
@@ -7,7 +7,9 @@ use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use enforcer::compile::{EntryAddress, add_hosts};
-use enforcer_common::{MAX_PREFIXES_V4, MAX_PREFIXES_V6, RULE_SLOTS, RULES_PER_SLOT};
+use enforcer_common::{
+    MAX_LONG_PREFIXES_V6, MAX_PREFIXES_V4, MAX_PREFIXES_V6, RULE_SLOTS, RULES_PER_SLOT,
+};
 use ipnet::IpNet;
 use tests::r#gen::policy::{CROWDED_PORTS, crowded_policy};
 use tests::r#gen::random_address;
@@ -322,10 +324,32 @@ fn crowded_prefixes_fit_or_are_refused() {
 /// A policy of one drop platform whose single entry lists `count` host prefixes starting at
 /// `first` (IPv4 or IPv6 hosts in a row).
 fn hosts_policy(name: &str, first: IpAddr, count: usize) -> GeneratedPolicy {
+    spaced_policy(name, first, count, Spacing::HOSTS)
+}
+
+/// How `spaced_policy` lays its prefixes out: their length, and the step from one to the next
+/// in addresses (a step of twice the prefix's size leaves a gap after each, so that no two
+/// prefixes merge into one range of the table: its worst case).
+#[derive(Clone, Copy)]
+struct Spacing {
+    len: Option<u8>,
+    step_log2: u32,
+}
+
+impl Spacing {
+    const HOSTS: Spacing = Spacing {
+        len: None,
+        step_log2: 0,
+    };
+}
+
+/// `count` drop prefixes from `first`, laid out by `spacing`.
+fn spaced_policy(name: &str, first: IpAddr, count: usize, spacing: Spacing) -> GeneratedPolicy {
     let prefixes: Vec<IpNet> = (0..count)
-        .map(|i| match first {
-            IpAddr::V4(a) => IpNet::from(IpAddr::V4(Ipv4Addr::from(u32::from(a) + i as u32))),
-            IpAddr::V6(a) => IpNet::from(IpAddr::V6(Ipv6Addr::from(u128::from(a) + i as u128))),
+        .map(|i| {
+            let at = nth(first, i, spacing);
+            let len = spacing.len.unwrap_or(if at.is_ipv4() { 32 } else { 128 });
+            IpNet::new(at, len).unwrap()
         })
         .collect();
     let mut drop = entry(&[], Protocol::Any, &[]);
@@ -338,38 +362,81 @@ fn hosts_policy(name: &str, first: IpAddr, count: usize) -> GeneratedPolicy {
     }
 }
 
+/// The first address of the `i`th prefix of a `spaced_policy`.
+fn nth(first: IpAddr, i: usize, spacing: Spacing) -> IpAddr {
+    let step = |i: usize| (i as u128) << spacing.step_log2;
+    match first {
+        IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(
+            u32::from(a).wrapping_add(step(i) as u32),
+        )),
+        IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from(u128::from(a).wrapping_add(step(i)))),
+    }
+}
+
 /// Frames to the first, last and a few other hosts of a `hosts_policy`, and just past it.
 fn frames_along(first: IpAddr, count: usize) -> Vec<Vec<u8>> {
-    let nth = |i: usize| match first {
-        IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(u32::from(a).wrapping_add(i as u32))),
-        IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from(u128::from(a).wrapping_add(i as u128))),
-    };
+    frames_spaced(first, count, Spacing::HOSTS)
+}
+
+/// Frames to the first and last address of the first, last and middle prefixes of a
+/// `spaced_policy`, to the gaps after them, and just past the last.
+fn frames_spaced(first: IpAddr, count: usize, spacing: Spacing) -> Vec<Vec<u8>> {
     let client = if first.is_ipv6() {
         ip("fd00::1")
     } else {
         ip("172.16.0.1")
     };
-    [0, 1, count / 2, count - 1, count, count + 1]
-        .into_iter()
-        .map(|i| simple_frame(client, nth(i), 17, 40000, 443))
-        .collect()
+    let mut frames = Vec::new();
+    for i in [0, 1, count / 2, count - 1, count, count + 1] {
+        let at = nth(first, i, spacing);
+        let mut targets = vec![at];
+        if spacing.step_log2 > 0 {
+            // The prefix's last address and the gap's first and last.
+            let offset = |n: u128| match at {
+                IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(u32::from(a).wrapping_add(n as u32))),
+                IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from(u128::from(a).wrapping_add(n))),
+            };
+            let half = 1u128 << (spacing.step_log2 - 1);
+            targets.extend([offset(half - 1), offset(half), offset(2 * half - 1)]);
+        }
+        for target in targets {
+            frames.push(simple_frame(client, target, 17, 40000, 443));
+        }
+    }
+    frames
 }
 
-/// Tries filled to capacity work; one prefix more is refused by the compiler and, forced on the
-/// datapath, fails with the policy in force still enforced; the datapath then takes other
-/// policies again.
+/// The table filled to the compiler's limits works: a million IPv4 prefixes and a million IPv6
+/// ones laid out so that none merge (each a range of its own), and the most IPv6 prefixes longer
+/// than /64 (hosts), each enforced as the reference says. One prefix more is refused by the
+/// compiler; forced on the datapath, a policy it cannot hold fails with the policy in force
+/// still enforced, and the datapath then takes other policies again.
 #[test]
-fn full_tries() {
+fn full_table() {
     let Some((mut datapath, mut probe)) = load() else {
         return;
     };
-    for (family, first, limit) in [
-        ("IPv4", ip("10.0.0.0"), MAX_PREFIXES_V4),
-        ("IPv6", ip("2001:db8:77::"), MAX_PREFIXES_V6),
+    let v4 = Spacing {
+        len: Some(32),
+        step_log2: 1,
+    };
+    let v6 = Spacing {
+        len: Some(64),
+        step_log2: 65,
+    };
+    for (family, first, limit, spacing) in [
+        ("IPv4", ip("10.0.0.0"), MAX_PREFIXES_V4, v4),
+        ("IPv6", ip("2001:db8::"), MAX_PREFIXES_V6, v6),
+        (
+            "IPv6 (longer than /64)",
+            ip("2001:db8:77::"),
+            MAX_LONG_PREFIXES_V6,
+            Spacing::HOSTS,
+        ),
     ] {
         let limit = limit as usize;
-        let over = hosts_policy("full", first, limit + 1);
-        // `.err()`: a policy that compiled would fill the message with its 262,145 prefixes.
+        let over = spaced_policy("full", first, limit + 1, spacing);
+        // `.err()`: a policy that compiled would fill the message with its prefixes.
         assert_eq!(
             compile_generated(&over).err(),
             Some(CompileError::TooManyPrefixes {
@@ -379,39 +446,55 @@ fn full_tries() {
             }),
             "{family}: one prefix past capacity"
         );
-        let small = hosts_policy("small", first, 3);
+        let small = spaced_policy("small", first, 3, spacing);
         datapath.apply(&compile_generated(&small).unwrap()).unwrap();
-        let full = hosts_policy("full", first, limit);
-        let compiled = compile_generated(&full).expect("a full trie compiles");
-        datapath.apply(&compiled).expect("a full trie applies");
-        let frames = frames_along(first, limit);
-        let what = format!("{family} trie full");
+        let full = spaced_policy("full", first, limit, spacing);
+        let compiled = compile_generated(&full).expect("a full table compiles");
+        datapath.apply(&compiled).expect("a full table applies");
+        let frames = frames_spaced(first, limit, spacing);
+        let what = format!("{family}: table full");
         assert_agrees(&mut datapath, &mut probe, &what, &full, &frames);
-
-        // One prefix past capacity, as a compiler without the check would hand it over.
-        let mut forced = compiled.clone();
-        let past = ip_plus(first, limit as u32);
-        let extra = compile_generated(&hosts_policy("full", past, 1)).unwrap();
-        forced.v4.extend(extra.v4);
-        forced.v6.extend(extra.v6);
-        assert!(
-            datapath.apply(&forced).is_err(),
-            "{family}: applying {} prefixes must fail",
-            limit + 1
-        );
-        let what = format!("{family}: after a refused over-full policy");
-        assert_agrees(&mut datapath, &mut probe, &what, &full, &frames);
-
-        // Another policy applies after the failure.
-        let other = hosts_policy("other", ip_plus(first, 1 << 20), 5);
-        datapath
-            .apply(&compile_generated(&other).unwrap())
-            .unwrap_or_else(|e| panic!("{family}: a small policy after a failed apply: {e}"));
-        let what = format!("{family}: a small policy after a failed apply");
-        let mut frames = frames_along(ip_plus(first, 1 << 20), 5);
-        frames.extend(frames_along(first, limit));
-        assert_agrees(&mut datapath, &mut probe, &what, &other, &frames);
     }
+
+    // Past what the datapath holds, as a compiler without its checks would hand it over: more
+    // IPv6 prefixes longer than /64 than their table takes.
+    let first = ip("2001:db8:77::");
+    let full = hosts_policy("full", first, MAX_LONG_PREFIXES_V6 as usize);
+    let compiled = compile_generated(&full).unwrap();
+    datapath.apply(&compiled).unwrap();
+    let mut forced = compiled.clone();
+    let past = ip_plus(first, MAX_LONG_PREFIXES_V6);
+    forced
+        .v6
+        .extend(compile_generated(&hosts_policy("full", past, 1)).unwrap().v6);
+    let error = datapath.apply(&forced).expect_err("an over-full table must fail");
+    assert!(
+        error.to_string().contains("longer than /64"),
+        "the error names the table: {error}"
+    );
+    let frames = frames_along(first, MAX_LONG_PREFIXES_V6 as usize);
+    assert_agrees(
+        &mut datapath,
+        &mut probe,
+        "after a refused over-full policy",
+        &full,
+        &frames,
+    );
+
+    // Another policy applies after the failure.
+    let other = hosts_policy("other", ip_plus(first, 1 << 20), 5);
+    datapath
+        .apply(&compile_generated(&other).unwrap())
+        .unwrap_or_else(|e| panic!("a small policy after a failed apply: {e}"));
+    let mut frames = frames_along(ip_plus(first, 1 << 20), 5);
+    frames.extend(frames_along(first, MAX_LONG_PREFIXES_V6 as usize));
+    assert_agrees(
+        &mut datapath,
+        &mut probe,
+        "a small policy after a failed apply",
+        &other,
+        &frames,
+    );
 }
 
 fn ip_plus(ip: IpAddr, n: u32) -> IpAddr {

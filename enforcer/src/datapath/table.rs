@@ -1,0 +1,312 @@
+//! The lookup table the XDP program searches (enforcer-ebpf/src/lookup.rs), built in user space
+//! from a compiled policy, DXR-like: nested prefixes are flattened into disjoint ranges, each
+//! carrying the leaf (the rule list reference) of the longest prefix over it, which already holds
+//! every enclosing prefix's rules (see `compile`). An address becomes a 64-bit key (IPv4: the
+//! address in the top 32 bits; IPv6: its top 64 bits); the key's top 16 bits pick an index entry,
+//! which is the leaf of its whole block or points at the block's sorted ranges. IPv6 prefixes
+//! longer than /64 go to a separate exact table, and the ranges over their /64 are flagged.
+//!
+//! Pure: no kernel here, so the flattening is tested against the compiled prefixes directly.
+
+use std::collections::HashMap;
+
+use enforcer_common::{
+    INDEX_BLOCKS, INDEX_COUNT_SHIFT, LEAF_ID_MASK, LEAF_LONG, LEAVES_PER_GENERATION,
+    MAX_LONG_PREFIXES_V6, PROTOCOL_ANY, RANGES_PER_GENERATION, RULES_PER_SLOT, Rule, RuleRef,
+    rule_score,
+};
+
+use crate::compile::{CompiledPolicy, PrefixRules};
+
+const KEY_BITS: u32 = 64;
+const REST_MASK: u64 = (1 << 48) - 1;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TableError {
+    #[error(
+        "{count} distinct rule combinations in one policy exceed the lookup table's {limit} leaves"
+    )]
+    TooManyLeaves { count: usize, limit: u32 },
+    #[error("the policy needs {count} ranges; the lookup table holds {limit} a generation")]
+    TooManyRanges { count: usize, limit: u32 },
+    #[error("{count} IPv6 prefixes longer than /64 exceed the table's {limit}")]
+    TooManyLongPrefixes { count: usize, limit: u32 },
+    #[error("a rule list of the policy has no slot in the rule table")]
+    NoSlot,
+}
+
+/// One generation of the table, ready to copy into the maps.
+#[derive(Debug, Default)]
+pub struct Table {
+    /// Per family (IPv4, IPv6), `INDEX_BLOCKS` index entries; run starts are absolute (they
+    /// include the `range_base` given to [`build`]).
+    pub index: [Vec<u64>; 2],
+    /// Both families' runs of ranges, from `range_base`.
+    pub ranges: Vec<u64>,
+    /// Leaf id → rule list reference; id 0 is the empty leaf.
+    pub leaves: Vec<RuleRef>,
+    /// IPv6 prefixes longer than /64: address, length, leaf id.
+    pub long_v6: Vec<(u128, u8, u16)>,
+    leaf_ids: HashMap<RuleRef, u16>,
+}
+
+impl Table {
+    /// The id of `value`'s leaf, adding it when new.
+    pub fn leaf_id(&mut self, value: RuleRef) -> Result<u16, TableError> {
+        let id = self.leaf_id_unchecked(value);
+        check_leaves(self)?;
+        Ok(id)
+    }
+
+    /// As `leaf_id`, counting on without a limit (ids past it wrap; `build` checks at the end,
+    /// so that its error says how many leaves the policy needs).
+    fn leaf_id_unchecked(&mut self, value: RuleRef) -> u16 {
+        if let Some(&id) = self.leaf_ids.get(&value) {
+            return id;
+        }
+        let id = self.leaves.len() as u16;
+        self.leaves.push(value);
+        self.leaf_ids.insert(value, id);
+        id
+    }
+
+    /// The ids of the leaves and their values, for a table rebuilt from what the maps hold.
+    pub fn with_leaves(leaves: Vec<RuleRef>) -> Self {
+        let leaf_ids = leaves
+            .iter()
+            .enumerate()
+            .skip(1)
+            .filter_map(|(id, r)| Some((*r, u16::try_from(id).ok()?)))
+            .collect();
+        Self {
+            leaves,
+            leaf_ids,
+            ..Self::default()
+        }
+    }
+}
+
+fn check_leaves(table: &Table) -> Result<(), TableError> {
+    if table.leaves.len() > LEAVES_PER_GENERATION as usize {
+        return Err(TableError::TooManyLeaves {
+            count: table.leaves.len() - 1,
+            limit: LEAVES_PER_GENERATION - 1,
+        });
+    }
+    Ok(())
+}
+
+/// What a prefix contributes to the sweep.
+#[derive(Clone, Copy)]
+enum Cover {
+    Leaf(u16),
+    /// The /64 of a longer IPv6 prefix: the leaf around it, flagged to look in the long table.
+    Long,
+}
+
+/// A prefix over the 64-bit key space: `[start, end)`, ordered by start then length.
+struct Span {
+    start: u64,
+    len: u32,
+    end: u128,
+    cover: Cover,
+}
+
+/// Builds one generation of the table for `policy`; `slot_of` gives the rule table slot of each
+/// rule list, `range_base` where this generation's ranges begin in the map.
+pub fn build(
+    policy: &CompiledPolicy,
+    slot_of: impl Fn(&[Rule]) -> Option<u32>,
+    range_base: u32,
+) -> Result<Table, TableError> {
+    let mut table = Table::with_leaves(vec![RuleRef::default()]);
+    let leaf = |table: &mut Table, rules: &PrefixRules| -> Result<u16, TableError> {
+        let slot = slot_of(&rules.rules).ok_or(TableError::NoSlot)?;
+        Ok(table.leaf_id_unchecked(rule_ref(slot, rules)))
+    };
+    let mut v4 = Vec::with_capacity(policy.v4.len());
+    for (p, rules) in &policy.v4 {
+        let len = u32::from(p.len);
+        v4.push(Span {
+            start: u64::from(p.addr) << 32,
+            len,
+            end: (u128::from(p.addr) << 32) + (1u128 << (KEY_BITS - len)),
+            cover: Cover::Leaf(leaf(&mut table, rules)?),
+        });
+    }
+    let mut v6 = Vec::with_capacity(policy.v6.len());
+    for (p, rules) in &policy.v6 {
+        let len = u32::from(p.len);
+        let top = (p.addr >> 64) as u64;
+        let id = leaf(&mut table, rules)?;
+        if len <= KEY_BITS {
+            v6.push(Span {
+                start: top,
+                len,
+                end: u128::from(top) + (1u128 << (KEY_BITS - len)),
+                cover: Cover::Leaf(id),
+            });
+        } else {
+            table.long_v6.push((p.addr, p.len, id));
+            // One flagged /64 for all the long prefixes in it (they come in address order).
+            if v6.last().is_none_or(|s: &Span| s.start != top || s.len != KEY_BITS + 1) {
+                v6.push(Span {
+                    start: top,
+                    len: KEY_BITS + 1,
+                    end: u128::from(top) + 1,
+                    cover: Cover::Long,
+                });
+            }
+        }
+    }
+    if table.long_v6.len() > MAX_LONG_PREFIXES_V6 as usize {
+        return Err(TableError::TooManyLongPrefixes {
+            count: table.long_v6.len(),
+            limit: MAX_LONG_PREFIXES_V6,
+        });
+    }
+    // Long prefixes' /64s were pushed after the /64 prefix with the same start, if any, but a
+    // shorter prefix starting at the same /64 may follow them: put everything in order.
+    v6.sort_by_key(|s| (s.start, s.len));
+    let mut ranges = Vec::new();
+    let v4_index = blocks(&sweep(&v4), range_base, &mut ranges)?;
+    let v6_index = blocks(&sweep(&v6), range_base, &mut ranges)?;
+    table.index = [v4_index, v6_index];
+    table.ranges = ranges;
+    check_leaves(&table)?;
+    Ok(table)
+}
+
+/// Flattens nested spans (sorted by start, then length) into boundaries: `(first key, leaf)`,
+/// increasing, the first at 0, no two neighbours with the same leaf.
+fn sweep(spans: &[Span]) -> Vec<(u64, u16)> {
+    let mut bounds: Vec<(u64, u16)> = vec![(0, 0)];
+    let mut open: Vec<(u128, u16)> = Vec::new();
+    for span in spans {
+        close_until(&mut open, &mut bounds, u128::from(span.start));
+        let around = open.last().map_or(0, |o| o.1);
+        let leaf = match span.cover {
+            Cover::Leaf(id) => id,
+            Cover::Long => around | LEAF_LONG,
+        };
+        mark(&mut bounds, u128::from(span.start), leaf);
+        open.push((span.end, leaf));
+    }
+    close_until(&mut open, &mut bounds, u128::MAX);
+    bounds
+}
+
+/// Closes the open spans that end at or before `at`, marking where each gives way to the one
+/// around it.
+fn close_until(open: &mut Vec<(u128, u16)>, bounds: &mut Vec<(u64, u16)>, at: u128) {
+    while let Some(&(end, _)) = open.last() {
+        if end > at {
+            break;
+        }
+        open.pop();
+        mark(bounds, end, open.last().map_or(0, |o| o.1));
+    }
+}
+
+/// From `at` on, `leaf` applies.
+fn mark(bounds: &mut Vec<(u64, u16)>, at: u128, leaf: u16) {
+    let Ok(at) = u64::try_from(at) else {
+        return; // the end of the key space
+    };
+    if let Some(last) = bounds.last_mut()
+        && last.0 == at
+    {
+        last.1 = leaf;
+        let n = bounds.len();
+        if n >= 2 && bounds[n - 2].1 == leaf {
+            bounds.pop();
+        }
+        return;
+    }
+    if bounds.last().is_some_and(|last| last.1 == leaf) {
+        return;
+    }
+    bounds.push((at, leaf));
+}
+
+/// Splits boundaries into the index's blocks: a block with one leaf is that leaf; any other gets
+/// a run of ranges (appended to `ranges`) starting with the leaf in force at its first key.
+fn blocks(
+    bounds: &[(u64, u16)],
+    range_base: u32,
+    ranges: &mut Vec<u64>,
+) -> Result<Vec<u64>, TableError> {
+    let mut index = vec![0u64; INDEX_BLOCKS as usize];
+    let mut i = 0usize;
+    for (block, entry) in index.iter_mut().enumerate() {
+        let first = (block as u64) << 48;
+        let next = (block as u128 + 1) << 48;
+        while i + 1 < bounds.len() && bounds[i + 1].0 <= first {
+            i += 1;
+        }
+        let mut j = i + 1;
+        while j < bounds.len() && u128::from(bounds[j].0) < next {
+            j += 1;
+        }
+        let in_force = bounds[i].1;
+        if j == i + 1 {
+            *entry = u64::from(in_force);
+        } else {
+            let start = u64::from(range_base) + ranges.len() as u64;
+            let count = (j - i) as u64;
+            ranges.push(u64::from(in_force));
+            ranges.extend(
+                bounds[i + 1..j]
+                    .iter()
+                    .map(|&(at, leaf)| (at & REST_MASK) << 16 | u64::from(leaf)),
+            );
+            *entry = start | count << INDEX_COUNT_SHIFT;
+        }
+        i = j - 1;
+    }
+    if ranges.len() > RANGES_PER_GENERATION as usize {
+        return Err(TableError::TooManyRanges {
+            count: ranges.len(),
+            limit: RANGES_PER_GENERATION,
+        });
+    }
+    Ok(index)
+}
+
+/// The leaf value of a prefix whose rule list sits in `slot`.
+pub fn rule_ref(slot: u32, entry: &PrefixRules) -> RuleRef {
+    let mut value = RuleRef {
+        slot,
+        // At most RULES_PER_SLOT.
+        count: u32::try_from(entry.rules.len()).unwrap_or(u32::MAX),
+        prefix_lens: [0; RULES_PER_SLOT],
+        order: [0; RULES_PER_SLOT],
+        direct: 0,
+    };
+    value.prefix_lens[..entry.prefix_lens.len()].copy_from_slice(&entry.prefix_lens);
+    value.order[..entry.order.len()].copy_from_slice(&entry.order);
+    // The best rule for every protocol and port wins whatever the packet: its verdict goes in
+    // the leaf, and the program need not read the rule list.
+    let best = entry.order.first().map(|&i| usize::from(i));
+    if let Some(i) = best
+        && let (Some(rule), Some(&len)) = (entry.rules.get(i), entry.prefix_lens.get(i))
+        && rule.protocol == PROTOCOL_ANY
+    {
+        value.direct = rule_score(rule, len);
+    }
+    value
+}
+
+/// The leaf a table gives a key of `family`, searched as the XDP program does (for tests).
+pub fn lookup(table: &Table, family: usize, key: u64, range_base: u32) -> u16 {
+    let entry = table.index[family][(key >> 48) as usize];
+    let count = (entry >> INDEX_COUNT_SHIFT) & enforcer_common::INDEX_COUNT_MASK;
+    if count == 0 {
+        return entry as u16;
+    }
+    let start = (entry as u32 - range_base) as usize;
+    let run = &table.ranges[start..start + count as usize];
+    let rest = key & REST_MASK;
+    let at = run.partition_point(|r| r >> 16 <= rest) - 1;
+    run[at] as u16
+}
