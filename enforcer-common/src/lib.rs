@@ -30,7 +30,8 @@ pub const INDEX_ENTRIES: u32 = 2 * FAMILIES * INDEX_BLOCKS;
 pub const INDEX_COUNT_SHIFT: u32 = 32;
 pub const INDEX_COUNT_MASK: u64 = 0xFF_FFFF;
 /// Ranges of one generation (both families): two boundaries a prefix at most, plus one a block.
-pub const RANGES_PER_GENERATION: u32 = 2 * (MAX_PREFIXES_V4 + MAX_PREFIXES_V6) + FAMILIES * INDEX_BLOCKS;
+pub const RANGES_PER_GENERATION: u32 =
+    2 * (MAX_PREFIXES_V4 + MAX_PREFIXES_V6) + FAMILIES * INDEX_BLOCKS;
 /// Range entries in all; generation g uses `[g * RANGES_PER_GENERATION, ..)`. Each entry is the
 /// range's first key (its low 48 bits) above a 16-bit leaf: `start << 16 | leaf`.
 pub const RANGE_ENTRIES: u32 = 2 * RANGES_PER_GENERATION;

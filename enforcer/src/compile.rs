@@ -10,8 +10,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use enforcer_common::{
-    MAX_LONG_PREFIXES_V6, MAX_PLATFORMS, MAX_PREFIXES_V4, MAX_PREFIXES_V6, NameKey, NameRule, RULE_SLOTS, RULES_PER_SLOT,
-    Rule,
+    MAX_LONG_PREFIXES_V6, MAX_PLATFORMS, MAX_PREFIXES_V4, MAX_PREFIXES_V6, NameKey, NameRule,
+    RULE_SLOTS, RULES_PER_SLOT, Rule,
 };
 use ipnet::IpNet;
 
@@ -319,11 +319,7 @@ pub fn add_hosts(
     check_capacity("IPv6", compiled.v6.len() + new_v6, MAX_PREFIXES_V6)?;
     // Learned hosts go to the datapath's exact table at first, but into the long-prefix table
     // at the next full build, so they count against it now.
-    check_capacity(
-        LONG_V6,
-        compiled.long_v6 + new_v6,
-        MAX_LONG_PREFIXES_V6,
-    )?;
+    check_capacity(LONG_V6, compiled.long_v6 + new_v6, MAX_LONG_PREFIXES_V6)?;
     let mut lists = compiled.lists.clone();
     let mut count_list = |old: Option<&PrefixRules>, new: &PrefixRules| {
         if let Some(old) = old

@@ -2,6 +2,9 @@
 //! not in force, then one write switches to it; learned hosts go straight into the generation in
 //! force, as exact entries its ranges are flagged to consult.
 
+// Casts below take the bits they name: generations (0, 1), families and the bit fields of the table's entries.
+#![allow(clippy::cast_possible_truncation)]
+
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::{BuildHasher as _, BuildHasherDefault, DefaultHasher};
 use std::net::IpAddr;
@@ -156,11 +159,7 @@ impl Datapath {
         }
         let mut leaves = table.leaves.clone();
         leaves.resize(LEAVES_PER_GENERATION as usize, RuleRef::default());
-        if !self
-            .lookup
-            .leaves
-            .write(g * LEAVES_PER_GENERATION, &leaves)
-        {
+        if !self.lookup.leaves.write(g * LEAVES_PER_GENERATION, &leaves) {
             return Err(DatapathError::MappedWrite(MAP_LEAVES));
         }
 
@@ -297,7 +296,8 @@ impl Datapath {
                 .learned_hosts
                 .insert(key, u32::from(leaf), 0)
                 .map_err(map_err(MAP_LEARNED_HOSTS))?;
-            self.lookup.flag_hosts(g, family, lookup_key(family, address))?;
+            self.lookup
+                .flag_hosts(g, family, lookup_key(family, address))?;
             in_force
                 .prefixes
                 .insert((family, address, len), digest(&value));
@@ -380,12 +380,14 @@ impl Datapath {
             }
         }
         let has_hosts = |leaf: u16| {
-            leaves.get(usize::from(leaf & LEAF_ID_MASK)).is_some_and(|r| {
-                r.prefix_lens
-                    .iter()
-                    .take(r.count as usize)
-                    .any(|&l| l == 32)
-            })
+            leaves
+                .get(usize::from(leaf & LEAF_ID_MASK))
+                .is_some_and(|r| {
+                    r.prefix_lens
+                        .iter()
+                        .take(r.count as usize)
+                        .any(|&l| l == 32)
+                })
         };
         for (start, end, leaf) in self.lookup.ranges_of(g, FAMILY_IPV4)? {
             if (leaf & LEAF_ID_MASK) == 0 || !has_hosts(leaf) {

@@ -12,8 +12,6 @@ use enforcer_common::{
 };
 
 use super::dns_events::DnsEvents;
-use crate::sys::mmap::MappedArray;
-use std::os::fd::AsFd as _;
 use super::{
     DNS_PROGRAM, DROP_PROGRAM, Datapath, DatapathError, MAP_ACTIVE, MAP_DNS_BLOCKED,
     MAP_DNS_CONFIG, MAP_DNS_EVENTS, MAP_DNS_HOLD, MAP_DNS_QUERY_PROGRAM, MAP_DNS_STATS,
@@ -21,6 +19,8 @@ use super::{
     MAP_MATCH_STATS, MAP_NAMES, MAP_PASS_STATS, MAP_QUERY_STASH, MAP_RANGES, MAP_RULE_SLOTS, MAPS,
     PASS_PROGRAM, PROGRAM, PROGRAM_OBJECT,
 };
+use crate::sys::mmap::MappedArray;
+use std::os::fd::AsFd as _;
 
 impl Datapath {
     /// For unit tests: the program with private maps, or `None` when not root (they skip). As
@@ -137,6 +137,12 @@ impl Datapath {
     }
 }
 
+// Key sizes as bpf(2) reports them (both are a few bytes).
+const HOST_KEY_BYTES: u32 = 20;
+const LONG_KEY_BYTES: u32 = 17;
+const _: () = assert!(size_of::<HostKey>() == HOST_KEY_BYTES as usize);
+const _: () = assert!(size_of::<LongKey>() == LONG_KEY_BYTES as usize);
+
 /// The lookup table's maps, the arrays mapped into this process.
 fn lookup_maps(
     take: &mut impl FnMut(&'static str) -> Result<aya::maps::Map, DatapathError>,
@@ -148,7 +154,9 @@ fn lookup_maps(
         }
         .and_then(|data| {
             // Checked here so that a map of another size is never mapped short.
-            let info = data.info().map_err(|source| DatapathError::Map { name, source })?;
+            let info = data
+                .info()
+                .map_err(|source| DatapathError::Map { name, source })?;
             if info.max_entries() != entries {
                 return Err(DatapathError::MissingMap(name));
             }
@@ -158,25 +166,29 @@ fn lookup_maps(
     let index = array(MAP_INDEX, INDEX_ENTRIES)?;
     let ranges = array(MAP_RANGES, RANGE_ENTRIES)?;
     let leaves = array(MAP_LEAVES, LEAF_ENTRIES)?;
-    let learned_hosts = aya::maps::HashMap::try_from(take(MAP_LEARNED_HOSTS)?).map_err(
-        |source| DatapathError::Map {
-            name: MAP_LEARNED_HOSTS,
-            source,
-        },
-    )?;
-    let long_v6 = aya::maps::LpmTrie::try_from(take(MAP_LONG_V6)?).map_err(|source| {
-        DatapathError::Map {
+    let learned_hosts =
+        aya::maps::HashMap::try_from(take(MAP_LEARNED_HOSTS)?).map_err(|source| {
+            DatapathError::Map {
+                name: MAP_LEARNED_HOSTS,
+                source,
+            }
+        })?;
+    let long_v6 =
+        aya::maps::LpmTrie::try_from(take(MAP_LONG_V6)?).map_err(|source| DatapathError::Map {
             name: MAP_LONG_V6,
             source,
-        }
-    })?;
+        })?;
     Ok(super::LookupMaps {
         index: MappedArray::new(index.fd().as_fd(), INDEX_ENTRIES)?,
         ranges: MappedArray::new(ranges.fd().as_fd(), RANGE_ENTRIES)?,
         leaves: MappedArray::new(leaves.fd().as_fd(), LEAF_ENTRIES)?,
         learned_hosts,
         long_v6,
-        arrays: [(MAP_INDEX, index), (MAP_RANGES, ranges), (MAP_LEAVES, leaves)],
+        arrays: [
+            (MAP_INDEX, index),
+            (MAP_RANGES, ranges),
+            (MAP_LEAVES, leaves),
+        ],
     })
 }
 
@@ -190,13 +202,9 @@ fn check_pinned(name: &str, path: &Path) -> Result<(), DatapathError> {
         MAP_INDEX => (4, size_of::<u64>(), INDEX_ENTRIES),
         MAP_RANGES => (4, size_of::<u64>(), RANGE_ENTRIES),
         MAP_LEAVES => (4, size_of::<RuleRef>(), LEAF_ENTRIES),
-        MAP_LEARNED_HOSTS => (
-            size_of::<HostKey>() as u32,
-            size_of::<u32>(),
-            MAX_LEARNED_HOSTS,
-        ),
+        MAP_LEARNED_HOSTS => (HOST_KEY_BYTES, size_of::<u32>(), MAX_LEARNED_HOSTS),
         MAP_LONG_V6 => (
-            4 + size_of::<LongKey>() as u32,
+            4 + LONG_KEY_BYTES,
             size_of::<u32>(),
             2 * MAX_LONG_PREFIXES_V6,
         ),

@@ -29,8 +29,7 @@ use aya::maps::{Array, LpmTrie, MapData, MapError, PerCpuArray};
 use aya::programs::{ProgramError, TestRun, TestRunOptions, Xdp};
 use aya::{Ebpf, EbpfError};
 use enforcer_common::{
-    Counter, DNS_HOLD_DEADLINE, HostKey, LongKey, NameKey, NameRule, RULE_SLOTS, RuleRef,
-    RuleSlot,
+    Counter, DNS_HOLD_DEADLINE, HostKey, LongKey, NameKey, NameRule, RULE_SLOTS, RuleRef, RuleSlot,
 };
 
 use crate::sys::mmap::MappedArray;

@@ -8,12 +8,14 @@
 //!
 //! Pure: no kernel here, so the flattening is tested against the compiled prefixes directly.
 
+// Casts below take the bits they name: packs and unpacks the bit fields of index entries, ranges and leaves.
+#![allow(clippy::cast_possible_truncation)]
+
 use std::collections::HashMap;
 
 use enforcer_common::{
-    INDEX_BLOCKS, INDEX_COUNT_SHIFT, LEAF_ID_MASK, LEAF_LONG, LEAVES_PER_GENERATION,
-    MAX_LONG_PREFIXES_V6, PROTOCOL_ANY, RANGES_PER_GENERATION, RULES_PER_SLOT, Rule, RuleRef,
-    rule_score,
+    INDEX_BLOCKS, INDEX_COUNT_SHIFT, LEAF_LONG, LEAVES_PER_GENERATION, MAX_LONG_PREFIXES_V6,
+    PROTOCOL_ANY, RANGES_PER_GENERATION, RULES_PER_SLOT, Rule, RuleRef, rule_score,
 };
 
 use crate::compile::{CompiledPolicy, PrefixRules};
@@ -149,7 +151,10 @@ pub fn build(
         } else {
             table.long_v6.push((p.addr, p.len, id));
             // One flagged /64 for all the long prefixes in it (they come in address order).
-            if v6.last().is_none_or(|s: &Span| s.start != top || s.len != KEY_BITS + 1) {
+            if v6
+                .last()
+                .is_none_or(|s: &Span| s.start != top || s.len != KEY_BITS + 1)
+            {
                 v6.push(Span {
                     start: top,
                     len: KEY_BITS + 1,
@@ -309,4 +314,106 @@ pub fn lookup(table: &Table, family: usize, key: u64, range_base: u32) -> u16 {
     let rest = key & REST_MASK;
     let at = run.partition_point(|r| r >> 16 <= rest) - 1;
     run[at] as u16
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+
+    /// Random nested prefixes (IPv4 keys), flattened and split into blocks: every key looked
+    /// up as the program does gets the leaf of its longest containing prefix.
+    #[test]
+    fn ranges_give_the_longest_prefix() {
+        let mut rng = StdRng::seed_from_u64(16);
+        for round in 0..50 {
+            let mut prefixes: Vec<(u64, u32, u16)> = (0..rng.random_range(1..400))
+                .map(|i| {
+                    let len = rng.random_range(0..=32u32);
+                    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+                    // Clustered, so that prefixes nest and share blocks.
+                    let addr = (rng.random::<u32>() & 0x0F0F_FFFF) & mask;
+                    (u64::from(addr) << 32, len, (i % 7 + 1) as u16)
+                })
+                .collect();
+            prefixes.sort();
+            prefixes.dedup_by_key(|p| (p.0, p.1));
+            let spans: Vec<Span> = prefixes
+                .iter()
+                .map(|&(start, len, leaf)| Span {
+                    start,
+                    len,
+                    end: u128::from(start) + (1u128 << (64 - len)),
+                    cover: Cover::Leaf(leaf),
+                })
+                .collect();
+            let base = 1000;
+            let mut ranges = Vec::new();
+            let index = blocks(&sweep(&spans), base, &mut ranges).unwrap();
+            let table = Table {
+                index: [index, vec![0; INDEX_BLOCKS as usize]],
+                ranges,
+                ..Table::default()
+            };
+            let longest = |key: u64| {
+                prefixes
+                    .iter()
+                    .filter(|&&(start, len, _)| {
+                        len == 0 || (key >> (64 - len)) == (start >> (64 - len))
+                    })
+                    .max_by_key(|p| p.1)
+                    .map_or(0, |p| p.2)
+            };
+            for &(start, len, _) in &prefixes {
+                let last = (u128::from(start) + (1u128 << (64 - len)) - 1) as u64;
+                for key in [
+                    start,
+                    last & !((1 << 32) - 1),
+                    start.wrapping_sub(1 << 32),
+                    last.wrapping_add(1),
+                ] {
+                    assert_eq!(
+                        lookup(&table, 0, key, base),
+                        longest(key),
+                        "round {round}: key {:08x}",
+                        key >> 32
+                    );
+                }
+            }
+            for _ in 0..200 {
+                let key = u64::from(rng.random::<u32>() & 0x0F0F_FFFF) << 32;
+                assert_eq!(lookup(&table, 0, key, base), longest(key));
+            }
+        }
+    }
+
+    /// A long IPv6 prefix flags the /64 around it with the leaf of the prefix that covers it.
+    #[test]
+    fn long_prefixes_flag_their_block() {
+        let spans = [
+            Span {
+                start: 0x2001_0db8_0000_0000,
+                len: 32,
+                end: 0x2001_0db9_0000_0000,
+                cover: Cover::Leaf(3),
+            },
+            Span {
+                start: 0x2001_0db8_0000_0005,
+                len: 65,
+                end: 0x2001_0db8_0000_0006,
+                cover: Cover::Long,
+            },
+        ];
+        let mut ranges = Vec::new();
+        let index = blocks(&sweep(&spans), 0, &mut ranges).unwrap();
+        let table = Table {
+            index: [vec![0; INDEX_BLOCKS as usize], index],
+            ranges,
+            ..Table::default()
+        };
+        assert_eq!(lookup(&table, 1, 0x2001_0db8_0000_0005, 0), 3 | LEAF_LONG);
+        assert_eq!(lookup(&table, 1, 0x2001_0db8_0000_0004, 0), 3);
+        assert_eq!(lookup(&table, 1, 0x2001_0db8_0000_0006, 0), 3);
+        assert_eq!(lookup(&table, 1, 0x2001_0db9_0000_0000, 0), 0);
+    }
 }

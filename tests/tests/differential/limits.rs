@@ -366,9 +366,7 @@ fn spaced_policy(name: &str, first: IpAddr, count: usize, spacing: Spacing) -> G
 fn nth(first: IpAddr, i: usize, spacing: Spacing) -> IpAddr {
     let step = |i: usize| (i as u128) << spacing.step_log2;
     match first {
-        IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(
-            u32::from(a).wrapping_add(step(i) as u32),
-        )),
+        IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(u32::from(a).wrapping_add(step(i) as u32))),
         IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from(u128::from(a).wrapping_add(step(i)))),
     }
 }
@@ -464,10 +462,14 @@ fn full_table() {
     datapath.apply(&compiled).unwrap();
     let mut forced = compiled.clone();
     let past = ip_plus(first, MAX_LONG_PREFIXES_V6);
-    forced
-        .v6
-        .extend(compile_generated(&hosts_policy("full", past, 1)).unwrap().v6);
-    let error = datapath.apply(&forced).expect_err("an over-full table must fail");
+    forced.v6.extend(
+        compile_generated(&hosts_policy("full", past, 1))
+            .unwrap()
+            .v6,
+    );
+    let error = datapath
+        .apply(&forced)
+        .expect_err("an over-full table must fail");
     assert!(
         error.to_string().contains("longer than /64"),
         "the error names the table: {error}"

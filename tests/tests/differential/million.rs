@@ -31,14 +31,20 @@ const LEARNED: usize = 2_000;
 fn random_prefixes(rng: &mut StdRng) -> Vec<IpNet> {
     let mut out = Vec::with_capacity(V4_PREFIXES + V6_PREFIXES);
     for slot in rand::seq::index::sample(rng, 1 << 20, V4_PREFIXES) {
-        let len = *[20u8, 21, 22, 23, 24, 24, 24, 24, 32, 32].choose(rng).unwrap();
+        let len = *[20u8, 21, 22, 23, 24, 24, 24, 24, 32, 32]
+            .choose(rng)
+            .unwrap();
         let addr = ((slot as u32) << 12) | (rng.random::<u32>() & 0xFFF);
-        out.push(IpNet::V4(Ipv4Net::new(Ipv4Addr::from(addr), len).unwrap().trunc()));
+        out.push(IpNet::V4(
+            Ipv4Net::new(Ipv4Addr::from(addr), len).unwrap().trunc(),
+        ));
     }
     for _ in 0..300 {
         let len = *[10u8, 12, 14, 16].choose(rng).unwrap();
         let addr = rng.random::<u32>();
-        out.push(IpNet::V4(Ipv4Net::new(Ipv4Addr::from(addr), len).unwrap().trunc()));
+        out.push(IpNet::V4(
+            Ipv4Net::new(Ipv4Addr::from(addr), len).unwrap().trunc(),
+        ));
     }
     for i in 0..V6_PREFIXES {
         let len = if i % 100 == 0 {
@@ -282,7 +288,10 @@ fn million_prefixes_and_learned_hosts() {
     }
     let changed = add_hosts(&mut compiled, &generated.policy, &learned).expect("hosts fit");
     let written = datapath.write_hosts(&compiled, &changed).unwrap();
-    assert!(written > LEARNED / 2, "{written} of {LEARNED} hosts written");
+    assert!(
+        written > LEARNED / 2,
+        "{written} of {LEARNED} hosts written"
+    );
     generated.addresses = learned.clone();
     let mut at_hosts = Vec::new();
     for address in learned.choose_multiple(&mut rng, 100) {
