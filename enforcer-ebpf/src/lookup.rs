@@ -8,6 +8,10 @@
 //!
 //! Both generations live side by side in each map; a packet reads one generation throughout.
 
+// Casts below take the bits they name: packed fields of index entries and ranges, and map
+// indexes that the constants bound.
+#![allow(clippy::cast_possible_truncation)]
+
 use aya_ebpf::{
     bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
     macros::map,
@@ -109,7 +113,7 @@ fn exact(generation: u64, v4: bool, found: u16, addr_hi: u64, addr_lo: u64) -> u
             address,
         };
         // SAFETY: the value is copied out at once; user space replaces, never frees, in place.
-        if let Some(&leaf) = unsafe { LEARNED_HOSTS.get(&key) } {
+        if let Some(&leaf) = unsafe { LEARNED_HOSTS.get(key) } {
             return leaf as u16;
         }
     }
