@@ -318,6 +318,13 @@ pub struct HostRow {
     pub samples: Vec<Duration>,
 }
 
+/// The kernel memory of the datapath's maps with a policy of this size in both generations.
+pub struct MemoryRow {
+    pub prefixes_v4: usize,
+    pub prefixes_v6: usize,
+    pub bytes: u64,
+}
+
 /// Compiling and applying `BUILD_PREFIXES` of each family; `Err` when it does not fit.
 pub struct Build {
     pub result: Result<BuildTimes, String>,
@@ -334,6 +341,7 @@ pub struct Results {
     pub lookups: Vec<LookupRow>,
     pub no_match: Vec<NoMatchRow>,
     pub hosts: Vec<HostRow>,
+    pub memory: Vec<MemoryRow>,
     pub build: Build,
 }
 
@@ -344,6 +352,7 @@ pub fn run(datapath: &mut Datapath, bench: &mut LookupBench) -> anyhow::Result<R
         lookups: Vec::new(),
         no_match: Vec::new(),
         hosts: Vec::new(),
+        memory: Vec::new(),
         build: Build {
             result: Err("not run".into()),
         },
@@ -364,13 +373,26 @@ pub fn run(datapath: &mut Datapath, bench: &mut LookupBench) -> anyhow::Result<R
         let fitted = compile::compile(&policy)
             .map_err(|e| e.to_string())
             .and_then(|compiled| {
-                datapath
-                    .apply(&compiled)
-                    .map(|_| compiled)
-                    .map_err(|e| e.to_string())
+                // Twice: both generations hold it (what the memory figure is of).
+                for _ in 0..2 {
+                    datapath.apply(&compiled).map_err(|e| e.to_string())?;
+                }
+                Ok(compiled)
             });
-        if let Err(error) = &fitted {
-            println!("{n4} IPv4 + {n6} IPv6 prefixes: does not fit ({error})");
+        match &fitted {
+            Err(error) => println!("{n4} IPv4 + {n6} IPv6 prefixes: does not fit ({error})"),
+            Ok(_) => {
+                let bytes = maps_memory()?;
+                println!(
+                    "{n4} IPv4 + {n6} IPv6 prefixes in both generations: maps {:.1} MiB",
+                    bytes as f64 / MIB
+                );
+                results.memory.push(MemoryRow {
+                    prefixes_v4: n4,
+                    prefixes_v6: n6,
+                    bytes,
+                });
+            }
         }
         bench.clear_lpm()?;
         bench.insert_lpm(&v4.ip_nets())?;
@@ -455,7 +477,7 @@ pub fn run(datapath: &mut Datapath, bench: &mut LookupBench) -> anyhow::Result<R
         }
     }
     bench.clear_lpm()?;
-    results.build = build(datapath, &mut rng, &mut results.hosts)?;
+    results.build = build(datapath, &mut rng, &mut results.hosts, &mut results.memory)?;
     Ok(results)
 }
 
@@ -509,7 +531,7 @@ fn lookups(
     Ok((parse, fits.then_some(enforcer), lpm))
 }
 
-/// The real program and xdp_pass (twice) alternated frame by frame, one run each, over frames
+/// The real program and xdp_pass (twice) alternated, one run each, over frames
 /// to `destinations` (which match nothing), `NO_MATCH_ROUNDS` rounds; per round the median over
 /// the frames of each.
 #[allow(clippy::type_complexity)]
@@ -530,15 +552,20 @@ fn no_match(
         Ok(datapath.test_run_repeat(program, frame, 1)?.1.as_nanos() as f64)
     };
     for _ in 0..NO_MATCH_ROUNDS {
-        let mut round = (Vec::new(), Vec::new(), Vec::new());
-        for frame in &frames {
-            round.0.push(single(PROGRAM, frame)?);
-            round.1.push(single(PASS_PROGRAM, frame)?);
-            round.2.push(single(PASS_PROGRAM, frame)?);
+        // [enforcer, xdp_pass, xdp_pass again], run in an order that rotates from frame to
+        // frame: a run right after another on the same frame is a little faster (warm caches).
+        let mut round: [Vec<f64>; 3] = Default::default();
+        for (i, frame) in frames.iter().enumerate() {
+            for k in 0..3 {
+                let which = (i + k) % 3;
+                let program = if which == 0 { PROGRAM } else { PASS_PROGRAM };
+                round[which].push(single(program, frame)?);
+            }
         }
-        out.0.push(median(round.0));
-        out.1.push(median(round.1));
-        out.2.push(median(round.2));
+        let [enforcer, pass, pass_again] = round;
+        out.0.push(median(enforcer));
+        out.1.push(median(pass));
+        out.2.push(median(pass_again));
     }
     Ok(out)
 }
@@ -575,6 +602,7 @@ fn build(
     datapath: &mut Datapath,
     rng: &mut StdRng,
     hosts: &mut Vec<HostRow>,
+    memory: &mut Vec<MemoryRow>,
 ) -> anyhow::Result<Build> {
     let v4 = PrefixSet::generate(Family::V4, BUILD_PREFIXES, rng);
     let v6 = PrefixSet::generate(Family::V6, BUILD_PREFIXES, rng);
@@ -610,6 +638,11 @@ fn build(
         "build: {BUILD_PREFIXES} + {BUILD_PREFIXES} prefixes: compile {:.2?}, apply {:.2?}, apply into the other generation {:.2?}",
         times.compile, times.apply_first, times.apply_second
     );
+    memory.push(MemoryRow {
+        prefixes_v4: BUILD_PREFIXES,
+        prefixes_v6: BUILD_PREFIXES,
+        bytes: maps_memory()?,
+    });
     let learned = v4.misses(HOST_SAMPLES, rng);
     let samples = write_hosts(datapath, &mut compiled, &policy, &learned)?;
     println!(
@@ -622,6 +655,38 @@ fn build(
         samples,
     });
     Ok(Build { result: Ok(times) })
+}
+
+pub const MIB: f64 = 1024.0 * 1024.0;
+
+/// The kernel memory of this process's BPF maps but the bench's own (`BENCH_*`): the sum of
+/// their fdinfo `memlock`, which recent kernels give as the map's memory in use.
+fn maps_memory() -> anyhow::Result<u64> {
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0;
+    for entry in std::fs::read_dir("/proc/self/fdinfo")? {
+        // A descriptor closed meanwhile (the directory's own) has no fdinfo left.
+        let Ok(text) = std::fs::read_to_string(entry?.path()) else {
+            continue;
+        };
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        let (Some(id), Some(memlock)) = (field("map_id:"), field("memlock:")) else {
+            continue;
+        };
+        if !seen.insert(id) {
+            continue;
+        }
+        let info = aya::maps::MapInfo::from_id(u32::try_from(id)?)?;
+        if info.name_as_str().is_some_and(|n| n.starts_with("BENCH_")) {
+            continue;
+        }
+        total += memlock;
+    }
+    Ok(total)
 }
 
 pub fn median_duration(samples: &[Duration]) -> Duration {

@@ -28,13 +28,15 @@ const ROUNDS: usize = 5;
 
 fn main() -> anyhow::Result<()> {
     let (mut datapath, mut bench) = Datapath::load_for_lookup_bench()?;
+    let before = report::busy_cpus();
     let results = lookup::run(&mut datapath, &mut bench)?;
+    let after = report::busy_cpus();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .ok_or_else(|| {
             anyhow::anyhow!("no repository root above {}", env!("CARGO_MANIFEST_DIR"))
         })?;
-    report::write(root, &results)?;
+    report::write(root, &results, [before, after])?;
     let verified = datapath
         .program_mut()?
         .info()

@@ -11,8 +11,8 @@ use enforcer_common::BENCH_ADDRESSES;
 use serde_json::json;
 
 use crate::lookup::{
-    BUILD_PREFIXES, HOST_SAMPLES, LOOKUP_REPEAT, MIX, NO_MATCH_FRAMES, NO_MATCH_ROUNDS, ROUNDS,
-    Results, V4_LENGTHS, V6_LENGTHS, median_duration,
+    BUILD_PREFIXES, HOST_SAMPLES, LOOKUP_REPEAT, MIB, MIX, NO_MATCH_FRAMES, NO_MATCH_ROUNDS,
+    ROUNDS, Results, V4_LENGTHS, V6_LENGTHS, median_duration,
 };
 use crate::median;
 
@@ -23,6 +23,7 @@ const GOAL_IN_PROGRAM_NS: f64 = 30.0;
 const GOAL_NO_MATCH_NS: f64 = 30.0;
 const GOAL_BUILD: Duration = Duration::from_secs(2);
 const GOAL_LEARNED_HOST: Duration = Duration::from_micros(10);
+const GOAL_MEMORY_MIB: f64 = 128.0;
 
 pub struct Machine {
     pub cpu: String,
@@ -41,6 +42,40 @@ pub fn machine() -> Machine {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map_or_else(|_| "unknown".to_string(), |k| k.trim().to_string());
     Machine { cpu, cores, kernel }
+}
+
+/// The CPUs busy with other work over one second (user+nice+system+irq+softirq+steal of all
+/// CPUs in /proc/stat), sampled before and after the measurements: the shared machine's load,
+/// which slows lookups that miss the caches.
+pub fn busy_cpus() -> f64 {
+    let sample = || -> Option<(u64, u64)> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let fields: Vec<u64> = stat
+            .lines()
+            .next()?
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        // user nice system idle iowait irq softirq steal (guest is inside user).
+        let busy = [0, 1, 2, 5, 6, 7]
+            .iter()
+            .filter_map(|&i| fields.get(i))
+            .sum();
+        let total = fields.iter().take(8).sum();
+        Some((busy, total))
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let Some(before) = sample() else {
+        return f64::NAN;
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    match sample() {
+        Some(after) if after.1 > before.1 => {
+            (after.0 - before.0) as f64 / (after.1 - before.1) as f64 * cores
+        }
+        _ => f64::NAN,
+    }
 }
 
 /// Now, as "YYYY-MM-DD HH:MM UTC" (days to civil date: proleptic Gregorian).
@@ -202,6 +237,32 @@ fn goals(results: &Results) -> Vec<Goal> {
             Err(e) => format!("does not fit: {e}"),
         },
     });
+    let built = results
+        .memory
+        .iter()
+        .find(|m| m.prefixes_v4 == BUILD_PREFIXES && m.prefixes_v6 == BUILD_PREFIXES);
+    let largest = results.memory.iter().max_by_key(|m| m.prefixes_v4);
+    goals.push(Goal {
+        key: "memory_mib",
+        label: format!(
+            "kernel memory of the maps, {} IPv4 + {} IPv6 prefixes in both generations",
+            thousands(BUILD_PREFIXES),
+            thousands(BUILD_PREFIXES)
+        ),
+        value: built.map(|m| m.bytes as f64 / MIB),
+        goal: GOAL_MEMORY_MIB,
+        unit: "MiB",
+        note: match (built, largest) {
+            (Some(_), _) => String::new(),
+            (None, Some(m)) => format!(
+                "does not fit; {:.1} MiB with {} + {}",
+                m.bytes as f64 / MIB,
+                thousands(m.prefixes_v4),
+                thousands(m.prefixes_v6)
+            ),
+            (None, None) => "does not fit".into(),
+        },
+    });
     let host = results.hosts.iter().max_by_key(|h| h.prefixes_v4);
     goals.push(Goal {
         key: "learned_host_us",
@@ -262,7 +323,7 @@ fn tables(results: &Results) -> String {
         );
     }
     let _ = writeln!(t, "\n### Building and learning\n");
-    let _ = writeln!(t, "| step | time |");
+    let _ = writeln!(t, "| step | result |");
     let _ = writeln!(t, "|---|---:|");
     match &results.build.result {
         Ok(b) => {
@@ -304,6 +365,15 @@ fn tables(results: &Results) -> String {
             micros(median_duration(&h.samples)),
         );
     }
+    for m in &results.memory {
+        let _ = writeln!(
+            t,
+            "| kernel memory of the datapath's maps (fdinfo memlock), {} IPv4 + {} IPv6 prefixes in both generations | {:.1} MiB |",
+            thousands(m.prefixes_v4),
+            thousands(m.prefixes_v6),
+            m.bytes as f64 / MIB
+        );
+    }
     let _ = writeln!(t, "\n### Against the goals (issue 16)\n");
     let _ = writeln!(
         t,
@@ -334,10 +404,12 @@ fn tables(results: &Results) -> String {
     t
 }
 
-fn section(results: &Results, machine: &Machine, date: &str) -> String {
+fn section(results: &Results, machine: &Machine, date: &str, background: [f64; 2]) -> String {
     format!(
         "{SECTION_BEGIN}\n## In-program cost over many addresses (cargo bench -p enforcer --bench datapath)\n\n\
-         Machine: {} ({} cores), kernel {}, {date}.\n\n\
+         Machine: {} ({} cores), kernel {}, {date}. Other work on the machine: {:.2} CPUs busy \
+         just before the measurements, {:.2} just after (lookups that miss the caches slow down \
+         when another process shares them: compare runs on a quiet machine).\n\n\
          Method: BPF_PROG_TEST_RUN, {} runs a call on one UDP frame. Three XDP \
          programs made for this bench (enforcer-ebpf/src/bench.rs) parse the frame as the \
          enforcer does, then take the next of {} addresses from an array map (a \
@@ -369,6 +441,8 @@ fn section(results: &Results, machine: &Machine, date: &str) -> String {
         machine.cpu,
         machine.cores,
         machine.kernel,
+        background[0],
+        background[1],
         thousands(LOOKUP_REPEAT as usize),
         thousands(BENCH_ADDRESSES as usize),
         V4_LENGTHS[0],
@@ -382,7 +456,12 @@ fn section(results: &Results, machine: &Machine, date: &str) -> String {
     )
 }
 
-fn json(results: &Results, machine: &Machine, date: &str) -> serde_json::Value {
+fn json(
+    results: &Results,
+    machine: &Machine,
+    date: &str,
+    background: [f64; 2],
+) -> serde_json::Value {
     let lookups: Vec<serde_json::Value> = results
         .lookups
         .iter()
@@ -430,6 +509,17 @@ fn json(results: &Results, machine: &Machine, date: &str) -> serde_json::Value {
             })
         })
         .collect();
+    let memory: Vec<serde_json::Value> = results
+        .memory
+        .iter()
+        .map(|m| {
+            json!({
+                "prefixes_v4": m.prefixes_v4,
+                "prefixes_v6": m.prefixes_v6,
+                "bytes": m.bytes,
+            })
+        })
+        .collect();
     let build = match &results.build.result {
         Ok(b) => json!({
             "prefixes_v4": BUILD_PREFIXES,
@@ -463,6 +553,7 @@ fn json(results: &Results, machine: &Machine, date: &str) -> serde_json::Value {
     json!({
         "date": date,
         "machine": { "cpu": machine.cpu, "cores": machine.cores, "kernel": machine.kernel },
+        "background_cpus": { "before": background[0], "after": background[1] },
         "method": {
             "repeat": LOOKUP_REPEAT,
             "rounds": ROUNDS,
@@ -477,6 +568,7 @@ fn json(results: &Results, machine: &Machine, date: &str) -> serde_json::Value {
         "no_match": no_match,
         "build": build,
         "learned_hosts": hosts,
+        "maps_memory": memory,
         "goals": goals,
     })
 }
@@ -500,14 +592,15 @@ fn write_section(path: &Path, section: &str) -> anyhow::Result<()> {
 }
 
 /// Writes `root`/bench-datapath.json and the bench's section of `root`/BENCHMARKS.md.
-pub fn write(root: &Path, results: &Results) -> anyhow::Result<()> {
+/// `background`: [`busy_cpus`] before and after the measurements.
+pub fn write(root: &Path, results: &Results, background: [f64; 2]) -> anyhow::Result<()> {
     let machine = machine();
     let date = utc_now();
-    let section = section(results, &machine, &date);
+    let section = section(results, &machine, &date, background);
     println!("\n{}", tables(results));
     write_section(&root.join("BENCHMARKS.md"), &section)?;
     let path = root.join("bench-datapath.json");
-    let text = serde_json::to_string_pretty(&json(results, &machine, &date))?;
+    let text = serde_json::to_string_pretty(&json(results, &machine, &date, background))?;
     std::fs::write(&path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
     println!(
         "wrote {} and {}",
