@@ -16,7 +16,7 @@ use enforcer::datapath::{
     LookupCount, PASS_PROGRAM, PROGRAM,
 };
 use enforcer::policy::{Action, Enforce, Entry, Location, Platform, Policy, Protocol};
-use enforcer_common::ROLE_INSIDE;
+use enforcer_common::{BENCH_ADDRESSES, ROLE_INSIDE};
 use ipnet::IpNet;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
@@ -358,127 +358,136 @@ pub fn run(datapath: &mut Datapath, bench: &mut LookupBench) -> anyhow::Result<R
         },
     };
     println!(
-        "lookups: BPF_PROG_TEST_RUN, {LOOKUP_REPEAT} runs a call, each on the next of {} addresses; ns per packet over bench_parse, median of {ROUNDS} rounds",
-        enforcer_common::BENCH_ADDRESSES
-    );
-    println!(
-        "{:>9} {:>8} {:>6} {:>5} {:>9} {:>18} {:>12}",
-        "ipv4", "ipv6", "family", "addrs", "parse ns", "enforcer-parse", "lpm-parse"
+        "lookups: BPF_PROG_TEST_RUN, {LOOKUP_REPEAT} runs a call, each on the next of {BENCH_ADDRESSES} addresses; ns per packet over bench_parse, median of {ROUNDS} rounds"
     );
     for n4 in SIZES {
-        let n6 = n4 / 4;
-        let v4 = PrefixSet::generate(Family::V4, n4, &mut rng);
-        let v6 = PrefixSet::generate(Family::V6, n6, &mut rng);
-        let policy = policy(&[&v4, &v6]);
-        let fitted = compile::compile(&policy)
-            .map_err(|e| e.to_string())
-            .and_then(|compiled| {
-                // Twice: both generations hold it (what the memory figure is of).
-                for _ in 0..2 {
-                    datapath.apply(&compiled).map_err(|e| e.to_string())?;
-                }
-                Ok(compiled)
-            });
-        match &fitted {
-            Err(error) => println!("{n4} IPv4 + {n6} IPv6 prefixes: does not fit ({error})"),
-            Ok(_) => {
-                let bytes = maps_memory()?;
-                println!(
-                    "{n4} IPv4 + {n6} IPv6 prefixes in both generations: maps {:.1} MiB",
-                    bytes as f64 / MIB
-                );
-                results.memory.push(MemoryRow {
-                    prefixes_v4: n4,
-                    prefixes_v6: n6,
-                    bytes,
-                });
-            }
-        }
-        bench.clear_lpm()?;
-        bench.insert_lpm(&v4.ip_nets())?;
-        bench.insert_lpm(&v6.ip_nets())?;
-        for set in [&v4, &v6] {
-            for hit in [true, false] {
-                if hit && set.nets.is_empty() {
-                    continue;
-                }
-                let addresses = if hit {
-                    set.hits(enforcer_common::BENCH_ADDRESSES as usize, &mut rng)
-                } else {
-                    set.misses(enforcer_common::BENCH_ADDRESSES as usize, &mut rng)
-                };
-                let row = lookups(datapath, bench, &addresses, set.family, hit, fitted.is_ok())
-                    .map(|(parse, enforcer, lpm)| LookupRow {
-                        prefixes_v4: n4,
-                        prefixes_v6: n6,
-                        family: set.family,
-                        hit,
-                        parse,
-                        enforcer,
-                        lpm,
-                    })?;
-                println!(
-                    "{:>9} {:>8} {:>6} {:>5} {:>9.0} {:>18} {:>12.0}",
-                    n4,
-                    n6,
-                    set.family.name(),
-                    if hit { "hit" } else { "miss" },
-                    median(row.parse.clone()),
-                    row.enforcer_extra()
-                        .map_or("does not fit".to_string(), |e| format!("{:.0}", median(e))),
-                    median(row.lpm_extra()),
-                );
-                results.lookups.push(row);
-            }
-        }
-        let Ok(mut compiled) = fitted else {
-            continue;
-        };
-        let misses = v4.misses(NO_MATCH_FRAMES, &mut rng);
-        for role in ["none (both lookups)", "inside (destination only)"] {
-            let roles = if role.starts_with("inside") {
-                vec![(1, ROLE_INSIDE)]
-            } else {
-                vec![]
-            };
-            // Test runs arrive on the loopback (ifindex 1).
-            datapath.set_dns_trust(&[], &roles)?;
-            let (enforcer, pass, pass_again) = no_match(datapath, &misses)?;
-            let row = NoMatchRow {
-                prefixes_v4: n4,
-                prefixes_v6: n6,
-                role,
-                enforcer,
-                pass,
-                pass_again,
-            };
-            println!(
-                "no match, {n4} + {n6} prefixes, role {role}: enforcer {:.0} ns, xdp_pass {:.0} ns, extra {:+.0} ns (xdp_pass against itself {:+.0})",
-                median(row.enforcer.clone()),
-                median(row.pass.clone()),
-                median(row.extra()),
-                median(row.noise()),
-            );
-            results.no_match.push(row);
-        }
-        datapath.set_dns_trust(&[], &[])?;
-        if n4 > 0 {
-            let hosts = v4.misses(HOST_SAMPLES, &mut rng);
-            let samples = write_hosts(datapath, &mut compiled, &policy, &hosts)?;
-            println!(
-                "learned host with {n4} + {n6} prefixes in force: write_hosts {:.1?} (median of {HOST_SAMPLES})",
-                median_duration(&samples)
-            );
-            results.hosts.push(HostRow {
-                prefixes_v4: n4,
-                prefixes_v6: n6,
-                samples,
-            });
-        }
+        measure_size(datapath, bench, &mut rng, n4, &mut results)?;
     }
     bench.clear_lpm()?;
     results.build = build(datapath, &mut rng, &mut results.hosts, &mut results.memory)?;
     Ok(results)
+}
+
+/// `n4` IPv4 and a quarter as many IPv6 prefixes: lookups in the bench programs, then, when the
+/// datapath holds them, the real program on frames that match nothing and learned hosts.
+fn measure_size(
+    datapath: &mut Datapath,
+    bench: &mut LookupBench,
+    rng: &mut StdRng,
+    n4: usize,
+    results: &mut Results,
+) -> anyhow::Result<()> {
+    let n6 = n4 / 4;
+    let v4 = PrefixSet::generate(Family::V4, n4, rng);
+    let v6 = PrefixSet::generate(Family::V6, n6, rng);
+    let policy = policy(&[&v4, &v6]);
+    let fitted = apply_both(datapath, &policy);
+    match &fitted {
+        Err(error) => println!("{n4} IPv4 + {n6} IPv6 prefixes: does not fit ({error})"),
+        Ok(_) => {
+            let bytes = maps_memory()?;
+            println!(
+                "{n4} IPv4 + {n6} IPv6 prefixes in both generations: maps {:.1} MiB",
+                bytes as f64 / MIB
+            );
+            results.memory.push(MemoryRow {
+                prefixes_v4: n4,
+                prefixes_v6: n6,
+                bytes,
+            });
+        }
+    }
+    bench.clear_lpm()?;
+    bench.insert_lpm(&v4.ip_nets())?;
+    bench.insert_lpm(&v6.ip_nets())?;
+    for set in [&v4, &v6] {
+        for hit in [true, false] {
+            if hit && set.nets.is_empty() {
+                continue;
+            }
+            let addresses = if hit {
+                set.hits(BENCH_ADDRESSES as usize, rng)
+            } else {
+                set.misses(BENCH_ADDRESSES as usize, rng)
+            };
+            let (parse, enforcer, lpm) =
+                lookups(datapath, bench, &addresses, set.family, hit, fitted.is_ok())?;
+            let row = LookupRow {
+                prefixes_v4: n4,
+                prefixes_v6: n6,
+                family: set.family,
+                hit,
+                parse,
+                enforcer,
+                lpm,
+            };
+            println!(
+                "{n4} + {n6} prefixes, {} {}: parse {:.0} ns, enforcer {} ns over it, LPM trie {:+.0}",
+                set.family.name(),
+                if hit { "hits" } else { "misses" },
+                median(row.parse.clone()),
+                row.enforcer_extra()
+                    .map_or("does not fit".to_string(), |e| format!("{:+.0}", median(e))),
+                median(row.lpm_extra()),
+            );
+            results.lookups.push(row);
+        }
+    }
+    let Ok(mut compiled) = fitted else {
+        return Ok(());
+    };
+    let misses = v4.misses(NO_MATCH_FRAMES, rng);
+    for role in ["none (both lookups)", "inside (destination only)"] {
+        let roles = if role.starts_with("inside") {
+            vec![(1, ROLE_INSIDE)]
+        } else {
+            vec![]
+        };
+        // Test runs arrive on the loopback (ifindex 1).
+        datapath.set_dns_trust(&[], &roles)?;
+        let (enforcer, pass, pass_again) = no_match(datapath, &misses)?;
+        let row = NoMatchRow {
+            prefixes_v4: n4,
+            prefixes_v6: n6,
+            role,
+            enforcer,
+            pass,
+            pass_again,
+        };
+        println!(
+            "no match, {n4} + {n6} prefixes, role {role}: enforcer {:.0} ns, xdp_pass {:.0} ns, extra {:+.0} ns (xdp_pass against itself {:+.0})",
+            median(row.enforcer.clone()),
+            median(row.pass.clone()),
+            median(row.extra()),
+            median(row.noise()),
+        );
+        results.no_match.push(row);
+    }
+    datapath.set_dns_trust(&[], &[])?;
+    if n4 > 0 {
+        let hosts = v4.misses(HOST_SAMPLES, rng);
+        let samples = write_hosts(datapath, &mut compiled, &policy, &hosts)?;
+        println!(
+            "learned host with {n4} + {n6} prefixes in force: write_hosts {:.1?} (median of {HOST_SAMPLES})",
+            median_duration(&samples)
+        );
+        results.hosts.push(HostRow {
+            prefixes_v4: n4,
+            prefixes_v6: n6,
+            samples,
+        });
+    }
+    Ok(())
+}
+
+/// Compiles `policy` and applies it twice, so that both generations hold it (what the memory
+/// figure is of); the error's text when it does not fit.
+fn apply_both(datapath: &mut Datapath, policy: &Policy) -> Result<CompiledPolicy, String> {
+    let compiled = compile::compile(policy).map_err(|e| e.to_string())?;
+    for _ in 0..2 {
+        datapath.apply(&compiled).map_err(|e| e.to_string())?;
+    }
+    Ok(compiled)
 }
 
 /// bench_parse, bench_enforcer (unless the policy did not fit) and bench_lpm alternated over

@@ -426,9 +426,10 @@ fn section(results: &Results, machine: &Machine, date: &str, background: [f64; 2
          long (at 1,000,000: {} of the shortest length up to {} of the longest), in 8 drop \
          platforms; each IPv4 count comes with a quarter as many IPv6 prefixes. \"does not \
          fit\": the datapath refused the policy.\n\n\
-         A packet that matches nothing: the real `enforcer` program and `xdp_pass` alternated \
-         frame by frame (then `xdp_pass` again), single runs (repeat 1: the kernel's duration \
-         of each run, its timer included in both) over {} frames to distinct \
+         A packet that matches nothing: the real `enforcer` program, `xdp_pass` and `xdp_pass` \
+         again, each run once on every frame in an order that rotates from frame to frame (a \
+         run right after another on the same frame is a few ns faster), single runs (repeat 1: \
+         the kernel's duration of each run, its timer included in all three) over {} frames to distinct \
          IPv4 destinations outside every prefix, from a source outside them too, \
          {NO_MATCH_ROUNDS} rounds; per round the median over the frames of each program; \
          extra = median over the rounds of enforcer − xdp_pass, min..max in brackets; the \
