@@ -560,3 +560,12 @@ mod pod {
     // SAFETY: see above.
     unsafe impl aya::Pod for super::DnsQuerySeen {}
 }
+
+/// Addresses the lookup benchmark's programs cycle through (`BENCH_ADDRS`, one a run; a power of
+/// two). The object declares one: only the benchmark's loader sizes the map to this.
+pub const BENCH_ADDRESSES: u32 = 65_536;
+const _: () = assert!(BENCH_ADDRESSES.is_power_of_two());
+/// Capacity of the benchmark's plain kernel LPM tries (baseline): 1,000,000 IPv4 and 250,000
+/// IPv6 prefixes fit. Not preallocated: empty, they cost the daemon nothing.
+pub const BENCH_LPM_V4_ENTRIES: u32 = 1 << 20;
+pub const BENCH_LPM_V6_ENTRIES: u32 = 1 << 18;

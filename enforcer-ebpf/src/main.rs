@@ -24,6 +24,7 @@
 #![no_std]
 #![no_main]
 
+mod bench;
 mod dns;
 mod lookup;
 mod names;

@@ -1,5 +1,5 @@
 //! `cargo xtask bench`: setup, then the datapath benchmark, then the namespace benches and the
-//! head-to-head flood (release, needs root for BPF).
+//! head-to-head flood (release, needs root for BPF), then the charts of both comparisons.
 
 use anyhow::Result;
 
@@ -35,5 +35,12 @@ pub fn run() -> Result<()> {
             .arg("--out")
             .arg(crate::util::root())
             .env("ENFORCER_BIN", release.join("enforcer")),
+    )?;
+    // From bench-flood.json and bench-datapath.json, for the README.
+    step("charts: docs/bench-flood.svg, docs/bench-lookup.svg (target/release/bench_charts)");
+    run_cmd(
+        std::process::Command::new(release.join("bench_charts"))
+            .arg("--root")
+            .arg(crate::util::root()),
     )
 }

@@ -61,7 +61,7 @@ impl Datapath {
         Self::from_ebpf(loader.load(PROGRAM_OBJECT)?)
     }
 
-    fn from_ebpf(mut ebpf: Ebpf) -> Result<Self, DatapathError> {
+    pub(super) fn from_ebpf(mut ebpf: Ebpf) -> Result<Self, DatapathError> {
         for name in [PROGRAM, PASS_PROGRAM, DROP_PROGRAM, DNS_PROGRAM] {
             super::xdp_mut(&mut ebpf, name)?
                 .load()

@@ -10,6 +10,7 @@
 
 mod apply;
 pub mod attach;
+mod bench;
 pub mod bpffs;
 mod counters;
 pub mod dns_events;
@@ -18,6 +19,9 @@ mod load;
 pub mod table;
 
 pub use apply::ApplyStats;
+pub use bench::{
+    BENCH_ENFORCER_PROGRAM, BENCH_LPM_PROGRAM, BENCH_PARSE_PROGRAM, LookupBench, LookupCount,
+};
 pub use counters::{CounterSnapshot, MatchKey};
 pub use dns_events::{DnsEvents, DnsKind, DnsPacket};
 pub use dns_trust::{DnsStats, Reinjector};

@@ -1,11 +1,16 @@
-//! `cargo xtask bench` (datapath part): ns per packet through BPF_PROG_TEST_RUN for a matching
-//! and a non-matching frame, with 1k and 100k prefixes per family, next to a program that only
-//! returns XDP_PASS, measured in the same run. Needs root.
+//! `cargo xtask bench` (datapath part), through BPF_PROG_TEST_RUN. Needs root.
+//! - `lookup`: the in-program cost of a lookup over many distinct addresses, the enforcer's and a
+//!   plain kernel LPM trie's, from 0 to 1,000,000 prefixes; a packet that matches nothing against
+//!   a bare XDP_PASS; building and learning times. `report` writes them as bench-datapath.json
+//!   and this bench's section of BENCHMARKS.md, at the repository root.
+//! - Here, printed only: ns per packet for one hot matching and non-matching frame, with 1k and
+//!   100k prefixes per family, next to XDP_PASS; and name-level blocking.
 
 // Benchmark code: a failed unwrap stops the run with its reason.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::Path;
 use std::time::Instant;
 
 use enforcer::compile;
@@ -15,11 +20,23 @@ use enforcer_common::{NameKey, NameRule, NameVerdict, ROLE_INSIDE, name_hash};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
-const REPEAT: u32 = 2_000_000;
+mod lookup;
+mod report;
+
+const REPEAT: u32 = 1_000_000;
 const ROUNDS: usize = 5;
 
 fn main() -> anyhow::Result<()> {
-    let mut datapath = Datapath::load_unpinned()?;
+    let (mut datapath, mut bench) = Datapath::load_for_lookup_bench()?;
+    let before = report::busy_cpus();
+    let results = lookup::run(&mut datapath, &mut bench)?;
+    let after = report::busy_cpus();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .ok_or_else(|| {
+            anyhow::anyhow!("no repository root above {}", env!("CARGO_MANIFEST_DIR"))
+        })?;
+    report::write(root, &results, [before, after])?;
     let verified = datapath
         .program_mut()?
         .info()
@@ -36,7 +53,6 @@ fn main() -> anyhow::Result<()> {
     );
     for per_family in [1_000usize, 100_000] {
         let (policy, hit_v4, hit_v6) = generate_policy(per_family, 7);
-        let last = per_family == 100_000;
         let compiled = compile::compile(&policy)?;
         let started = Instant::now();
         let stats = datapath.apply(&compiled)?;
@@ -81,9 +97,6 @@ fn main() -> anyhow::Result<()> {
             datapath.set_dns_trust(&[], &[(1, ROLE_INSIDE)])?;
             let inside_ns = median_ns(&mut datapath, PROGRAM, &frame)?;
             datapath.set_dns_trust(&[], &[])?;
-            if last && family == "ipv6" && frame_kind == "no-match" {
-                spread(&mut datapath, &policy)?;
-            }
             println!(
                 "{:>9} {:>6} {:>10} {:>12.1} {:>12.1} {:>7.2}",
                 per_family,
@@ -96,46 +109,6 @@ fn main() -> anyhow::Result<()> {
         }
     }
     names(&mut datapath)?;
-    Ok(())
-}
-
-/// One hot frame flatters every lookup structure: the same drop, measured over 4,096 frames to
-/// distinct prefixes of `policy` (applied) in turn, single runs (a test run cannot rotate frames
-/// within one call), against one repeated frame and XDP_PASS measured the same way.
-fn spread(datapath: &mut Datapath, policy: &Policy) -> anyhow::Result<()> {
-    let source = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2));
-    let prefixes: Vec<IpNet> = policy
-        .platforms
-        .iter()
-        .flat_map(|p| p.entries.iter().flat_map(|e| e.prefixes.iter().copied()))
-        .filter(|n| matches!(n, IpNet::V4(_)))
-        .collect();
-    let step = (prefixes.len() / 4096).max(1);
-    let frames: Vec<Vec<u8>> = prefixes
-        .iter()
-        .step_by(step)
-        .take(4096)
-        .map(|n| udp_frame(source, n.network(), 40000, 443))
-        .collect();
-    let singles = |datapath: &mut Datapath, program: &'static str, frames: &[&Vec<u8>]| {
-        let mut samples = Vec::new();
-        for _ in 0..5 {
-            for frame in frames {
-                samples.push(datapath.test_run_repeat(program, frame, 1)?.1.as_nanos() as f64);
-            }
-        }
-        samples.sort_by(f64::total_cmp);
-        anyhow::Ok(samples[samples.len() / 2])
-    };
-    let all: Vec<&Vec<u8>> = frames.iter().collect();
-    let hot: Vec<&Vec<u8>> = std::iter::repeat_n(&frames[0], frames.len()).collect();
-    let spread_ns = singles(datapath, PROGRAM, &all)?;
-    let hot_ns = singles(datapath, PROGRAM, &hot)?;
-    let pass_ns = singles(datapath, PASS_PROGRAM, &all)?;
-    println!(
-        "spread: {} IPv4 drops to distinct prefixes, single runs: enforcer {spread_ns:.0} ns, one hot frame {hot_ns:.0} ns, xdp_pass {pass_ns:.0} ns",
-        frames.len()
-    );
     Ok(())
 }
 
@@ -245,6 +218,16 @@ fn query_frame(name: &str) -> Vec<u8> {
     frame[16..18].copy_from_slice(&(20 + udp_len).to_be_bytes());
     frame[38..40].copy_from_slice(&udp_len.to_be_bytes());
     frame
+}
+
+/// The median of `values` (NaN when empty).
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
 }
 
 fn median_ns(datapath: &mut Datapath, program: &'static str, frame: &[u8]) -> anyhow::Result<f64> {
