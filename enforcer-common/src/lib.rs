@@ -11,9 +11,12 @@ pub const RULES_PER_SLOT: usize = 32;
 /// Number of rule slots. Each distinct rule list uses one; a policy change writes its new lists into
 /// slots no prefix points at, so the table holds two policies' worth of lists at once.
 pub const RULE_SLOTS: u32 = 4096;
-/// Most prefixes of each family one policy may hold (both generations fit at once).
-pub const MAX_PREFIXES_V4: u32 = 1 << 20;
-pub const MAX_PREFIXES_V6: u32 = 1 << 20;
+/// Most prefixes of each family one policy may hold by default (`--max-prefixes-v4`/`-v6`; both
+/// generations fit at once).
+pub const MAX_PREFIXES_V4: u32 = 1_000_000;
+pub const MAX_PREFIXES_V6: u32 = 1_000_000;
+/// The largest capacity of a family the daemon accepts.
+pub const MAX_CAPACITY: u32 = 2_000_000;
 
 // The lookup table (see the maps `LOOKUP_*` in the XDP program, built by the daemon's
 // `datapath::table`). A family's address is reduced to a 64-bit key (IPv4: the address in the
@@ -29,15 +32,22 @@ pub const INDEX_ENTRIES: u32 = 2 * FAMILIES * INDEX_BLOCKS;
 /// low 16 bits), for a block that one leaf covers whole.
 pub const INDEX_COUNT_SHIFT: u32 = 32;
 pub const INDEX_COUNT_MASK: u64 = 0xFF_FFFF;
-/// Ranges of one generation (both families): two boundaries a prefix at most, plus one a block.
-pub const RANGES_PER_GENERATION: u32 =
-    2 * (MAX_PREFIXES_V4 + MAX_PREFIXES_V6) + FAMILIES * INDEX_BLOCKS;
-/// Range entries in all; generation g uses `[g * RANGES_PER_GENERATION, ..)`. Each entry is the
-/// range's first key (its low 48 bits) above a 16-bit leaf: `start << 16 | leaf`.
+/// Ranges of one generation (both families) for a capacity of `v4` and `v6` prefixes: two
+/// boundaries a prefix at most, plus one a block.
+pub const fn ranges_per_generation(v4: u32, v6: u32) -> u32 {
+    2 * (v4 + v6) + FAMILIES * INDEX_BLOCKS
+}
+/// Ranges of one generation at the default capacity.
+pub const RANGES_PER_GENERATION: u32 = ranges_per_generation(MAX_PREFIXES_V4, MAX_PREFIXES_V6);
+/// Range entries in all at the default capacity (the daemon sizes the map for its own);
+/// generation g uses `[g * ranges a generation, ..)`. Each entry is the range's first key (its
+/// low 48 bits) above a 16-bit leaf: `start << 16 | leaf`.
 pub const RANGE_ENTRIES: u32 = 2 * RANGES_PER_GENERATION;
-/// Steps of the binary search over one block's ranges: enough for a whole generation's.
+/// Steps of the binary search over one block's ranges: enough for a whole generation's at the
+/// largest capacity.
 pub const RANGE_SEARCH_STEPS: u32 = 23;
-const _: () = assert!(1u64 << RANGE_SEARCH_STEPS >= RANGES_PER_GENERATION as u64);
+const _: () =
+    assert!(1u64 << RANGE_SEARCH_STEPS >= ranges_per_generation(MAX_CAPACITY, MAX_CAPACITY) as u64);
 /// A leaf (16 bits in ranges and index entries): an index into `LOOKUP_LEAVES` of its
 /// generation (0: no rule) and two flags that send the lookup to a table of exact entries first.
 pub const LEAF_ID_MASK: u16 = 0x3FFF;

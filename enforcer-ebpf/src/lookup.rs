@@ -20,8 +20,8 @@ use aya_ebpf::{
 use enforcer_common::{
     FAMILY_IPV4, HostKey, INDEX_BLOCKS, INDEX_COUNT_MASK, INDEX_COUNT_SHIFT, INDEX_ENTRIES,
     LEAF_ENTRIES, LEAF_HOSTS, LEAF_ID_MASK, LEAF_LONG, LEAVES_PER_GENERATION, LongKey,
-    MAX_LEARNED_HOSTS, MAX_LONG_PREFIXES_V6, RANGE_ENTRIES, RANGE_SEARCH_STEPS,
-    RANGES_PER_GENERATION, RuleRef,
+    MAX_CAPACITY, MAX_LEARNED_HOSTS, MAX_LONG_PREFIXES_V6, RANGE_ENTRIES, RANGE_SEARCH_STEPS,
+    RuleRef, ranges_per_generation,
 };
 
 /// The index: for each (generation, family) and each value of the key's top 16 bits, either a
@@ -128,6 +128,7 @@ fn exact(generation: u64, v4: bool, found: u16, addr_hi: u64, addr_lo: u64) -> u
     found
 }
 
-// The index's run start is absolute (below both generations' ranges), and a run's length fits.
-const _: () = assert!((RANGE_ENTRIES as u64) < 1 << 32);
-const _: () = assert!(RANGES_PER_GENERATION as u64 <= INDEX_COUNT_MASK);
+// The index's run start is absolute (below both generations' ranges), and a run's length fits,
+// at the largest capacity the daemon accepts.
+const _: () = assert!(2 * (ranges_per_generation(MAX_CAPACITY, MAX_CAPACITY) as u64) < 1 << 32);
+const _: () = assert!(ranges_per_generation(MAX_CAPACITY, MAX_CAPACITY) as u64 <= INDEX_COUNT_MASK);

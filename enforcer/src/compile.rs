@@ -76,6 +76,8 @@ pub struct CompiledPolicy {
     lists: BTreeMap<Vec<Rule>, usize>,
     /// How many IPv6 prefixes are longer than /64, kept up to date like `lists`.
     long_v6: usize,
+    /// The capacity it was compiled against, which learned hosts are checked against too.
+    pub capacity: Capacity,
     /// The name table: for each suffix of the patterns of entries that enforce by name, what it
     /// says (see `enforcer_common::NameRule`). Written with the prefixes, behind the same switch.
     pub names: BTreeMap<NameKey, NameRule>,
@@ -93,6 +95,7 @@ impl CompiledPolicy {
             v6,
             lists,
             long_v6,
+            capacity: Capacity::default(),
             names: BTreeMap::new(),
         }
     }
@@ -182,16 +185,42 @@ pub struct EntryAddress {
     pub net: IpNet,
 }
 
+/// How many prefixes of each family the datapath holds (`--max-prefixes-v4`/`-v6`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capacity {
+    pub v4: u32,
+    pub v6: u32,
+}
+
+impl Default for Capacity {
+    fn default() -> Self {
+        Self {
+            v4: MAX_PREFIXES_V4,
+            v6: MAX_PREFIXES_V6,
+        }
+    }
+}
+
 /// Compiles the policy's published prefixes.
 pub fn compile(policy: &Policy) -> Result<CompiledPolicy, CompileError> {
     compile_with(policy, std::iter::empty())
 }
 
-/// Compiles the published prefixes plus addresses resolved or learned for the policy's domains.
-/// Addresses naming a platform or entry that does not exist are ignored.
+/// Compiles the published prefixes plus addresses resolved or learned for the policy's domains,
+/// against the default capacity. Addresses naming a platform or entry that does not exist are
+/// ignored.
 pub fn compile_with(
     policy: &Policy,
     addresses: impl IntoIterator<Item = EntryAddress>,
+) -> Result<CompiledPolicy, CompileError> {
+    compile_within(policy, addresses, Capacity::default())
+}
+
+/// As [`compile_with`], against `capacity`.
+pub fn compile_within(
+    policy: &Policy,
+    addresses: impl IntoIterator<Item = EntryAddress>,
+    capacity: Capacity,
 ) -> Result<CompiledPolicy, CompileError> {
     if policy.platforms.len() >= MAX_PLATFORMS as usize {
         return Err(CompileError::TooManyPlatforms {
@@ -243,8 +272,8 @@ pub fn compile_with(
             add(address.platform, entry, &address.net.trunc());
         }
     }
-    check_capacity("IPv4", own_v4.len(), MAX_PREFIXES_V4)?;
-    check_capacity("IPv6", own_v6.len(), MAX_PREFIXES_V6)?;
+    check_capacity("IPv4", own_v4.len(), capacity.v4)?;
+    check_capacity("IPv6", own_v6.len(), capacity.v6)?;
     check_capacity(
         LONG_V6,
         own_v6.keys().filter(|p| p.len > 64).count(),
@@ -256,6 +285,7 @@ pub fn compile_with(
     );
     check_rule_lists(compiled.lists.len())?;
     check_combinations(&compiled)?;
+    compiled.capacity = capacity;
     compiled.names = compile_names(policy)?;
     Ok(compiled)
 }
@@ -315,8 +345,8 @@ pub fn add_hosts(
     let v6 = changed_hosts(&compiled.v6, v6);
     let new_v4 = v4.keys().filter(|h| !compiled.v4.contains_key(h)).count();
     let new_v6 = v6.keys().filter(|h| !compiled.v6.contains_key(h)).count();
-    check_capacity("IPv4", compiled.v4.len() + new_v4, MAX_PREFIXES_V4)?;
-    check_capacity("IPv6", compiled.v6.len() + new_v6, MAX_PREFIXES_V6)?;
+    check_capacity("IPv4", compiled.v4.len() + new_v4, compiled.capacity.v4)?;
+    check_capacity("IPv6", compiled.v6.len() + new_v6, compiled.capacity.v6)?;
     // Learned hosts go to the datapath's exact table at first, but into the long-prefix table
     // at the next full build, so they count against it now.
     check_capacity(LONG_V6, compiled.long_v6 + new_v6, MAX_LONG_PREFIXES_V6)?;

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use enforcer_common::{
-    DIRECTION_NAMES, FAMILY_IPV4, FAMILY_IPV6, FAMILY_NAMES, MAX_PREFIXES_V4, MAX_PREFIXES_V6,
-    PASS_DNS_HELD, PASS_REASON_NAMES, RULE_SLOTS,
+    DIRECTION_NAMES, FAMILY_IPV4, FAMILY_IPV6, FAMILY_NAMES, PASS_DNS_HELD, PASS_REASON_NAMES,
+    RULE_SLOTS,
 };
 use ipnet::IpNet;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -366,8 +366,8 @@ pub fn render(state: &State) -> Result<String, String> {
         "Capacity of each datapath map.",
     );
     for (map, value) in [
-        ("prefixes_v4", MAX_PREFIXES_V4),
-        ("prefixes_v6", MAX_PREFIXES_V6),
+        ("prefixes_v4", state.compiled().capacity.v4),
+        ("prefixes_v6", state.compiled().capacity.v6),
         ("rule_slots", RULE_SLOTS),
     ] {
         let _ = writeln!(out, "enforcer_map_capacity{{map=\"{map}\"}} {value}");

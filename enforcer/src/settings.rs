@@ -11,9 +11,14 @@ use std::path::{Path, PathBuf};
 use clap::{CommandFactory as _, Parser as _};
 use ipnet::IpNet;
 
+use crate::compile::Capacity;
 use crate::datapath::attach::ModeRequest;
 use crate::learn::Role;
 use crate::logging::LogFormat;
+use enforcer_common::{MAX_PREFIXES_V4, MAX_PREFIXES_V6};
+
+/// The largest `--max-prefixes-v4`/`-v6`: the table's search covers that many ranges.
+const MAX_CAPACITY: i64 = enforcer_common::MAX_CAPACITY as i64;
 use crate::policy::yaml::{self, Pos, Value};
 
 /// Every `enforcer run` option but `--config` itself. A field left unset (None or empty) takes
@@ -62,6 +67,13 @@ pub struct RunOptions {
     /// in seconds [default: 300].
     #[arg(long, value_name = "SECS")]
     pub dns_block_ttl: Option<u32>,
+    /// Most IPv4 prefixes a policy may hold; sizes the datapath's table, both generations
+    /// [default: 1000000].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=MAX_CAPACITY))]
+    pub max_prefixes_v4: Option<u32>,
+    /// Most IPv6 prefixes a policy may hold, as --max-prefixes-v4 [default: 1000000].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=MAX_CAPACITY))]
+    pub max_prefixes_v6: Option<u32>,
     /// Name whose subtree is a shared front end or CDN (repeatable).
     #[arg(long = "shared-suffix", value_name = "NAME")]
     pub shared_suffix: Vec<String>,
@@ -122,6 +134,8 @@ impl RunOptions {
             grace: self.grace.or(file.grace),
             max_addresses_per_name: self.max_addresses_per_name.or(file.max_addresses_per_name),
             dns_block_ttl: self.dns_block_ttl.or(file.dns_block_ttl),
+            max_prefixes_v4: self.max_prefixes_v4.or(file.max_prefixes_v4),
+            max_prefixes_v6: self.max_prefixes_v6.or(file.max_prefixes_v6),
             shared_suffix: list(self.shared_suffix, file.shared_suffix),
             learn_from: list(self.learn_from, file.learn_from),
             learn_for: list(self.learn_for, file.learn_for),
@@ -300,6 +314,8 @@ pub struct Settings {
     /// Seconds resolvers may cache the gateway's NXDOMAIN for a name blocked by name (the
     /// datapath's `DNS_CONFIG_BLOCK_TTL`).
     pub dns_block_ttl: u32,
+    /// What the datapath is sized for (`--max-prefixes-v4`/`-v6`).
+    pub capacity: Capacity,
     pub shared_suffixes: Vec<String>,
     /// Empty: the resolvers' addresses.
     pub learn_from: Vec<IpNet>,
@@ -369,6 +385,10 @@ impl Settings {
                 .max_addresses_per_name
                 .unwrap_or(Self::DEFAULT_MAX_ADDRESSES_PER_NAME),
             dns_block_ttl: options.dns_block_ttl.unwrap_or(Self::DEFAULT_DNS_BLOCK_TTL),
+            capacity: Capacity {
+                v4: options.max_prefixes_v4.unwrap_or(MAX_PREFIXES_V4),
+                v6: options.max_prefixes_v6.unwrap_or(MAX_PREFIXES_V6),
+            },
             shared_suffixes: options.shared_suffix,
             learn_from: options.learn_from,
             learn_for: options.learn_for,

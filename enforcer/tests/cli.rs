@@ -182,9 +182,9 @@ fn check_refuses_what_the_datapath_cannot_hold() {
         )
     );
 
-    // One more IPv4 prefix than the table holds (MAX_PREFIXES_V4 = 1,048,576).
+    // One more IPv4 prefix than the table holds by default (MAX_PREFIXES_V4 = 1,000,000).
     let mut text = String::from("platform: big\nmatch:\n  - prefixes:\n");
-    for i in 0..=1_048_576u32 {
+    for i in 0..=1_000_000u32 {
         let [_, a, b, c] = i.to_be_bytes();
         text.push_str(&format!("      - 20.{a}.{b}.{c}/32\n"));
     }
@@ -194,9 +194,30 @@ fn check_refuses_what_the_datapath_cannot_hold() {
     assert_eq!(
         stderr(&output),
         format!(
-            "{big}: the datapath cannot hold this policy: 1048577 IPv4 prefixes exceed the \
-             datapath's capacity of 1048576\n"
+            "{big}: the datapath cannot hold this policy: 1000001 IPv4 prefixes exceed the \
+             datapath's capacity of 1000000\n"
         )
+    );
+
+    // The daemon's --max-prefixes-v4 from its config file is the capacity `check` holds to.
+    let config = dir.write("enforcer.yaml", "max-prefixes-v4: 1000\n");
+    let text: String = (0..=1_000u32).fold(
+        String::from("platform: small\nmatch:\n  - prefixes:\n"),
+        |mut text, i| {
+            let [_, _, b, c] = i.to_be_bytes();
+            text.push_str(&format!("      - 20.0.{b}.{c}/32\n"));
+            text
+        },
+    );
+    let small = dir.write("small.yaml", &text);
+    let output = enforcer(&["check", &small]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let output = enforcer(&["check", "--config", &config, &small]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("1001 IPv4 prefixes exceed the datapath's capacity of 1000"),
+        "{}",
+        stderr(&output)
     );
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use enforcer::compile;
+use enforcer::compile::{self, Capacity};
 use enforcer::datapath::Datapath;
 use enforcer::policy::{Action, Entry, Location, Platform, Policy, Protocol};
 use ipnet::IpNet;
@@ -79,7 +79,7 @@ fn readers_never_see_a_mix_of_two_policies() {
     let bpffs = Bpffs(dir);
     let pins = bpffs.0.join("enforcer");
 
-    let mut writer = Datapath::load_pinned(&pins).unwrap();
+    let mut writer = Datapath::load_pinned(&pins, Capacity::default()).unwrap();
     writer
         .apply(&compile::compile(&policy(Action::Drop)).unwrap())
         .unwrap();
@@ -101,7 +101,7 @@ fn readers_never_see_a_mix_of_two_policies() {
     let stop = Arc::new(AtomicBool::new(false));
     let reader = {
         let stop = Arc::clone(&stop);
-        let mut datapath = Datapath::load_pinned(&pins).unwrap();
+        let mut datapath = Datapath::load_pinned(&pins, Capacity::default()).unwrap();
         std::thread::spawn(move || {
             let (mut old, mut new, mut mixed) = (0u64, 0u64, 0u64);
             while !stop.load(Ordering::SeqCst) {

@@ -15,10 +15,9 @@ use std::time::Instant;
 
 use enforcer::compile;
 use enforcer::datapath::{Datapath, PASS_PROGRAM, PROGRAM};
-use enforcer::policy::{Action, Entry, Location, Platform, Policy, Protocol};
+use enforcer::policy::Policy;
 use enforcer_common::{NameKey, NameRule, NameVerdict, ROLE_INSIDE, name_hash};
-use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use rand::{Rng, SeedableRng, rngs::StdRng};
+use rand::{SeedableRng, rngs::StdRng};
 
 mod lookup;
 mod report;
@@ -240,78 +239,16 @@ fn median_ns(datapath: &mut Datapath, program: &'static str, frame: &[u8]) -> an
     Ok(samples[ROUNDS / 2])
 }
 
-/// `per_family` prefixes of mixed lengths per family spread over the address space (outside
-/// 198.18.0.0/15 and 2001:db8::/32, which the non-matching frames use), in 8 drop platforms.
-/// Returns the policy and one address inside a generated prefix of each family.
+/// `per_family` non-overlapping prefixes of mixed lengths per family spread over the address
+/// space (outside 198.18.0.0/15 and 2001:db8::/32, which the non-matching frames use), in 8 drop
+/// platforms. Returns the policy and one address inside a generated prefix of each family.
 fn generate_policy(per_family: usize, seed: u64) -> (Policy, IpAddr, IpAddr) {
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut nets: Vec<Vec<IpNet>> = vec![Vec::new(); 8];
-    let mut hit_v4 = None;
-    let mut hit_v6 = None;
-    let mut v4 = 0;
-    while v4 < per_family {
-        let len = rng.random_range(12..=32u8);
-        let addr = Ipv4Addr::from(rng.random::<u32>());
-        let Ok(net) = Ipv4Net::new(addr, len).map(|n| n.trunc()) else {
-            continue;
-        };
-        if net.contains(&Ipv4Addr::new(198, 18, 0, 1))
-            || net.contains(&Ipv4Addr::new(198, 18, 0, 2))
-        {
-            continue;
-        }
-        hit_v4.get_or_insert(IpAddr::V4(net.network()));
-        nets[v4 % 8].push(IpNet::V4(net));
-        v4 += 1;
-    }
-    let mut v6 = 0;
-    while v6 < per_family {
-        let len = rng.random_range(24..=128u8);
-        let addr = Ipv6Addr::from(rng.random::<u128>());
-        let Ok(net) = Ipv6Net::new(addr, len).map(|n| n.trunc()) else {
-            continue;
-        };
-        let doc: Ipv6Net =
-            Ipv6Net::new(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0), 32).unwrap_or_default();
-        if net.contains(&doc.network()) || doc.contains(&net.network()) {
-            continue;
-        }
-        hit_v6.get_or_insert(IpAddr::V6(net.network()));
-        nets[v6 % 8].push(IpNet::V6(net));
-        v6 += 1;
-    }
-    let location = Location {
-        path: "bench".into(),
-        line: 1,
-        column: 1,
-    };
-    let platforms = nets
-        .into_iter()
-        .enumerate()
-        .map(|(i, prefixes)| Platform {
-            id: 0,
-            name: format!("bench-{i}"),
-            description: None,
-            reference: None,
-            action: Action::Drop,
-            entries: vec![Entry {
-                index: 0,
-                domains: vec![],
-                prefixes,
-                protocol: Protocol::Any,
-                ports: vec![],
-                enforce: enforcer::policy::Enforce::Both,
-                location: location.clone(),
-            }],
-            location: location.clone(),
-        })
-        .collect();
-    let fallback = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
-    (
-        Policy { platforms },
-        hit_v4.unwrap_or(fallback),
-        hit_v6.unwrap_or(fallback),
-    )
+    let v4 = lookup::PrefixSet::generate(lookup::Family::V4, per_family, &mut rng);
+    let v6 = lookup::PrefixSet::generate(lookup::Family::V6, per_family, &mut rng);
+    let hit_v4 = v4.hits(1, &mut rng)[0];
+    let hit_v6 = v6.hits(1, &mut rng)[0];
+    (lookup::policy(&[&v4, &v6]), hit_v4, hit_v6)
 }
 
 /// An Ethernet + IP + UDP frame with an 18-byte payload.

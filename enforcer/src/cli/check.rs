@@ -23,7 +23,8 @@ pub struct CheckArgs {
     /// address stands for itself alone.
     #[arg(long = "never-block", value_name = "CIDR", value_parser = policy::parse_prefix)]
     pub never_block: Vec<IpNet>,
-    /// The daemon's config file: its `never-block` and `resolver` count as they do for `run`.
+    /// The daemon's config file: its `never-block`, `resolver` and `max-prefixes-v4`/`-v6` count
+    /// as they do for `run`.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 }
@@ -67,8 +68,15 @@ pub fn execute(args: &CheckArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let capacity = match Settings::from_config_file(args.config.as_deref()) {
+        Ok(settings) => settings.capacity,
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::FAILURE;
+        }
+    };
     match daemon::read_policy(&args.paths, &options) {
-        Ok(policy) => match compile::compile(&policy) {
+        Ok(policy) => match compile::compile_within(&policy, std::iter::empty(), capacity) {
             Ok(_) => {
                 println!("{}", summary(&policy));
                 ExitCode::SUCCESS

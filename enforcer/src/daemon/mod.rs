@@ -278,7 +278,7 @@ pub fn run(settings: Settings) -> Result<(), DaemonError> {
     resolve_metrics.register_platforms(policy.platforms.iter().map(|p| p.name.as_str()));
 
     bpffs::ensure(&settings.bpffs)?;
-    let mut datapath = Datapath::load_pinned(&settings.bpffs)?;
+    let mut datapath = Datapath::load_pinned(&settings.bpffs, settings.capacity)?;
     for id in reused_ids {
         datapath.clear_platform_counters(id)?;
     }

@@ -677,7 +677,7 @@ fn compile_and_apply(
     learned: &LearnedSet,
 ) -> Result<(CompiledPolicy, ApplyStats), EnforceError> {
     let addresses = dns_addresses(policy, book, learned, never_block);
-    let compiled = compile::compile_with(policy, addresses)?;
+    let compiled = compile::compile_within(policy, addresses, datapath.capacity())?;
     let stats = datapath.apply(&compiled)?;
     Ok((compiled, stats))
 }

@@ -13,8 +13,8 @@ use std::time::Instant;
 use aya::maps::lpm_trie::Key;
 use enforcer_common::{
     FAMILY_IPV4, FAMILY_IPV6, HostKey, INDEX_BLOCKS, INDEX_COUNT_MASK, INDEX_COUNT_SHIFT,
-    LEAF_HOSTS, LEAF_ID_MASK, LEAVES_PER_GENERATION, LongKey, NameKey, NameRule,
-    RANGES_PER_GENERATION, RULE_SLOTS, RULES_PER_SLOT, Rule, RuleRef, RuleSlot,
+    LEAF_HOSTS, LEAF_ID_MASK, LEAVES_PER_GENERATION, LongKey, NameKey, NameRule, RULE_SLOTS,
+    RULES_PER_SLOT, Rule, RuleRef, RuleSlot,
 };
 use ipnet::IpNet;
 
@@ -103,8 +103,14 @@ impl Datapath {
             slots_of.insert(list, slot);
         }
 
-        let range_base = next as u32 * RANGES_PER_GENERATION;
-        let table = table::build(policy, |rules| slots_of.get(rules).copied(), range_base)?;
+        let per_generation = self.lookup.ranges_per_generation;
+        let range_base = next as u32 * per_generation;
+        let table = table::build(
+            policy,
+            |rules| slots_of.get(rules).copied(),
+            range_base,
+            per_generation,
+        )?;
         self.write_table(next, &table)?;
         self.write_names(next, &policy.names)?;
         self.active
@@ -153,7 +159,7 @@ impl Datapath {
         if !self
             .lookup
             .ranges
-            .write(g * RANGES_PER_GENERATION, &table.ranges)
+            .write(g * self.lookup.ranges_per_generation, &table.ranges)
         {
             return Err(DatapathError::MappedWrite(MAP_RANGES));
         }

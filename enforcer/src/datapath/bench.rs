@@ -41,10 +41,11 @@ impl Datapath {
     /// As [`Datapath::load_unpinned`], with the benchmark's address table at its full size and
     /// its three programs loaded.
     pub fn load_for_lookup_bench() -> Result<(Self, LookupBench), DatapathError> {
+        let capacity = crate::compile::Capacity::default();
         let ebpf = EbpfLoader::new()
             .map_max_entries(MAP_ADDRS, BENCH_ADDRESSES)
             .load(PROGRAM_OBJECT)?;
-        let mut datapath = Self::from_ebpf(ebpf)?;
+        let mut datapath = Self::from_ebpf(ebpf, capacity)?;
         for name in [
             BENCH_PARSE_PROGRAM,
             BENCH_ENFORCER_PROGRAM,

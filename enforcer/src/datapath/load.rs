@@ -8,7 +8,7 @@ use aya::{Ebpf, EbpfLoader};
 use enforcer_common::{
     Counter, DNS_BLOCKED_COUNTERS, DNS_CONFIG_ENTRIES, HostKey, INDEX_ENTRIES, LEAF_ENTRIES,
     LongKey, MATCH_COUNTERS, MAX_LEARNED_HOSTS, MAX_LONG_PREFIXES_V6, MAX_NAMES, NameRule,
-    PASS_REASONS, QueryStash, RANGE_ENTRIES, RULE_SLOTS, RuleRef, RuleSlot,
+    PASS_REASONS, QueryStash, RULE_SLOTS, RuleRef, RuleSlot, ranges_per_generation,
 };
 
 use super::dns_events::DnsEvents;
@@ -19,6 +19,7 @@ use super::{
     MAP_MATCH_STATS, MAP_NAMES, MAP_PASS_STATS, MAP_QUERY_STASH, MAP_RANGES, MAP_RULE_SLOTS, MAPS,
     PASS_PROGRAM, PROGRAM, PROGRAM_OBJECT,
 };
+use crate::compile::Capacity;
 use crate::sys::mmap::MappedArray;
 use std::os::fd::AsFd as _;
 
@@ -39,12 +40,16 @@ impl Datapath {
 
     /// Loads the program with private maps: for tests and benchmarks.
     pub fn load_unpinned() -> Result<Self, DatapathError> {
-        Self::from_ebpf(EbpfLoader::new().load(PROGRAM_OBJECT)?)
+        let capacity = Capacity::default();
+        let mut loader = EbpfLoader::new();
+        loader.map_max_entries(MAP_RANGES, range_entries(capacity));
+        Self::from_ebpf(loader.load(PROGRAM_OBJECT)?, capacity)
     }
 
     /// Loads the program, reusing the maps pinned in `dir` (so enforcement continues with the
     /// sets in force) or creating and pinning them there.
-    pub fn load_pinned(dir: &Path) -> Result<Self, DatapathError> {
+    /// The lookup table is sized for `capacity`; pinned maps of another size are refused.
+    pub fn load_pinned(dir: &Path, capacity: Capacity) -> Result<Self, DatapathError> {
         let maps_dir = dir.join("maps");
         std::fs::create_dir_all(&maps_dir)?;
         let paths: Vec<(&'static str, PathBuf)> = MAPS
@@ -52,16 +57,17 @@ impl Datapath {
             .map(|name| (*name, maps_dir.join(name)))
             .collect();
         let mut loader = EbpfLoader::new();
+        loader.map_max_entries(MAP_RANGES, range_entries(capacity));
         for (name, path) in &paths {
             if path.exists() {
-                check_pinned(name, path)?;
+                check_pinned(name, path, capacity)?;
             }
             loader.map_pin_path(name, path.as_path());
         }
-        Self::from_ebpf(loader.load(PROGRAM_OBJECT)?)
+        Self::from_ebpf(loader.load(PROGRAM_OBJECT)?, capacity)
     }
 
-    pub(super) fn from_ebpf(mut ebpf: Ebpf) -> Result<Self, DatapathError> {
+    pub(super) fn from_ebpf(mut ebpf: Ebpf, capacity: Capacity) -> Result<Self, DatapathError> {
         for name in [PROGRAM, PASS_PROGRAM, DROP_PROGRAM, DNS_PROGRAM] {
             super::xdp_mut(&mut ebpf, name)?
                 .load()
@@ -70,7 +76,7 @@ impl Datapath {
         let mut take =
             |name: &'static str| ebpf.take_map(name).ok_or(DatapathError::MissingMap(name));
         let map_err = |name: &'static str| move |source| DatapathError::Map { name, source };
-        let lookup = lookup_maps(&mut take)?;
+        let lookup = lookup_maps(&mut take, capacity)?;
         let active: Array<MapData, u32> =
             Array::try_from(take(MAP_ACTIVE)?).map_err(map_err(MAP_ACTIVE))?;
         // A restarted daemon carries on with the generation its predecessor left in force.
@@ -143,9 +149,15 @@ const LONG_KEY_BYTES: u32 = 17;
 const _: () = assert!(size_of::<HostKey>() == HOST_KEY_BYTES as usize);
 const _: () = assert!(size_of::<LongKey>() == LONG_KEY_BYTES as usize);
 
+/// Entries of `LOOKUP_RANGES` for `capacity`: both generations.
+fn range_entries(capacity: Capacity) -> u32 {
+    2 * ranges_per_generation(capacity.v4, capacity.v6)
+}
+
 /// The lookup table's maps, the arrays mapped into this process.
 fn lookup_maps(
     take: &mut impl FnMut(&'static str) -> Result<aya::maps::Map, DatapathError>,
+    capacity: Capacity,
 ) -> Result<super::LookupMaps, DatapathError> {
     let mut array = |name: &'static str, entries: u32| -> Result<MapData, DatapathError> {
         match take(name)? {
@@ -164,7 +176,7 @@ fn lookup_maps(
         })
     };
     let index = array(MAP_INDEX, INDEX_ENTRIES)?;
-    let ranges = array(MAP_RANGES, RANGE_ENTRIES)?;
+    let ranges = array(MAP_RANGES, range_entries(capacity))?;
     let leaves = array(MAP_LEAVES, LEAF_ENTRIES)?;
     let learned_hosts =
         aya::maps::HashMap::try_from(take(MAP_LEARNED_HOSTS)?).map_err(|source| {
@@ -180,7 +192,9 @@ fn lookup_maps(
         })?;
     Ok(super::LookupMaps {
         index: MappedArray::new(index.fd().as_fd(), INDEX_ENTRIES)?,
-        ranges: MappedArray::new(ranges.fd().as_fd(), RANGE_ENTRIES)?,
+        ranges: MappedArray::new(ranges.fd().as_fd(), range_entries(capacity))?,
+        ranges_per_generation: ranges_per_generation(capacity.v4, capacity.v6),
+        capacity,
         leaves: MappedArray::new(leaves.fd().as_fd(), LEAF_ENTRIES)?,
         learned_hosts,
         long_v6,
@@ -193,14 +207,14 @@ fn lookup_maps(
 }
 
 /// A pinned map left by an older build with another layout must not be adopted.
-fn check_pinned(name: &str, path: &Path) -> Result<(), DatapathError> {
+fn check_pinned(name: &str, path: &Path, capacity: Capacity) -> Result<(), DatapathError> {
     let info = MapInfo::from_pin(path).map_err(|source| DatapathError::Map {
         name: "pinned",
         source,
     })?;
     let expected = match name {
         MAP_INDEX => (4, size_of::<u64>(), INDEX_ENTRIES),
-        MAP_RANGES => (4, size_of::<u64>(), RANGE_ENTRIES),
+        MAP_RANGES => (4, size_of::<u64>(), range_entries(capacity)),
         MAP_LEAVES => (4, size_of::<RuleRef>(), LEAF_ENTRIES),
         MAP_LEARNED_HOSTS => (HOST_KEY_BYTES, size_of::<u32>(), MAX_LEARNED_HOSTS),
         MAP_LONG_V6 => (

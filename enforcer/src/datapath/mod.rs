@@ -143,6 +143,9 @@ pub(crate) struct LookupMaps {
     leaves: MappedArray<RuleRef>,
     learned_hosts: aya::maps::HashMap<MapData, HostKey, u32>,
     long_v6: LpmTrie<MapData, LongKey, u32>,
+    /// Ranges of each generation in `ranges` (from `capacity`).
+    ranges_per_generation: u32,
+    capacity: crate::compile::Capacity,
     /// The arrays' maps, kept for their descriptors (memory accounting).
     arrays: [(&'static str, MapData); 3],
 }
@@ -280,6 +283,11 @@ fn xdp_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, Da
 }
 
 impl Datapath {
+    /// The prefixes of each family the lookup table was sized for.
+    pub fn capacity(&self) -> crate::compile::Capacity {
+        self.lookup.capacity
+    }
+
     /// Kernel memory of the maps that grow with the policy (the lookup table, rule slots, name
     /// tables), as the kernel accounts it (`memlock` in the map's fdinfo), in bytes per map.
     pub fn table_memory(&self) -> Vec<(&'static str, u64)> {

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 
 use enforcer_common::{
     INDEX_BLOCKS, INDEX_COUNT_SHIFT, LEAF_LONG, LEAVES_PER_GENERATION, MAX_LONG_PREFIXES_V6,
-    PROTOCOL_ANY, RANGES_PER_GENERATION, RULES_PER_SLOT, Rule, RuleRef, rule_score,
+    PROTOCOL_ANY, RULES_PER_SLOT, Rule, RuleRef, rule_score,
 };
 
 use crate::compile::{CompiledPolicy, PrefixRules};
@@ -115,11 +115,13 @@ struct Span {
 }
 
 /// Builds one generation of the table for `policy`; `slot_of` gives the rule table slot of each
-/// rule list, `range_base` where this generation's ranges begin in the map.
+/// rule list, `range_base` where this generation's ranges begin in the map, `range_limit` how
+/// many it may use.
 pub fn build(
     policy: &CompiledPolicy,
     slot_of: impl Fn(&[Rule]) -> Option<u32>,
     range_base: u32,
+    range_limit: u32,
 ) -> Result<Table, TableError> {
     let mut table = Table::with_leaves(vec![RuleRef::default()]);
     let leaf = |table: &mut Table, rules: &PrefixRules| -> Result<u16, TableError> {
@@ -174,8 +176,14 @@ pub fn build(
     // shorter prefix starting at the same /64 may follow them: put everything in order.
     v6.sort_by_key(|s| (s.start, s.len));
     let mut ranges = Vec::new();
-    let v4_index = blocks(&sweep(&v4), range_base, &mut ranges)?;
-    let v6_index = blocks(&sweep(&v6), range_base, &mut ranges)?;
+    let v4_index = blocks(&sweep(&v4), range_base, &mut ranges);
+    let v6_index = blocks(&sweep(&v6), range_base, &mut ranges);
+    if ranges.len() > range_limit as usize {
+        return Err(TableError::TooManyRanges {
+            count: ranges.len(),
+            limit: range_limit,
+        });
+    }
     table.index = [v4_index, v6_index];
     table.ranges = ranges;
     check_leaves(&table)?;
@@ -236,11 +244,7 @@ fn mark(bounds: &mut Vec<(u64, u16)>, at: u128, leaf: u16) {
 
 /// Splits boundaries into the index's blocks: a block with one leaf is that leaf; any other gets
 /// a run of ranges (appended to `ranges`) starting with the leaf in force at its first key.
-fn blocks(
-    bounds: &[(u64, u16)],
-    range_base: u32,
-    ranges: &mut Vec<u64>,
-) -> Result<Vec<u64>, TableError> {
+fn blocks(bounds: &[(u64, u16)], range_base: u32, ranges: &mut Vec<u64>) -> Vec<u64> {
     let mut index = vec![0u64; INDEX_BLOCKS as usize];
     let mut i = 0usize;
     for (block, entry) in index.iter_mut().enumerate() {
@@ -269,13 +273,7 @@ fn blocks(
         }
         i = j - 1;
     }
-    if ranges.len() > RANGES_PER_GENERATION as usize {
-        return Err(TableError::TooManyRanges {
-            count: ranges.len(),
-            limit: RANGES_PER_GENERATION,
-        });
-    }
-    Ok(index)
+    index
 }
 
 /// The leaf value of a prefix whose rule list sits in `slot`.
@@ -349,7 +347,7 @@ mod tests {
                 .collect();
             let base = 1000;
             let mut ranges = Vec::new();
-            let index = blocks(&sweep(&spans), base, &mut ranges).unwrap();
+            let index = blocks(&sweep(&spans), base, &mut ranges);
             let table = Table {
                 index: [index, vec![0; INDEX_BLOCKS as usize]],
                 ranges,
@@ -405,7 +403,7 @@ mod tests {
             },
         ];
         let mut ranges = Vec::new();
-        let index = blocks(&sweep(&spans), 0, &mut ranges).unwrap();
+        let index = blocks(&sweep(&spans), 0, &mut ranges);
         let table = Table {
             index: [vec![0; INDEX_BLOCKS as usize], index],
             ranges,
