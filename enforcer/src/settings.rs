@@ -580,6 +580,26 @@ mod tests {
     }
 
     #[test]
+    fn max_prefixes_from_flag_or_file_within_bounds() {
+        let defaults = Settings::from_options(RunOptions::default(), None).unwrap();
+        assert_eq!(defaults.capacity, Capacity::default());
+        assert_eq!(defaults.capacity.v4, 1_000_000);
+        let file = ConfigFile::parse("max-prefixes-v4: 5000\nmax-prefixes-v6: 7000\n").unwrap();
+        let from_file = Settings::from_options(file.options.clone(), None).unwrap();
+        assert_eq!(from_file.capacity, Capacity { v4: 5000, v6: 7000 });
+        let flags = run_args(&["--iface", "x", "--max-prefixes-v6", "2000000"]).options;
+        let s = Settings::from_options(flags.or(file.options), None).unwrap();
+        assert_eq!(s.capacity, Capacity { v4: 5000, v6: 2_000_000 }, "the flag wins");
+        for bad in ["0", "2000001", "many"] {
+            let problems = ConfigFile::parse(&format!("max-prefixes-v4: {bad}\n")).unwrap_err();
+            assert!(
+                problems[0].starts_with("1:18: max-prefixes-v4: "),
+                "{bad}: {problems:?}"
+            );
+        }
+    }
+
+    #[test]
     fn dns_block_ttl_from_flag_or_file_and_checked_like_the_other_ttls() {
         let file = ConfigFile::parse("dns-block-ttl: 60\n").unwrap();
         let from_file = Settings::from_options(file.options.clone(), None).unwrap();
