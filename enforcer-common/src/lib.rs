@@ -256,6 +256,9 @@ pub const ROLE_OUTSIDE: u32 = 2;
 pub const ROLE_BOTH: u32 = 3;
 /// Most attached interfaces with a role.
 pub const MAX_INTERFACES: u32 = 256;
+/// Interfaces with an ifindex below this have their role in an array (`IFACE_ROLES`), the
+/// others in a hash (`IFACE_ROLES_HIGH`).
+pub const ROLE_ARRAY_ENTRIES: u32 = 4096;
 
 /// Outstanding queries the datapath remembers (least recently used forgotten first).
 pub const MAX_DNS_QUERIES: u32 = 65_536;

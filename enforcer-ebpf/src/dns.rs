@@ -12,6 +12,7 @@
 //! source, or the response may be addressed to the gateway itself (NAT).
 
 use aya_ebpf::{
+    bindings::BPF_F_MMAPABLE,
     helpers::{bpf_ktime_get_ns, generated::bpf_xdp_load_bytes},
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
@@ -22,8 +23,8 @@ use enforcer_common::{
     DNS_EVENT_RESPONSE, DNS_HOLD_DEADLINE, DNS_HOLD_MAX_FRAME, DNS_PORT, DNS_QUERY_WINDOW_NS,
     DNS_RING_BYTES, DNS_STAT_NOT_HELD, DNS_STAT_UNSOLICITED, DNS_STAT_UNTRUSTED, DNS_STATS,
     DnsEvent, DnsQueryKey, DnsQuerySeen, FAMILY_IPV4, FAMILY_IPV6, MAX_DNS_QUERIES, MAX_INTERFACES,
-    MAX_TRUST_PREFIXES, PROTOCOL_UDP, ROLE_BOTH, ROLE_INSIDE, ROLE_OUTSIDE, TRUST_CLIENT,
-    TRUST_GATEWAY, TRUST_SERVER,
+    MAX_TRUST_PREFIXES, PROTOCOL_UDP, ROLE_ARRAY_ENTRIES, ROLE_BOTH, ROLE_INSIDE, ROLE_OUTSIDE,
+    TRUST_CLIENT, TRUST_GATEWAY, TRUST_SERVER,
 };
 
 use crate::parse::{Addresses, Packet};
@@ -53,9 +54,15 @@ static DNS_TRUST_V4: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(MAX_TRUST
 #[map]
 static DNS_TRUST_V6: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(MAX_TRUST_PREFIXES, 0);
 
-/// Role (`ROLE_INSIDE`, `ROLE_OUTSIDE`) of each attached interface by ifindex; none: both.
+/// Role (`ROLE_INSIDE`, `ROLE_OUTSIDE`) of each attached interface whose ifindex is below
+/// `ROLE_ARRAY_ENTRIES`, at its ifindex; 0: both. An array: every packet reads it, and an array
+/// read is a few instructions where a hash lookup is a function call and a hash.
 #[map]
-static IFACE_ROLES: HashMap<u32, u32> = HashMap::with_max_entries(MAX_INTERFACES, 0);
+static IFACE_ROLES: Array<u64> = Array::with_max_entries(ROLE_ARRAY_ENTRIES, BPF_F_MMAPABLE);
+
+/// Roles of interfaces with larger ifindexes (none: both).
+#[map]
+static IFACE_ROLES_HIGH: HashMap<u32, u32> = HashMap::with_max_entries(MAX_INTERFACES, 0);
 
 /// Per-CPU counts of responses not held, by `DNS_STAT_*`.
 #[map]
@@ -103,8 +110,14 @@ impl Arrival {
 
 #[inline(always)]
 fn role(ifindex: u32) -> u32 {
+    if ifindex < ROLE_ARRAY_ENTRIES {
+        return match IFACE_ROLES.get(ifindex).copied().unwrap_or(0) as u32 {
+            0 => ROLE_BOTH,
+            role => role,
+        };
+    }
     // SAFETY: a plain read of a u32 value.
-    unsafe { IFACE_ROLES.get(ifindex) }
+    unsafe { IFACE_ROLES_HIGH.get(ifindex) }
         .copied()
         .unwrap_or(ROLE_BOTH)
 }

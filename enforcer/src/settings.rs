@@ -589,7 +589,14 @@ mod tests {
         assert_eq!(from_file.capacity, Capacity { v4: 5000, v6: 7000 });
         let flags = run_args(&["--iface", "x", "--max-prefixes-v6", "2000000"]).options;
         let s = Settings::from_options(flags.or(file.options), None).unwrap();
-        assert_eq!(s.capacity, Capacity { v4: 5000, v6: 2_000_000 }, "the flag wins");
+        assert_eq!(
+            s.capacity,
+            Capacity {
+                v4: 5000,
+                v6: 2_000_000
+            },
+            "the flag wins"
+        );
         for bad in ["0", "2000001", "many"] {
             let problems = ConfigFile::parse(&format!("max-prefixes-v4: {bad}\n")).unwrap_err();
             assert!(

@@ -9,13 +9,14 @@ use std::os::fd::AsFd as _;
 use aya::maps::lpm_trie::Key;
 use aya::programs::ProgramFd;
 use enforcer_common::{
-    Counter, DNS_CONFIG_BLOCK_TTL, DNS_STATS, FAMILIES, FAMILY_IPV4, FAMILY_IPV6, ROLE_BOTH,
+    Counter, DNS_CONFIG_BLOCK_TTL, DNS_STATS, FAMILIES, FAMILY_IPV4, FAMILY_IPV6,
+    ROLE_ARRAY_ENTRIES, ROLE_BOTH,
 };
 use ipnet::IpNet;
 
 use super::{
     Datapath, DatapathError, MAP_DNS_BLOCKED, MAP_DNS_CONFIG, MAP_DNS_STATS, MAP_DNS_TRUST,
-    MAP_IFACE_ROLES, PASS_PROGRAM,
+    MAP_IFACE_ROLES, MAP_IFACE_ROLES_HIGH, PASS_PROGRAM,
 };
 use crate::sys;
 
@@ -89,21 +90,31 @@ impl Datapath {
             .filter(|(_, role)| *role != ROLE_BOTH)
             .copied()
             .collect();
-        for (ifindex, role) in &wanted {
-            self.iface_roles
+        // Low ifindexes in the array (0: both), written whole; the others in the hash.
+        let mut low = vec![0u64; ROLE_ARRAY_ENTRIES as usize];
+        for (&ifindex, &role) in &wanted {
+            if let Some(slot) = low.get_mut(ifindex as usize) {
+                *slot = u64::from(role);
+            }
+        }
+        if !self.iface_roles.write(0, &low) {
+            return Err(DatapathError::MappedWrite(MAP_IFACE_ROLES));
+        }
+        for (ifindex, role) in wanted.iter().filter(|(i, _)| **i >= ROLE_ARRAY_ENTRIES) {
+            self.iface_roles_high
                 .insert(ifindex, role, 0)
-                .map_err(map_err(MAP_IFACE_ROLES))?;
+                .map_err(map_err(MAP_IFACE_ROLES_HIGH))?;
         }
         let stale: Vec<u32> = self
-            .iface_roles
+            .iface_roles_high
             .keys()
             .filter_map(Result::ok)
             .filter(|i| !wanted.contains_key(i))
             .collect();
         for ifindex in stale {
-            self.iface_roles
+            self.iface_roles_high
                 .remove(&ifindex)
-                .map_err(map_err(MAP_IFACE_ROLES))?;
+                .map_err(map_err(MAP_IFACE_ROLES_HIGH))?;
         }
         Ok(())
     }

@@ -8,16 +8,17 @@ use aya::{Ebpf, EbpfLoader};
 use enforcer_common::{
     Counter, DNS_BLOCKED_COUNTERS, DNS_CONFIG_ENTRIES, HostKey, INDEX_ENTRIES, LEAF_ENTRIES,
     LongKey, MATCH_COUNTERS, MAX_LEARNED_HOSTS, MAX_LONG_PREFIXES_V6, MAX_NAMES, NameRule,
-    PASS_REASONS, QueryStash, RULE_SLOTS, RuleRef, RuleSlot, ranges_per_generation,
+    PASS_REASONS, QueryStash, ROLE_ARRAY_ENTRIES, RULE_SLOTS, RuleRef, RuleSlot,
+    ranges_per_generation,
 };
 
 use super::dns_events::DnsEvents;
 use super::{
     DNS_PROGRAM, DROP_PROGRAM, Datapath, DatapathError, MAP_ACTIVE, MAP_DNS_BLOCKED,
     MAP_DNS_CONFIG, MAP_DNS_EVENTS, MAP_DNS_HOLD, MAP_DNS_QUERY_PROGRAM, MAP_DNS_STATS,
-    MAP_DNS_TRUST, MAP_IFACE_ROLES, MAP_INDEX, MAP_LEARNED_HOSTS, MAP_LEAVES, MAP_LONG_V6,
-    MAP_MATCH_STATS, MAP_NAMES, MAP_PASS_STATS, MAP_QUERY_STASH, MAP_RANGES, MAP_RULE_SLOTS, MAPS,
-    PASS_PROGRAM, PROGRAM, PROGRAM_OBJECT,
+    MAP_DNS_TRUST, MAP_IFACE_ROLES, MAP_IFACE_ROLES_HIGH, MAP_INDEX, MAP_LEARNED_HOSTS, MAP_LEAVES,
+    MAP_LONG_V6, MAP_MATCH_STATS, MAP_NAMES, MAP_PASS_STATS, MAP_QUERY_STASH, MAP_RANGES,
+    MAP_RULE_SLOTS, MAPS, PASS_PROGRAM, PROGRAM, PROGRAM_OBJECT,
 };
 use crate::compile::Capacity;
 use crate::sys::mmap::MappedArray;
@@ -93,8 +94,12 @@ impl Datapath {
             LpmTrie::try_from(take(MAP_DNS_TRUST[0])?).map_err(map_err(MAP_DNS_TRUST[0]))?;
         let dns_trust_v6 =
             LpmTrie::try_from(take(MAP_DNS_TRUST[1])?).map_err(map_err(MAP_DNS_TRUST[1]))?;
-        let iface_roles = aya::maps::HashMap::try_from(take(MAP_IFACE_ROLES)?)
-            .map_err(map_err(MAP_IFACE_ROLES))?;
+        let iface_roles = match take(MAP_IFACE_ROLES)? {
+            aya::maps::Map::Array(data) => MappedArray::new(data.fd().as_fd(), ROLE_ARRAY_ENTRIES)?,
+            _ => return Err(DatapathError::MissingMap(MAP_IFACE_ROLES)),
+        };
+        let iface_roles_high = aya::maps::HashMap::try_from(take(MAP_IFACE_ROLES_HIGH)?)
+            .map_err(map_err(MAP_IFACE_ROLES_HIGH))?;
         let dns_stats =
             PerCpuArray::try_from(take(MAP_DNS_STATS)?).map_err(map_err(MAP_DNS_STATS))?;
         let mut names = |i: usize| {
@@ -132,6 +137,7 @@ impl Datapath {
             dns_trust_v4,
             dns_trust_v6,
             iface_roles,
+            iface_roles_high,
             dns_stats,
             names,
             dns_config,

@@ -68,6 +68,7 @@ const MAP_DNS_HOLD: &str = "DNS_HOLD";
 /// its daemon fills at start-up.
 const MAP_DNS_TRUST: [&str; 2] = ["DNS_TRUST_V4", "DNS_TRUST_V6"];
 const MAP_IFACE_ROLES: &str = "IFACE_ROLES";
+const MAP_IFACE_ROLES_HIGH: &str = "IFACE_ROLES_HIGH";
 const MAP_DNS_STATS: &str = "DNS_STATS_MAP";
 /// The name tables of generation 0 and 1, switched with the tries.
 const MAP_NAMES: [&str; 2] = ["NAMES_0", "NAMES_1"];
@@ -164,7 +165,9 @@ pub struct Datapath {
     dns_hold: Array<MapData, u64>,
     dns_trust_v4: LpmTrie<MapData, [u8; 4], u32>,
     dns_trust_v6: LpmTrie<MapData, [u8; 16], u32>,
-    iface_roles: aya::maps::HashMap<MapData, u32, u32>,
+    /// Roles by ifindex below `ROLE_ARRAY_ENTRIES`, mapped (0: both); the rest in the hash.
+    iface_roles: MappedArray<u64>,
+    iface_roles_high: aya::maps::HashMap<MapData, u32, u32>,
     dns_stats: PerCpuArray<MapData, u64>,
     names: [aya::maps::HashMap<MapData, NameKey, NameRule>; 2],
     dns_config: Array<MapData, u32>,

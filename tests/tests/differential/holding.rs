@@ -40,7 +40,11 @@ fn own_interfaces() -> (u32, u32) {
     );
     let ip = tests::tools::require(tests::tools::IP);
     let status = Command::new(&ip)
-        .args(["link", "add", "din", "type", "veth", "peer", "name", "dout"])
+        // The inside end above ROLE_ARRAY_ENTRIES (its role in the program's hash), the outside
+        // end numbered by the kernel (in its array).
+        .args([
+            "link", "add", "din", "index", "5000", "type", "veth", "peer", "name", "dout",
+        ])
         .status()
         .unwrap();
     assert!(status.success(), "creating the test's veth pair");
