@@ -111,9 +111,11 @@ impl Arrival {
 #[inline(always)]
 fn role(ifindex: u32) -> u32 {
     if ifindex < ROLE_ARRAY_ENTRIES {
-        return match IFACE_ROLES.get(ifindex).copied().unwrap_or(0) as u32 {
-            0 => ROLE_BOTH,
-            role => role,
+        // 0 (no role set), or anything but inside or outside, is both.
+        return match IFACE_ROLES.get(ifindex).copied().unwrap_or(0) {
+            r if r == ROLE_INSIDE as u64 => ROLE_INSIDE,
+            r if r == ROLE_OUTSIDE as u64 => ROLE_OUTSIDE,
+            _ => ROLE_BOTH,
         };
     }
     // SAFETY: a plain read of a u32 value.
