@@ -85,10 +85,15 @@ pub struct CompiledPolicy {
 
 impl CompiledPolicy {
     fn new(v4: BTreeMap<PrefixV4, PrefixRules>, v6: BTreeMap<PrefixV6, PrefixRules>) -> Self {
-        let mut lists: BTreeMap<Vec<Rule>, usize> = BTreeMap::new();
+        // Counted by reference first: a million prefixes share a few dozen lists.
+        let mut counts: foldhash::HashMap<&[Rule], usize> = foldhash::HashMap::default();
         for p in v4.values().chain(v6.values()) {
-            *lists.entry(p.rules.clone()).or_default() += 1;
+            *counts.entry(p.rules.as_slice()).or_default() += 1;
         }
+        let lists: BTreeMap<Vec<Rule>, usize> = counts
+            .into_iter()
+            .map(|(list, count)| (list.to_vec(), count))
+            .collect();
         let long_v6 = v6.keys().filter(|p| p.len > 64).count();
         Self {
             v4,
@@ -457,7 +462,7 @@ fn check_rule_lists(count: usize) -> Result<(), CompileError> {
 
 /// Each distinct rule list with its prefix lengths is one leaf of the datapath's lookup table.
 fn check_combinations(compiled: &CompiledPolicy) -> Result<(), CompileError> {
-    let distinct: std::collections::HashSet<&PrefixRules> =
+    let distinct: foldhash::HashSet<&PrefixRules> =
         compiled.v4.values().chain(compiled.v6.values()).collect();
     let limit = enforcer_common::LEAVES_PER_GENERATION - 1;
     if distinct.len() > limit as usize {

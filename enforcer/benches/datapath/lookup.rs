@@ -587,6 +587,11 @@ fn write_hosts(
     hosts: &[IpAddr],
 ) -> anyhow::Result<Vec<Duration>> {
     let mut samples = Vec::with_capacity(hosts.len());
+    // The 1,000,000-prefix tables are exactly at the default capacity, which a learned host
+    // would pass: the compiler is given room for the hosts measured (the datapath's exact
+    // table holds them until the next build).
+    let room = u32::try_from(compiled.v4.len() + hosts.len())?;
+    compiled.capacity.v4 = compiled.capacity.v4.max(room);
     for host in hosts {
         let address = EntryAddress {
             platform: 0,

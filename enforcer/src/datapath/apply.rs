@@ -23,7 +23,7 @@ use super::{
     Datapath, DatapathError, MAP_ACTIVE, MAP_INDEX, MAP_LEARNED_HOSTS, MAP_LEAVES, MAP_LONG_V6,
     MAP_NAMES, MAP_RANGES, MAP_RULE_SLOTS, SWITCH_SETTLE,
 };
-use crate::compile::{CompiledPolicy, Prefix, PrefixRules};
+use crate::compile::{CompiledPolicy, Prefix};
 
 /// What `apply` changed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -47,7 +47,7 @@ pub(super) struct SlotCache {
 #[derive(Debug, Default)]
 pub(super) struct InForce {
     leaves: Table,
-    prefixes: HashMap<(u8, u128, u8), u64>,
+    prefixes: foldhash::HashMap<PrefixKey, u64>,
 }
 
 /// A prefix as the statistics key it: family, address, length.
@@ -85,7 +85,7 @@ impl Datapath {
             by_content.insert(content.rules[..count].to_vec(), slot);
         }
         let mut free = (0..RULE_SLOTS).filter(|s| !in_use.contains_key(s));
-        let mut slots_of: HashMap<&[Rule], u32> = HashMap::new();
+        let mut slots_of: foldhash::HashMap<&[Rule], u32> = foldhash::HashMap::default();
         for list in policy.rule_lists() {
             let slot = match by_content.get(list) {
                 Some(&slot) => slot,
@@ -119,7 +119,7 @@ impl Datapath {
         self.generation = next;
         self.last_switch = Some(Instant::now());
 
-        let prefixes = prefix_digests(policy, |rules| slots_of.get(rules).copied());
+        let prefixes = prefix_digests(policy, &table);
         let old = self.in_force.take().map(|f| f.prefixes).unwrap_or_default();
         for (key, value) in &prefixes {
             match old.get(key) {
@@ -472,24 +472,17 @@ impl super::LookupMaps {
     }
 }
 
-/// Every prefix of `policy` with a digest of its leaf, for the statistics.
-fn prefix_digests(
-    policy: &CompiledPolicy,
-    slot_of: impl Fn(&[Rule]) -> Option<u32>,
-) -> HashMap<PrefixKey, u64> {
-    let mut out = HashMap::with_capacity(policy.v4.len() + policy.v6.len());
-    let mut add = |family: u8, addr: u128, len: u8, rules: &PrefixRules| {
-        if let Some(slot) = slot_of(&rules.rules) {
-            out.insert((family, addr, len), digest(&table::rule_ref(slot, rules)));
-        }
-    };
-    for (p, rules) in &policy.v4 {
-        add(FAMILY_IPV4, u128::from(p.addr), p.len, rules);
-    }
-    for (p, rules) in &policy.v6 {
-        add(FAMILY_IPV6, p.addr, p.len, rules);
-    }
-    out
+/// Every prefix of `policy` with a digest of its leaf in `table`, for the statistics.
+fn prefix_digests(policy: &CompiledPolicy, table: &Table) -> foldhash::HashMap<PrefixKey, u64> {
+    let digests: Vec<u64> = table.leaves.iter().map(digest).collect();
+    let keys = policy
+        .v4
+        .keys()
+        .map(|p| (FAMILY_IPV4, u128::from(p.addr), p.len))
+        .chain(policy.v6.keys().map(|p| (FAMILY_IPV6, p.addr, p.len)));
+    keys.zip(&table.prefix_leaves)
+        .filter_map(|(key, &leaf)| Some((key, *digests.get(usize::from(leaf))?)))
+        .collect()
 }
 
 /// The 64-bit key the program looks an address up by.

@@ -11,8 +11,6 @@
 // Casts below take the bits they name: packs and unpacks the bit fields of index entries, ranges and leaves.
 #![allow(clippy::cast_possible_truncation)]
 
-use std::collections::HashMap;
-
 use enforcer_common::{
     INDEX_BLOCKS, INDEX_COUNT_SHIFT, LEAF_LONG, LEAVES_PER_GENERATION, MAX_LONG_PREFIXES_V6,
     PROTOCOL_ANY, RULES_PER_SLOT, Rule, RuleRef, rule_score,
@@ -49,7 +47,9 @@ pub struct Table {
     pub leaves: Vec<RuleRef>,
     /// IPv6 prefixes longer than /64: address, length, leaf id.
     pub long_v6: Vec<(u128, u8, u16)>,
-    leaf_ids: HashMap<RuleRef, u16>,
+    /// The leaf id of every prefix of the policy, IPv4 then IPv6, in the policy's order.
+    pub prefix_leaves: Vec<u16>,
+    leaf_ids: foldhash::HashMap<RuleRef, u16>,
 }
 
 impl Table {
@@ -88,6 +88,26 @@ impl Table {
     }
 }
 
+/// The leaf id of a prefix's rules, added to `table` when new; recorded in `prefix_leaves`.
+fn leaf_of<'p>(
+    table: &mut Table,
+    known: &mut foldhash::HashMap<&'p PrefixRules, u16>,
+    rules: &'p PrefixRules,
+    slot_of: &impl Fn(&[Rule]) -> Option<u32>,
+) -> Result<u16, TableError> {
+    let id = match known.get(rules) {
+        Some(&id) => id,
+        None => {
+            let slot = slot_of(&rules.rules).ok_or(TableError::NoSlot)?;
+            let id = table.leaf_id_unchecked(rule_ref(slot, rules));
+            known.insert(rules, id);
+            id
+        }
+    };
+    table.prefix_leaves.push(id);
+    Ok(id)
+}
+
 fn check_leaves(table: &Table) -> Result<(), TableError> {
     if table.leaves.len() > LEAVES_PER_GENERATION as usize {
         return Err(TableError::TooManyLeaves {
@@ -124,10 +144,9 @@ pub fn build(
     range_limit: u32,
 ) -> Result<Table, TableError> {
     let mut table = Table::with_leaves(vec![RuleRef::default()]);
-    let leaf = |table: &mut Table, rules: &PrefixRules| -> Result<u16, TableError> {
-        let slot = slot_of(&rules.rules).ok_or(TableError::NoSlot)?;
-        Ok(table.leaf_id_unchecked(rule_ref(slot, rules)))
-    };
+    // Prefixes share a few leaves: each distinct rule set is turned into its leaf once.
+    let mut known: foldhash::HashMap<&PrefixRules, u16> = foldhash::HashMap::default();
+    let mut leaf = |table: &mut Table, rules| leaf_of(table, &mut known, rules, &slot_of);
     let mut v4 = Vec::with_capacity(policy.v4.len());
     for (p, rules) in &policy.v4 {
         let len = u32::from(p.len);
@@ -174,7 +193,7 @@ pub fn build(
     }
     // Long prefixes' /64s were pushed after the /64 prefix with the same start, if any, but a
     // shorter prefix starting at the same /64 may follow them: put everything in order.
-    v6.sort_by_key(|s| (s.start, s.len));
+    v6.sort_unstable_by_key(|s| (s.start, s.len));
     let mut ranges = Vec::new();
     let v4_index = blocks(&sweep(&v4), range_base, &mut ranges);
     let v6_index = blocks(&sweep(&v6), range_base, &mut ranges);
