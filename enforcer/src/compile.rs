@@ -233,10 +233,11 @@ pub fn compile_within(
             limit: MAX_PLATFORMS - 1,
         });
     }
-    let mut own_v4: BTreeMap<PrefixV4, BTreeSet<Rule>> = BTreeMap::new();
-    let mut own_v6: BTreeMap<PrefixV6, BTreeSet<Rule>> = BTreeMap::new();
-    // Rules of one prefix share its length, which `inherit` attaches.
-    let mut add = |platform: usize, entry: &Entry, net: &IpNet| {
+    // Every (prefix, rule) pair, sorted and deduplicated below: a million prefixes without a
+    // set allocated for each. Rules of one prefix share its length, which `inherit` attaches.
+    let mut own_v4: Vec<(PrefixV4, Rule)> = Vec::new();
+    let mut own_v6: Vec<(PrefixV6, Rule)> = Vec::new();
+    let mut add = |platform: usize, entry: &Entry, nets: &mut dyn Iterator<Item = IpNet>| {
         let action = policy.platforms[platform].action.code();
         let rules = entry_rules(
             policy.platform_id(platform),
@@ -244,28 +245,28 @@ pub fn compile_within(
             action,
             entry,
         );
-        match net {
-            IpNet::V4(n) => own_v4
-                .entry(Prefix {
-                    addr: u32::from(n.network()),
-                    len: n.prefix_len(),
-                })
-                .or_default()
-                .extend(rules),
-            IpNet::V6(n) => own_v6
-                .entry(Prefix {
-                    addr: u128::from(n.network()),
-                    len: n.prefix_len(),
-                })
-                .or_default()
-                .extend(rules),
+        for net in nets {
+            match net {
+                IpNet::V4(n) => {
+                    let prefix = Prefix {
+                        addr: u32::from(n.network()),
+                        len: n.prefix_len(),
+                    };
+                    own_v4.extend(rules.iter().map(|&r| (prefix, r)));
+                }
+                IpNet::V6(n) => {
+                    let prefix = Prefix {
+                        addr: u128::from(n.network()),
+                        len: n.prefix_len(),
+                    };
+                    own_v6.extend(rules.iter().map(|&r| (prefix, r)));
+                }
+            }
         }
     };
     for (index, platform) in policy.platforms.iter().enumerate() {
         for entry in &platform.entries {
-            for net in &entry.prefixes {
-                add(index, entry, net);
-            }
+            add(index, entry, &mut entry.prefixes.iter().copied());
         }
     }
     for address in addresses {
@@ -274,19 +275,30 @@ pub fn compile_within(
             .get(address.platform)
             .and_then(|p| p.entries.get(address.entry))
         {
-            add(address.platform, entry, &address.net.trunc());
+            add(
+                address.platform,
+                entry,
+                &mut std::iter::once(address.net.trunc()),
+            );
         }
     }
-    check_capacity("IPv4", own_v4.len(), capacity.v4)?;
-    check_capacity("IPv6", own_v6.len(), capacity.v6)?;
+    own_v4.sort_unstable();
+    own_v4.dedup();
+    own_v6.sort_unstable();
+    own_v6.dedup();
+    check_capacity("IPv4", distinct(&own_v4), capacity.v4)?;
+    check_capacity("IPv6", distinct(&own_v6), capacity.v6)?;
     check_capacity(
         LONG_V6,
-        own_v6.keys().filter(|p| p.len > 64).count(),
+        own_v6
+            .chunk_by(|a, b| a.0 == b.0)
+            .filter(|group| group[0].0.len > 64)
+            .count(),
         MAX_LONG_PREFIXES_V6,
     )?;
     let mut compiled = CompiledPolicy::new(
-        inherit(own_v4, |p| IpNet::V4(ipv4_net(p)))?,
-        inherit(own_v6, |p| IpNet::V6(ipv6_net(p)))?,
+        inherit(&own_v4, |p| IpNet::V4(ipv4_net(p)))?,
+        inherit(&own_v6, |p| IpNet::V6(ipv6_net(p)))?,
     );
     check_rule_lists(compiled.lists.len())?;
     check_combinations(&compiled)?;
@@ -474,6 +486,11 @@ fn check_combinations(compiled: &CompiledPolicy) -> Result<(), CompileError> {
     Ok(())
 }
 
+/// How many distinct prefixes a sorted list of (prefix, rule) pairs holds.
+fn distinct<A: PartialEq>(own: &[(Prefix<A>, Rule)]) -> usize {
+    own.chunk_by(|a, b| a.0 == b.0).count()
+}
+
 /// IPv6 prefixes longer than /64 (hosts among them) have a table of their own in the datapath.
 const LONG_V6: &str = "IPv6 (longer than /64)";
 
@@ -556,12 +573,13 @@ fn entry_rules(platform: u16, rank: u16, action: u8, entry: &Entry) -> Vec<Rule>
 /// enclosing prefixes come first, so a stack of the current chain of containers suffices. A rule
 /// present at several levels keeps the longest length: it dominates the shorter copies.
 fn inherit<A: Bits>(
-    own: BTreeMap<Prefix<A>, BTreeSet<Rule>>,
+    own: &[(Prefix<A>, Rule)],
     display: impl Fn(Prefix<A>) -> IpNet,
 ) -> Result<BTreeMap<Prefix<A>, PrefixRules>, CompileError> {
     let mut chain: Vec<(Prefix<A>, BTreeMap<Rule, u8>)> = Vec::new();
-    let mut out = BTreeMap::new();
-    for (prefix, rules) in own {
+    let mut out = Vec::new();
+    for group in own.chunk_by(|a, b| a.0 == b.0) {
+        let prefix = group[0].0;
         while chain
             .last()
             .is_some_and(|(outer, _)| !outer.contains(&prefix))
@@ -572,7 +590,7 @@ fn inherit<A: Bits>(
             .last()
             .map(|(_, outer)| outer.clone())
             .unwrap_or_default();
-        for rule in rules {
+        for &(_, rule) in group {
             full.insert(rule, prefix.len);
         }
         if full.len() > RULES_PER_SLOT {
@@ -582,10 +600,11 @@ fn inherit<A: Bits>(
                 limit: RULES_PER_SLOT,
             });
         }
-        out.insert(prefix, PrefixRules::new(&full));
+        out.push((prefix, PrefixRules::new(&full)));
         chain.push((prefix, full));
     }
-    Ok(out)
+    // In order already: built in bulk.
+    Ok(out.into_iter().collect())
 }
 
 fn ipv4_net(p: PrefixV4) -> ipnet::Ipv4Net {
