@@ -18,7 +18,7 @@ use super::*;
 
 /// With the 300 covering prefixes and the hosts learned later, just under the default capacity
 /// of 1,000,000.
-const V4_PREFIXES: usize = 998_500;
+const V4_PREFIXES: usize = 997_000;
 const V6_PREFIXES: usize = 250_000;
 const AIMED_FRAMES: usize = 240;
 const RANDOM_FRAMES: usize = 60;
