@@ -23,11 +23,27 @@ pub const MAX_CAPACITY: u32 = 2_000_000;
 // top 32 bits; IPv6: its top 64 bits); the key's top 16 bits select an index entry, which either
 // holds the leaf for its whole block or points at a sorted run of ranges over the other 48 bits.
 
-/// Index entries per (generation, family): one per value of the key's top 16 bits.
-pub const INDEX_BLOCKS: u32 = 1 << 16;
-/// Index entries in all: generations x families x blocks, at `(generation * 2 + family) *
-/// INDEX_BLOCKS + block`.
-pub const INDEX_ENTRIES: u32 = 2 * FAMILIES * INDEX_BLOCKS;
+/// Bits of the key that pick an index entry, per family: IPv4 20 (a /20 a block: with a million
+/// prefixes most blocks hold one or two, so most lookups end at the index or one cache line
+/// after it), IPv6 16.
+pub const INDEX_BITS: [u32; FAMILIES as usize] = [20, 16];
+/// Index entries of one family in one generation.
+pub const fn index_blocks(family: u8) -> u32 {
+    1 << INDEX_BITS[family as usize & 1]
+}
+/// Index entries of one generation: IPv4's blocks, then IPv6's.
+pub const INDEX_PER_GENERATION: u32 = index_blocks(FAMILY_IPV4) + index_blocks(FAMILY_IPV6);
+/// Index entries in all, both generations.
+pub const INDEX_ENTRIES: u32 = 2 * INDEX_PER_GENERATION;
+/// Where the index entry of `block` of `family` in `generation` sits.
+pub const fn index_slot(generation: u32, family: u8, block: u32) -> u32 {
+    let family_start = if family == FAMILY_IPV4 {
+        0
+    } else {
+        index_blocks(FAMILY_IPV4)
+    };
+    (generation & 1) * INDEX_PER_GENERATION + family_start + block
+}
 /// Bits of an index entry holding its run's length; 0 means the entry is a leaf itself (in its
 /// low 16 bits), for a block that one leaf covers whole.
 pub const INDEX_COUNT_SHIFT: u32 = 32;
@@ -35,7 +51,7 @@ pub const INDEX_COUNT_MASK: u64 = 0xFF_FFFF;
 /// Ranges of one generation (both families) for a capacity of `v4` and `v6` prefixes: two
 /// boundaries a prefix at most, plus one a block.
 pub const fn ranges_per_generation(v4: u32, v6: u32) -> u32 {
-    2 * (v4 + v6) + FAMILIES * INDEX_BLOCKS
+    2 * (v4 + v6) + INDEX_PER_GENERATION
 }
 /// Ranges of one generation at the default capacity.
 pub const RANGES_PER_GENERATION: u32 = ranges_per_generation(MAX_PREFIXES_V4, MAX_PREFIXES_V6);
@@ -45,7 +61,7 @@ pub const RANGES_PER_GENERATION: u32 = ranges_per_generation(MAX_PREFIXES_V4, MA
 pub const RANGE_ENTRIES: u32 = 2 * RANGES_PER_GENERATION;
 /// Steps of the binary search over one block's ranges: enough for a whole generation's at the
 /// largest capacity.
-pub const RANGE_SEARCH_STEPS: u32 = 23;
+pub const RANGE_SEARCH_STEPS: u32 = 24;
 const _: () =
     assert!(1u64 << RANGE_SEARCH_STEPS >= ranges_per_generation(MAX_CAPACITY, MAX_CAPACITY) as u64);
 /// A leaf (16 bits in ranges and index entries): an index into `LOOKUP_LEAVES` of its

@@ -1,8 +1,8 @@
 //! Which leaf (rule list reference) applies to an address: a table compiled in user space
 //! (`enforcer::datapath::table`) into array maps, DXR-like. The address becomes a 64-bit key
-//! (IPv4: the address in the top 32 bits; IPv6: its top 64 bits); its top 16 bits pick an index
-//! entry, which is either the leaf of that whole block or a run of sorted ranges over the other
-//! 48 bits, searched in at most `RANGE_SEARCH_STEPS` steps (a few cache lines for real tables).
+//! (IPv4: the address in the top 32 bits; IPv6: its top 64 bits); its top bits (`INDEX_BITS`:
+//! 20 for IPv4, 16 for IPv6) pick an index entry, which is either the leaf of that whole block or
+//! a run of sorted ranges over the other bits, searched in at most `RANGE_SEARCH_STEPS` steps (a few cache lines for real tables).
 //! Two flags on a leaf send the lookup to exact tables first: hosts learned since the last build,
 //! and IPv6 prefixes longer than /64 (which the 64-bit key cannot tell apart).
 //!
@@ -18,10 +18,10 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, lpm_trie::Key},
 };
 use enforcer_common::{
-    FAMILY_IPV4, HostKey, INDEX_BLOCKS, INDEX_COUNT_MASK, INDEX_COUNT_SHIFT, INDEX_ENTRIES,
+    FAMILY_IPV4, HostKey, INDEX_BITS, INDEX_COUNT_MASK, INDEX_COUNT_SHIFT, INDEX_ENTRIES,
     LEAF_ENTRIES, LEAF_HOSTS, LEAF_ID_MASK, LEAF_LONG, LEAVES_PER_GENERATION, LongKey,
     MAX_CAPACITY, MAX_LEARNED_HOSTS, MAX_LONG_PREFIXES_V6, RANGE_ENTRIES, RANGE_SEARCH_STEPS,
-    RuleRef, ranges_per_generation,
+    RuleRef, index_slot, ranges_per_generation,
 };
 
 /// The index: for each (generation, family) and each value of the key's top 16 bits, either a
@@ -59,13 +59,14 @@ static LONG_PREFIXES_V6: LpmTrie<LongKey, u32> =
 pub fn leaf(generation: u64, family: u8, addr_hi: u64, addr_lo: u64) -> Option<&'static RuleRef> {
     let v4 = family == FAMILY_IPV4;
     let key = if v4 { addr_lo << 32 } else { addr_hi };
-    let table = (generation * 2 + family as u64) * INDEX_BLOCKS as u64 + (key >> 48);
-    let entry = *LOOKUP_INDEX.get(table as u32)?;
+    let rest_bits = 64 - INDEX_BITS[(family & 1) as usize];
+    let slot = index_slot(generation as u32, family, (key >> rest_bits) as u32);
+    let entry = *LOOKUP_INDEX.get(slot)?;
     let count = ((entry >> INDEX_COUNT_SHIFT) & INDEX_COUNT_MASK) as u32;
     let mut found = if count == 0 {
         entry as u16
     } else {
-        search(entry as u32, count, key & 0xFFFF_FFFF_FFFF)
+        search(entry as u32, count, key & ((1 << rest_bits) - 1))
     };
     if found & (LEAF_HOSTS | LEAF_LONG) != 0 {
         found = exact(generation, v4, found, addr_hi, addr_lo);

@@ -12,9 +12,9 @@ use std::time::Instant;
 
 use aya::maps::lpm_trie::Key;
 use enforcer_common::{
-    FAMILY_IPV4, FAMILY_IPV6, HostKey, INDEX_BLOCKS, INDEX_COUNT_MASK, INDEX_COUNT_SHIFT,
-    LEAF_HOSTS, LEAF_ID_MASK, LEAVES_PER_GENERATION, LongKey, NameKey, NameRule, RULE_SLOTS,
-    RULES_PER_SLOT, Rule, RuleRef, RuleSlot,
+    FAMILY_IPV4, FAMILY_IPV6, HostKey, INDEX_BITS, INDEX_COUNT_MASK, INDEX_COUNT_SHIFT, LEAF_HOSTS,
+    LEAF_ID_MASK, LEAVES_PER_GENERATION, LongKey, NameKey, NameRule, RULE_SLOTS, RULES_PER_SLOT,
+    Rule, RuleRef, RuleSlot, index_blocks, index_slot,
 };
 use ipnet::IpNet;
 
@@ -151,7 +151,7 @@ impl Datapath {
     fn write_table(&mut self, generation: usize, table: &Table) -> Result<(), DatapathError> {
         let g = generation as u32;
         for (family, index) in table.index.iter().enumerate() {
-            let first = (g * 2 + family as u32) * INDEX_BLOCKS;
+            let first = index_slot(g, family as u8, 0);
             if !self.lookup.index.write(first, index) {
                 return Err(DatapathError::MappedWrite(MAP_INDEX));
             }
@@ -316,7 +316,8 @@ impl Datapath {
 impl super::LookupMaps {
     /// Sets `LEAF_HOSTS` on the index entry or range of generation `g` that holds `key`.
     fn flag_hosts(&self, g: u32, family: u8, key: u64) -> Result<(), DatapathError> {
-        let slot = (g * 2 + u32::from(family)) * INDEX_BLOCKS + (key >> 48) as u32;
+        let rest_bits = 64 - INDEX_BITS[usize::from(family)];
+        let slot = index_slot(g, family, (key >> rest_bits) as u32);
         let entry = self
             .index
             .get(slot)
@@ -327,7 +328,7 @@ impl super::LookupMaps {
         } else {
             // The last range of the run starting at or before the key, as the program finds it.
             let start = entry as u32;
-            let rest = key & ((1 << 48) - 1);
+            let rest = key & ((1 << rest_bits) - 1);
             let (mut lo, mut n) = (start, count);
             while n > 1 {
                 let half = n / 2;
@@ -438,13 +439,14 @@ impl super::LookupMaps {
     /// exclusive (u128: the last block ends at 2^64).
     fn ranges_of(&self, g: u32, family: u8) -> Result<Vec<(u128, u128, u16)>, DatapathError> {
         let mut out = Vec::new();
-        for block in 0..INDEX_BLOCKS {
+        let rest_bits = 64 - INDEX_BITS[usize::from(family)];
+        for block in 0..index_blocks(family) {
             let entry = self
                 .index
-                .get((g * 2 + u32::from(family)) * INDEX_BLOCKS + block)
+                .get(index_slot(g, family, block))
                 .ok_or(DatapathError::MappedWrite(MAP_INDEX))?;
-            let first = u128::from(block) << 48;
-            let next = first + (1 << 48);
+            let first = u128::from(block) << rest_bits;
+            let next = first + (1 << rest_bits);
             let count = ((entry >> INDEX_COUNT_SHIFT) & INDEX_COUNT_MASK) as u32;
             if count == 0 {
                 out.push((first, next, entry as u16));

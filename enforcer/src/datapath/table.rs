@@ -2,7 +2,8 @@
 //! from a compiled policy, DXR-like: nested prefixes are flattened into disjoint ranges, each
 //! carrying the leaf (the rule list reference) of the longest prefix over it, which already holds
 //! every enclosing prefix's rules (see `compile`). An address becomes a 64-bit key (IPv4: the
-//! address in the top 32 bits; IPv6: its top 64 bits); the key's top 16 bits pick an index entry,
+//! address in the top 32 bits; IPv6: its top 64 bits); the key's top bits (`INDEX_BITS`) pick an
+//! index entry,
 //! which is the leaf of its whole block or points at the block's sorted ranges. IPv6 prefixes
 //! longer than /64 go to a separate exact table, and the ranges over their /64 are flagged.
 //!
@@ -12,14 +13,13 @@
 #![allow(clippy::cast_possible_truncation)]
 
 use enforcer_common::{
-    INDEX_BLOCKS, INDEX_COUNT_SHIFT, LEAF_LONG, LEAVES_PER_GENERATION, MAX_LONG_PREFIXES_V6,
+    INDEX_BITS, INDEX_COUNT_SHIFT, LEAF_LONG, LEAVES_PER_GENERATION, MAX_LONG_PREFIXES_V6,
     PROTOCOL_ANY, RULES_PER_SLOT, Rule, RuleRef, rule_score,
 };
 
 use crate::compile::{CompiledPolicy, PrefixRules};
 
 const KEY_BITS: u32 = 64;
-const REST_MASK: u64 = (1 << 48) - 1;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TableError {
@@ -38,7 +38,7 @@ pub enum TableError {
 /// One generation of the table, ready to copy into the maps.
 #[derive(Debug, Default)]
 pub struct Table {
-    /// Per family (IPv4, IPv6), `INDEX_BLOCKS` index entries; run starts are absolute (they
+    /// Per family (IPv4, IPv6), `index_blocks(family)` index entries; run starts are absolute (they
     /// include the `range_base` given to [`build`]).
     pub index: [Vec<u64>; 2],
     /// Both families' runs of ranges, from `range_base`.
@@ -195,8 +195,8 @@ pub fn build(
     // shorter prefix starting at the same /64 may follow them: put everything in order.
     v6.sort_unstable_by_key(|s| (s.start, s.len));
     let mut ranges = Vec::new();
-    let v4_index = blocks(&sweep(&v4), range_base, &mut ranges);
-    let v6_index = blocks(&sweep(&v6), range_base, &mut ranges);
+    let v4_index = blocks(&sweep(&v4), INDEX_BITS[0], range_base, &mut ranges);
+    let v6_index = blocks(&sweep(&v6), INDEX_BITS[1], range_base, &mut ranges);
     if ranges.len() > range_limit as usize {
         return Err(TableError::TooManyRanges {
             count: ranges.len(),
@@ -262,13 +262,21 @@ fn mark(bounds: &mut Vec<(u64, u16)>, at: u128, leaf: u16) {
 }
 
 /// Splits boundaries into the index's blocks: a block with one leaf is that leaf; any other gets
-/// a run of ranges (appended to `ranges`) starting with the leaf in force at its first key.
-fn blocks(bounds: &[(u64, u16)], range_base: u32, ranges: &mut Vec<u64>) -> Vec<u64> {
-    let mut index = vec![0u64; INDEX_BLOCKS as usize];
+/// a run of ranges (appended to `ranges`) starting with the leaf in force at its first key. The
+/// key's top `index_bits` number the blocks.
+fn blocks(
+    bounds: &[(u64, u16)],
+    index_bits: u32,
+    range_base: u32,
+    ranges: &mut Vec<u64>,
+) -> Vec<u64> {
+    let rest_bits = KEY_BITS - index_bits;
+    let rest_mask = (1u64 << rest_bits) - 1;
+    let mut index = vec![0u64; 1 << index_bits];
     let mut i = 0usize;
     for (block, entry) in index.iter_mut().enumerate() {
-        let first = (block as u64) << 48;
-        let next = (block as u128 + 1) << 48;
+        let first = (block as u64) << rest_bits;
+        let next = (block as u128 + 1) << rest_bits;
         while i + 1 < bounds.len() && bounds[i + 1].0 <= first {
             i += 1;
         }
@@ -286,7 +294,7 @@ fn blocks(bounds: &[(u64, u16)], range_base: u32, ranges: &mut Vec<u64>) -> Vec<
             ranges.extend(
                 bounds[i + 1..j]
                     .iter()
-                    .map(|&(at, leaf)| (at & REST_MASK) << 16 | u64::from(leaf)),
+                    .map(|&(at, leaf)| (at & rest_mask) << 16 | u64::from(leaf)),
             );
             *entry = start | count << INDEX_COUNT_SHIFT;
         }
@@ -321,14 +329,15 @@ pub fn rule_ref(slot: u32, entry: &PrefixRules) -> RuleRef {
 
 /// The leaf a table gives a key of `family`, searched as the XDP program does (for tests).
 pub fn lookup(table: &Table, family: usize, key: u64, range_base: u32) -> u16 {
-    let entry = table.index[family][(key >> 48) as usize];
+    let rest_bits = KEY_BITS - INDEX_BITS[family];
+    let entry = table.index[family][(key >> rest_bits) as usize];
     let count = (entry >> INDEX_COUNT_SHIFT) & enforcer_common::INDEX_COUNT_MASK;
     if count == 0 {
         return entry as u16;
     }
     let start = (entry as u32 - range_base) as usize;
     let run = &table.ranges[start..start + count as usize];
-    let rest = key & REST_MASK;
+    let rest = key & ((1 << rest_bits) - 1);
     let at = run.partition_point(|r| r >> 16 <= rest) - 1;
     run[at] as u16
 }
@@ -366,9 +375,9 @@ mod tests {
                 .collect();
             let base = 1000;
             let mut ranges = Vec::new();
-            let index = blocks(&sweep(&spans), base, &mut ranges);
+            let index = blocks(&sweep(&spans), INDEX_BITS[0], base, &mut ranges);
             let table = Table {
-                index: [index, vec![0; INDEX_BLOCKS as usize]],
+                index: [index, vec![0; 1 << INDEX_BITS[1]]],
                 ranges,
                 ..Table::default()
             };
@@ -422,9 +431,9 @@ mod tests {
             },
         ];
         let mut ranges = Vec::new();
-        let index = blocks(&sweep(&spans), 0, &mut ranges);
+        let index = blocks(&sweep(&spans), INDEX_BITS[1], 0, &mut ranges);
         let table = Table {
-            index: [vec![0; INDEX_BLOCKS as usize], index],
+            index: [vec![0; 1 << INDEX_BITS[0]], index],
             ranges,
             ..Table::default()
         };
