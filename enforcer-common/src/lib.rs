@@ -92,6 +92,65 @@ pub struct HostKey {
 /// Key data of `LONG_PREFIXES_V6` (after the LPM prefix length, which counts these 8 bits too):
 /// the generation, then the address.
 pub type LongKey = [u8; 17];
+// Sites: the client prefixes behind the gateway, looked up (by the inside address) only for a
+// packet that matched a platform, to count it by site and to apply the site's overrides.
+
+/// Site prefixes in `SITES`, both generations.
+pub const MAX_SITE_PREFIXES: u32 = 16_384;
+/// Distinct sets of per-site overrides (variants) one policy may use; variant 0 is the policy's
+/// own actions (sites without overrides, and clients outside every site).
+pub const MAX_VARIANTS: u32 = 256;
+/// Leaves whose verdict some variant changes, both generations (`SITE_LEAVES`).
+pub const MAX_SITE_LEAVES: u32 = 65_536;
+/// (site, platform, action) counters (`SITE_STATS`).
+pub const MAX_SITE_COUNTERS: u32 = 65_536;
+/// `SITE_ACTIONS` entries (variant, platform) that differ from the platform's action, both
+/// generations.
+pub const MAX_SITE_ACTIONS: u32 = 65_536;
+/// The site id of clients outside every site (`other`); a site's own id is a hash of its name,
+/// never 0, so counters keep their site across reloads without a registry.
+pub const SITE_OTHER: u32 = 0;
+
+/// Key data of `SITES` (after the LPM prefix length, which counts the first 32 bits too): the
+/// generation, the family, two zero bytes, then the address (IPv4 in the first four bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SiteAddress {
+    pub generation: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+    pub address: [u8; 16],
+}
+
+/// Value of `SITES`: the site's id and the variant of its overrides.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SiteValue {
+    pub site: u32,
+    pub variant: u32,
+}
+
+/// Key of `SITE_LEAVES`: `generation << 32 | variant << 16 | leaf id`.
+pub const fn site_leaf_key(generation: u32, variant: u32, leaf: u16) -> u64 {
+    ((generation as u64 & 1) << 32) | ((variant as u64 & 0xFFFF) << 16) | leaf as u64
+}
+
+/// Key of `SITE_ACTIONS`.
+pub const fn site_action_index(generation: u32, variant: u32, platform: u16) -> u32 {
+    ((generation & 1) * MAX_VARIANTS + (variant % MAX_VARIANTS)) * MAX_PLATFORMS
+        + (platform as u32 % MAX_PLATFORMS)
+}
+
+/// Key of `SITE_STATS`: packets of one site's clients matched by one platform, by action.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SiteCounterKey {
+    pub site: u32,
+    pub platform: u16,
+    pub action: u8,
+    pub _pad: u8,
+}
+
 /// Platform ids are 1..MAX_PLATFORMS; 0 is never a platform.
 pub const MAX_PLATFORMS: u32 = 1024;
 
@@ -168,6 +227,10 @@ pub struct RuleRef {
     /// protocol and port, so it wins for any packet: the program then skips the rule list. 0
     /// when the rules must be tried.
     pub direct: u64,
+    /// 1 when some site's overrides (`action-by-site`) change this leaf's verdict: the program
+    /// then looks the client's variant up in `SITE_LEAVES`.
+    pub by_site: u32,
+    pub _pad: u32,
 }
 
 /// The score the XDP program's rule scan gives a matching rule, from the rule (its action,
@@ -362,7 +425,7 @@ pub struct NameRule {
 /// What the main XDP program parsed and decided about a DNS query it hands to the DNS program
 /// by tail call: addresses (IPv4 in the first four bytes), offsets, the generation in force,
 /// and its verdict (`kind` 0: pass with `reason`; 1: a match of `platform`, `action`,
-/// `direction`).
+/// `direction`, counted under the site whose id is in `reason`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct QueryStash {
@@ -520,7 +583,14 @@ const _: () = assert!(offset_of!(DnsEvent, frame) == DNS_EVENT_HEADER_BYTES);
 const _: () =
     assert!(DNS_CAPTURE_BYTES.is_power_of_two() && DNS_HOLD_MAX_FRAME <= DNS_CAPTURE_BYTES);
 
-const _: () = assert!(size_of::<RuleRef>() == 8 + 2 * RULES_PER_SLOT + 8);
+const _: () = assert!(size_of::<RuleRef>() == 8 + 2 * RULES_PER_SLOT + 16);
+const _: () = assert!(offset_of!(RuleRef, by_site) == 16 + 2 * RULES_PER_SLOT);
+const _: () = assert!(size_of::<SiteAddress>() == 20);
+const _: () = assert!(size_of::<SiteValue>() == 8);
+const _: () = assert!(offset_of!(SiteValue, variant) == 4);
+const _: () = assert!(size_of::<SiteCounterKey>() == 8);
+const _: () = assert!(offset_of!(SiteCounterKey, platform) == 4);
+const _: () = assert!(offset_of!(SiteCounterKey, action) == 6);
 const _: () = assert!(size_of::<HostKey>() == 20);
 const _: () = assert!(offset_of!(HostKey, tag) == 0);
 const _: () = assert!(offset_of!(HostKey, address) == 4);
@@ -570,6 +640,12 @@ mod pod {
     // checks above hold both sides to that layout.
     // SAFETY: see above.
     unsafe impl aya::Pod for super::RuleRef {}
+    // SAFETY: repr(C) integers and byte arrays, no padding (checked above).
+    unsafe impl aya::Pod for super::SiteAddress {}
+    // SAFETY: repr(C) integers, no padding (checked above).
+    unsafe impl aya::Pod for super::SiteValue {}
+    // SAFETY: repr(C) integers, explicit padding (checked above).
+    unsafe impl aya::Pod for super::SiteCounterKey {}
     // SAFETY: repr(C), integers and bytes only, no padding.
     unsafe impl aya::Pod for super::HostKey {}
     // SAFETY: see above.

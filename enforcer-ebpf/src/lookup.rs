@@ -52,11 +52,16 @@ static LEARNED_HOSTS: HashMap<HostKey, u32> =
 static LONG_PREFIXES_V6: LpmTrie<LongKey, u32> =
     LpmTrie::with_max_entries(2 * MAX_LONG_PREFIXES_V6, 0);
 
-/// The rule list reference that applies to an address in `generation` (0 or 1), or `None` when
-/// no rule does. `addr_hi`/`addr_lo`: the IPv6 address's halves; IPv4 in the low 32 bits of
-/// `addr_lo`.
+/// The leaf id and rule list reference that apply to an address in `generation` (0 or 1), or
+/// `None` when no rule does. `addr_hi`/`addr_lo`: the IPv6 address's halves; IPv4 in the low 32
+/// bits of `addr_lo`.
 #[inline(always)]
-pub fn leaf(generation: u64, family: u8, addr_hi: u64, addr_lo: u64) -> Option<&'static RuleRef> {
+pub fn leaf(
+    generation: u64,
+    family: u8,
+    addr_hi: u64,
+    addr_lo: u64,
+) -> Option<(u16, &'static RuleRef)> {
     let v4 = family == FAMILY_IPV4;
     let key = if v4 { addr_lo << 32 } else { addr_hi };
     let rest_bits = 64 - INDEX_BITS[(family & 1) as usize];
@@ -75,7 +80,8 @@ pub fn leaf(generation: u64, family: u8, addr_hi: u64, addr_lo: u64) -> Option<&
     if id == 0 {
         return None;
     }
-    LOOKUP_LEAVES.get((generation * LEAVES_PER_GENERATION as u64 + id) as u32)
+    let r = LOOKUP_LEAVES.get((generation * LEAVES_PER_GENERATION as u64 + id) as u32)?;
+    Some((id as u16, r))
 }
 
 /// The leaf of the last range of the run `[start, start + count)` whose first key is at most

@@ -29,6 +29,7 @@ mod dns;
 mod lookup;
 mod names;
 mod parse;
+mod sites;
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -40,7 +41,8 @@ use enforcer_common::{
     ACTION_DROP, Counter, DIRECTION_EGRESS, DIRECTION_INGRESS, DNS_BLOCKED_COUNTERS, FAMILIES,
     FAMILY_IPV4, FAMILY_IPV6, MATCH_COUNTERS, PASS_DNS_HELD, PASS_NO_MATCH, PASS_NOT_IP,
     PASS_REASONS, PASS_UNPARSED, PROTOCOL_ANY, PROTOCOL_UNKNOWN, QueryStash, ROLE_INSIDE,
-    ROLE_OUTSIDE, RULE_SLOTS, RULES_PER_SLOT, RuleSlot, action_precedence, match_counter_index,
+    ROLE_OUTSIDE, RULE_SLOTS, RULES_PER_SLOT, RuleSlot, SITE_OTHER, SiteValue, action_precedence,
+    match_counter_index,
 };
 
 use crate::names::NameOutcome;
@@ -104,17 +106,19 @@ struct Winner {
 #[xdp]
 pub fn enforcer(ctx: XdpContext) -> u32 {
     let verdict = match parse::parse(&ctx) {
-        Parsed::NotIp => Verdict::Pass(PASS_NOT_IP),
-        Parsed::Unparsed => Verdict::Pass(PASS_UNPARSED),
+        Parsed::NotIp => (Verdict::Pass(PASS_NOT_IP), SITE_OTHER),
+        Parsed::Unparsed => (Verdict::Pass(PASS_UNPARSED), SITE_OTHER),
         Parsed::Ip(packet) => {
             // One generation for every lookup, so a packet never mixes two policies.
             let generation = ACTIVE_GENERATION.get(0).copied().unwrap_or(0) & 1;
             let arrival = dns::Arrival::of(&ctx);
-            let verdict = decide(&packet, generation, arrival.role);
+            // The site rides beside the verdict, not in it: an enum payload that some variants
+            // leave undefined is a register the verifier refuses to spill.
+            let (verdict, site) = decide(&packet, generation, arrival.role);
             let dropped = matches!(&verdict, Verdict::Match(w) if w.action == ACTION_DROP);
             // A query from a client side: the name table may answer it (see `names`).
             if !dropped && names::is_candidate(&packet) && arrival.role != ROLE_OUTSIDE {
-                stash(&packet, verdict, generation);
+                stash(&packet, verdict, generation, site);
                 // SAFETY: the tail call does not return when it succeeds; when the program is
                 // not there, this one carries on as if there were no name table.
                 unsafe { DNS_QUERY_PROGRAM.tail_call(&ctx, 0) };
@@ -122,13 +126,13 @@ pub fn enforcer(ctx: XdpContext) -> u32 {
             // DNS that is not dropped may teach user space banned names' addresses; a believed
             // response is held until that is done (see `dns`).
             if !dropped && dns::handle(&ctx, &packet, arrival) {
-                Verdict::Held
+                (Verdict::Held, site)
             } else {
-                verdict
+                (verdict, site)
             }
         }
     };
-    finish(&ctx, verdict)
+    finish(&ctx, verdict.0, verdict.1)
 }
 
 /// DNS queries from the main program: the name table's verdict, else the main program's.
@@ -138,48 +142,70 @@ pub fn enforcer_dns(ctx: XdpContext) -> u32 {
         return xdp_action::XDP_PASS;
     };
     let (packet, verdict, generation) = stash.unpack();
+    // A match's site, as the main program found it (see `stash`).
+    let stashed_site = stash.reason;
     let family = names::family(&packet);
-    let verdict = match names::lookup(&ctx, &packet, generation) {
-        (NameOutcome::Matched { platform, action }, question) if names::blocks(action) => {
+    let outcome = match names::lookup(&ctx, &packet, generation) {
+        // The client's site may have its own action for the platform.
+        (NameOutcome::Matched { platform, action }, question) => {
+            let (_, client, _) = dns::addresses(&packet);
+            let site = sites::site_of(generation, family, client);
+            let action = sites::action_for(generation, site.variant, platform, action);
+            (
+                NameOutcome::Matched { platform, action },
+                question,
+                site.site,
+            )
+        }
+        (other, question) => (other, question, SITE_OTHER),
+    };
+    let verdict = match outcome {
+        (NameOutcome::Matched { platform, action }, question, _) if names::blocks(action) => {
             let answered = match question {
                 Some(q) => names::answer_nxdomain(&ctx, &packet, &q),
                 None => false,
             };
-            Verdict::NameBlocked {
-                platform,
-                family,
-                answered,
-            }
+            (
+                Verdict::NameBlocked {
+                    platform,
+                    family,
+                    answered,
+                },
+                SITE_OTHER,
+            )
         }
-        (NameOutcome::Matched { platform, action }, _) if names::counts_as_match(action) => {
+        (NameOutcome::Matched { platform, action }, _, site) if names::counts_as_match(action) => (
             Verdict::Match(Winner {
                 platform,
                 action,
                 direction: DIRECTION_EGRESS,
                 family,
-            })
-        }
-        _ => verdict,
+            }),
+            site,
+        ),
+        // The main program's verdict, with its site.
+        _ => (verdict, stashed_site),
     };
+    let (verdict, site) = verdict;
     if matches!(verdict, Verdict::NameBlocked { .. }) {
-        return finish(&ctx, verdict);
+        return finish(&ctx, verdict, site);
     }
     let verdict = if dns::handle(&ctx, &packet, dns::Arrival::of(&ctx)) {
         Verdict::Held
     } else {
         verdict
     };
-    finish(&ctx, verdict)
+    finish(&ctx, verdict, site)
 }
 
 #[inline(always)]
-fn stash(packet: &Packet, verdict: Verdict, generation: u32) {
+fn stash(packet: &Packet, verdict: Verdict, generation: u32, site: u32) {
     let Some(slot) = QUERY_STASH.get_ptr_mut(0) else {
         return;
     };
     let (family, src, dst) = dns::addresses(packet);
     let (kind, reason, w) = match verdict {
-        Verdict::Match(w) => (1, 0, w),
+        Verdict::Match(w) => (1, site, w),
         Verdict::Pass(reason) => (
             0,
             reason,
@@ -276,7 +302,7 @@ pub fn xdp_drop(_ctx: XdpContext) -> u32 {
 
 /// The single exit: count the verdict and return its XDP action.
 #[inline(always)]
-fn finish(ctx: &XdpContext, verdict: Verdict) -> u32 {
+fn finish(ctx: &XdpContext, verdict: Verdict, site: u32) -> u32 {
     let bytes = (ctx.data_end() - ctx.data()) as u64;
     let (counter, action) = match verdict {
         Verdict::Pass(reason) => (PASS_STATS.get_ptr_mut(reason), xdp_action::XDP_PASS),
@@ -290,6 +316,7 @@ fn finish(ctx: &XdpContext, verdict: Verdict) -> u32 {
             names::blocked_action(answered),
         ),
         Verdict::Match(w) => {
+            sites::count(site, w.platform, w.action, bytes);
             let index = match_counter_index(w.platform, w.action, w.direction, w.family);
             let action = if w.action == ACTION_DROP {
                 xdp_action::XDP_DROP
@@ -314,7 +341,7 @@ fn finish(ctx: &XdpContext, verdict: Verdict) -> u32 {
 /// source only (ingress): a flow through the gateway is matched by the remote end's address
 /// either way, with one lookup a packet. An interface of both roles looks up both.
 #[inline(always)]
-fn decide(packet: &Packet, generation: u32, role: u32) -> Verdict {
+fn decide(packet: &Packet, generation: u32, role: u32) -> (Verdict, u32) {
     let (addresses, protocol, ports) = (&packet.addresses, packet.protocol, packet.ports);
     let (family, dst, src) = match addresses {
         Addresses::V4 { src, dst } => (
@@ -346,22 +373,55 @@ fn decide(packet: &Packet, generation: u32, role: u32) -> Verdict {
     } else {
         0
     };
+    // A fragment that hides its ports can match a site's drop where the policy's own action
+    // matches nothing: it looks its site up even so (fragments are rare).
+    let hidden = ports.hidden != 0;
+    // Only a matched packet looks its client's site up: the inside address, the source of an
+    // egress match and the destination of an ingress one. A site with overrides of a leaf's
+    // platforms gets the leaf's verdict for its variant.
+    let (_, src_bytes, dst_bytes) = dns::addresses(packet);
+    let generation = generation as u32;
+    let mut egress_site = SiteValue::default();
+    let mut egress = egress;
+    if role != ROLE_OUTSIDE && (egress != 0 || hidden) {
+        egress_site = sites::site_of(generation, family, src_bytes);
+        if (egress & BY_SITE != 0 || hidden) && egress_site.variant != 0 {
+            let variant = (egress_site.variant as u64 & 0xFF) << 52;
+            egress = best_rule(dst.0, dst.1, query(ports.dst) | variant);
+        }
+    }
+    let mut ingress_site = SiteValue::default();
+    let mut ingress = ingress;
+    if role != ROLE_INSIDE && (ingress != 0 || hidden) {
+        ingress_site = sites::site_of(generation, family, dst_bytes);
+        if (ingress & BY_SITE != 0 || hidden) && ingress_site.variant != 0 {
+            let variant = (ingress_site.variant as u64 & 0xFF) << 52;
+            ingress = best_rule(src.0, src.1, query(ports.src) | variant);
+        }
+    }
     // On a complete tie the destination (egress) match wins.
-    let (score, direction) = if ingress > egress {
-        (ingress, DIRECTION_INGRESS)
+    let (egress, ingress) = (egress & !BY_SITE, ingress & !BY_SITE);
+    let (score, direction, site) = if ingress > egress {
+        (ingress, DIRECTION_INGRESS, ingress_site.site)
     } else {
-        (egress, DIRECTION_EGRESS)
+        (egress, DIRECTION_EGRESS, egress_site.site)
     };
     if score == 0 {
-        return Verdict::Pass(PASS_NO_MATCH);
+        return (Verdict::Pass(PASS_NO_MATCH), SITE_OTHER);
     }
-    Verdict::Match(Winner {
-        platform: ((score >> 8) & 0xFFFF) as u16,
-        action: (score & 0xFF) as u8,
-        direction,
-        family,
-    })
+    (
+        Verdict::Match(Winner {
+            platform: ((score >> 8) & 0xFFFF) as u16,
+            action: (score & 0xFF) as u8,
+            direction,
+            family,
+        }),
+        site,
+    )
 }
+
+/// Set in `best_rule`'s score when the leaf's verdict differs for some site (see `sites`).
+const BY_SITE: u64 = 1 << 24;
 
 #[inline(always)]
 #[allow(clippy::cast_possible_truncation)] // each cast takes exactly the half it names
@@ -394,13 +454,15 @@ const _: () = {
 
 /// The best rule for one address, as a score that orders winners: action precedence, then
 /// prefix length, then platform name order (`rank`); below those sit the platform id (bits
-/// 8-23, what the packet is counted under) and the action (low byte). 0: no rule.
+/// 8-23, what the packet is counted under) and the action (low byte); bit 24 (`BY_SITE`) says
+/// the leaf has per-site verdicts. 0: no rule.
 ///
 /// A global function, so the verifier checks it once rather than once per parse path (parsing
 /// IPv6 extension headers alone yields hundreds of paths). Its arguments are plain scalars:
 /// the address as two halves (IPv4 in the low 32 bits of `addr_lo`) and `query` = generation
 /// << 48 | family << 40 | protocol << 32 | any-port actions << 24 | port (0x10000 when
-/// unknown), where bit `a` of the any-port actions lets rules of action `a` match whatever
+/// unknown), plus the client's variant << 52 when it is known (0: the policy's own actions;
+/// see `sites`), where bit `a` of the any-port actions lets rules of action `a` match whatever
 /// their ports (drop, for a fragment that hides its ports). The loop learns no
 /// constants (no branch on whether ports are known, no per-action branch, no running maximum),
 /// which keeps its verification linear in the number of rules.
@@ -413,12 +475,20 @@ pub extern "C" fn best_rule(addr_hi: u64, addr_lo: u64, query: u64) -> u64 {
     let protocol = (query >> 32) as u8;
     let any_port_actions = (query >> 24) as u8;
     let port = (query & 0x1_FFFF) as u32;
-    let Some(r) = lookup::leaf(generation, family, addr_hi, addr_lo) else {
+    let variant = ((query >> 52) & 0xFF) as u32;
+    let Some((id, mut r)) = lookup::leaf(generation, family, addr_hi, addr_lo) else {
         return 0;
     };
+    let by_site = if r.by_site != 0 { BY_SITE } else { 0 };
+    if by_site != 0
+        && variant != 0
+        && let Some(changed) = sites::leaf_for(generation as u32, variant, id)
+    {
+        r = changed;
+    }
     // Most prefixes: the verdict is in the leaf (see `RuleRef::direct`).
     if r.direct != 0 {
-        return r.direct;
+        return r.direct | by_site;
     }
     let Some(slot) = RULE_SLOTS_MAP.get(r.slot) else {
         return 0;
@@ -457,7 +527,8 @@ pub extern "C" fn best_rule(addr_hi: u64, addr_lo: u64, query: u64) -> u64 {
             | ((prefix_len as u64) << 48)
             | (((0xFFFF - rule.rank) as u64) << 32)
             | ((rule.platform as u64) << 8)
-            | rule.action as u64;
+            | rule.action as u64
+            | by_site;
     }
     0
 }

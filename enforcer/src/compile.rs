@@ -18,7 +18,9 @@ use ipnet::IpNet;
 use crate::policy::{Entry, Policy, Protocol};
 
 mod names;
+mod sites;
 pub use names::{NameMatch, compile_names, name_key, name_verdict, wire};
+pub use sites::{SiteTables, compile_sites};
 
 /// A prefix as the tries key it: network address bits and length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -81,6 +83,9 @@ pub struct CompiledPolicy {
     /// The name table: for each suffix of the patterns of entries that enforce by name, what it
     /// says (see `enforcer_common::NameRule`). Written with the prefixes, behind the same switch.
     pub names: BTreeMap<NameKey, NameRule>,
+    /// The sites' prefixes and variants (see `compile_sites`); empty until the daemon adds
+    /// them. Written with the prefixes, behind the same switch.
+    pub sites: SiteTables,
 }
 
 impl CompiledPolicy {
@@ -102,6 +107,7 @@ impl CompiledPolicy {
             long_v6,
             capacity: Capacity::default(),
             names: BTreeMap::new(),
+            sites: SiteTables::default(),
         }
     }
 
@@ -146,6 +152,10 @@ pub enum CompileError {
     TooManyCombinations { count: usize, limit: u32 },
     #[error("{count} name patterns exceed the datapath's name table of {limit}")]
     TooManyNames { count: usize, limit: u32 },
+    #[error("the sites' `action-by-site` overrides make more than {limit} distinct combinations")]
+    TooManyVariants { limit: u32 },
+    #[error("{count} site prefixes exceed the datapath's {limit}")]
+    TooManySitePrefixes { count: usize, limit: u32 },
 }
 
 /// Address bits that `Prefix` can hold (u32 for IPv4, u128 for IPv6).
@@ -641,6 +651,7 @@ mod tests {
 
     fn platform(name: &str, action: Action, entries: Vec<Entry>) -> Platform {
         Platform {
+            action_by_site: Vec::new(),
             name: name.into(),
             id: 0,
             description: None,

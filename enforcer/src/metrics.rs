@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use enforcer_common::{
-    DIRECTION_NAMES, FAMILY_IPV4, FAMILY_IPV6, FAMILY_NAMES, PASS_DNS_HELD, PASS_REASON_NAMES,
-    RULE_SLOTS,
+    ACTION_NAMES, DIRECTION_NAMES, FAMILY_IPV4, FAMILY_IPV6, FAMILY_NAMES, PASS_DNS_HELD,
+    PASS_REASON_NAMES, RULE_SLOTS,
 };
 use ipnet::IpNet;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -17,6 +17,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
 
 mod names;
+mod sites;
 pub use names::{BlockedCounts, name_counts, render_dns_blocked, render_names};
 
 use crate::connections::{Gate, REQUEST_TIMEOUT, Slot};
@@ -176,27 +177,46 @@ pub fn render(state: &State) -> Result<String, String> {
         header(&mut out, name, "counter", help);
         for (index, platform) in state.policy().platforms.iter().enumerate() {
             let id = state.policy().platform_id(index);
-            let action = platform.action.code();
-            let action_name = platform.action.as_str();
-            for (direction, direction_name) in labelled(DIRECTION_NAMES) {
-                for (family, family_name) in labelled(FAMILY_NAMES) {
-                    let key = MatchKey {
-                        platform: id,
-                        action,
-                        direction,
-                        family,
-                    };
-                    let c = counters.matches.get(&key).copied().unwrap_or_default();
-                    let value = if bytes { c.bytes } else { c.packets };
-                    let _ = writeln!(
-                        out,
-                        "{name}{{platform=\"{}\",action=\"{action_name}\",direction=\"{direction_name}\",family=\"{family_name}\"}} {value}",
-                        platform.name
-                    );
+            // Its own action, its sites' actions, and any other it counted before a change.
+            let mut actions: std::collections::BTreeSet<u8> = platform
+                .action_by_site
+                .iter()
+                .map(|a| a.action.code())
+                .collect();
+            actions.insert(platform.action.code());
+            actions.extend(
+                counters
+                    .matches
+                    .keys()
+                    .filter(|k| k.platform == id)
+                    .map(|k| k.action),
+            );
+            for action in actions {
+                let action_name = ACTION_NAMES
+                    .get(usize::from(action))
+                    .copied()
+                    .unwrap_or("drop");
+                for (direction, direction_name) in labelled(DIRECTION_NAMES) {
+                    for (family, family_name) in labelled(FAMILY_NAMES) {
+                        let key = MatchKey {
+                            platform: id,
+                            action,
+                            direction,
+                            family,
+                        };
+                        let c = counters.matches.get(&key).copied().unwrap_or_default();
+                        let value = if bytes { c.bytes } else { c.packets };
+                        let _ = writeln!(
+                            out,
+                            "{name}{{platform=\"{}\",action=\"{action_name}\",direction=\"{direction_name}\",family=\"{family_name}\"}} {value}",
+                            platform.name
+                        );
+                    }
                 }
             }
         }
     }
+    sites::render_sites(&mut out, state, &counters.sites);
 
     header(
         &mut out,

@@ -14,12 +14,13 @@ use enforcer_common::{
     DNS_EVENT_QUERY, DNS_EVENT_RESPONSE, DNS_HOLD_MAX_FRAME, DNS_PORT, DNS_STAT_NOT_HELD,
     DNS_STAT_UNSOLICITED, DNS_STAT_UNTRUSTED, DNS_STATS, FAMILY_IPV4, FAMILY_IPV6,
     MAX_PATTERN_LABELS, PASS_NO_MATCH, PASS_NOT_IP, PASS_UNPARSED, PROTOCOL_TCP, PROTOCOL_UDP,
-    PROTOCOL_UNKNOWN, ROLE_BOTH, ROLE_INSIDE, ROLE_OUTSIDE, TRUST_CLIENT, TRUST_GATEWAY,
-    TRUST_SERVER, action_precedence,
+    PROTOCOL_UNKNOWN, ROLE_BOTH, ROLE_INSIDE, ROLE_OUTSIDE, SITE_OTHER, TRUST_CLIENT,
+    TRUST_GATEWAY, TRUST_SERVER, action_precedence,
 };
 use ipnet::IpNet;
 
 use crate::compile::EntryAddress;
+use crate::policy::Sites;
 use crate::policy::model::{Action, Entry, Platform, Policy, PortRange, Protocol};
 
 /// XDP return codes (from `enum xdp_action` in the kernel UAPI).
@@ -99,6 +100,8 @@ pub enum Decision {
         action: u8,
         direction: u8,
         family: u8,
+        /// The client's site id (`SITE_OTHER` outside every site): the per-site counter.
+        site: u32,
     },
     /// A DNS response held while holding is on: dropped here and counted under `PASS_DNS_HELD`;
     /// the daemon sends it on once what it teaches is enforced.
@@ -448,6 +451,8 @@ struct Candidate {
     action: Action,
     prefix_len: u8,
     direction: u8,
+    /// The client's site id.
+    site: u32,
 }
 
 impl Candidate {
@@ -471,6 +476,8 @@ pub struct Matcher<'a> {
     addresses: Vec<(usize, usize, IpNet)>,
     /// Name patterns of entries that enforce by name.
     names: Vec<NamePattern>,
+    /// The sites behind the gateway: a client's site may have its own action for a platform.
+    sites: Sites,
 }
 
 /// A name pattern of an entry that enforces by name, as the name table holds it.
@@ -503,6 +510,36 @@ impl<'a> Matcher<'a> {
             policy,
             addresses: Vec::new(),
             names: Vec::new(),
+            sites: Sites::default(),
+        }
+    }
+
+    /// The same matcher, with these sites (their `action-by-site` overrides and counters).
+    pub fn with_sites(mut self, sites: Sites) -> Self {
+        self.sites = sites;
+        self
+    }
+
+    /// A client's site: its id (`SITE_OTHER` outside every site) and name.
+    fn site_of(&self, client: IpAddr) -> (u32, Option<&str>) {
+        match self.sites.site_of(client) {
+            Some(site) => (site.id, Some(site.name.as_str())),
+            None => (SITE_OTHER, None),
+        }
+    }
+
+    /// The action a name-table verdict (platform id, action code) takes for a client, and the
+    /// client's site id.
+    fn name_action_for(&self, platform: u16, action: u8, client: IpAddr) -> (u8, u32) {
+        let (id, name) = self.site_of(client);
+        let own = (0..self.policy.platforms.len())
+            .find(|&i| self.policy.platform_id(i) == platform)
+            .and_then(|i| self.policy.platforms.get(i));
+        // Only an override that differs from the platform's own action changes the verdict
+        // (the site's variant holds no other).
+        match own.map(|p| (p.action, p.action_for(name))) {
+            Some((own, for_site)) if for_site != own => (for_site.code(), id),
+            _ => (action, id),
         }
     }
 
@@ -532,6 +569,7 @@ impl<'a> Matcher<'a> {
             policy,
             addresses,
             names: Vec::new(),
+            sites: Sites::default(),
         }
     }
 
@@ -596,6 +634,8 @@ impl<'a> Matcher<'a> {
             && role != ROLE_OUTSIDE
             && let Some((platform, action, question)) = self.name_verdict(frame, &packet)
         {
+            // The client's site may have its own action for the platform.
+            let (action, site) = self.name_action_for(platform, action, packet.src);
             if action == ACTION_DROP {
                 let answered = question.is_some_and(|q| {
                     nxdomain_answer(frame, &packet, &q, DEFAULT_BLOCK_TTL).is_some()
@@ -612,6 +652,7 @@ impl<'a> Matcher<'a> {
                 action,
                 direction: DIRECTION_EGRESS,
                 family: packet.family,
+                site,
             };
         }
         if packet.protocol != PROTOCOL_UDP || decision.xdp_action() == XDP_DROP {
@@ -708,8 +749,12 @@ impl<'a> Matcher<'a> {
         {
             return None;
         }
-        match self.name_verdict(frame, &packet)? {
-            (_, ACTION_DROP, Some(question)) => nxdomain_answer(frame, &packet, &question, ttl),
+        let (platform, action, question) = self.name_verdict(frame, &packet)?;
+        match (
+            self.name_action_for(platform, action, packet.src).0,
+            question,
+        ) {
+            (ACTION_DROP, Some(question)) => nxdomain_answer(frame, &packet, &question, ttl),
             _ => None,
         }
     }
@@ -765,33 +810,40 @@ impl<'a> Matcher<'a> {
     pub fn decide_packet_on(&self, packet: &Packet, role: u32) -> Decision {
         let mut best: Option<Candidate> = None;
         for (p, platform, entry, net, _) in self.prefixes() {
+            // Each side with its client (the inside address): the source of an egress match,
+            // the destination of an ingress one.
             let sides = [
                 (
                     packet.dst,
+                    packet.src,
                     DIRECTION_EGRESS,
                     packet.ports.map(|(_, dst)| dst),
                     role != ROLE_OUTSIDE,
                 ),
                 (
                     packet.src,
+                    packet.dst,
                     DIRECTION_INGRESS,
                     packet.ports.map(|(src, _)| src),
                     role != ROLE_INSIDE,
                 ),
             ];
-            for (addr, direction, port, looked_up) in sides {
-                if !looked_up {
+            for (addr, client, direction, port, looked_up) in sides {
+                if !looked_up || !net.contains(&addr) {
                     continue;
                 }
-                if !net.contains(&addr) || !entry_accepts(entry, platform.action, packet, port) {
+                let (site, site_name) = self.site_of(client);
+                let action = platform.action_for(site_name);
+                if !entry_accepts(entry, action, packet, port) {
                     continue;
                 }
                 let candidate = Candidate {
                     platform: self.policy.platform_id(p),
                     order: Policy::platform_rank(p),
-                    action: platform.action,
+                    action,
                     prefix_len: net.prefix_len(),
                     direction,
+                    site,
                 };
                 if best.is_none_or(|b| candidate.rank().cmp(&b.rank()) == Ordering::Greater) {
                     best = Some(candidate);
@@ -805,6 +857,7 @@ impl<'a> Matcher<'a> {
                 action: c.action.code(),
                 direction: c.direction,
                 family: packet.family,
+                site: c.site,
             },
         }
     }
@@ -1407,6 +1460,7 @@ mod tests {
 
     fn platform(name: &str, action: Action, entries: Vec<Entry>) -> Platform {
         Platform {
+            action_by_site: Vec::new(),
             name: name.to_string(),
             id: 0,
             description: None,
@@ -1423,6 +1477,7 @@ mod tests {
             action,
             direction,
             family,
+            site: SITE_OTHER,
         }
     }
 

@@ -19,6 +19,7 @@ use enforcer_common::{MAX_PREFIXES_V4, MAX_PREFIXES_V6};
 
 /// The largest `--max-prefixes-v4`/`-v6`: the table's search covers that many ranges.
 const MAX_CAPACITY: i64 = enforcer_common::MAX_CAPACITY as i64;
+use crate::policy::Sites;
 use crate::policy::yaml::{self, Pos, Value};
 
 /// Every `enforcer run` option but `--config` itself. A field left unset (None or empty) takes
@@ -84,6 +85,13 @@ pub struct RunOptions {
     /// Client CIDR whose answers are learned from whatever server gave them (repeatable).
     #[arg(long = "learn-for", value_name = "CIDR", value_parser = crate::policy::parse_prefix)]
     pub learn_for: Vec<IpNet>,
+    /// YAML file naming the sites behind the gateway (`SITE: [CIDR, ...]`); re-read on reload.
+    /// In --config, `sites:` may instead hold that mapping itself.
+    #[arg(long, value_name = "FILE")]
+    pub sites: Option<PathBuf>,
+    /// Sites written inline in the config file (`sites:` as a mapping).
+    #[arg(skip)]
+    pub inline_sites: Option<Sites>,
 }
 
 /// One `--iface` value: an interface name and its role.
@@ -139,6 +147,8 @@ impl RunOptions {
             shared_suffix: list(self.shared_suffix, file.shared_suffix),
             learn_from: list(self.learn_from, file.learn_from),
             learn_for: list(self.learn_for, file.learn_for),
+            sites: self.sites.or(file.sites),
+            inline_sites: self.inline_sites.or(file.inline_sites),
         }
     }
 }
@@ -185,6 +195,8 @@ pub enum SettingsError {
     BadMetricsAddress(String),
     #[error("--ttl-floor {floor} is above --ttl-ceiling {ceiling}")]
     TtlBounds { floor: u64, ceiling: u64 },
+    #[error("{0}")]
+    Sites(#[from] crate::policy::PolicyError),
 }
 
 impl ConfigFile {
@@ -227,7 +239,24 @@ impl ConfigFile {
             .collect();
         let mut argv: Vec<OsString> = Vec::new();
         let mut problems = Vec::new();
+        let mut inline_sites = None;
         for (key, value) in entries {
+            // `sites:` as a mapping holds the sites themselves (as a path, it is --sites).
+            if key.as_str() == Some("sites") && matches!(value.value, Value::Map(_)) {
+                match Sites::from_node(Path::new(""), &value) {
+                    Ok(sites) => inline_sites = Some(sites),
+                    Err(diagnostics) => problems.extend(diagnostics.iter().map(|d| {
+                        at(
+                            Pos {
+                                line: d.location.line,
+                                column: d.location.column,
+                            },
+                            format!("sites: {}", d.message),
+                        )
+                    })),
+                }
+                continue;
+            }
             let Some(name) = key.as_str().filter(|k| known.iter().any(|n| n == k)) else {
                 let shown = key.as_str().unwrap_or("(not a name)");
                 problems.push(at(key.pos, format!("unknown option {shown:?}")));
@@ -257,7 +286,9 @@ impl ConfigFile {
         if !problems.is_empty() {
             return Err(problems);
         }
-        Self::try_parse_from(argv).map_err(|e| vec![clap_message(&e)])
+        let mut file = Self::try_parse_from(argv).map_err(|e| vec![clap_message(&e)])?;
+        file.options.inline_sites = inline_sites;
+        Ok(file)
     }
 }
 
@@ -321,6 +352,10 @@ pub struct Settings {
     pub learn_from: Vec<IpNet>,
     pub learn_for: Vec<IpNet>,
     pub socket: PathBuf,
+    /// The sites behind the gateway (none: every client is site `other`).
+    pub sites: Sites,
+    /// `--sites`: re-read on reload.
+    pub sites_file: Option<PathBuf>,
 }
 
 impl Settings {
@@ -393,6 +428,11 @@ impl Settings {
             learn_from: options.learn_from,
             learn_for: options.learn_for,
             socket: socket.unwrap_or_else(|| Self::DEFAULT_SOCKET.into()),
+            sites: match &options.sites {
+                Some(path) => Sites::load(path)?,
+                None => options.inline_sites.unwrap_or_default(),
+            },
+            sites_file: options.sites,
         };
         if settings.ttl_floor > settings.ttl_ceiling {
             return Err(SettingsError::TtlBounds {

@@ -6,20 +6,23 @@
 //! maps the datapath's own `counters()` reads, without reading all of them.
 
 use anyhow::{Context, Result};
-use aya::maps::{Map, MapData, PerCpuArray};
+use aya::maps::{Map, MapData, PerCpuArray, PerCpuHashMap};
 use enforcer::datapath::dns_events::split_record;
 use enforcer::datapath::{CounterSnapshot, Datapath, DnsEvents, MatchKey};
 use enforcer_common::{
-    ACTIONS, Counter, DIRECTIONS, DnsEventHeader, FAMILIES, PASS_REASONS, match_counter_index,
+    ACTIONS, Counter, DIRECTIONS, DnsEventHeader, FAMILIES, PASS_REASONS, SiteCounterKey,
+    match_counter_index,
 };
 
 /// Map names as the program object declares them.
 const MATCH_STATS: &str = "MATCH_STATS";
 const PASS_STATS: &str = "PASS_STATS";
+const SITE_STATS: &str = "SITE_STATS";
 
 pub struct Probe {
     matches: PerCpuArray<MapData, Counter>,
     passes: PerCpuArray<MapData, Counter>,
+    sites: PerCpuHashMap<MapData, SiteCounterKey, Counter>,
     dns: Option<DnsEvents>,
 }
 
@@ -31,10 +34,14 @@ impl Probe {
             .info()?
             .map_ids()?
             .context("the kernel does not list the program's maps")?;
-        let (mut matches, mut passes) = (None, None);
+        let (mut matches, mut passes, mut sites) = (None, None, None);
         for id in ids {
             let data = MapData::from_id(id)?;
             let name = data.info()?.name_as_str().map(str::to_owned);
+            if name.as_deref() == Some(SITE_STATS) {
+                sites = Some(PerCpuHashMap::try_from(Map::from_map_data(data)?)?);
+                continue;
+            }
             let slot = match name.as_deref() {
                 Some(MATCH_STATS) => &mut matches,
                 Some(PASS_STATS) => &mut passes,
@@ -45,6 +52,7 @@ impl Probe {
         Ok(Self {
             matches: matches.context("no MATCH_STATS map")?,
             passes: passes.context("no PASS_STATS map")?,
+            sites: sites.context("no SITE_STATS map")?,
             dns: datapath.take_dns_events(),
         })
     }
@@ -73,6 +81,16 @@ impl Probe {
         }
         for reason in 0..PASS_REASONS {
             snapshot.passed[reason as usize] = sum(&self.passes, reason)?;
+        }
+        for item in self.sites.iter() {
+            let (key, values) = item?;
+            let total = values.iter().fold(Counter::default(), |acc, c| Counter {
+                packets: acc.packets + c.packets,
+                bytes: acc.bytes + c.bytes,
+            });
+            if total != Counter::default() && platforms.contains(&key.platform) {
+                snapshot.sites.insert(key, total);
+            }
         }
         Ok(snapshot)
     }

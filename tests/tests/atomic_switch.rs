@@ -34,6 +34,7 @@ fn policy(action: Action) -> Policy {
         .collect();
     Policy {
         platforms: vec![Platform {
+            action_by_site: Vec::new(),
             name: "media".into(),
             id: 0,
             description: None,

@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::time::Instant;
 
-use enforcer::compile::{CompileError, CompiledPolicy, compile, compile_with};
+use enforcer::compile::{CompileError, CompiledPolicy, compile, compile_sites, compile_with};
 use enforcer::datapath::{CounterSnapshot, Datapath, MatchKey};
 use enforcer::policy::model::{Action, Entry, Policy, PortRange, Protocol};
 use enforcer::reference::{
@@ -33,14 +33,14 @@ use enforcer::reference::{
 use enforcer_common::{
     ACTION_ALLOW, ACTION_DROP, ACTION_MONITOR, Counter, DIRECTION_EGRESS, DIRECTION_INGRESS,
     DNS_EVENT_RESPONSE, DnsEventHeader, FAMILY_IPV4, FAMILY_IPV6, PASS_DNS_HELD, PASS_NO_MATCH,
-    PASS_NOT_IP, PASS_REASONS, PASS_UNPARSED,
+    PASS_NOT_IP, PASS_REASONS, PASS_UNPARSED, SiteCounterKey,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tests::r#gen::build::{entry, ip, is_root, matched, platform};
 use tests::r#gen::{
-    GeneratedPolicy, describe, ethertype_frame, hex, hex_compact, random_frame, random_policy,
-    shrink_candidates, simple_frame,
+    GeneratedPolicy, describe, ethertype_frame, hex, hex_compact, lab_sites, random_frame,
+    random_policy, shrink_candidates, simple_frame,
 };
 use tests::probe::Probe;
 
@@ -100,6 +100,8 @@ fn monotonic_ns() -> u64 {
 struct Tally {
     matches: BTreeMap<MatchKey, Counter>,
     passed: [Counter; PASS_REASONS as usize],
+    /// By (client's site, platform, action).
+    sites: BTreeMap<SiteCounterKey, Counter>,
 }
 
 impl Tally {
@@ -114,15 +116,28 @@ impl Tally {
                 action,
                 direction,
                 family,
-            } => self
-                .matches
-                .entry(MatchKey {
-                    platform,
-                    action,
-                    direction,
-                    family,
-                })
-                .or_default(),
+                site,
+            } => {
+                let by_site = self
+                    .sites
+                    .entry(SiteCounterKey {
+                        site,
+                        platform,
+                        action,
+                        _pad: 0,
+                    })
+                    .or_default();
+                by_site.packets += 1;
+                by_site.bytes += len as u64;
+                self.matches
+                    .entry(MatchKey {
+                        platform,
+                        action,
+                        direction,
+                        family,
+                    })
+                    .or_default()
+            }
         };
         counter.packets += 1;
         counter.bytes += len as u64;
@@ -151,6 +166,16 @@ impl Tally {
                 )
             })
             .collect();
+        for (k, c) in &self.sites {
+            parts.push(format!(
+                "site {:#x} id {} {}: {} packets {} bytes",
+                k.site,
+                k.platform,
+                name(&ACTIONS, k.action),
+                c.packets as i64,
+                c.bytes as i64,
+            ));
+        }
         for (reason, c) in self.passed.iter().enumerate() {
             if *c != Counter::default() {
                 parts.push(format!(
@@ -194,6 +219,18 @@ impl Tally {
                 tally.matches.insert(*key, minus(&Counter::default(), old));
             }
         }
+        for (key, counter) in &after.sites {
+            let old = before.sites.get(key).copied().unwrap_or_default();
+            let change = minus(counter, &old);
+            if change != Counter::default() {
+                tally.sites.insert(*key, change);
+            }
+        }
+        for (key, old) in &before.sites {
+            if !after.sites.contains_key(key) {
+                tally.sites.insert(*key, minus(&Counter::default(), old));
+            }
+        }
         for reason in 0..PASS_REASONS as usize {
             tally.passed[reason] = minus(&after.passed[reason], &before.passed[reason]);
         }
@@ -208,8 +245,24 @@ fn ids(policy: &Policy) -> Vec<u16> {
         .collect()
 }
 
+/// `compile_with`, with the lab's sites (`gen::lab_sites`), whose overrides the policy may
+/// name: the reference model (`Model`) always knows them, so every compiled policy carries them.
+fn compile_sited(
+    policy: &Policy,
+    addresses: impl IntoIterator<Item = enforcer::compile::EntryAddress>,
+) -> Result<CompiledPolicy, CompileError> {
+    let mut compiled = compile_with(policy, addresses)?;
+    compiled.sites = compile_sites(policy, &lab_sites())?;
+    Ok(compiled)
+}
+
+/// `compile`, with the lab's sites (see `compile_sited`).
+fn compile_sited_all(policy: &Policy) -> Result<CompiledPolicy, CompileError> {
+    compile_sited(policy, std::iter::empty())
+}
+
 fn compile_generated(generated: &GeneratedPolicy) -> Result<CompiledPolicy, CompileError> {
-    compile_with(&generated.policy, generated.addresses.iter().copied())
+    compile_sited(&generated.policy, generated.addresses.iter().copied())
 }
 
 fn apply(datapath: &mut Datapath, generated: &GeneratedPolicy) -> CompiledPolicy {
@@ -242,7 +295,8 @@ impl<'a> Model<'a> {
 
     fn with(policy: &'a Policy, addresses: &[enforcer::compile::EntryAddress]) -> Self {
         Self {
-            matcher: Matcher::with_addresses(policy, addresses.iter().copied()),
+            matcher: Matcher::with_addresses(policy, addresses.iter().copied())
+                .with_sites(lab_sites()),
             ids: ids(policy),
             dns: RefCell::new(DnsModel::default()),
             arrivals: HashMap::new(),

@@ -417,6 +417,7 @@ fn datapath_drops_fragments_that_hide_ports() {
                 action,
                 direction,
                 family,
+                ..
             } => {
                 let key = MatchKey {
                     platform,

@@ -227,6 +227,7 @@ pub fn policy(sets: &[&PrefixSet]) -> Policy {
         .into_iter()
         .enumerate()
         .map(|(i, prefixes)| Platform {
+            action_by_site: Vec::new(),
             id: 0,
             name: format!("lookup-{i}"),
             description: None,

@@ -68,15 +68,26 @@ pub fn execute(args: &CheckArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let capacity = match Settings::from_config_file(args.config.as_deref()) {
-        Ok(settings) => settings.capacity,
+    let (capacity, sites) = match Settings::from_config_file(args.config.as_deref()) {
+        Ok(settings) => (settings.capacity, settings.sites),
         Err(error) => {
             eprintln!("{error}");
             return ExitCode::FAILURE;
         }
     };
-    match daemon::read_policy(&args.paths, &options) {
-        Ok(policy) => match compile::compile_within(&policy, std::iter::empty(), capacity) {
+    // Every `action-by-site` must name a site of the config, as the daemon requires.
+    let read = daemon::read_policy(&args.paths, &options).and_then(|policy| {
+        let unknown = sites.check_policy(&policy);
+        if unknown.is_empty() {
+            Ok(policy)
+        } else {
+            Err(PolicyError::Invalid(unknown))
+        }
+    });
+    match read {
+        Ok(policy) => match compile::compile_within(&policy, std::iter::empty(), capacity)
+            .and_then(|_| compile::compile_sites(&policy, &sites))
+        {
             Ok(_) => {
                 println!("{}", summary(&policy));
                 ExitCode::SUCCESS

@@ -244,6 +244,10 @@ pub fn run(settings: Settings) -> Result<(), DaemonError> {
         shared_suffixes: settings.shared_suffixes.clone(),
     };
     let mut policy = read_policy(std::slice::from_ref(&settings.rules), &load_options)?;
+    let unknown_sites = settings.sites.check_policy(&policy);
+    if !unknown_sites.is_empty() {
+        return Err(PolicyError::Invalid(unknown_sites).into());
+    }
     let mut ids = match PlatformIds::load(&settings.state_dir) {
         Ok((ids, problems)) => {
             for problem in &problems {
@@ -295,6 +299,8 @@ pub fn run(settings: Settings) -> Result<(), DaemonError> {
         learner,
         ids,
         wake: Arc::clone(&wake),
+        sites: settings.sites.clone(),
+        sites_file: settings.sites_file.clone(),
     })?;
     tracing::info!(
         platforms = state.policy().platforms.len(),

@@ -20,7 +20,7 @@ use crate::learn::{DomainPatterns, LearnedEntry, LearnedSet, Learner, Observed, 
 use crate::never_block::NeverBlock;
 use crate::platform_ids::{IdsError, PlatformIds};
 use crate::policy::managed::ManagedError;
-use crate::policy::{LoadOptions, Policy, PolicyError};
+use crate::policy::{LoadOptions, Policy, PolicyError, Sites};
 use crate::resolve::{self, AddressBook, NameResolution, ResolveMetrics};
 
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +104,11 @@ pub struct State {
     learned_dirty: bool,
     /// Wakes the refresh loop when a new policy brings names to resolve.
     wake: Arc<Notify>,
+    /// The sites behind the gateway, and `--sites` (re-read on reload) when they come from it.
+    sites: Sites,
+    sites_file: Option<PathBuf>,
+    /// Every site name this process has enforced, by id: counters outlive a site's removal.
+    site_names: HashMap<u32, String>,
 }
 
 /// What [`State::new`] needs: the pieces the start-up sequence built.
@@ -119,6 +124,8 @@ pub struct Parts {
     pub learner: Learner,
     pub ids: PlatformIds,
     pub wake: Arc<Notify>,
+    pub sites: Sites,
+    pub sites_file: Option<PathBuf>,
 }
 
 #[cfg(test)]
@@ -149,6 +156,8 @@ impl Parts {
             load_options: LoadOptions::default(),
             learner,
             ids: PlatformIds::default(),
+            sites: Sites::default(),
+            sites_file: None,
             wake: Arc::new(Notify::new()),
         }
     }
@@ -176,6 +185,14 @@ impl State {
             ids: parts.ids,
             learned_dirty: false,
             wake: parts.wake,
+            site_names: parts
+                .sites
+                .sites
+                .iter()
+                .map(|s| (s.id, s.name.clone()))
+                .collect(),
+            sites: parts.sites,
+            sites_file: parts.sites_file,
         };
         note_restored_servers(&state.never_block, &state.learner.set);
         state.keep_hosts_in_force(SystemTime::now());
@@ -320,6 +337,17 @@ impl State {
     pub fn rules_path(&self) -> &std::path::Path {
         &self.rules_path
     }
+    /// The sites in force (with the policy last applied).
+    pub fn sites(&self) -> &Sites {
+        &self.sites
+    }
+    /// The name of a site id: `other` for 0, any site this process enforced, else none.
+    pub fn site_name(&self, id: u32) -> Option<String> {
+        if id == enforcer_common::SITE_OTHER {
+            return Some(crate::policy::OTHER_SITE.to_owned());
+        }
+        self.site_names.get(&id).cloned()
+    }
 
     /// Makes the maps enforce the policy in force with the addresses known now.
     pub fn enforce(&mut self) -> Result<ApplyStats, EnforceError> {
@@ -327,6 +355,7 @@ impl State {
             &mut self.datapath,
             &self.never_block,
             &self.policy,
+            &self.sites,
             &self.book,
             &self.learner.set,
         )?;
@@ -398,6 +427,15 @@ impl State {
     /// running ones and applied in one step. Nothing changes when any step fails.
     fn install(&mut self, mut policy: Policy, why: &str) -> Result<PolicyChange, ReloadError> {
         let now = SystemTime::now();
+        // `--sites` is read again with the policy; its sites must hold every `action-by-site`.
+        let sites = match &self.sites_file {
+            Some(path) => Sites::load(path)?,
+            None => self.sites.clone(),
+        };
+        let unknown = sites.check_policy(&policy);
+        if !unknown.is_empty() {
+            return Err(PolicyError::Invalid(unknown).into());
+        }
         let mut ids = self.ids.clone();
         for id in ids.assign(&mut policy, &self.policy)? {
             self.datapath
@@ -413,9 +451,14 @@ impl State {
             &mut self.datapath,
             &self.never_block,
             &policy,
+            &sites,
             &book,
             &learned,
         )?;
+        for site in &sites.sites {
+            self.site_names.insert(site.id, site.name.clone());
+        }
+        self.sites = sites;
         let change = PolicyChange {
             platforms: policy.platforms.len(),
             prefixes_v4: compiled.v4.len(),
@@ -673,11 +716,13 @@ fn compile_and_apply(
     datapath: &mut Datapath,
     never_block: &NeverBlock,
     policy: &Policy,
+    sites: &Sites,
     book: &AddressBook,
     learned: &LearnedSet,
 ) -> Result<(CompiledPolicy, ApplyStats), EnforceError> {
     let addresses = dns_addresses(policy, book, learned, never_block);
-    let compiled = compile::compile_within(policy, addresses, datapath.capacity())?;
+    let mut compiled = compile::compile_within(policy, addresses, datapath.capacity())?;
+    compiled.sites = compile::compile_sites(policy, sites)?;
     let stats = datapath.apply(&compiled)?;
     Ok((compiled, stats))
 }

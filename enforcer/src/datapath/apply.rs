@@ -23,7 +23,7 @@ use super::{
     Datapath, DatapathError, MAP_ACTIVE, MAP_INDEX, MAP_LEARNED_HOSTS, MAP_LEAVES, MAP_LONG_V6,
     MAP_NAMES, MAP_RANGES, MAP_RULE_SLOTS, SWITCH_SETTLE,
 };
-use crate::compile::{CompiledPolicy, Prefix};
+use crate::compile::{CompiledPolicy, Prefix, PrefixRules, SiteTables};
 
 /// What `apply` changed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -48,6 +48,8 @@ pub(super) struct SlotCache {
 pub(super) struct InForce {
     leaves: Table,
     prefixes: foldhash::HashMap<PrefixKey, u64>,
+    /// The sites' variants in force, for learned hosts' new leaves.
+    sites: SiteTables,
 }
 
 /// A prefix as the statistics key it: family, address, length.
@@ -78,6 +80,12 @@ impl Datapath {
                 in_use.insert(leaf.slot, leaf.count);
             }
         }
+        for (slot, count) in self.sites.slots_in_use(active as u32)? {
+            in_use.insert(slot, count);
+        }
+        // The rules as each site variant sees them, where its overrides change them: their
+        // lists need slots too.
+        let changed = variant_rules(policy);
         let mut by_content: HashMap<Vec<Rule>, u32> = HashMap::new();
         for (&slot, &count) in &in_use {
             let content = self.slots.get(&slot, 0).map_err(map_err(MAP_RULE_SLOTS))?;
@@ -86,7 +94,9 @@ impl Datapath {
         }
         let mut free = (0..RULE_SLOTS).filter(|s| !in_use.contains_key(s));
         let mut slots_of: foldhash::HashMap<&[Rule], u32> = foldhash::HashMap::default();
-        for list in policy.rule_lists() {
+        let mut lists = policy.rule_lists();
+        lists.extend(changed.iter().map(|(_, _, rules)| rules.rules.as_slice()));
+        for list in lists {
             let slot = match by_content.get(list) {
                 Some(&slot) => slot,
                 None => {
@@ -105,14 +115,19 @@ impl Datapath {
 
         let per_generation = self.lookup.ranges_per_generation;
         let range_base = next as u32 * per_generation;
-        let table = table::build(
+        let mut table = table::build(
             policy,
             |rules| slots_of.get(rules).copied(),
             range_base,
             per_generation,
         )?;
+        let site_leaves = site_leaves(policy, &mut table, &changed, |rules| {
+            slots_of.get(rules).copied()
+        })?;
         self.write_table(next, &table)?;
         self.write_names(next, &policy.names)?;
+        self.sites
+            .write_generation(next as u32, &policy.sites, &site_leaves)?;
         self.active
             .set(0, if next == 0 { 0 } else { 1 }, 0)
             .map_err(map_err(MAP_ACTIVE))?;
@@ -132,6 +147,7 @@ impl Datapath {
         self.in_force = Some(InForce {
             leaves: Table::with_leaves(table.leaves),
             prefixes,
+            sites: policy.sites.clone(),
         });
         let by_content: HashMap<Vec<Rule>, u32> = slots_of
             .iter()
@@ -283,16 +299,45 @@ impl Datapath {
                     slot
                 }
             };
-            let value = table::rule_ref(slot, rules);
+            let mut value = table::rule_ref(slot, rules);
+            // The host's rules as each site variant sees them, where that changes them.
+            let mut by_variant = Vec::new();
+            for variant in in_force.sites.variant_ids() {
+                let Some(seen) = in_force.sites.rules_for(rules, variant) else {
+                    continue;
+                };
+                let slot = match cache.by_content.get(&seen.rules) {
+                    Some(&slot) => slot,
+                    None => {
+                        let slot = cache.free.pop_first().ok_or(DatapathError::NoFreeSlot)?;
+                        let mut list = RuleSlot::default();
+                        list.rules[..seen.rules.len()].copy_from_slice(&seen.rules);
+                        self.slots
+                            .set(slot, list, 0)
+                            .map_err(map_err(MAP_RULE_SLOTS))?;
+                        cache.by_content.insert(seen.rules.clone(), slot);
+                        slot
+                    }
+                };
+                by_variant.push((variant, table::rule_ref(slot, &seen)));
+            }
+            value.by_site = u32::from(!by_variant.is_empty());
             let known = in_force.leaves.leaves.len();
             let leaf = in_force.leaves.leaf_id(value)?;
-            if usize::from(leaf) >= known
-                && !self
+            if usize::from(leaf) >= known {
+                // The variants' leaves first: the flag on the leaf sends packets to them.
+                let entries: Vec<(u16, u32, RuleRef)> = by_variant
+                    .iter()
+                    .map(|&(variant, r)| (leaf, variant, r))
+                    .collect();
+                self.sites.add_leaves(g, &entries)?;
+                if !self
                     .lookup
                     .leaves
                     .write(g * LEAVES_PER_GENERATION + u32::from(leaf), &[value])
-            {
-                return Err(DatapathError::MappedWrite(MAP_LEAVES));
+                {
+                    return Err(DatapathError::MappedWrite(MAP_LEAVES));
+                }
             }
             let key = HostKey {
                 tag: g * 2 + u32::from(family),
@@ -475,6 +520,59 @@ impl super::LookupMaps {
 }
 
 /// Every prefix of `policy` with a digest of its leaf in `table`, for the statistics.
+/// Every distinct rule list of `policy` that a site variant sees otherwise: (the rules, the
+/// variant, what the variant sees).
+fn variant_rules(policy: &CompiledPolicy) -> Vec<(&PrefixRules, u32, PrefixRules)> {
+    if policy.sites.variants.is_empty() {
+        return Vec::new();
+    }
+    let mut distinct: foldhash::HashSet<&PrefixRules> = foldhash::HashSet::default();
+    distinct.extend(policy.v4.values().chain(policy.v6.values()));
+    let mut changed = Vec::new();
+    for rules in distinct {
+        for variant in policy.sites.variant_ids() {
+            if let Some(seen) = policy.sites.rules_for(rules, variant) {
+                changed.push((rules, variant, seen));
+            }
+        }
+    }
+    changed
+}
+
+/// The leaves `changed` (see `variant_rules`) alter, as (leaf id, variant, what the variant
+/// sees); flags those leaves `by_site` in `table`.
+fn site_leaves(
+    policy: &CompiledPolicy,
+    table: &mut Table,
+    changed: &[(&PrefixRules, u32, PrefixRules)],
+    slot_of: impl Fn(&[Rule]) -> Option<u32>,
+) -> Result<Vec<(u16, u32, RuleRef)>, DatapathError> {
+    if changed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut leaf_of: foldhash::HashMap<&PrefixRules, u16> = foldhash::HashMap::default();
+    for (rules, &leaf) in policy
+        .v4
+        .values()
+        .chain(policy.v6.values())
+        .zip(&table.prefix_leaves)
+    {
+        leaf_of.entry(rules).or_insert(leaf);
+    }
+    let mut entries = Vec::with_capacity(changed.len());
+    for (rules, variant, seen) in changed {
+        let Some(&leaf) = leaf_of.get(rules) else {
+            continue;
+        };
+        let slot = slot_of(&seen.rules).ok_or(table::TableError::NoSlot)?;
+        entries.push((leaf, *variant, table::rule_ref(slot, seen)));
+        if let Some(value) = table.leaves.get_mut(usize::from(leaf)) {
+            value.by_site = 1;
+        }
+    }
+    Ok(entries)
+}
+
 fn prefix_digests(policy: &CompiledPolicy, table: &Table) -> foldhash::HashMap<PrefixKey, u64> {
     let digests: Vec<u64> = table.leaves.iter().map(digest).collect();
     let keys = policy

@@ -21,6 +21,8 @@ pub struct MatchKey {
 pub struct CounterSnapshot {
     pub matches: BTreeMap<MatchKey, Counter>,
     pub passed: [Counter; PASS_REASONS as usize],
+    /// Matched packets by (client's site, platform, action); only non-zero entries.
+    pub sites: BTreeMap<enforcer_common::SiteCounterKey, Counter>,
 }
 
 impl MatchKey {
@@ -40,7 +42,16 @@ impl MatchKey {
 impl Datapath {
     /// Zeroes the counters of a platform id that is handed to a new platform.
     pub fn clear_platform_counters(&mut self, platform: u16) -> Result<(), DatapathError> {
+        self.sites.clear_platform(platform)?;
         clear_platform(&mut self.match_stats, platform)
+    }
+
+    /// Packets and bytes of matched packets by (client's site, platform, action), summed over
+    /// CPUs; only non-zero counters.
+    pub fn site_counters(
+        &self,
+    ) -> Result<BTreeMap<enforcer_common::SiteCounterKey, Counter>, DatapathError> {
+        self.sites.counters()
     }
 
     /// Counters of every platform id below `platforms_below` (all when `None`), summed over CPUs.
@@ -62,6 +73,7 @@ impl Datapath {
         for reason in 0..PASS_REASONS {
             snapshot.passed[reason as usize] = sum(&self.pass_stats, reason, MAP_PASS_STATS)?;
         }
+        snapshot.sites = self.sites.counters()?;
         Ok(snapshot)
     }
 

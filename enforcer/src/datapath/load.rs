@@ -78,6 +78,7 @@ impl Datapath {
             |name: &'static str| ebpf.take_map(name).ok_or(DatapathError::MissingMap(name));
         let map_err = |name: &'static str| move |source| DatapathError::Map { name, source };
         let lookup = lookup_maps(&mut take, capacity)?;
+        let sites = super::sites::SiteMaps::take(&mut take)?;
         let active: Array<MapData, u32> =
             Array::try_from(take(MAP_ACTIVE)?).map_err(map_err(MAP_ACTIVE))?;
         // A restarted daemon carries on with the generation its predecessor left in force.
@@ -145,6 +146,7 @@ impl Datapath {
             dns_programs: programs,
             slot_cache: None,
             in_force: None,
+            sites,
         })
     }
 }

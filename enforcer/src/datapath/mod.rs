@@ -16,6 +16,7 @@ mod counters;
 pub mod dns_events;
 mod dns_trust;
 mod load;
+mod sites;
 pub mod table;
 
 pub use apply::ApplyStats;
@@ -79,7 +80,11 @@ const MAP_DNS_CONFIG: &str = "DNS_CONFIG";
 const MAP_DNS_BLOCKED: &str = "DNS_BLOCKED";
 /// Pinned: an old main program and a new DNS program share it during an upgrade.
 const MAP_QUERY_STASH: &str = "QUERY_STASH";
-pub const MAPS: [&str; 15] = [
+pub const MAPS: [&str; 19] = [
+    sites::MAP_SITES,
+    sites::MAP_SITE_LEAVES,
+    sites::MAP_SITE_ACTIONS,
+    sites::MAP_SITE_STATS,
     MAP_INDEX,
     MAP_RANGES,
     MAP_LEAVES,
@@ -180,6 +185,7 @@ pub struct Datapath {
     slot_cache: Option<apply::SlotCache>,
     /// The leaves and prefixes of the generation in force after the last `apply`.
     in_force: Option<apply::InForce>,
+    sites: sites::SiteMaps,
 }
 
 impl Datapath {

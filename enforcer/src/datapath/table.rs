@@ -312,6 +312,8 @@ pub fn rule_ref(slot: u32, entry: &PrefixRules) -> RuleRef {
         prefix_lens: [0; RULES_PER_SLOT],
         order: [0; RULES_PER_SLOT],
         direct: 0,
+        by_site: 0,
+        _pad: 0,
     };
     value.prefix_lens[..entry.prefix_lens.len()].copy_from_slice(&entry.prefix_lens);
     value.order[..entry.order.len()].copy_from_slice(&entry.order);

@@ -10,11 +10,18 @@ use super::values;
 use super::yaml::{self, Node, Pos, Value};
 use super::{
     Action, Diagnostic, Enforce, Entry, LoadOptions, Location, Platform, Policy, PolicyError,
-    Protocol,
+    Protocol, SiteAction,
 };
 use crate::never_block::NeverBlock;
 
-const PLATFORM_KEYS: &[&str] = &["platform", "description", "reference", "action", "match"];
+const PLATFORM_KEYS: &[&str] = &[
+    "platform",
+    "description",
+    "reference",
+    "action",
+    "action-by-site",
+    "match",
+];
 const ENTRY_KEYS: &[&str] = &["domains", "prefixes", "protocol", "ports", "enforce"];
 
 /// Reads and validates the policy at `paths` (files, or directories of `*.yaml` files).
@@ -147,7 +154,11 @@ fn check_never_block(
             .name
             .as_ref()
             .and_then(|name| policy.platforms.iter().find(|p| &p.name == name));
-        if merged.map_or(platform.action, |p| p.action) != Action::Drop {
+        // A platform that drops for any site counts as a drop platform here.
+        let drops = merged.map_or(platform.action == Action::Drop, |p| {
+            p.action == Action::Drop || p.action_by_site.iter().any(|a| a.action == Action::Drop)
+        });
+        if !drops {
             continue;
         }
         for prefix in &platform.prefixes {
@@ -400,6 +411,10 @@ impl Checker<'_> {
             }
             Some((key, value)) => self.entries(key, value),
         };
+        let action_by_site = fields
+            .get("action-by-site")
+            .map(|(key, value)| self.action_by_site(key, value))
+            .unwrap_or_default();
 
         let (action, action_at) = action.map_or((Action::Drop, None), |(a, l)| (a, Some(l)));
         self.written.push(WrittenPlatform {
@@ -414,6 +429,7 @@ impl Checker<'_> {
             description,
             reference,
             action,
+            action_by_site,
             entries,
             location: self.location(name_pos),
         };
@@ -536,6 +552,54 @@ impl Checker<'_> {
                 None
             }
         }
+    }
+
+    /// `action-by-site: {SITE: ACTION, ...}`: site names are checked here, their existence
+    /// against the configured sites by `Policy::check_sites`.
+    fn action_by_site(&mut self, key: &Node, value: &Node) -> Vec<SiteAction> {
+        let Value::Map(pairs) = &value.value else {
+            let at = if value.is_null() { key.pos } else { value.pos };
+            self.error(
+                at,
+                format!(
+                    "`action-by-site` must map site names to drop, monitor or allow, found {}",
+                    value.kind()
+                ),
+            );
+            return Vec::new();
+        };
+        let mut actions: Vec<SiteAction> = Vec::new();
+        for (site, action) in pairs {
+            let Some(name) = site.as_str() else {
+                self.error(
+                    site.pos,
+                    format!("expected a site name, found {}", site.kind()),
+                );
+                continue;
+            };
+            if let Err(message) = values::parse_platform_name(name) {
+                self.error(site.pos, message.replace("platform name", "site name"));
+                continue;
+            }
+            if let Some(first) = actions.iter().find(|a| a.site == name) {
+                let message = format!("duplicate site `{name}` (first at {})", first.location);
+                self.error(site.pos, message);
+                continue;
+            }
+            let Some(text) = self.string(site, action, "action", "drop, monitor or allow") else {
+                continue;
+            };
+            match values::parse_action(text) {
+                Ok(parsed) => actions.push(SiteAction {
+                    site: name.to_owned(),
+                    action: parsed,
+                    location: self.location(site.pos),
+                }),
+                Err(message) => self.error(action.pos, message),
+            }
+        }
+        actions.sort_by(|a, b| a.site.cmp(&b.site));
+        actions
     }
 
     fn entries(&mut self, key: &Node, value: &Node) -> Vec<Entry> {
@@ -812,6 +876,7 @@ match:
 "#;
         let policy = parse(text).unwrap();
         let expected = Platform {
+            action_by_site: Vec::new(),
             name: "zoom".into(),
             id: 0,
             description: Some("Zoom meetings".into()),
@@ -990,7 +1055,7 @@ match:
             4,
             1,
             "unknown key `acton` in a platform (expected one of: platform, description, \
-             reference, action, match)",
+             reference, action, action-by-site, match)",
         );
         error_at(
             "platform: a\nmatch:\n  - domains: [a.com]\n    \"port\": [1]\n",
@@ -1027,6 +1092,42 @@ match:
             "missing required key `match`",
         );
         error_at("{platform: a}", 1, 1, "missing required key `match`");
+    }
+
+    #[test]
+    fn action_by_site_is_read_and_checked_where_written() {
+        let policy = parse(
+            "platform: teams\naction: monitor\naction-by-site: {b: drop, a: allow}\nmatch: [{domains: [a.com]}]\n",
+        )
+        .unwrap();
+        let teams = &policy.platforms[0];
+        let sites: Vec<(&str, Action)> = teams
+            .action_by_site
+            .iter()
+            .map(|a| (a.site.as_str(), a.action))
+            .collect();
+        assert_eq!(sites, [("a", Action::Allow), ("b", Action::Drop)]);
+        assert_eq!(teams.action_for(Some("b")), Action::Drop);
+        assert_eq!(teams.action_for(Some("c")), Action::Monitor);
+        assert_eq!(teams.action_for(None), Action::Monitor);
+        error_at(
+            "platform: a\naction-by-site: {x: block}\nmatch: [{domains: [a.com]}]\n",
+            2,
+            21,
+            "invalid action `block`",
+        );
+        error_at(
+            "platform: a\naction-by-site: {Bad: drop}\nmatch: [{domains: [a.com]}]\n",
+            2,
+            18,
+            "invalid site name `Bad`",
+        );
+        error_at(
+            "platform: a\naction-by-site: [drop]\nmatch: [{domains: [a.com]}]\n",
+            2,
+            17,
+            "`action-by-site` must map site names",
+        );
     }
 
     #[test]
@@ -1397,7 +1498,7 @@ match:
             errors(text),
             vec![
                 "p.yaml:1:11: invalid platform name `Bad`: use lower-case letters, digits and `-`, starting with a letter or digit",
-                "p.yaml:2:1: unknown key `colour` in a platform (expected one of: platform, description, reference, action, match)",
+                "p.yaml:2:1: unknown key `colour` in a platform (expected one of: platform, description, reference, action, action-by-site, match)",
                 "p.yaml:3:9: invalid action `stop`: expected drop, monitor or allow",
                 "p.yaml:5:15: invalid domain `*`: a wildcard needs a domain after it, like `*.example.com`",
                 "p.yaml:6:16: prefix `10.1.0.0/16` overlaps the never-block range 10.0.0.0/8",

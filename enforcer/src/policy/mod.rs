@@ -6,6 +6,7 @@
 mod load;
 pub mod managed;
 pub mod model;
+pub mod sites;
 mod sources;
 mod values;
 pub(crate) mod yaml;
@@ -33,6 +34,7 @@ pub fn policy_of(files: &[&str]) -> Policy {
     policy
 }
 pub use model::*;
+pub use sites::{OTHER_SITE, Site, Sites, site_id};
 pub use sources::MANAGED_FILE;
 pub use values::{
     parse_action, parse_domain, parse_enforce, parse_platform_name, parse_ports, parse_prefix,

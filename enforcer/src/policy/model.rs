@@ -189,8 +189,27 @@ pub struct Platform {
     pub description: Option<String>,
     pub reference: Option<String>,
     pub action: Action,
+    /// The action for clients of named sites, where it differs from `action` (in site name
+    /// order; `action-by-site`).
+    pub action_by_site: Vec<SiteAction>,
     pub entries: Vec<Entry>,
     pub location: Location,
+}
+
+/// A platform's action for the clients of one site.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SiteAction {
+    pub site: String,
+    pub action: Action,
+    pub location: Location,
+}
+
+impl Platform {
+    /// The platform's action for a client of `site` (`None`: outside every site).
+    pub fn action_for(&self, site: Option<&str>) -> Action {
+        site.and_then(|s| self.action_by_site.iter().find(|a| a.site == s))
+            .map_or(self.action, |a| a.action)
+    }
 }
 
 /// A validated policy. Platforms are sorted by name; a platform's id in the datapath is its index

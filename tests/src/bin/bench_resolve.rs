@@ -60,6 +60,7 @@ fn location() -> Location {
 
 fn platform(name: &str, prefixes: Vec<IpNet>) -> Platform {
     Platform {
+        action_by_site: Vec::new(),
         name: name.into(),
         id: 0,
         description: None,

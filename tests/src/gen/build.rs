@@ -43,6 +43,7 @@ pub fn platform(name: &str, action: Action, mut entries: Vec<Entry>) -> Platform
         entry.index = i;
     }
     Platform {
+        action_by_site: Vec::new(),
         name: name.to_string(),
         id: 0,
         description: None,
@@ -64,5 +65,6 @@ pub fn matched(platform: u16, action: u8, direction: u8, family: u8) -> Decision
         action,
         direction,
         family,
+        site: enforcer_common::SITE_OTHER,
     }
 }

@@ -6,4 +6,7 @@ pub mod frame;
 pub mod policy;
 
 pub use frame::{ethertype_frame, hex, hex_compact, random_frame, simple_frame};
-pub use policy::{GeneratedPolicy, describe, random_address, random_policy, shrink_candidates};
+pub use policy::{
+    GeneratedPolicy, LAB_SITES, describe, lab_sites, random_address, random_policy,
+    shrink_candidates,
+};

@@ -5,8 +5,9 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use enforcer::compile::EntryAddress;
+use enforcer::policy::Sites;
 use enforcer::policy::model::{
-    Action, DomainPattern, Entry, Location, Platform, Policy, PortRange, Protocol,
+    Action, DomainPattern, Entry, Location, Platform, Policy, PortRange, Protocol, SiteAction,
 };
 use enforcer_common::MAX_PLATFORMS;
 use ipnet::IpNet;
@@ -93,6 +94,38 @@ fn location() -> Location {
         line: 1,
         column: 1,
     }
+}
+
+/// The sites of every generated policy: clients in and outside the pools (frames draw sources
+/// and destinations from both), and addresses in no site (`other`).
+pub const LAB_SITES: &str = "\
+north: [198.18.0.0/20, \"2001:db8::/48\", 10.0.0.0/8]
+south: [198.19.0.0/16, \"2001:db8:1::/48\", \"fe80::/10\"]
+east: [198.18.16.0/20, \"2001:db8:8000::/33\", 203.0.113.0/24]
+";
+
+/// `LAB_SITES`, parsed.
+pub fn lab_sites() -> Sites {
+    Sites::parse(std::path::Path::new("lab-sites.yaml"), LAB_SITES)
+        .unwrap_or_else(|e| panic!("LAB_SITES: {e:?}"))
+}
+
+/// Per-site actions for some of the lab's sites, half the time.
+fn random_site_actions(rng: &mut impl Rng) -> Vec<SiteAction> {
+    if rng.random_bool(0.5) {
+        return Vec::new();
+    }
+    let mut actions = Vec::new();
+    for site in ["east", "north", "south"] {
+        if rng.random_bool(0.6) {
+            actions.push(SiteAction {
+                site: site.to_string(),
+                action: random_action(rng),
+                location: location(),
+            });
+        }
+    }
+    actions
 }
 
 fn random_action(rng: &mut impl Rng) -> Action {
@@ -182,6 +215,7 @@ pub fn random_policy(rng: &mut impl Rng) -> GeneratedPolicy {
             }
         }
         generated.policy.platforms.push(Platform {
+            action_by_site: random_site_actions(rng),
             name: name.to_string(),
             id: 0,
             description: None,
@@ -305,6 +339,7 @@ pub fn crowded_policy(rng: &mut impl Rng, wanted: usize) -> (GeneratedPolicy, Ip
             continue;
         }
         generated.policy.platforms.push(Platform {
+            action_by_site: Vec::new(),
             name: (*name).to_string(),
             id: 0,
             description: None,
@@ -393,6 +428,14 @@ pub fn describe(generated: &GeneratedPolicy) -> String {
             platform.name,
             platform.action
         );
+        if !platform.action_by_site.is_empty() {
+            let sites: Vec<String> = platform
+                .action_by_site
+                .iter()
+                .map(|a| format!("{}: {}", a.site, a.action))
+                .collect();
+            let _ = writeln!(out, "action-by-site: {{{}}}", sites.join(", "));
+        }
         for (e, entry) in platform.entries.iter().enumerate() {
             let mut line = String::from("  - ");
             let mut parts = Vec::new();

@@ -107,7 +107,7 @@ fn learned_hosts_then_full_apply() {
                     compiled = grown;
                     addresses.extend(hosts.iter().copied());
                     learned += hosts.len();
-                    let full = compile_with(policy, addresses.iter().copied());
+                    let full = compile_sited(policy, addresses.iter().copied());
                     assert_eq!(
                         Ok(&compiled),
                         full.as_ref(),
@@ -117,7 +117,7 @@ fn learned_hosts_then_full_apply() {
                 // Too many rules for a host: refused as a whole compile would refuse it, and
                 // nothing is written (the frames below show the datapath unchanged).
                 Err(e @ CompileError::TooManyRules { .. }) => {
-                    let full = compile_with(policy, addresses.iter().chain(&hosts).copied());
+                    let full = compile_sited(policy, addresses.iter().chain(&hosts).copied());
                     assert!(
                         matches!(full, Err(CompileError::TooManyRules { .. })),
                         "seed {seed}: add_hosts refused {hosts:?} ({e}) but compiling them gives \
@@ -141,7 +141,7 @@ fn learned_hosts_then_full_apply() {
             );
         }
         // A full apply of the same policy with everything learned, as on a reload.
-        let full = compile_with(policy, addresses.iter().copied())
+        let full = compile_sited(policy, addresses.iter().copied())
             .unwrap_or_else(|e| panic!("seed {seed}: compiling with the learned hosts: {e}"));
         datapath
             .apply(&full)

@@ -162,7 +162,7 @@ fn full_rule_slot() {
         policy: full,
         addresses: Vec::new(),
     };
-    let mut compiled = compile(&full.policy).expect("a full slot compiles");
+    let mut compiled = compile_sited_all(&full.policy).expect("a full slot compiles");
     datapath.apply(&compiled).expect("a full slot applies");
     let frames = frames_into(&mut rng, net("198.18.1.0/24"), 999..=1000 + last + 1);
     let monitored = matched(3, ACTION_MONITOR, DIRECTION_EGRESS, FAMILY_IPV4);
@@ -186,7 +186,7 @@ fn full_rule_slot() {
         first: 1000 + last,
         last: 1000 + last,
     });
-    let refused = compile(&over).expect_err("33 rules on one prefix");
+    let refused = compile_sited_all(&over).expect_err("33 rules on one prefix");
     assert_eq!(
         refused,
         CompileError::TooManyRules {
@@ -220,7 +220,7 @@ fn full_rule_slot() {
         ],
     };
     assert!(matches!(
-        compile(&enclosing),
+        compile_sited_all(&enclosing),
         Err(CompileError::TooManyRules { prefix, count: 33, .. }) if prefix == net("198.18.1.0/24")
     ));
 
@@ -624,7 +624,7 @@ fn overfull_rule_table_keeps_the_policy() {
             vec![entry(&["10.10.0.1/32"], Protocol::Tcp, &[])],
         )],
     };
-    forced.v4.extend(compile(&one_more).unwrap().v4);
+    forced.v4.extend(compile_sited_all(&one_more).unwrap().v4);
     assert!(
         datapath.apply(&forced).is_err(),
         "no free slot for the last list"
@@ -686,7 +686,7 @@ fn learned_hosts_leave_room_for_the_next_policy() {
             platform("nets", Action::Monitor, nets),
         ],
     };
-    let mut compiled = compile(&policy).unwrap();
+    let mut compiled = compile_sited_all(&policy).unwrap();
     datapath.apply(&compiled).unwrap();
     // Host (i, j) in net j for entry i: a rule list no other host has.
     let mut addresses: Vec<EntryAddress> = Vec::new();
@@ -699,7 +699,7 @@ fn learned_hosts_leave_room_for_the_next_policy() {
                 net: net(&format!("10.20.{j}.{}/32", i + 1)),
             })
             .collect();
-        let full = compile_with(&policy, addresses.iter().chain(&batch).copied());
+        let full = compile_sited(&policy, addresses.iter().chain(&batch).copied());
         let mut grown = compiled.clone();
         match add_hosts(&mut grown, &policy, &batch) {
             Ok(changed) => {

@@ -310,7 +310,7 @@ fn million_prefixes_and_learned_hosts() {
     );
 
     // The next full build folds the learned hosts into the ranges of the other generation.
-    let rebuilt = compile_with(&generated.policy, learned.iter().copied()).unwrap();
+    let rebuilt = compile_sited(&generated.policy, learned.iter().copied()).unwrap();
     assert_eq!(rebuilt, compiled, "learning = compiling the hosts in");
     datapath.apply(&rebuilt).unwrap();
     assert_agrees(

@@ -237,6 +237,7 @@ fn name_blocking_matches_reference() {
         datapath.set_dns_block_ttl(ttl).unwrap();
         let matcher =
             Matcher::with_addresses(&generated.policy, generated.addresses.iter().copied())
+                .with_sites(lab_sites())
                 .with_names(patterns.clone());
         let platforms = ids.iter().max().map_or(1, |m| m + 1);
         for _ in 0..QUERIES {
