@@ -53,6 +53,8 @@ pub fn trend(
         chart
             .configure_mesh()
             .disable_x_mesh()
+            // The default fine grid reads as noise on paper.
+            .light_line_style(TRANSPARENT)
             .x_labels(labels.len().clamp(1, 16))
             .x_label_formatter(&|v| match v {
                 SegmentValue::CenterOf(i) => usize::try_from(*i)
@@ -129,6 +131,8 @@ pub fn per_site(
         chart
             .configure_mesh()
             .disable_x_mesh()
+            // The default fine grid reads as noise on paper.
+            .light_line_style(TRANSPARENT)
             .x_label_formatter(&|v| match v {
                 SegmentValue::CenterOf(i) => usize::try_from(*i)
                     .ok()
