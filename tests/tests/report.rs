@@ -152,6 +152,60 @@ impl Drop for Harness {
     }
 }
 
+impl Harness {
+    fn new(name: &str) -> Harness {
+        let dir = std::env::temp_dir().join(format!("report-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Harness {
+            dir,
+            prometheus: None,
+            stop: Arc::new(AtomicBool::new(false)),
+            threads: Vec::new(),
+        }
+    }
+
+    /// A real Prometheus on a free port scraping `targets` every second, with its storage in
+    /// the harness' directory; its port once it is ready.
+    fn start_prometheus(&mut self, targets: &[String]) -> u16 {
+        let port = free_port();
+        let config = self.dir.join("prometheus.yml");
+        let targets: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - \
+                 job_name: enforcer\n    static_configs:\n      - targets: [{}]\n",
+                targets.join(", ")
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(self.dir.join("prometheus.log")).unwrap();
+        self.prometheus = Some(
+            Command::new(tools::require(tools::PROMETHEUS))
+                .arg(format!("--config.file={}", config.display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    self.dir.join("data").display()
+                ))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+        wait_until("Prometheus ready", Duration::from_secs(30), || {
+            http_get(port, "/-/ready").is_ok_and(|(status, _)| status == 200)
+        });
+        port
+    }
+
+    fn prometheus_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default()
+    }
+}
+
 /// Serves `exporter` on a free port of 127.0.0.1 until `stop`.
 fn serve(exporter: Arc<Mutex<Exporter>>, stop: Arc<AtomicBool>) -> (SocketAddr, JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -311,16 +365,8 @@ fn analyse(png_path: &Path, bands: usize) -> Render {
 #[test]
 fn report_from_a_real_prometheus_matches_the_counters_and_renders() {
     let started = Instant::now();
-    let dir = std::env::temp_dir().join(format!("report-test-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut harness = Harness {
-        dir: dir.clone(),
-        prometheus: None,
-        stop: stop.clone(),
-        threads: Vec::new(),
-    };
+    let mut harness = Harness::new("real");
+    let dir = harness.dir.clone();
     let exporters: Vec<Arc<Mutex<Exporter>>> = [GW1, GW2]
         .into_iter()
         .map(|counters| {
@@ -333,41 +379,11 @@ fn report_from_a_real_prometheus_matches_the_counters_and_renders() {
         .collect();
     let mut targets = Vec::new();
     for exporter in &exporters {
-        let (addr, thread) = serve(exporter.clone(), stop.clone());
+        let (addr, thread) = serve(exporter.clone(), harness.stop.clone());
         harness.threads.push(thread);
-        targets.push(format!("\"{addr}\""));
+        targets.push(addr.to_string());
     }
-
-    let port = free_port();
-    let config = dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: \
-             enforcer\n    static_configs:\n      - targets: [{}]\n",
-            targets.join(", ")
-        ),
-    )
-    .unwrap();
-    let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
-    harness.prometheus = Some(
-        Command::new(tools::require(tools::PROMETHEUS))
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
-    let prometheus_log = || std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default();
-    wait_until("Prometheus ready", Duration::from_secs(30), || {
-        http_get(port, "/-/ready").is_ok_and(|(status, _)| status == 200)
-    });
+    let port = harness.start_prometheus(&targets);
 
     // Each phase is scraped at least 3 times from both gateways before the next one.
     for phase in 0..3 {
@@ -377,7 +393,7 @@ fn report_from_a_real_prometheus_matches_the_counters_and_renders() {
             e.scrapes_in_phase = 0;
         }
         wait_until(
-            &format!("3 scrapes of phase {phase}\n{}", prometheus_log()),
+            &format!("3 scrapes of phase {phase}\n{}", harness.prometheus_log()),
             Duration::from_secs(30),
             || {
                 exporters
@@ -624,4 +640,35 @@ fn a_server_that_is_not_prometheus_is_a_clear_error() {
         assert_eq!(out.status.code(), Some(1), "{stderr}");
         assert!(stderr.contains(expect), "{expect}: {stderr}");
     }
+}
+
+#[test]
+fn no_site_series_writes_a_report_saying_so_and_exits_1() {
+    // A Prometheus that scrapes nothing: no enforcer_site_* series at all.
+    let mut harness = Harness::new("empty");
+    let port = harness.start_prometheus(&[]);
+    let html = harness.dir.join("report.html");
+    let csv = harness.dir.join("report.csv");
+    let out = Command::new(enforcer_binary().unwrap())
+        .arg("report")
+        .arg("--prometheus")
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .args(["--since", "30m", "--out"])
+        .arg(&html)
+        .arg("--csv")
+        .arg(&csv)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("has no enforcer_site_packets_total"),
+        "{stderr}"
+    );
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("No site traffic recorded"), "{page}");
+    assert_eq!(
+        std::fs::read_to_string(&csv).unwrap(),
+        "site,platform,action,stage,packets,bytes\r\n"
+    );
 }
