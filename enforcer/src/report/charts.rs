@@ -22,6 +22,14 @@ pub fn color(index: usize) -> RGBColor {
     RGBColor(r, g, b)
 }
 
+/// The x axis of `n` segments; a range of one value has no width, so one segment gets an empty
+/// neighbour.
+fn segments(
+    n: u32,
+) -> plotters::coord::ranged1d::SegmentedCoord<plotters::coord::types::RangedCoordu32> {
+    (0..n.max(2) - 1).into_segmented()
+}
+
 /// Room above the highest value; a chart of zeros still gets an axis.
 fn top(max: f64) -> f64 {
     if max > 0.0 { max * 1.15 } else { 1.0 }
@@ -34,7 +42,7 @@ pub fn trend(
     lines: &BTreeMap<String, Vec<f64>>,
     sites: &[String],
 ) -> Result<String, ReportError> {
-    let n = u32::try_from(labels.len().max(1)).map_err(draw_error)?;
+    let n = u32::try_from(labels.len()).map_err(draw_error)?;
     let max = lines
         .values()
         .flat_map(|v| v.iter().copied())
@@ -44,11 +52,11 @@ pub fn trend(
         let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
         root.fill(&WHITE).map_err(draw_error)?;
         let mut chart = ChartBuilder::on(&root)
-            .caption(format!("{platform}: packets per site"), (FONT, 18))
+            .caption(format!("{platform}: packets per site"), (FONT, 22))
             .margin(12)
             .x_label_area_size(36)
             .y_label_area_size(80)
-            .build_cartesian_2d((0..n - 1).into_segmented(), 0.0..top(max))
+            .build_cartesian_2d(segments(n), 0.0..top(max))
             .map_err(draw_error)?;
         chart
             .configure_mesh()
@@ -65,7 +73,7 @@ pub fn trend(
             })
             .y_label_formatter(&|v| format!("{v:.0}"))
             .y_desc("packets")
-            .label_style((FONT, 12))
+            .label_style((FONT, 15))
             .draw()
             .map_err(draw_error)?;
         for (site, values) in lines {
@@ -94,7 +102,7 @@ pub fn trend(
             .configure_series_labels()
             .background_style(WHITE.mix(0.9))
             .border_style(BLACK)
-            .label_font((FONT, 12))
+            .label_font((FONT, 15))
             .position(SeriesLabelPosition::UpperLeft)
             .draw()
             .map_err(draw_error)?;
@@ -109,7 +117,7 @@ pub fn per_site(
     sites: &[String],
     totals: &BTreeMap<String, BTreeMap<String, f64>>,
 ) -> Result<String, ReportError> {
-    let n = u32::try_from(sites.len().max(1)).map_err(draw_error)?;
+    let n = u32::try_from(sites.len()).map_err(draw_error)?;
     let site_total = |site: &str| -> f64 {
         totals
             .values()
@@ -122,11 +130,11 @@ pub fn per_site(
         let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
         root.fill(&WHITE).map_err(draw_error)?;
         let mut chart = ChartBuilder::on(&root)
-            .caption("Packets per site over the period", (FONT, 18))
+            .caption("Packets per site over the period", (FONT, 22))
             .margin(12)
             .x_label_area_size(36)
             .y_label_area_size(80)
-            .build_cartesian_2d((0..n - 1).into_segmented(), 0.0..top(max))
+            .build_cartesian_2d(segments(n), 0.0..top(max))
             .map_err(draw_error)?;
         chart
             .configure_mesh()
@@ -142,7 +150,7 @@ pub fn per_site(
             })
             .y_label_formatter(&|v| format!("{v:.0}"))
             .y_desc("packets")
-            .label_style((FONT, 12))
+            .label_style((FONT, 15))
             .draw()
             .map_err(draw_error)?;
         // Each platform's segment sits on the platforms before it.
@@ -180,7 +188,7 @@ pub fn per_site(
             .configure_series_labels()
             .background_style(WHITE.mix(0.9))
             .border_style(BLACK)
-            .label_font((FONT, 12))
+            .label_font((FONT, 15))
             .position(SeriesLabelPosition::UpperRight)
             .draw()
             .map_err(draw_error)?;
@@ -219,6 +227,34 @@ mod tests {
         let svg = per_site(&sites, &totals).unwrap();
         assert!(!svg.contains("<script"), "{svg}");
         assert_eq!(svg.matches("</svg>").count(), 1);
+    }
+
+    fn fill(c: RGBColor) -> String {
+        format!("fill=\"#{:02X}{:02X}{:02X}\"", c.0, c.1, c.2)
+    }
+
+    #[test]
+    fn a_single_site_and_a_single_bucket_are_drawn() {
+        let sites = vec!["a".to_owned()];
+        let totals: BTreeMap<String, BTreeMap<String, f64>> = [(
+            "teams".to_owned(),
+            [("a".to_owned(), 5.0)].into_iter().collect(),
+        )]
+        .into_iter()
+        .collect();
+        let svg = per_site(&sites, &totals).unwrap();
+        // The legend's swatch and the bar, both of some width.
+        let widths: Vec<f64> = svg
+            .lines()
+            .filter(|l| l.starts_with("<rect") && l.contains(&fill(color(1))))
+            .filter_map(|l| l.split("width=\"").nth(1)?.split('"').next()?.parse().ok())
+            .collect();
+        assert_eq!(widths.len(), 2, "{svg}");
+        assert!(widths.iter().all(|w| *w > 0.0), "{widths:?}");
+        let lines = [("a".to_owned(), vec![5.0])].into_iter().collect();
+        let svg = trend("teams", &["12-03".to_owned()], &lines, &sites).unwrap();
+        // The point's circle.
+        assert!(svg.contains("<circle"), "{svg}");
     }
 
     #[test]
