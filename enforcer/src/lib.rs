@@ -17,6 +17,7 @@ pub mod never_block;
 pub mod platform_ids;
 pub mod policy;
 pub mod reference;
+pub mod report;
 pub mod resolve;
 pub mod settings;
 pub mod state_file;

@@ -82,6 +82,10 @@ pub const IPTABLES_NFT: Tool = Tool {
     program: "iptables-nft",
     package: "iptables",
 };
+pub const CHROMIUM: Tool = Tool {
+    program: "chromium",
+    package: "chromium",
+};
 
 /// Every tool above.
 pub const ALL: &[Tool] = &[
@@ -102,6 +106,7 @@ pub const ALL: &[Tool] = &[
     IPSET,
     IPTABLES_LEGACY,
     IPTABLES_NFT,
+    CHROMIUM,
 ];
 
 /// Where `tool` is: the first match on PATH, then /usr/sbin and /sbin (root's programs, often

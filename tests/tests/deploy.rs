@@ -81,21 +81,72 @@ fn selectors(expr: &str) -> Vec<String> {
     out
 }
 
-fn dashboard_exprs() -> Vec<(String, String)> {
+fn dashboard() -> Value {
     let text = std::fs::read_to_string(deploy().join("grafana/enforcer-dashboard.json")).unwrap();
-    let dashboard: Value = serde_json::from_str(&text).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Grafana's variables and the value each query is checked with: the dashboard's range, and
+/// each template variable's "All" value (a regex matching every value).
+fn dashboard_variables(dashboard: &Value) -> Vec<(String, String)> {
+    let mut variables = vec![("$__range".to_owned(), "1h".to_owned())];
+    for variable in dashboard["templating"]["list"]
+        .as_array()
+        .expect("templating")
+    {
+        let name = variable["name"].as_str().expect("a variable's name");
+        if variable["type"] == "datasource" {
+            continue;
+        }
+        assert_eq!(
+            variable["includeAll"], true,
+            "variable {name}: the panels are checked with its All value"
+        );
+        let all = variable["allValue"].as_str().expect("allValue").to_owned();
+        variables.push((format!("${name}"), all));
+    }
+    variables
+}
+
+/// Every query of every panel (rows hold none), with Grafana's variables replaced.
+fn dashboard_exprs() -> Vec<(String, String)> {
+    let dashboard = dashboard();
+    let variables = dashboard_variables(&dashboard);
     let panels = dashboard["panels"].as_array().expect("panels");
     assert!(panels.len() >= 10, "a dashboard of {} panels", panels.len());
-    panels
+    let mut exprs = Vec::new();
+    for panel in panels.iter().filter(|p| p["type"] != "row") {
+        let title = panel["title"].as_str().unwrap_or_default().to_owned();
+        let targets = panel["targets"].as_array().map_or(&[][..], Vec::as_slice);
+        assert!(!targets.is_empty(), "panel {title} has no query");
+        for target in targets {
+            let mut expr = target["expr"].as_str().unwrap_or_default().to_owned();
+            assert!(!expr.is_empty(), "panel {title} has an empty query");
+            for (variable, value) in &variables {
+                expr = expr.replace(variable.as_str(), value);
+            }
+            assert!(
+                !expr.contains('$'),
+                "panel {title}: an undeclared variable in {expr}"
+            );
+            exprs.push((title.clone(), expr));
+        }
+    }
+    exprs
+}
+
+/// The queries of the dashboard's template variables (`label_values(METRIC, LABEL)`).
+fn variable_queries() -> Vec<(String, String)> {
+    let dashboard = dashboard();
+    dashboard["templating"]["list"]
+        .as_array()
+        .expect("templating")
         .iter()
-        .map(|p| {
-            let title = p["title"].as_str().unwrap_or_default().to_owned();
-            let expr = p["targets"][0]["expr"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-            assert!(!expr.is_empty(), "panel {title} has no query");
-            (title, expr)
+        .filter(|v| v["type"] == "query")
+        .map(|v| {
+            let name = v["name"].as_str().unwrap_or_default();
+            let query = v["query"]["query"].as_str().unwrap_or_default();
+            (format!("variable {name}"), query.to_owned())
         })
         .collect()
 }
@@ -136,7 +187,11 @@ fn alert_rules_pass_promtool_and_their_unit_tests() {
 
 #[test]
 fn dashboard_and_alerts_read_only_documented_metrics() {
-    for (what, expr) in dashboard_exprs().into_iter().chain(alert_exprs()) {
+    for (what, expr) in dashboard_exprs()
+        .into_iter()
+        .chain(variable_queries())
+        .chain(alert_exprs())
+    {
         let names = metric_names(&expr);
         assert!(!names.is_empty() || expr.contains("up{"), "{what}: {expr}");
         for name in names {

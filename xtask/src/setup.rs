@@ -47,6 +47,8 @@ const PACKAGES: &[&str] = &[
     "prometheus",
     // `systemd-analyze`: tests/tests/deploy.rs (verifies the shipped unit).
     "systemd",
+    // `chromium`: tests/tests/report.rs (renders `enforcer report`'s HTML headless to a PNG).
+    "chromium",
 ];
 
 /// Rust components xtask runs: `cargo fmt` and `cargo clippy` on stable, and clippy on the

@@ -5,6 +5,7 @@ pub mod client;
 pub mod detach;
 pub mod explain;
 pub mod reload;
+pub mod report;
 pub mod resolve;
 pub mod rules;
 pub mod run;
@@ -51,6 +52,8 @@ pub enum Command {
     Reload,
     /// Which platform and entry blocks or allows an address or name, and why.
     Explain(explain::ExplainArgs),
+    /// Compliance by site from a Prometheus server: an HTML report (and a CSV) of the period.
+    Report(report::ReportArgs),
     /// List, add or remove rules from the command line (kept in enforcer-managed.yaml).
     #[command(subcommand)]
     Rules(rules::RulesCommand),

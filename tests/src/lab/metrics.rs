@@ -146,6 +146,11 @@ pub const REFERENCE: &[(&str, Kind)] = &[
     ("enforcer_map_entries", Kind::Gauge),
     ("enforcer_map_capacity", Kind::Gauge),
     ("enforcer_build_info", Kind::Gauge),
+    // Compliance by site (issue 17): read by the dashboard's per-site row and `enforcer
+    // report`; the daemon serves them once the datapath side of issue 17 lands.
+    ("enforcer_site_packets_total", Kind::Counter),
+    ("enforcer_site_bytes_total", Kind::Counter),
+    ("enforcer_site_stage", Kind::Gauge),
 ];
 
 fn format_labels(labels: &Labels) -> String {
