@@ -755,6 +755,19 @@ fn every_metric_moves_with_the_traffic_that_should_move_it() {
             "enforcer_bytes_total",
             packets("support", "allow", "egress", "ipv4").to_vec(),
         ),
+        // No sites here: every client is site `other`.
+        (
+            "enforcer_site_packets_total",
+            vec![("site", "other"), ("platform", "media"), ("action", "drop")],
+        ),
+        (
+            "enforcer_site_bytes_total",
+            vec![("site", "other"), ("platform", "media"), ("action", "drop")],
+        ),
+        (
+            "enforcer_site_packets_total",
+            vec![("site", "other"), ("platform", "watched"), ("action", "monitor")],
+        ),
         (
             "enforcer_passed_packets_total",
             vec![("reason", "no_match")],
@@ -902,6 +915,18 @@ fn every_metric_moves_with_the_traffic_that_should_move_it() {
         .unwrap(),
         1.0
     );
+    // Each (site, platform) is at the stage of its action.
+    for (platform, action) in [("media", "drop"), ("watched", "monitor"), ("support", "allow")] {
+        assert_eq!(
+            m.metric(
+                "enforcer_site_stage",
+                &[("site", "other"), ("platform", platform), ("action", action)]
+            )
+            .unwrap(),
+            1.0,
+            "{platform}"
+        );
+    }
     // Every metric of the reference was looked at above.
     let checked: BTreeSet<&str> = counters
         .iter()
@@ -915,6 +940,7 @@ fn every_metric_moves_with_the_traffic_that_should_move_it() {
             "enforcer_map_entries",
             "enforcer_map_capacity",
             "enforcer_build_info",
+            "enforcer_site_stage",
         ])
         .collect();
     for (name, kind) in REFERENCE {

@@ -13,6 +13,12 @@ use crate::never_block::Origin;
 pub struct ExplainArgs {
     /// An IP address or a domain name.
     pub target: String,
+    /// The verdict for the clients of this site (`other`: outside every site).
+    #[arg(long, value_name = "SITE", conflicts_with = "client")]
+    pub site: Option<String>,
+    /// The verdict for this client address (for its site).
+    #[arg(long, value_name = "ADDR")]
+    pub client: Option<String>,
     /// Print the daemon's answer as JSON.
     #[arg(long)]
     pub json: bool,
@@ -21,12 +27,17 @@ pub struct ExplainArgs {
 pub fn execute(socket: &Path, args: &ExplainArgs) -> ExitCode {
     let request = Request::Explain {
         target: args.target.clone(),
+        site: args.site.clone(),
+        client: args.client.clone(),
     };
     client::run(socket, &request, args.json, render)
 }
 
 fn render(answer: &Explanation) -> String {
     let mut out = String::new();
+    if let Some(site) = &answer.site {
+        let _ = writeln!(out, "for clients of site {site}:");
+    }
     let _ = writeln!(
         out,
         "{}: {}",

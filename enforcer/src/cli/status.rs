@@ -46,6 +46,21 @@ fn render(status: &StatusReply) -> String {
             p.platform, p.action, p.prefixes_v4, p.prefixes_v6, p.names, p.packets, p.bytes,
         );
     }
+    // Sites: which still send traffic to which platform, and the stage each is in.
+    if status.sites.iter().any(|s| s.site != crate::policy::OTHER_SITE) {
+        let _ = writeln!(
+            out,
+            "\n{:<24} {:<24} {:<8} {:>14} {:>16}",
+            "site", "platform", "stage", "packets", "bytes"
+        );
+        for s in &status.sites {
+            let _ = writeln!(
+                out,
+                "{:<24} {:<24} {:<8} {:>14} {:>16}",
+                s.site, s.platform, s.action, s.packets, s.bytes
+            );
+        }
+    }
     out
 }
 

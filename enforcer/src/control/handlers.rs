@@ -17,9 +17,11 @@ pub fn handle(daemon: &Daemon, request: Request) -> Response {
                 .map_err(|e| vec![format!("reading the counters: {e}")])
         })),
         Request::Reload => Response::from_result(daemon.reload("reload requested")),
-        Request::Explain { target } => {
-            Response::from_result(daemon.with(|s| Ok(s.explain(&target))))
-        }
+        Request::Explain {
+            target,
+            site,
+            client,
+        } => Response::from_result(daemon.with(|s| s.explain_for(&target, site, client))),
         Request::RulesList => Response::from_result(daemon.with(|s| Ok(s.rules_list()))),
         Request::RulesAdd {
             platform,

@@ -13,6 +13,12 @@ pub enum Request {
     Reload,
     Explain {
         target: String,
+        /// As seen by the clients of this site (`other`: outside every site).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        site: Option<String>,
+        /// As seen by this client address (its site).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client: Option<String>,
     },
     RulesList,
     RulesAdd {
@@ -79,8 +85,23 @@ pub struct StatusReply {
     pub policy_digest: String,
     pub platforms: Vec<PlatformStatus>,
     pub resolver: ResolverStatus,
+    /// Per site and platform: the action in force for the site's clients and what they sent
+    /// (site `other`: clients outside every site). Empty without a policy.
+    #[serde(default)]
+    pub sites: Vec<SiteStatus>,
 }
 impl Reply for StatusReply {}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteStatus {
+    pub site: String,
+    pub platform: String,
+    /// The stage: the platform's action for this site's clients.
+    pub action: String,
+    /// Matched packets and bytes of the site's clients, whatever action counted them.
+    pub packets: u64,
+    pub bytes: u64,
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InterfaceStatus {
@@ -123,6 +144,10 @@ pub struct Explanation {
     /// For an address in the never-block list: the range holding it and why it is there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub never_block: Option<NeverBlockNote>,
+    /// The site whose clients the verdict is for (with `--site` or `--client`): each match's
+    /// action is the platform's action for that site.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
 }
 impl Reply for Explanation {}
 
@@ -221,6 +246,8 @@ mod tests {
             change
         );
         let request = Request::Explain {
+            site: None,
+            client: None,
             target: "192.0.2.1".into(),
         };
         let text = serde_json::to_string(&request).unwrap();

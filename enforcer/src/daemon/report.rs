@@ -10,11 +10,11 @@ use super::state::{State, policy_digest};
 use crate::compile;
 use crate::control::protocol::{
     ExplainMatch, Explanation, InterfaceStatus, ListedEntry, ListedPlatform, NeverBlockNote,
-    PlatformStatus, ResolverStatus, RulesList, StatusReply,
+    PlatformStatus, ResolverStatus, RulesList, SiteStatus, StatusReply,
 };
 use crate::datapath::DatapathError;
 use crate::never_block::NeverBlock;
-use crate::policy::{DomainPattern, Entry, Platform, Policy};
+use crate::policy::{DomainPattern, Entry, OTHER_SITE, Platform, Policy};
 use crate::reference::{Matcher, PrefixSource};
 
 fn unix_seconds(t: SystemTime) -> u64 {
@@ -60,7 +60,32 @@ impl State {
             })
             .collect();
         let health = self.resolve_metrics().health();
+        let mut sites = Vec::new();
+        for site in self.sites().names() {
+            let named = (site != OTHER_SITE).then_some(site);
+            let id = if named.is_some() {
+                self.sites().get(site).map_or(0, |s| s.id)
+            } else {
+                enforcer_common::SITE_OTHER
+            };
+            for (index, platform) in policy.platforms.iter().enumerate() {
+                let platform_id = policy.platform_id(index);
+                let (packets, bytes) = counters
+                    .sites
+                    .iter()
+                    .filter(|(k, _)| k.site == id && k.platform == platform_id)
+                    .fold((0, 0), |(p, b), (_, c)| (p + c.packets, b + c.bytes));
+                sites.push(SiteStatus {
+                    site: site.to_owned(),
+                    platform: platform.name.clone(),
+                    action: platform.action_for(named).to_string(),
+                    packets,
+                    bytes,
+                });
+            }
+        }
         Ok(StatusReply {
+            sites,
             interfaces: self
                 .attached()
                 .iter()
@@ -103,7 +128,80 @@ impl State {
             matches,
             name_verdict,
             never_block,
+            site: None,
         }
+    }
+
+    /// `explain`, as the clients of a site see it: the site named, or the site of a client
+    /// address (`other` outside every site). Each match takes its platform's action for that
+    /// site, and the matches are ranked again with those actions, as the datapath ranks them.
+    pub fn explain_for(
+        &self,
+        target: &str,
+        site: Option<String>,
+        client: Option<String>,
+    ) -> Result<Explanation, Vec<String>> {
+        let mut answer = self.explain(target);
+        let site = match (site, client) {
+            (None, None) => return Ok(answer),
+            (Some(_), Some(_)) => return Err(vec!["give --site or --client, not both".into()]),
+            (Some(site), None) => {
+                if site != OTHER_SITE && self.sites().get(&site).is_none() {
+                    let known: Vec<&str> = self.sites().names().collect();
+                    return Err(vec![format!(
+                        "unknown site `{site}` (sites: {})",
+                        known.join(", ")
+                    )]);
+                }
+                site
+            }
+            (None, Some(client)) => {
+                let ip: IpAddr = client
+                    .trim()
+                    .parse()
+                    .map_err(|_| vec![format!("--client {client}: not an IP address")])?;
+                self.sites()
+                    .site_of(ip)
+                    .map_or_else(|| OTHER_SITE.to_owned(), |s| s.name.clone())
+            }
+        };
+        let named = (site != OTHER_SITE).then_some(site.as_str());
+        let action_of = |platform: &str, action: &str| {
+            self.policy()
+                .platforms
+                .iter()
+                .find(|p| p.name == platform)
+                .map_or_else(|| action.to_owned(), |p| p.action_for(named).to_string())
+        };
+        for m in &mut answer.matches {
+            m.action = action_of(&m.platform, &m.action);
+        }
+        // Stable: within one precedence the prefix-length and platform order stays.
+        answer.matches.sort_by_key(|m| {
+            std::cmp::Reverse(
+                crate::policy::parse_action(&m.action)
+                    .map_or(0, |a| enforcer_common::action_precedence(a.code())),
+            )
+        });
+        answer.verdict = answer
+            .matches
+            .first()
+            .map_or_else(|| "none".to_owned(), |m| m.action.clone());
+        // A name's DNS verdict: the winning name rule, with its platform's action for the site
+        // when the site overrides it (as the datapath's name table does).
+        if answer.name_verdict.is_some() {
+            answer.name_verdict = Some(
+                compile::name_verdict(self.policy(), target.trim()).map_or_else(
+                    || "none".to_owned(),
+                    |m| match self.policy().platforms.get(m.platform) {
+                        Some(p) => p.action_for(named).to_string(),
+                        None => m.action.to_string(),
+                    },
+                ),
+            );
+        }
+        answer.site = Some(site);
+        Ok(answer)
     }
 
     /// Every platform of the running policy with its entries and where they were written.
