@@ -6,4 +6,5 @@ pub mod dns;
 pub mod r#gen;
 pub mod lab;
 pub mod probe;
+pub mod render;
 pub mod tools;

@@ -766,7 +766,11 @@ fn every_metric_moves_with_the_traffic_that_should_move_it() {
         ),
         (
             "enforcer_site_packets_total",
-            vec![("site", "other"), ("platform", "watched"), ("action", "monitor")],
+            vec![
+                ("site", "other"),
+                ("platform", "watched"),
+                ("action", "monitor"),
+            ],
         ),
         (
             "enforcer_passed_packets_total",
@@ -916,11 +920,19 @@ fn every_metric_moves_with_the_traffic_that_should_move_it() {
         1.0
     );
     // Each (site, platform) is at the stage of its action.
-    for (platform, action) in [("media", "drop"), ("watched", "monitor"), ("support", "allow")] {
+    for (platform, action) in [
+        ("media", "drop"),
+        ("watched", "monitor"),
+        ("support", "allow"),
+    ] {
         assert_eq!(
             m.metric(
                 "enforcer_site_stage",
-                &[("site", "other"), ("platform", platform), ("action", action)]
+                &[
+                    ("site", "other"),
+                    ("platform", platform),
+                    ("action", action)
+                ]
             )
             .unwrap(),
             1.0,

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -317,51 +317,6 @@ fn parse_csv(text: &str) -> Vec<Vec<String>> {
 
 /// Pixel statistics of a rendered page: per horizontal band, pixels that are not near-white,
 /// and pixels that are clearly coloured (chart lines and bars, stage cells).
-struct Render {
-    width: u32,
-    height: u32,
-    inked_per_band: Vec<usize>,
-    colourful: usize,
-    distinct: usize,
-}
-
-fn analyse(png_path: &Path, bands: usize) -> Render {
-    let decoder = png::Decoder::new(std::fs::File::open(png_path).unwrap());
-    let mut reader = decoder.read_info().unwrap();
-    let mut buf = vec![0; reader.output_buffer_size()];
-    let info = reader.next_frame(&mut buf).unwrap();
-    let channels = match info.color_type {
-        png::ColorType::Rgb => 3,
-        png::ColorType::Rgba => 4,
-        other => panic!("unexpected PNG colour type {other:?}"),
-    };
-    assert_eq!(info.bit_depth, png::BitDepth::Eight);
-    let (width, height) = (info.width, info.height);
-    let mut inked_per_band = vec![0; bands];
-    let mut colourful = 0;
-    let mut colours = std::collections::HashSet::new();
-    for y in 0..height as usize {
-        let row = &buf[y * info.line_size..][..width as usize * channels];
-        for px in row.chunks(channels) {
-            let (r, g, b) = (px[0], px[1], px[2]);
-            colours.insert((r, g, b));
-            if r.min(g).min(b) < 230 {
-                inked_per_band[y * bands / height as usize] += 1;
-            }
-            if r.max(g).max(b) - r.min(g).min(b) > 80 {
-                colourful += 1;
-            }
-        }
-    }
-    Render {
-        width,
-        height,
-        inked_per_band,
-        colourful,
-        distinct: colours.len(),
-    }
-}
-
 #[test]
 fn report_from_a_real_prometheus_matches_the_counters_and_renders() {
     let started = Instant::now();
@@ -513,35 +468,9 @@ fn report_from_a_real_prometheus_matches_the_counters_and_renders() {
     // Headless Chromium renders it; the picture has text and coloured charts down the page.
     let png_path = dir.join("report.png");
     let render = Instant::now();
-    let chromium = Command::new(tools::require(tools::CHROMIUM))
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--hide-scrollbars",
-            "--window-size=1280,2400",
-        ])
-        .arg(format!(
-            "--user-data-dir={}",
-            dir.join("chromium").display()
-        ))
-        .arg(format!("--screenshot={}", png_path.display()))
-        .arg(format!("file://{}", html.display()))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    tests::render::screenshot(&html, &png_path, &dir.join("chromium")).unwrap();
     let render_time = render.elapsed();
-    assert!(
-        chromium.status.success() && png_path.is_file(),
-        "chromium failed:\n{}",
-        String::from_utf8_lossy(&chromium.stderr)
-    );
-    let picture = analyse(&png_path, 8);
+    let picture = tests::render::analyse(&png_path, 8).unwrap();
     assert_eq!((picture.width, picture.height), (1280, 2400));
     let inked_bands = picture
         .inked_per_band

@@ -47,7 +47,11 @@ fn render(status: &StatusReply) -> String {
         );
     }
     // Sites: which still send traffic to which platform, and the stage each is in.
-    if status.sites.iter().any(|s| s.site != crate::policy::OTHER_SITE) {
+    if status
+        .sites
+        .iter()
+        .any(|s| s.site != crate::policy::OTHER_SITE)
+    {
         let _ = writeln!(
             out,
             "\n{:<24} {:<24} {:<8} {:>14} {:>16}",

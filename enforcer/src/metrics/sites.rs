@@ -1,11 +1,11 @@
 //! The per-site series: matched packets and bytes by the client's site, and each site's stage
-//! (the action in force for it) per platform. Every (site, platform) pair of the policy exists
+//! (the action in force for it) per platform. Every (site, platform, action) of the policy exists
 //! from start-up at 0, so a dashboard lists a site before its first packet.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use enforcer_common::{ACTION_NAMES, Counter, SiteCounterKey};
+use enforcer_common::{ACTION_NAMES, ACTIONS, Counter, SiteCounterKey};
 
 use super::header;
 use crate::daemon::State;
@@ -34,10 +34,13 @@ pub fn render_sites(out: &mut String, state: &State, counters: &BTreeMap<SiteCou
             );
         }
     }
+    // Every action of every pair from the start, at 0: a site moved to another action by a
+    // reload then has its series before the first packet, so totals over a period are exact.
     let mut values: BTreeMap<SeriesKey, Counter> = stage
-        .iter()
-        .map(|((site, platform), &action)| {
-            ((site.clone(), platform.clone(), action), Counter::default())
+        .keys()
+        .flat_map(|(site, platform)| {
+            (0..ACTIONS as u8)
+                .map(|action| ((site.clone(), platform.clone(), action), Counter::default()))
         })
         .collect();
     for (key, counter) in counters {

@@ -15,6 +15,7 @@
 pub mod daemon;
 pub mod metrics;
 pub mod netns;
+pub mod prometheus;
 pub mod traffic;
 
 use std::ffi::CString;
@@ -76,6 +77,12 @@ pub const INTERNET_V6: [Ipv6Addr; 5] = [
     Ipv6Addr::new(0x2001, 0xdb8, 0x30, 0, 0, 0, 0, 5),
     Ipv6Addr::new(0x2001, 0xdb8, 0x40, 0, 0, 0, 0, 5),
 ];
+
+/// A second client site's host and the gateway's address on its link (see `add_second_client`).
+pub const CLIENT_B_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 3, 2);
+pub const CLIENT_B_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 3, 0, 0, 0, 0, 2);
+pub const GATEWAY_CLIENT_B_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 3, 1);
+pub const GATEWAY_CLIENT_B_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 3, 0, 0, 0, 0, 1);
 
 /// Where the daemon serves metrics, inside the gateway namespace.
 pub const METRICS_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)), 9464);
@@ -275,6 +282,73 @@ impl Lab {
             self.ip(side, &["addr", "add", addr, "dev", dev])?;
         }
         Ok(())
+    }
+
+    /// A second client namespace behind the gateway (another site: a ministry's own link):
+    /// `cb0` CLIENT_B_V4/24, CLIENT_B_V6/64 ⟷ gateway `g2`, which the daemon enforces on too.
+    /// Call before starting the daemon.
+    pub fn add_second_client(&mut self) -> Result<()> {
+        let name = self.second_client_netns();
+        run(Command::new("ip").args(["netns", "add", &name]))?;
+        self.namespaces.push(name.clone());
+        let gw = self.netns(Side::Gateway);
+        run(Command::new("ip").args([
+            "link", "add", "cb0", "netns", &name, "type", "veth", "peer", "name", "g2", "netns",
+            &gw,
+        ]))?;
+        let in_b = |args: &[&str]| -> Result<Output> {
+            let mut command = Command::new("ip");
+            command.args(["-n", &name]).args(args);
+            run(&mut command)
+        };
+        in_b(&["addr", "add", &format!("{CLIENT_B_V4}/24"), "dev", "cb0"])?;
+        in_b(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{CLIENT_B_V6}/64"),
+            "dev",
+            "cb0",
+            "nodad",
+        ])?;
+        self.add_address(Side::Gateway, "g2", &format!("{GATEWAY_CLIENT_B_V4}/24"))?;
+        self.add_address(Side::Gateway, "g2", &format!("{GATEWAY_CLIENT_B_V6}/64"))?;
+        in_b(&["link", "set", "dev", "lo", "up"])?;
+        in_b(&["link", "set", "dev", "cb0", "up"])?;
+        self.ip(Side::Gateway, &["link", "set", "dev", "g2", "up"])?;
+        in_b(&[
+            "route",
+            "add",
+            "default",
+            "via",
+            &GATEWAY_CLIENT_B_V4.to_string(),
+        ])?;
+        in_b(&[
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            &GATEWAY_CLIENT_B_V6.to_string(),
+        ])?;
+        let ethtool = crate::tools::path(crate::tools::ETHTOOL)?;
+        run(Command::new("ip")
+            .args(["netns", "exec", &name])
+            .arg(&ethtool)
+            .args(["-K", "cb0", "tx", "off"]))?;
+        self.interfaces.push("g2".into());
+        Ok(())
+    }
+
+    fn second_client_netns(&self) -> String {
+        format!("{}-clientb", self.id)
+    }
+
+    /// Sends `count` datagrams from the second client (see `add_second_client`) to `dst`.
+    pub fn send_udp_from_second_client(&self, dst: SocketAddr, count: usize) -> Result<usize> {
+        netns::run_in(&netns::path_of(&self.second_client_netns()), || {
+            traffic::send_udp(dst, count)
+        })
     }
 
     /// Attaches a bare XDP_PASS to the client's end of its link (c0): a veth delivers frames sent
