@@ -39,7 +39,7 @@ pub fn render_sites(out: &mut String, state: &State, counters: &BTreeMap<SiteCou
     let mut values: BTreeMap<SeriesKey, Counter> = stage
         .keys()
         .flat_map(|(site, platform)| {
-            (0..ACTIONS as u8)
+            (0..u8::try_from(ACTIONS).unwrap_or(u8::MAX))
                 .map(|action| ((site.clone(), platform.clone(), action), Counter::default()))
         })
         .collect();
