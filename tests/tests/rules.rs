@@ -390,3 +390,48 @@ fn contains_iso_date(text: &str) -> bool {
         })
     })
 }
+
+/// `check --config` holds every `action-by-site` to the config's sites, and reports a bad site
+/// list where it was written, as the daemon would refuse them.
+#[test]
+fn enforcer_check_holds_sites_to_the_config() {
+    let binary = enforcer_binary().expect("the enforcer binary");
+    let dir = std::env::temp_dir().join(format!("enforcer-check-sites-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("rules")).unwrap();
+    std::fs::write(
+        dir.join("rules/teams.yaml"),
+        "platform: teams\naction: monitor\naction-by-site: {finance: drop, health: drop}\nmatch:\n  - prefixes: [52.112.0.0/14]\n",
+    )
+    .unwrap();
+    let check = |config: &str| {
+        std::fs::write(dir.join("config.yaml"), config).unwrap();
+        Command::new(&binary)
+            .arg("check")
+            .arg(dir.join("rules"))
+            .arg("--config")
+            .arg(dir.join("config.yaml"))
+            .output()
+            .unwrap()
+    };
+    let good = check("sites:\n  finance: [10.1.0.0/16]\n  health: [10.2.0.0/16, \"fd00:2::/48\"]\n");
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+    let missing = check("sites:\n  finance: [10.1.0.0/16]\n");
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert_eq!(missing.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("teams.yaml:3:33: unknown site `health` (configured sites: finance)"),
+        "{stderr}"
+    );
+    let overlapping = check("sites:\n  finance: [10.1.0.0/16]\n  health: [10.1.2.0/24]\n");
+    let stderr = String::from_utf8_lossy(&overlapping.stderr);
+    assert_eq!(overlapping.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("config.yaml:3:12: sites: 10.1.2.0/24 of site `health` overlaps 10.1.0.0/16 of site `finance`"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
