@@ -24,7 +24,9 @@ const SHIPPED: &[&str] = &[
     "gotomeeting",
     "meet",
     "teams",
+    "visio",
     "webex",
+    "webrtc-stun",
     "whereby",
     "zoom",
 ];
@@ -32,10 +34,16 @@ const SHIPPED: &[&str] = &[
 /// Pairs of prefixes of two *different* platforms that may overlap, each with the reason.
 /// Format: (platform, prefix, other platform, other prefix, why).
 ///
-/// Empty on purpose: the vendors' dedicated ranges are disjoint. An entry belongs here only
-/// with a real reason (for example an `allow` platform carving an exception out of a `drop`
-/// platform), never to silence a copy mistake.
-const ALLOWED_OVERLAPS: &[(&str, &str, &str, &str, &str)] = &[];
+/// The vendors' dedicated ranges are disjoint. An entry belongs here only with a real reason
+/// (an `allow` platform carving an exception out of a `drop` platform), never to silence a copy
+/// mistake.
+const ALLOWED_OVERLAPS: &[(&str, &str, &str, &str, &str)] = &[(
+    "meet",
+    "74.125.250.0/24",
+    "webrtc-stun",
+    "74.125.250.129/32",
+    "Google's public STUN server inside Meet's media range: allowed, no media flows through it",
+)];
 
 /// Shared ranges no shipped prefix may touch (spot checks, not an exhaustive list), each
 /// from vendor data read when the policy was written (see rules/README.md).
@@ -413,7 +421,8 @@ fn enforcer_check_holds_sites_to_the_config() {
             .output()
             .unwrap()
     };
-    let good = check("sites:\n  finance: [10.1.0.0/16]\n  health: [10.2.0.0/16, \"fd00:2::/48\"]\n");
+    let good =
+        check("sites:\n  finance: [10.1.0.0/16]\n  health: [10.2.0.0/16, \"fd00:2::/48\"]\n");
     assert!(
         good.status.success(),
         "{}",
@@ -434,4 +443,41 @@ fn enforcer_check_holds_sites_to_the_config() {
         "{stderr}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The corrections of issue 18: Webex's 163.129.0.0/17 (its list of 2026-03-16, not the older
+/// /16), Chime only monitored (its ranges now carry other products), Google's public STUN
+/// server and Visio allowed.
+#[test]
+fn corrected_vendor_data_is_shipped() {
+    let policy = load(&rule_files());
+    let platform = |name: &str| {
+        policy
+            .platforms
+            .iter()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("{name} is not shipped"))
+    };
+    let webex: Vec<String> = prefixes(platform("webex"))
+        .map(ToString::to_string)
+        .collect();
+    assert!(webex.contains(&"163.129.0.0/17".to_owned()), "{webex:?}");
+    assert!(!webex.contains(&"163.129.0.0/16".to_owned()), "{webex:?}");
+    assert_eq!(platform("chime").action, Action::Monitor);
+    assert_eq!(platform("webrtc-stun").action, Action::Allow);
+    let stun: Vec<String> = prefixes(platform("webrtc-stun"))
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(stun, ["74.125.250.129/32"]);
+    let visio = platform("visio");
+    assert_eq!(visio.action, Action::Allow);
+    // No shipped drop rule covers a Visio name.
+    for name in [
+        "visio.numerique.gouv.fr",
+        "x.visio.numerique.gouv.fr",
+        "visio.suite.anct.gouv.fr",
+    ] {
+        let verdict = enforcer::compile::name_verdict(&policy, name);
+        assert_eq!(verdict.map(|v| v.action), Some(Action::Allow), "{name}");
+    }
 }

@@ -306,6 +306,31 @@ fn explain_name(state: &State, target: &str) -> Vec<ExplainMatch> {
             },
         ));
     }
+    // Addresses learned from answers for the name (wildcards are only ever learned).
+    for (key, learned) in state
+        .learner()
+        .set
+        .entries()
+        .filter(|(_, l)| l.name == name)
+    {
+        let Some(platform) = policy.platforms.iter().find(|p| p.name == key.platform) else {
+            continue;
+        };
+        let Some(entry) = platform.entries.get(key.entry) else {
+            continue;
+        };
+        matches.push((
+            platform.action.precedence(),
+            ExplainMatch {
+                prefix: IpNet::from(key.address).to_string(),
+                source: "learned".to_owned(),
+                name: Some(learned.name.clone()),
+                cname_chain: learned.cname_chain.clone(),
+                resolver: Some(learned.resolver.to_string()),
+                ..entry_match(platform, entry)
+            },
+        ));
+    }
     let by_name = compile::name_verdict(policy, &name);
     let domains = domain_matches(policy, &name)
         .into_iter()
