@@ -29,6 +29,8 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Status(args) => Ok(enforcer::cli::status::execute(&socket, &args)),
         Command::Reload => Ok(enforcer::cli::reload::execute(&socket)),
         Command::Explain(args) => Ok(enforcer::cli::explain::execute(&socket, &args)),
+        Command::Plan(args) => Ok(enforcer::cli::plan::execute(&socket, &args)),
+        Command::Collateral(args) => Ok(enforcer::cli::collateral::execute(&socket, &args)),
         Command::Report(args) => enforcer::cli::report::execute(&args).map_err(anyhow::Error::from),
         Command::Rules(command) => Ok(enforcer::cli::rules::execute(&socket, command)),
     }

@@ -294,6 +294,22 @@ pub fn render(state: &State) -> Result<String, String> {
     }
 
     render_names(state.policy(), &mut out);
+
+    header(
+        &mut out,
+        "enforcer_collateral_names",
+        "gauge",
+        "Names outside a platform that DNS answers gave for addresses its blocks cover.",
+    );
+    let collateral = crate::daemon::collateral_name_counts(state);
+    for platform in &state.policy().platforms {
+        let _ = writeln!(
+            out,
+            "enforcer_collateral_names{{platform=\"{}\"}} {}",
+            platform.name,
+            collateral.get(&platform.name).copied().unwrap_or(0)
+        );
+    }
     // The datapath's blocked-query counters are not read yet: every series is written at 0.
     let policy = state.policy();
     let ids = (0..policy.platforms.len()).map(|i| policy.platform_id(i));

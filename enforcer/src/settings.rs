@@ -89,6 +89,10 @@ pub struct RunOptions {
     /// In --config, `sites:` may instead hold that mapping itself.
     #[arg(long, value_name = "FILE")]
     pub sites: Option<PathBuf>,
+    /// (address, name) pairs remembered from DNS answers crossing the gateway, for
+    /// `collateral` (oldest evicted first) [default: 1000000].
+    #[arg(long, value_name = "N")]
+    pub observed_names: Option<usize>,
     /// Sites written inline in the config file (`sites:` as a mapping).
     #[arg(skip)]
     pub inline_sites: Option<Sites>,
@@ -148,6 +152,7 @@ impl RunOptions {
             learn_from: list(self.learn_from, file.learn_from),
             learn_for: list(self.learn_for, file.learn_for),
             sites: self.sites.or(file.sites),
+            observed_names: self.observed_names.or(file.observed_names),
             inline_sites: self.inline_sites.or(file.inline_sites),
         }
     }
@@ -356,6 +361,8 @@ pub struct Settings {
     pub sites: Sites,
     /// `--sites`: re-read on reload.
     pub sites_file: Option<PathBuf>,
+    /// `--observed-names`.
+    pub observed_names: usize,
 }
 
 impl Settings {
@@ -433,6 +440,9 @@ impl Settings {
                 None => options.inline_sites.unwrap_or_default(),
             },
             sites_file: options.sites,
+            observed_names: options
+                .observed_names
+                .unwrap_or(crate::learn::DEFAULT_OBSERVED_NAMES),
         };
         if settings.ttl_floor > settings.ttl_ceiling {
             return Err(SettingsError::TtlBounds {

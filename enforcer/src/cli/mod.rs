@@ -2,8 +2,10 @@
 
 pub mod check;
 pub mod client;
+pub mod collateral;
 pub mod detach;
 pub mod explain;
+pub mod plan;
 pub mod reload;
 pub mod report;
 pub mod resolve;
@@ -54,6 +56,10 @@ pub enum Command {
     Explain(explain::ExplainArgs),
     /// Compliance by site from a Prometheus server: an HTML report (and a CSV) of the period.
     Report(report::ReportArgs),
+    /// What a candidate policy would change, and its collateral; exit 0 clean, 2 collateral.
+    Plan(plan::PlanArgs),
+    /// Blocked prefixes whose addresses also served names outside their platform.
+    Collateral(collateral::CollateralArgs),
     /// List, add or remove rules from the command line (kept in enforcer-managed.yaml).
     #[command(subcommand)]
     Rules(rules::RulesCommand),

@@ -42,7 +42,24 @@ pub fn handle(daemon: &Daemon, request: Request) -> Response {
             domains,
             prefixes,
         } => Response::from_result(rules_remove(daemon, &platform, &domains, &prefixes)),
+        Request::Collateral => Response::from_result(daemon.with(|s| Ok(s.collateral_reply()))),
+        Request::Plan { path } => Response::from_result(plan(daemon, &path)),
     }
+}
+
+/// Reads the candidate policy as a reload would (without holding the state), then asks the
+/// state what it would change. Nothing is applied.
+fn plan(daemon: &Daemon, path: &str) -> Result<super::protocol::PlanReply, Vec<String>> {
+    let (_, options) = daemon.with(|s| Ok(s.reload_source()))?;
+    let candidate = crate::daemon::read_policy(&[std::path::PathBuf::from(path)], &options)
+        .map_err(|e| e.to_string().lines().map(str::to_owned).collect::<Vec<_>>())?;
+    daemon.with(|s| {
+        let unknown = s.sites().check_policy(&candidate);
+        if !unknown.is_empty() {
+            return Err(unknown.iter().map(ToString::to_string).collect());
+        }
+        Ok(s.plan(&candidate))
+    })
 }
 
 /// Parses the CLI's domains and prefixes with the rule files' vocabulary, so that `rules add`

@@ -35,6 +35,11 @@ pub enum Request {
         domains: Vec<String>,
         prefixes: Vec<String>,
     },
+    /// What the policy at `path` (a file or directory, read by the daemon) would change.
+    Plan {
+        path: String,
+    },
+    Collateral,
 }
 
 /// The reply type of each request.
@@ -254,4 +259,61 @@ mod tests {
         assert_eq!(text, r#"{"command":"explain","target":"192.0.2.1"}"#);
         assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), request);
     }
+}
+
+/// `collateral`: per platform, its blocked prefixes whose addresses also served names that
+/// none of its patterns match.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CollateralReply {
+    pub platforms: Vec<CollateralPlatform>,
+}
+impl Reply for CollateralReply {}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CollateralPlatform {
+    pub platform: String,
+    pub prefixes: Vec<CollateralPrefix>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CollateralPrefix {
+    pub prefix: String,
+    pub names: Vec<CollateralName>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CollateralName {
+    pub name: String,
+    /// Unix seconds.
+    pub last_seen: u64,
+}
+
+/// `plan`: per platform what the candidate adds and removes, and the collateral it would cause.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanReply {
+    pub platforms: Vec<PlannedPlatform>,
+    pub collateral: Vec<PlannedCollateral>,
+}
+impl Reply for PlanReply {}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedPlatform {
+    pub platform: String,
+    pub added: PlannedItems,
+    pub removed: PlannedItems,
+    /// `[OLD, NEW]` when the action changes (`none` for a platform added or removed).
+    pub action: Option<[String; 2]>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedItems {
+    pub prefixes: Vec<String>,
+    pub names: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedCollateral {
+    pub platform: String,
+    pub prefix: String,
+    pub names: Vec<String>,
 }

@@ -6,6 +6,7 @@
 //! methods. Work that compiles or applies a policy runs on blocking threads, never on the async
 //! workers that serve the control socket and the metrics.
 
+mod collateral;
 mod report;
 mod rules;
 mod state;
@@ -23,6 +24,11 @@ use ipnet::IpNet;
 use tokio::sync::Notify;
 
 pub use state::{EnforceError, ReloadError, Reloads, State, policy_digest};
+
+/// Distinct collateral names per platform of the policy in force (see `collateral`).
+pub fn collateral_name_counts(state: &State) -> std::collections::BTreeMap<String, usize> {
+    collateral::name_counts(&state.collateral())
+}
 
 use crate::connections::{self, Gate};
 use crate::control::protocol::PolicyChange;
@@ -277,7 +283,8 @@ pub fn run(settings: Settings) -> Result<(), DaemonError> {
     book.set_uses(resolve::policy_uses(&policy), now);
     // Enforce what was known, then ask DNS again at once rather than when the saved TTLs end.
     book.refresh_all(now);
-    let learner = learner(&settings, &policy, &resolver_config, book_settings);
+    let mut learner = learner(&settings, &policy, &resolver_config, book_settings);
+    learner.set_observed_limit(settings.observed_names);
     let resolve_metrics = ResolveMetrics::new();
     resolve_metrics.register_platforms(policy.platforms.iter().map(|p| p.name.as_str()));
 

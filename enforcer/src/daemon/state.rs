@@ -373,6 +373,12 @@ impl State {
         )
     }
 
+    /// The known addresses (resolved and learned, by platform name and entry) as compiler
+    /// input for another policy (a candidate `plan` looks at).
+    pub fn entry_addresses_for(&self, policy: &Policy) -> Vec<EntryAddress> {
+        dns_addresses(policy, &self.book, &self.learner.set, &self.never_block)
+    }
+
     /// The policy files as last read.
     pub fn files_seen(&self) -> &Fingerprint {
         &self.files_seen

@@ -18,6 +18,7 @@ mod correlate;
 mod fragments;
 mod learned;
 mod message;
+pub mod observed;
 mod patterns;
 mod trust;
 
@@ -162,6 +163,9 @@ pub struct Observation {
     pub added: Vec<Mapping>,
 }
 
+/// Observed (address, name) pairs kept by default (`--observed-names`).
+pub const DEFAULT_OBSERVED_NAMES: usize = 1_000_000;
+
 /// The learning pipeline.
 pub struct Learner {
     patterns: DomainPatterns,
@@ -171,6 +175,8 @@ pub struct Learner {
     settings: BookSettings,
     pub set: LearnedSet,
     pub counters: AnswerCounters,
+    /// Every believed answer's names by address (for `collateral`).
+    pub observed: observed::ObservedNames,
 }
 
 impl Learner {
@@ -188,7 +194,13 @@ impl Learner {
             settings,
             set: LearnedSet::default(),
             counters: AnswerCounters::default(),
+            observed: observed::ObservedNames::new(DEFAULT_OBSERVED_NAMES),
         }
+    }
+
+    /// Bounds the observed names (`--observed-names`).
+    pub fn set_observed_limit(&mut self, limit: usize) {
+        self.observed = observed::ObservedNames::new(limit);
     }
 
     /// Installs a new policy's patterns with the learned set already filtered for it.
@@ -260,6 +272,10 @@ impl Learner {
         // It answered a client's query that crossed the gateway: a DNS server clients use, which
         // no answer may make blocked (this one included), for learning and resolution alike.
         self.guard.never_block().note_dns_server(observed.src.ip());
+        // Every name a believed answer gives, matched or not: what a block may also hit.
+        let given: Vec<IpAddr> = message.addresses.iter().map(|(a, _)| *a).collect();
+        self.observed
+            .record(&message.question, &message.cname_chain, &given, now);
         let uses = self.uses_of(&message);
         if uses.is_empty() || message.addresses.is_empty() {
             self.counters.add(AnswerResult::Unmatched);
