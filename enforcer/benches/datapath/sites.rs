@@ -285,8 +285,10 @@ pub fn run(datapath: &mut Datapath) -> anyhow::Result<SiteResults> {
                     // Which generation runs first, and which program first under each,
                     // alternate from frame to frame: a run right after another on the same
                     // frame is faster.
-                    let order = if i % 2 == 0 { [0, 1] } else { [1, 0] };
-                    let programs = if (i / 2) % 2 == 0 {
+                    // Frames alternate between the families: count within one.
+                    let n = i / 2;
+                    let order = if n % 2 == 0 { [0, 1] } else { [1, 0] };
+                    let programs = if (n / 2) % 2 == 0 {
                         [PROGRAM, PASS_PROGRAM]
                     } else {
                         [PASS_PROGRAM, PROGRAM]
