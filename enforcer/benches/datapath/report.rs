@@ -491,7 +491,8 @@ fn sites_section(s: &SiteResults) -> String {
          mean of the two ways of the median over the frames of each program under each \
          policy; extra = median over the rounds of enforcer (with) − enforcer (no sites), min..max in \
          brackets; `xdp_pass` compared the same way is the method's noise (\"within noise\": \
-         the median extra lies inside its min..max). Every run's action was checked (drop; pass \
+         the median extra lies inside its min..max widened by 1 ns, the resolution of a single \
+         run's duration). Every run's action was checked (drop; pass \
          when monitored or unmatched), and in every round the site counters (`SITE_STATS`, \
          `site_counters()`) moved by exactly one packet per matched run under its site and \
          action, and by nothing else (and not at all for unmatched frames). A last comparison, \
@@ -537,8 +538,9 @@ fn sites_section(s: &SiteResults) -> String {
         .iter()
         .map(|c| {
             format!(
-                "{}: {} of {} matched runs under `{}`/{}",
+                "{} (paired with {}): {} of {} matched runs under `{}`/{}",
                 CONFIG_NAMES[c.config],
+                CONFIG_NAMES[c.paired],
                 thousands(usize::try_from(c.counted).unwrap_or(usize::MAX)),
                 thousands(usize::try_from(c.runs).unwrap_or(usize::MAX)),
                 c.site,
@@ -620,6 +622,7 @@ fn sites_json(s: &SiteResults) -> serde_json::Value {
         .map(|c| {
             json!({
                 "configuration": CONFIG_NAMES[c.config],
+                "paired_with": CONFIG_NAMES[c.paired],
                 "site": c.site,
                 "action": c.action,
                 "matched_runs": c.runs,
@@ -633,6 +636,7 @@ fn sites_json(s: &SiteResults) -> serde_json::Value {
         "platform_prefixes_v6": s.prefixes_v6,
         "frames_per_family": sites::FRAMES,
         "rounds": sites::ROUNDS,
+        "resolution_ns": sites::RESOLUTION_NS,
         "rows": rows,
         "site_counters": counts,
         "seconds": s.seconds,
