@@ -15,6 +15,7 @@ use crate::lookup::{
     ROUNDS, Results, V4_LENGTHS, V6_LENGTHS, median_duration,
 };
 use crate::median;
+use crate::sites::{self, CONFIG_NAMES, SiteResults};
 
 const SECTION_BEGIN: &str = "<!-- bench_datapath: begin -->";
 const SECTION_END: &str = "<!-- bench_datapath: end -->";
@@ -404,7 +405,13 @@ fn tables(results: &Results) -> String {
     t
 }
 
-fn section(results: &Results, machine: &Machine, date: &str, background: [f64; 2]) -> String {
+fn section(
+    results: &Results,
+    site_results: &SiteResults,
+    machine: &Machine,
+    date: &str,
+    background: [f64; 2],
+) -> String {
     format!(
         "{SECTION_BEGIN}\n## In-program cost over many addresses (cargo bench -p enforcer --bench datapath)\n\n\
          Machine: {} ({} cores), kernel {}, {date}. Other work on the machine: {:.2} CPUs busy \
@@ -435,7 +442,7 @@ fn section(results: &Results, machine: &Machine, date: &str, background: [f64; 2
          extra = median over the rounds of enforcer − xdp_pass, min..max in brackets; the \
          last column, `xdp_pass` against itself measured the same way, is the method's \
          noise. Test runs arrive on the loopback, given no role (both addresses looked up) or \
-         the inside role (destination only).\n\n{}\n\
+         the inside role (destination only).\n\n{}\n{}\n\
          Reproduce: `cargo xtask bench`, or `cargo bench -p enforcer --bench datapath` as \
          root; raw figures in bench-datapath.json.\n\
          {SECTION_END}\n",
@@ -453,12 +460,192 @@ fn section(results: &Results, machine: &Machine, date: &str, background: [f64; 2
         MIX[0],
         thousands(MIX[15]),
         thousands(NO_MATCH_FRAMES),
-        tables(results)
+        tables(results),
+        sites_section(site_results)
     )
+}
+
+/// The sites part of the section: method, table, counters, and whether unmatched packets pay.
+fn sites_section(s: &SiteResults) -> String {
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "### Sites (issue 17): the site lookup on matched packets, nothing on unmatched ones\n"
+    );
+    let _ = writeln!(
+        t,
+        "Method: one drop platform ({} IPv4 + {} IPv6 prefixes); {} frames per family to \
+         distinct destinations inside its prefixes and {} per family outside them, all from \
+         sources inside one site (test runs arrive on the loopback, no role: both addresses \
+         looked up); matched and unmatched frames measured apart (an unmatched frame run \
+         after a matched one would find the caches as its site lookup left them). Compared \
+         with no sites (where a matched packet still looks the empty site \
+         trie up and counts under `other`): {} sites, each an IPv4 /24 and an IPv6 /48; and the \
+         same plus `action-by-site` monitor on the platform for the frames' site (its leaves \
+         looked up again with the site's variant). The two policies compared are applied one \
+         after the other, so each holds one generation, and every frame runs under both (the \
+         generation in force switched between them, which comes first alternating from frame \
+         to frame): the real `enforcer` program and `xdp_pass`, single runs (repeat 1), {} \
+         rounds, each both ways round (which policy holds which generation: the two \
+         generations' tables lie in different memory and cost a few ns apart); per round the \
+         mean of the two ways of the median over the frames of each program under each \
+         policy; extra = median over the rounds of enforcer (with) − enforcer (no sites), min..max in \
+         brackets; `xdp_pass` compared the same way is the method's noise (\"within noise\": \
+         the median extra lies inside its min..max widened by 1 ns, the resolution of a single \
+         run's duration). Every run's action was checked (drop; pass \
+         when monitored or unmatched), and in every round the site counters (`SITE_STATS`, \
+         `site_counters()`) moved by exactly one packet per matched run under its site and \
+         action, and by nothing else (and not at all for unmatched frames). A last comparison, \
+         no sites against no sites on unmatched frames, is the enforcer against itself: how \
+         far the real program's figure strays when nothing differs.\n",
+        thousands(s.prefixes_v4),
+        thousands(s.prefixes_v6),
+        thousands(sites::FRAMES),
+        thousands(sites::FRAMES),
+        thousands(sites::SITES),
+        sites::ROUNDS,
+    );
+    let _ = writeln!(
+        t,
+        "| frames | family | compared with no sites | enforcer, no sites, ns | enforcer, with, ns | xdp_pass, ns | extra, ns | xdp_pass against itself, ns | within noise |"
+    );
+    let _ = writeln!(t, "|---|---|---|---:|---:|---:|---:|---:|---|");
+    for r in &s.rows {
+        let _ = writeln!(
+            t,
+            "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {} | {} | {} |",
+            if r.matched {
+                "match (drop platform)"
+            } else {
+                "no match"
+            },
+            r.family.name(),
+            if r.config == sites::NO_SITES {
+                "no sites (control: the enforcer against itself)"
+            } else {
+                CONFIG_NAMES[r.config]
+            },
+            median(r.base_enforcer.clone()),
+            median(r.enforcer.clone()),
+            median(r.base_pass.clone()),
+            spread(&r.extra()),
+            spread(&r.noise()),
+            if r.within_noise() { "yes" } else { "no" },
+        );
+    }
+    let counted: Vec<String> = s
+        .counts
+        .iter()
+        .map(|c| {
+            format!(
+                "{} (paired with {}): {} of {} matched runs under `{}`/{}",
+                CONFIG_NAMES[c.config],
+                CONFIG_NAMES[c.paired],
+                thousands(usize::try_from(c.counted).unwrap_or(usize::MAX)),
+                thousands(usize::try_from(c.runs).unwrap_or(usize::MAX)),
+                c.site,
+                c.action
+            )
+        })
+        .collect();
+    let _ = writeln!(t, "\nSite counters: {}.", counted.join("; "));
+    let unmatched: Vec<String> = s
+        .rows
+        .iter()
+        .filter(|r| !r.matched && r.config != sites::NO_SITES)
+        .map(|r| {
+            // The control's min..max: how far the enforcer strays from itself.
+            let control = s
+                .rows
+                .iter()
+                .find(|c| !c.matched && c.family == r.family && c.config == sites::NO_SITES)
+                .map(|c| {
+                    let extra = c.extra();
+                    let (lo, hi) = min_max(&extra);
+                    let m = median(r.extra());
+                    format!(
+                        "; the enforcer against itself {} ns: {}",
+                        spread(&extra),
+                        if lo <= m && m <= hi {
+                            "within it"
+                        } else {
+                            "outside it"
+                        }
+                    )
+                })
+                .unwrap_or_default();
+            format!(
+                "{} {} ns against xdp_pass against itself {} ns ({}{control})",
+                r.family.name(),
+                spread(&r.extra()),
+                spread(&r.noise()),
+                if r.within_noise() {
+                    "within the noise"
+                } else {
+                    "outside the noise"
+                }
+            )
+        })
+        .collect();
+    let _ = writeln!(
+        t,
+        "Unmatched packets with {} sites over none: {}. This part of the bench took {:.1} s.",
+        thousands(sites::SITES),
+        unmatched.join("; "),
+        s.seconds
+    );
+    t
+}
+
+fn sites_json(s: &SiteResults) -> serde_json::Value {
+    let rows: Vec<serde_json::Value> = s
+        .rows
+        .iter()
+        .map(|r| {
+            json!({
+                "frames": if r.matched { "match" } else { "no-match" },
+                "family": r.family.name(),
+                "configuration": CONFIG_NAMES[r.config],
+                "no_sites_enforcer_ns": r.base_enforcer,
+                "no_sites_xdp_pass_ns": r.base_pass,
+                "enforcer_ns": r.enforcer,
+                "xdp_pass_ns": r.pass,
+                "extra_ns_median": median(r.extra()),
+                "xdp_pass_noise_ns_median": median(r.noise()),
+                "within_noise": r.within_noise(),
+            })
+        })
+        .collect();
+    let counts: Vec<serde_json::Value> = s
+        .counts
+        .iter()
+        .map(|c| {
+            json!({
+                "configuration": CONFIG_NAMES[c.config],
+                "paired_with": CONFIG_NAMES[c.paired],
+                "site": c.site,
+                "action": c.action,
+                "matched_runs": c.runs,
+                "counted": c.counted,
+            })
+        })
+        .collect();
+    json!({
+        "sites": sites::SITES,
+        "platform_prefixes_v4": s.prefixes_v4,
+        "platform_prefixes_v6": s.prefixes_v6,
+        "frames_per_family": sites::FRAMES,
+        "rounds": sites::ROUNDS,
+        "resolution_ns": sites::RESOLUTION_NS,
+        "rows": rows,
+        "site_counters": counts,
+        "seconds": s.seconds,
+    })
 }
 
 fn json(
     results: &Results,
+    site_results: &SiteResults,
     machine: &Machine,
     date: &str,
     background: [f64; 2],
@@ -571,6 +758,7 @@ fn json(
         "learned_hosts": hosts,
         "maps_memory": memory,
         "goals": goals,
+        "sites": sites_json(site_results),
     })
 }
 
@@ -594,14 +782,20 @@ fn write_section(path: &Path, section: &str) -> anyhow::Result<()> {
 
 /// Writes `root`/bench-datapath.json and the bench's section of `root`/BENCHMARKS.md.
 /// `background`: [`busy_cpus`] before and after the measurements.
-pub fn write(root: &Path, results: &Results, background: [f64; 2]) -> anyhow::Result<()> {
+pub fn write(
+    root: &Path,
+    results: &Results,
+    site_results: &SiteResults,
+    background: [f64; 2],
+) -> anyhow::Result<()> {
     let machine = machine();
     let date = utc_now();
-    let section = section(results, &machine, &date, background);
-    println!("\n{}", tables(results));
+    let section = section(results, site_results, &machine, &date, background);
+    println!("\n{}\n{}", tables(results), sites_section(site_results));
     write_section(&root.join("BENCHMARKS.md"), &section)?;
     let path = root.join("bench-datapath.json");
-    let text = serde_json::to_string_pretty(&json(results, &machine, &date, background))?;
+    let text =
+        serde_json::to_string_pretty(&json(results, site_results, &machine, &date, background))?;
     std::fs::write(&path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
     println!(
         "wrote {} and {}",

@@ -9,7 +9,7 @@ use aya::maps::{Array, LpmTrie, MapData, PerCpuArray, PerCpuValues, lpm_trie::Ke
 use enforcer_common::BENCH_ADDRESSES;
 use ipnet::IpNet;
 
-use super::{Datapath, DatapathError, PROGRAM_OBJECT};
+use super::{Datapath, DatapathError, MAP_ACTIVE, PROGRAM_OBJECT};
 
 /// Parses and takes the next address only.
 pub const BENCH_PARSE_PROGRAM: &str = "bench_parse";
@@ -67,6 +67,26 @@ impl Datapath {
             lpm_v6: LpmTrie::try_from(take(MAP_LPM[1])?).map_err(map_err(MAP_LPM[1]))?,
         };
         Ok((datapath, bench))
+    }
+}
+
+impl Datapath {
+    /// For the benchmark: puts in force the generation the last [`Datapath::apply`] wrote
+    /// (`previous` false) or the one before it (`previous` true), without writing either, so
+    /// that two policies applied one after the other can be compared packet by packet. Leave the
+    /// last one in force before the next `apply`, which writes the other.
+    pub fn select_generation_for_bench(&mut self, previous: bool) -> Result<(), DatapathError> {
+        let g = if previous {
+            1 - self.generation
+        } else {
+            self.generation
+        };
+        self.active
+            .set(0, u32::from(g != 0), 0)
+            .map_err(|source| DatapathError::Map {
+                name: MAP_ACTIVE,
+                source,
+            })
     }
 }
 
