@@ -96,17 +96,17 @@ pub type LongKey = [u8; 17];
 // packet that matched a platform, to count it by site and to apply the site's overrides.
 
 /// Site prefixes in `SITES`, both generations.
-pub const MAX_SITE_PREFIXES: u32 = 16_384;
+pub const MAX_SITE_PREFIXES: u32 = 8_192;
 /// Distinct sets of per-site overrides (variants) one policy may use; variant 0 is the policy's
 /// own actions (sites without overrides, and clients outside every site).
 pub const MAX_VARIANTS: u32 = 256;
 /// Leaves whose verdict some variant changes, both generations (`SITE_LEAVES`).
-pub const MAX_SITE_LEAVES: u32 = 65_536;
+pub const MAX_SITE_LEAVES: u32 = 16_384;
 /// (site, platform, action) counters (`SITE_STATS`).
-pub const MAX_SITE_COUNTERS: u32 = 65_536;
+pub const MAX_SITE_COUNTERS: u32 = 16_384;
 /// `SITE_ACTIONS` entries (variant, platform) that differ from the platform's action, both
 /// generations.
-pub const MAX_SITE_ACTIONS: u32 = 65_536;
+pub const MAX_SITE_ACTIONS: u32 = 16_384;
 /// The site id of clients outside every site (`other`); a site's own id is a hash of its name,
 /// never 0, so counters keep their site across reloads without a registry.
 pub const SITE_OTHER: u32 = 0;

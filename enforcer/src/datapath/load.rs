@@ -238,6 +238,18 @@ fn check_pinned(name: &str, path: &Path, capacity: Capacity) -> Result<(), Datap
         MAP_DNS_CONFIG => (4, 4, DNS_CONFIG_ENTRIES),
         MAP_DNS_BLOCKED => (4, size_of::<Counter>(), DNS_BLOCKED_COUNTERS),
         MAP_QUERY_STASH => (4, size_of::<QueryStash>(), 1),
+        super::sites::MAP_SITES => (
+            4 + u32::try_from(size_of::<enforcer_common::SiteAddress>()).unwrap_or(u32::MAX),
+            size_of::<enforcer_common::SiteValue>(),
+            enforcer_common::MAX_SITE_PREFIXES,
+        ),
+        super::sites::MAP_SITE_LEAVES => {
+            (8, size_of::<RuleRef>(), enforcer_common::MAX_SITE_LEAVES)
+        }
+        super::sites::MAP_SITE_ACTIONS => (4, 1, enforcer_common::MAX_SITE_ACTIONS),
+        super::sites::MAP_SITE_STATS => {
+            (8, size_of::<Counter>(), enforcer_common::MAX_SITE_COUNTERS)
+        }
         _ => (4, size_of::<Counter>(), PASS_REASONS),
     };
     let found = (info.key_size(), info.value_size(), info.max_entries());
