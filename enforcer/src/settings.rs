@@ -92,6 +92,9 @@ pub struct RunOptions {
     /// Sites written inline in the config file (`sites:` as a mapping).
     #[arg(skip)]
     pub inline_sites: Option<Sites>,
+    /// How many applied policies STATE-DIR/history keeps for `enforcer rollback` [default: 20].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub history: Option<u32>,
 }
 
 /// One `--iface` value: an interface name and its role.
@@ -149,6 +152,7 @@ impl RunOptions {
             learn_for: list(self.learn_for, file.learn_for),
             sites: self.sites.or(file.sites),
             inline_sites: self.inline_sites.or(file.inline_sites),
+            history: self.history.or(file.history),
         }
     }
 }
@@ -356,6 +360,8 @@ pub struct Settings {
     pub sites: Sites,
     /// `--sites`: re-read on reload.
     pub sites_file: Option<PathBuf>,
+    /// How many applied policies the history keeps.
+    pub history: usize,
 }
 
 impl Settings {
@@ -369,6 +375,7 @@ impl Settings {
     pub const DEFAULT_GRACE: u64 = 3_600;
     pub const DEFAULT_MAX_ADDRESSES_PER_NAME: u64 = 64;
     pub const DEFAULT_DNS_BLOCK_TTL: u32 = 300;
+    pub const DEFAULT_HISTORY: u32 = 20;
 
     /// `run`'s settings: flags, then `--config`, then defaults. `socket` is the global flag.
     pub fn for_run(args: RunArgs, socket: Option<PathBuf>) -> Result<Self, SettingsError> {
@@ -433,6 +440,8 @@ impl Settings {
                 None => options.inline_sites.unwrap_or_default(),
             },
             sites_file: options.sites,
+            history: usize::try_from(options.history.unwrap_or(Self::DEFAULT_HISTORY))
+                .unwrap_or(usize::MAX),
         };
         if settings.ttl_floor > settings.ttl_ceiling {
             return Err(SettingsError::TtlBounds {
@@ -471,7 +480,7 @@ mod tests {
     #[test]
     fn config_file_keys_are_the_flag_names_and_parse_like_flags() {
         let c = ConfigFile::parse(
-            "rules: /etc/r\niface: [eth0, eth1:outside]\nlearn-from: [192.0.2.0/24]\nxdp-mode: skb\nmetrics: \"off\"\nnever-block: [203.0.113.0/24, 192.0.2.53]\nttl-floor: 30\nsocket: /run/x.sock\nlog-format: json\n",
+            "rules: /etc/r\niface: [eth0, eth1:outside]\nlearn-from: [192.0.2.0/24]\nxdp-mode: skb\nmetrics: \"off\"\nnever-block: [203.0.113.0/24, 192.0.2.53]\nttl-floor: 30\nsocket: /run/x.sock\nlog-format: json\nhistory: 5\n",
         )
         .unwrap();
         assert_eq!(c.options.rules, Some(PathBuf::from("/etc/r")));
@@ -502,6 +511,7 @@ mod tests {
             ]
         );
         assert_eq!(c.options.ttl_floor, Some(30));
+        assert_eq!(c.options.history, Some(5));
         assert_eq!(c.socket, Some(PathBuf::from("/run/x.sock")));
         assert_eq!(c.log_format, Some(LogFormat::Json));
     }

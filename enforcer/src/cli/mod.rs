@@ -4,9 +4,11 @@ pub mod check;
 pub mod client;
 pub mod detach;
 pub mod explain;
+pub mod history;
 pub mod reload;
 pub mod report;
 pub mod resolve;
+pub mod rollback;
 pub mod rules;
 pub mod run;
 pub mod status;
@@ -57,6 +59,11 @@ pub enum Command {
     /// List, add or remove rules from the command line (kept in enforcer-managed.yaml).
     #[command(subcommand)]
     Rules(rules::RulesCommand),
+    /// The applied policies the daemon keeps, newest last (`*`: in force).
+    History(history::HistoryArgs),
+    /// Write a stored version back into the policy files and apply it (default: the one
+    /// before the current).
+    Rollback(rollback::RollbackArgs),
 }
 
 impl Cli {
