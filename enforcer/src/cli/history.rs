@@ -8,9 +8,7 @@ use super::client;
 use crate::control::Request;
 use crate::control::protocol::HistoryReply;
 
-/// Lists the stored versions of the policy, oldest first and newest last; `*` marks the one in
-/// force. Each shows its digest (what `rollback --to` takes, or a unique prefix of it), when it
-/// was applied (UTC), its source and who applied it.
+/// `history`'s options (the help text is on `Command::History`).
 #[derive(Debug, clap::Args)]
 pub struct HistoryArgs {
     /// Print the daemon's answer as JSON: {"versions": [{"digest", "time", "source", "user",

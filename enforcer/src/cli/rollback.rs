@@ -9,10 +9,7 @@ use super::client;
 use crate::control::Request;
 use crate::control::protocol::RollbackReply;
 
-/// Writes a version from `enforcer history` back into the policy directory (or the single
-/// `--rules` file) and applies it through the same atomic switch as a reload; the rollback is
-/// recorded as a new version. Exit 1, with nothing changed, when the digest is unknown or
-/// ambiguous or the version no longer validates.
+/// `rollback`'s options (the help text is on `Command::Rollback`).
 #[derive(Debug, clap::Args)]
 pub struct RollbackArgs {
     /// The version: its digest or a unique prefix of it [default: the version before the

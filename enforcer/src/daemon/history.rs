@@ -307,6 +307,14 @@ mod tests {
         assert!(check_names(&dir, &version).is_ok());
         let hostile = Files::from([("../x.yaml".to_owned(), String::new())]);
         assert!(check_names(&dir, &hostile).is_err());
+        // A single-file --rules is rewritten in place; a version of several files is refused.
+        let single = dir.join("policy.yaml");
+        std::fs::write(&single, "new\n").unwrap();
+        let one = Files::from([("policy.yaml".to_owned(), "old\n".to_owned())]);
+        assert!(check_names(&single, &one).is_ok());
+        assert!(check_names(&single, &version).is_err());
+        assert_eq!(write_files(&single, &one).unwrap().written, ["policy.yaml"]);
+        assert_eq!(read_files(&single).unwrap(), one);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
