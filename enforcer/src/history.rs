@@ -27,6 +27,23 @@ pub enum Source {
 }
 
 impl Source {
+    const ALL: [Source; 8] = [
+        Self::Start,
+        Self::Reload,
+        Self::Watcher,
+        Self::RulesAdd,
+        Self::RulesRemove,
+        Self::Feeds,
+        Self::Rollback,
+        Self::Bundle,
+    ];
+
+    /// The source named `name` (`feeds`, `rules-add`, ...), for requests that say where they
+    /// come from.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Start => "start",
@@ -130,6 +147,8 @@ impl History {
         for (_, path) in self.files() {
             match read_entry(&path) {
                 Ok(version) => versions.push(version),
+                // Pruned since it was listed: not damage.
+                Err(_) if !path.exists() => {}
                 Err(problem) => tracing::warn!(
                     path = %path.display(),
                     %problem,
@@ -361,6 +380,9 @@ mod tests {
             Err(HistoryError::Unknown(_))
         ));
         assert!(matches!(find(&versions, ""), Err(HistoryError::Unknown(_))));
+        assert_eq!(Source::from_name("feeds"), Some(Source::Feeds));
+        assert_eq!(Source::from_name("rules-add"), Some(Source::RulesAdd));
+        assert_eq!(Source::from_name("rules_add"), None);
         // The one before the current: back past every entry of the current digest.
         assert_eq!(
             previous(&versions, "abc1000000000000").unwrap().digest,
