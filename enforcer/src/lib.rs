@@ -10,6 +10,7 @@ pub mod control;
 pub mod daemon;
 pub mod datapath;
 pub mod fsutil;
+pub mod history;
 pub mod learn;
 pub mod logging;
 pub mod metrics;

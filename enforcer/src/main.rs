@@ -33,6 +33,8 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Collateral(args) => Ok(enforcer::cli::collateral::execute(&socket, &args)),
         Command::Report(args) => enforcer::cli::report::execute(&args).map_err(anyhow::Error::from),
         Command::Rules(command) => Ok(enforcer::cli::rules::execute(&socket, command)),
+        Command::History(args) => Ok(enforcer::cli::history::execute(&socket, &args)),
+        Command::Rollback(args) => Ok(enforcer::cli::rollback::execute(&socket, &args)),
     }
 }
 

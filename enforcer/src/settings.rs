@@ -96,6 +96,9 @@ pub struct RunOptions {
     /// Sites written inline in the config file (`sites:` as a mapping).
     #[arg(skip)]
     pub inline_sites: Option<Sites>,
+    /// How many applied policies STATE-DIR/history keeps for `enforcer rollback` [default: 20].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub history: Option<u32>,
 }
 
 /// One `--iface` value: an interface name and its role.
@@ -154,6 +157,7 @@ impl RunOptions {
             sites: self.sites.or(file.sites),
             observed_names: self.observed_names.or(file.observed_names),
             inline_sites: self.inline_sites.or(file.inline_sites),
+            history: self.history.or(file.history),
         }
     }
 }
@@ -363,6 +367,8 @@ pub struct Settings {
     pub sites_file: Option<PathBuf>,
     /// `--observed-names`.
     pub observed_names: usize,
+    /// How many applied policies the history keeps.
+    pub history: usize,
 }
 
 impl Settings {
@@ -376,6 +382,7 @@ impl Settings {
     pub const DEFAULT_GRACE: u64 = 3_600;
     pub const DEFAULT_MAX_ADDRESSES_PER_NAME: u64 = 64;
     pub const DEFAULT_DNS_BLOCK_TTL: u32 = 300;
+    pub const DEFAULT_HISTORY: u32 = 20;
 
     /// `run`'s settings: flags, then `--config`, then defaults. `socket` is the global flag.
     pub fn for_run(args: RunArgs, socket: Option<PathBuf>) -> Result<Self, SettingsError> {
@@ -443,6 +450,8 @@ impl Settings {
             observed_names: options
                 .observed_names
                 .unwrap_or(crate::learn::DEFAULT_OBSERVED_NAMES),
+            history: usize::try_from(options.history.unwrap_or(Self::DEFAULT_HISTORY))
+                .unwrap_or(usize::MAX),
         };
         if settings.ttl_floor > settings.ttl_ceiling {
             return Err(SettingsError::TtlBounds {
@@ -481,7 +490,7 @@ mod tests {
     #[test]
     fn config_file_keys_are_the_flag_names_and_parse_like_flags() {
         let c = ConfigFile::parse(
-            "rules: /etc/r\niface: [eth0, eth1:outside]\nlearn-from: [192.0.2.0/24]\nxdp-mode: skb\nmetrics: \"off\"\nnever-block: [203.0.113.0/24, 192.0.2.53]\nttl-floor: 30\nsocket: /run/x.sock\nlog-format: json\n",
+            "rules: /etc/r\niface: [eth0, eth1:outside]\nlearn-from: [192.0.2.0/24]\nxdp-mode: skb\nmetrics: \"off\"\nnever-block: [203.0.113.0/24, 192.0.2.53]\nttl-floor: 30\nsocket: /run/x.sock\nlog-format: json\nhistory: 5\n",
         )
         .unwrap();
         assert_eq!(c.options.rules, Some(PathBuf::from("/etc/r")));
@@ -512,6 +521,7 @@ mod tests {
             ]
         );
         assert_eq!(c.options.ttl_floor, Some(30));
+        assert_eq!(c.options.history, Some(5));
         assert_eq!(c.socket, Some(PathBuf::from("/run/x.sock")));
         assert_eq!(c.log_format, Some(LogFormat::Json));
     }

@@ -5,10 +5,12 @@ pub mod client;
 pub mod collateral;
 pub mod detach;
 pub mod explain;
+pub mod history;
 pub mod plan;
 pub mod reload;
 pub mod report;
 pub mod resolve;
+pub mod rollback;
 pub mod rules;
 pub mod run;
 pub mod status;
@@ -63,6 +65,22 @@ pub enum Command {
     /// List, add or remove rules from the command line (kept in enforcer-managed.yaml).
     #[command(subcommand)]
     Rules(rules::RulesCommand),
+    /// The applied policies the daemon keeps, oldest first, newest last (`*`: in force).
+    ///
+    /// Each line: the digest (what `rollback --to` takes, or a unique prefix of it), when it was
+    /// applied (UTC), the source (start, reload, watcher, rules-add, rules-remove, feeds,
+    /// rollback, bundle) and who applied it (`daemon` for start and watcher). Exit 1 when no
+    /// daemon answers.
+    History(history::HistoryArgs),
+    /// Write a stored version back into the policy files and apply it (default: the one
+    /// before the current).
+    ///
+    /// The version is validated first; the policy files (every *.yaml of the directory, or the
+    /// single --rules file) are then made exactly that version and it is applied through the
+    /// same atomic switch as a reload, recorded as a new version with source rollback. Exit 1,
+    /// with nothing changed, when the digest is unknown or ambiguous, the version is refused or
+    /// no daemon answers.
+    Rollback(rollback::RollbackArgs),
 }
 
 impl Cli {

@@ -6,17 +6,21 @@ use ipnet::IpNet;
 use super::protocol::PolicyChange;
 use super::{Request, Response};
 use crate::daemon::Daemon;
+use crate::history::Source;
 use crate::policy::managed::Addition;
 use crate::policy::{self, DomainPattern};
 
-/// Answers one request. Runs on a blocking thread: a reload may compile a large policy.
-pub fn handle(daemon: &Daemon, request: Request) -> Response {
+/// Answers one request from `user` (the connection's peer, for the policy history). Runs on a
+/// blocking thread: a reload may compile a large policy.
+pub fn handle(daemon: &Daemon, request: Request, user: &str) -> Response {
     match request {
         Request::Status => Response::from_result(daemon.with(|s| {
             s.status()
                 .map_err(|e| vec![format!("reading the counters: {e}")])
         })),
-        Request::Reload => Response::from_result(daemon.reload("reload requested")),
+        Request::Reload => {
+            Response::from_result(daemon.reload("reload requested", Source::Reload, user))
+        }
         Request::Explain {
             target,
             site,
@@ -36,14 +40,17 @@ pub fn handle(daemon: &Daemon, request: Request) -> Response {
             &prefixes,
             action.as_deref(),
             enforce.as_deref(),
+            user,
         )),
         Request::RulesRemove {
             platform,
             domains,
             prefixes,
-        } => Response::from_result(rules_remove(daemon, &platform, &domains, &prefixes)),
+        } => Response::from_result(rules_remove(daemon, &platform, &domains, &prefixes, user)),
         Request::Collateral => Response::from_result(daemon.with(|s| Ok(s.collateral_reply()))),
         Request::Plan { path } => Response::from_result(plan(daemon, &path)),
+        Request::History => Response::from_result(daemon.history()),
+        Request::Rollback { to } => Response::from_result(daemon.rollback(to.as_deref(), user)),
     }
 }
 
@@ -102,6 +109,7 @@ fn rules_add(
     prefixes: &[String],
     action: Option<&str>,
     enforce: Option<&str>,
+    user: &str,
 ) -> Result<PolicyChange, Vec<String>> {
     let (domains, prefixes) = parse_items(domains, prefixes)?;
     let action = action
@@ -120,6 +128,7 @@ fn rules_add(
             prefixes,
             enforce,
         },
+        user,
     )
 }
 
@@ -128,9 +137,10 @@ fn rules_remove(
     platform: &str,
     domains: &[String],
     prefixes: &[String],
+    user: &str,
 ) -> Result<PolicyChange, Vec<String>> {
     let (domains, prefixes) = parse_items(domains, prefixes)?;
-    daemon.rules_remove(platform, &domains, &prefixes)
+    daemon.rules_remove(platform, &domains, &prefixes, user)
 }
 
 #[cfg(test)]

@@ -40,6 +40,12 @@ pub enum Request {
         path: String,
     },
     Collateral,
+    History,
+    Rollback {
+        /// A digest or a unique prefix of one; none: the version before the current.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<String>,
+    },
 }
 
 /// The reply type of each request.
@@ -227,6 +233,40 @@ pub struct PolicyChange {
     pub policy_digest: String,
 }
 impl Reply for PolicyChange {}
+
+/// `history`: the stored versions, oldest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryReply {
+    pub versions: Vec<HistoryVersion>,
+}
+impl Reply for HistoryReply {}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryVersion {
+    pub digest: String,
+    /// Unix seconds.
+    pub time: u64,
+    /// start, reload, watcher, rules-add, rules-remove, feeds, rollback or bundle.
+    pub source: String,
+    /// Who asked on the control socket (user name, else uid); `daemon` for start and watcher.
+    pub user: String,
+    /// The entry of the policy in force (the newest with its digest).
+    pub current: bool,
+}
+
+/// `rollback`: the version applied, from which, and the policy files it changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollbackReply {
+    /// The digest in force before.
+    pub from: String,
+    #[serde(flatten)]
+    pub change: PolicyChange,
+    /// Policy files written (new or changed) and removed, by name (the change's own
+    /// `removed` counts prefixes).
+    pub files_written: Vec<String>,
+    pub files_removed: Vec<String>,
+}
+impl Reply for RollbackReply {}
 
 #[cfg(test)]
 mod tests {

@@ -107,6 +107,7 @@ fn set_group(path: &Path) {
 }
 
 async fn serve(stream: UnixStream, mut slot: Slot, daemon: Daemon) {
+    let user = peer_user(&stream);
     let (read, mut write) = stream.into_split();
     let request = tokio::select! {
         () = slot.closing() => return,
@@ -120,7 +121,8 @@ async fn serve(stream: UnixStream, mut slot: Slot, daemon: Daemon) {
         Ok(Some(line)) => match serde_json::from_slice::<Request>(&line) {
             Ok(request) => {
                 let handled =
-                    tokio::task::spawn_blocking(move || handlers::handle(&daemon, request)).await;
+                    tokio::task::spawn_blocking(move || handlers::handle(&daemon, request, &user))
+                        .await;
                 handled.unwrap_or_else(|e| Response::failure(vec![format!("request failed: {e}")]))
             }
             Err(e) => Response::failure(vec![format!("unreadable request: {e}")]),
@@ -136,6 +138,18 @@ async fn serve(stream: UnixStream, mut slot: Slot, daemon: Daemon) {
         write.shutdown().await
     })
     .await;
+}
+
+/// Who is on the other end (SO_PEERCRED), for the policy history: the user name when the
+/// passwd database has one, else the uid; `unknown` when the kernel does not say.
+fn peer_user(stream: &UnixStream) -> String {
+    match stream.peer_cred() {
+        Ok(cred) => crate::sys::user_name(cred.uid()).unwrap_or_else(|| cred.uid().to_string()),
+        Err(error) => {
+            tracing::warn!(%error, "control connection: no peer credentials");
+            "unknown".to_owned()
+        }
+    }
 }
 
 /// The request line (None when the client left without sending one), within REQUEST_TIMEOUT

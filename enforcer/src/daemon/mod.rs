@@ -7,6 +7,7 @@
 //! workers that serve the control socket and the metrics.
 
 mod collateral;
+mod history;
 mod report;
 mod rules;
 mod state;
@@ -37,11 +38,12 @@ use crate::datapath::Reinjector;
 use crate::datapath::attach::{self, AttachError};
 use crate::datapath::bpffs::{self, BpffsError};
 use crate::datapath::{Datapath, DatapathError};
+use crate::history::{History, Source};
 use crate::learn::{DomainPatterns, LearnedSet, Learner, Role, Trust};
 use crate::metrics::{self, MetricsError};
 use crate::never_block::{NeverBlock, NeverBlockError, Origin};
 use crate::platform_ids::{IdsError, PlatformIds};
-use crate::policy::{self, LoadOptions, Policy, PolicyError};
+use crate::policy::{self, LoadOptions, Policy, PolicyError, RuleTexts};
 use crate::resolve::{
     self, AddressBook, BookSettings, Guard, ResolveMetrics, Resolver, ResolverAddrError,
     ResolverConfig, ResolverError,
@@ -127,17 +129,16 @@ impl Daemon {
         for (file, text) in std::iter::once(&a).chain(files) {
             std::fs::write(rules.join(file), text).ok()?;
         }
-        let policy = crate::policy::load_policy(
-            std::slice::from_ref(&rules),
-            &crate::policy::LoadOptions::default(),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        let (policy, texts) =
+            crate::policy::load_policy_and_texts(&rules, &crate::policy::LoadOptions::default())
+                .unwrap_or_else(|e| panic!("{e}"));
         let settings = crate::resolve::BookSettings {
             ttl_floor: Duration::from_secs(60),
             ttl_ceiling: Duration::from_secs(3600),
             grace: Duration::ZERO,
         };
-        let parts = state::Parts::for_test(datapath, policy, settings, &dir);
+        let mut parts = state::Parts::for_test(datapath, policy, settings, &dir);
+        parts.texts = texts;
         let wake = Arc::clone(&parts.wake);
         let (state, _) = State::new(parts).unwrap_or_else(|e| panic!("{e}"));
         Some((Self::new(state, wake), dir))
@@ -190,23 +191,69 @@ impl Daemon {
     /// without holding the state, which is locked only to switch, so a large or slow policy
     /// never stalls status, metrics or DNS learning. Files that change while being read are
     /// not installed. On any error the running policy stays; the errors are one line each.
-    pub fn reload(&self, why: &str) -> Result<PolicyChange, Vec<String>> {
+    /// `source` and `user` go into the history.
+    pub fn reload(
+        &self,
+        why: &str,
+        source: Source,
+        user: &str,
+    ) -> Result<PolicyChange, Vec<String>> {
+        self.reload_if(why, source, user, false)
+            .and_then(|change| change.ok_or_else(|| vec!["nothing was reloaded".to_owned()]))
+    }
+
+    /// The watcher's reload: nothing when the files are (again) those last applied, as after a
+    /// `rollback` or `rules add` that wrote them while the watcher was waiting for them to
+    /// settle, so it never re-applies what was just applied.
+    pub fn reload_changed(&self) -> Result<Option<PolicyChange>, Vec<String>> {
+        self.reload_if(
+            "policy files changed",
+            Source::Watcher,
+            crate::history::DAEMON_USER,
+            true,
+        )
+    }
+
+    fn reload_if(
+        &self,
+        why: &str,
+        source: Source,
+        user: &str,
+        only_if_changed: bool,
+    ) -> Result<Option<PolicyChange>, Vec<String>> {
         let _one_at_a_time = self
             .reloading
             .lock()
             .map_err(|_| vec![POISONED.to_owned()])?;
         let (path, options) = self.with(|s| Ok(s.reload_source()))?;
         let seen = watch::fingerprint(&path);
-        let loaded = read_policy(std::slice::from_ref(&path), &options)
+        if only_if_changed && self.with(|s| Ok(*s.files_seen() == seen))? {
+            return Ok(None);
+        }
+        let loaded = read_policy_and_texts(&path, &options)
             .map_err(ReloadError::from)
-            .and_then(|policy| {
+            .and_then(|loaded| {
                 if watch::fingerprint(&path) == seen {
-                    Ok(policy)
+                    Ok(loaded)
                 } else {
                     Err(ReloadError::Changing)
                 }
             });
-        self.with(|s| s.install_loaded(seen, loaded, why).map_err(|e| e.lines()))
+        let result = self.with(|s| {
+            s.install_loaded(seen, loaded, why, source, user)
+                .map(Some)
+                .map_err(|e| e.lines())
+        });
+        self.record_pending();
+        result
+    }
+
+    /// Records the policy last applied in the history, outside the state lock (the files may
+    /// be large) but inside the reload lock, so versions are recorded in the order applied.
+    fn record_pending(&self) {
+        if let Ok(Some((history, version))) = self.with(|s| Ok(s.take_pending())) {
+            state::record(&history, &version);
+        }
     }
 
     /// The Prometheus exposition of the state.
@@ -221,11 +268,26 @@ impl Daemon {
 /// alike (the daemon keeps only CAP_BPF, and its unit grants no DAC capability), not found at
 /// the first reload.
 pub fn read_policy(paths: &[PathBuf], options: &LoadOptions) -> Result<Policy, PolicyError> {
+    without_capabilities(|| policy::load_policy(paths, options))
+}
+
+/// As [`read_policy`] for the one `--rules` path, with the texts it validated (for the history).
+pub fn read_policy_and_texts(
+    path: &std::path::Path,
+    options: &LoadOptions,
+) -> Result<(Policy, RuleTexts), PolicyError> {
+    without_capabilities(|| policy::load_policy_and_texts(path, options))
+}
+
+/// Runs `load` on a thread without capabilities; a file it may not read is `Unreadable`.
+fn without_capabilities<T: Send>(
+    load: impl FnOnce() -> Result<T, PolicyError> + Send,
+) -> Result<T, PolicyError> {
     let read = || {
         if let Err(error) = privileges::clear_for_this_thread() {
             tracing::warn!(%error, "reading the policy with this process's capabilities");
         }
-        policy::load_policy(paths, options).map_err(|error| match error {
+        load().map_err(|error| match error {
             PolicyError::Io { path, source }
                 if source.kind() == std::io::ErrorKind::PermissionDenied =>
             {
@@ -249,7 +311,7 @@ pub fn run(settings: Settings) -> Result<(), DaemonError> {
         never_block: never_block.clone(),
         shared_suffixes: settings.shared_suffixes.clone(),
     };
-    let mut policy = read_policy(std::slice::from_ref(&settings.rules), &load_options)?;
+    let (mut policy, texts) = read_policy_and_texts(&settings.rules, &load_options)?;
     let unknown_sites = settings.sites.check_policy(&policy);
     if !unknown_sites.is_empty() {
         return Err(PolicyError::Invalid(unknown_sites).into());
@@ -308,6 +370,8 @@ pub fn run(settings: Settings) -> Result<(), DaemonError> {
         wake: Arc::clone(&wake),
         sites: settings.sites.clone(),
         sites_file: settings.sites_file.clone(),
+        history: History::new(&settings.state_dir, settings.history),
+        texts,
     })?;
     tracing::info!(
         platforms = state.policy().platforms.len(),

@@ -9,8 +9,11 @@ use ipnet::IpNet;
 
 use super::{Daemon, POISONED, ReloadError, watch};
 use crate::control::protocol::PolicyChange;
+use crate::history::Source;
 use crate::policy::managed::{self, Addition, ManagedError, ManagedPlatform};
-use crate::policy::{self, Action, DomainPattern, LoadOptions, MANAGED_FILE, Policy, PolicyError};
+use crate::policy::{
+    self, Action, DomainPattern, LoadOptions, MANAGED_FILE, Policy, PolicyError, RuleTexts,
+};
 
 /// An edit of the managed file, applied to its platforms as read.
 type Edit<'a> = dyn Fn(&mut Vec<ManagedPlatform>) -> Result<(), ManagedError> + 'a;
@@ -20,19 +23,21 @@ pub struct Edited {
     path: PathBuf,
     text: String,
     policy: Policy,
+    /// Every policy file's text as it will be, for the history.
+    texts: RuleTexts,
 }
 
 impl Edited {
     /// Writes the managed file (atomically: the loader and the watcher never see half of it)
-    /// and hands back the policy to install.
-    pub fn write(self) -> Result<Policy, ReloadError> {
+    /// and hands back the policy to install with its files' texts.
+    pub fn write(self) -> Result<(Policy, RuleTexts), ReloadError> {
         crate::fsutil::write_atomically(&self.path, self.text.as_bytes()).map_err(|source| {
             ReloadError::Write {
                 path: self.path,
                 source,
             }
         })?;
-        Ok(self.policy)
+        Ok((self.policy, self.texts))
     }
 }
 
@@ -44,6 +49,7 @@ impl Daemon {
         platform: &str,
         action: Option<Action>,
         items: Addition,
+        user: &str,
     ) -> Result<PolicyChange, Vec<String>> {
         let why = format!(
             "rules add {platform}: {} domains (enforce {}), {} prefixes",
@@ -51,7 +57,7 @@ impl Daemon {
             items.enforce.unwrap_or_default(),
             items.prefixes.len()
         );
-        self.edit_rules(&why, &|platforms| {
+        self.edit_rules(&why, Source::RulesAdd, user, &|platforms| {
             managed::add(platforms, platform, action, items.clone())
         })
     }
@@ -63,13 +69,14 @@ impl Daemon {
         platform: &str,
         domains: &[DomainPattern],
         prefixes: &[IpNet],
+        user: &str,
     ) -> Result<PolicyChange, Vec<String>> {
         let why = format!(
             "rules remove {platform}: {} domains, {} prefixes",
             domains.len(),
             prefixes.len()
         );
-        self.edit_rules(&why, &|platforms| {
+        self.edit_rules(&why, Source::RulesRemove, user, &|platforms| {
             managed::remove(platforms, platform, domains, prefixes)
         })
     }
@@ -77,7 +84,13 @@ impl Daemon {
     /// Edits and validates without the state; under it, installs that work only if the policy
     /// files are still those it read (else it is redone there, so nothing stale is installed
     /// and no change of the files is missed). No reload runs meanwhile.
-    fn edit_rules(&self, why: &str, edit: &Edit<'_>) -> Result<PolicyChange, Vec<String>> {
+    fn edit_rules(
+        &self,
+        why: &str,
+        source: Source,
+        user: &str,
+        edit: &Edit<'_>,
+    ) -> Result<PolicyChange, Vec<String>> {
         let _one_at_a_time = self
             .reloading
             .lock()
@@ -85,14 +98,17 @@ impl Daemon {
         let (dir, options) = self.with(|s| Ok(s.reload_source()))?;
         let seen = watch::fingerprint(&dir);
         let edited = edit_managed(&dir, &options, edit);
-        self.with(|s| {
+        let result = self.with(|s| {
             let edited = if watch::fingerprint(&dir) == seen {
                 edited
             } else {
                 edit_managed(&dir, &options, edit)
             };
-            s.install_edited(edited, why).map_err(|e| e.lines())
-        })
+            s.install_edited(edited, why, source, user)
+                .map_err(|e| e.lines())
+        });
+        self.record_pending();
+        result
     }
 }
 
@@ -110,8 +126,13 @@ fn edit_managed(dir: &Path, options: &LoadOptions, edit: &Edit<'_>) -> Result<Ed
     };
     edit(&mut platforms)?;
     let text = managed::render(&platforms);
-    let policy = policy::load_policy_with_managed(dir, Some(&text), options)?;
-    Ok(Edited { path, text, policy })
+    let (policy, texts) = policy::load_policy_with_managed(dir, Some(&text), options)?;
+    Ok(Edited {
+        path,
+        text,
+        policy,
+        texts,
+    })
 }
 
 #[cfg(test)]
@@ -147,7 +168,7 @@ mod tests {
         };
         std::thread::spawn(move || {
             let started = Instant::now();
-            let response = handlers::handle(&daemon, request);
+            let response = handlers::handle(&daemon, request, "test");
             (response, started.elapsed())
         })
     }
@@ -164,7 +185,7 @@ mod tests {
         let mut answered = 0;
         while !adding.is_finished() {
             let started = Instant::now();
-            let status = handlers::handle(&daemon, Request::Status);
+            let status = handlers::handle(&daemon, Request::Status, "test");
             assert!(status.ok, "{:?}", status.errors);
             answered += 1;
             longest = longest.max(started.elapsed());

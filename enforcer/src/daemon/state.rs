@@ -16,11 +16,12 @@ use crate::compile::{self, CompileError, CompiledPolicy, EntryAddress};
 use crate::control::protocol::PolicyChange;
 use crate::datapath::attach::Attached;
 use crate::datapath::{ApplyStats, Datapath, DatapathError};
+use crate::history::{self, History, Origin, Source, Version};
 use crate::learn::{DomainPatterns, LearnedEntry, LearnedSet, Learner, Observed, Role, Trust};
 use crate::never_block::NeverBlock;
 use crate::platform_ids::{IdsError, PlatformIds};
 use crate::policy::managed::ManagedError;
-use crate::policy::{LoadOptions, Policy, PolicyError, Sites};
+use crate::policy::{LoadOptions, Policy, PolicyError, RuleTexts, Sites};
 use crate::resolve::{self, AddressBook, NameResolution, ResolveMetrics};
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +43,8 @@ pub enum ReloadError {
     },
     #[error("the policy files changed while they were read; nothing was changed (try again)")]
     Changing,
+    #[error("{0}")]
+    History(#[from] history::HistoryError),
 }
 
 impl ReloadError {
@@ -109,6 +112,11 @@ pub struct State {
     sites_file: Option<PathBuf>,
     /// Every site name this process has enforced, by id: counters outlive a site's removal.
     site_names: HashMap<u32, String>,
+    /// Every applied policy (STATE-DIR/history), for `history` and `rollback`.
+    history: History,
+    /// The last policy applied, still to be recorded: written by the caller after the state
+    /// is released (see `Daemon::record_pending`), since the policy may be large.
+    pending: Option<Version>,
 }
 
 /// What [`State::new`] needs: the pieces the start-up sequence built.
@@ -126,6 +134,9 @@ pub struct Parts {
     pub wake: Arc<Notify>,
     pub sites: Sites,
     pub sites_file: Option<PathBuf>,
+    pub history: History,
+    /// The texts the policy was read from, recorded as the `start` version.
+    pub texts: RuleTexts,
 }
 
 #[cfg(test)]
@@ -159,6 +170,8 @@ impl Parts {
             sites: Sites::default(),
             sites_file: None,
             wake: Arc::new(Notify::new()),
+            history: History::new(dir, 20),
+            texts: RuleTexts::new(),
         }
     }
 }
@@ -193,10 +206,16 @@ impl State {
                 .collect(),
             sites: parts.sites,
             sites_file: parts.sites_file,
+            history: parts.history,
+            pending: None,
         };
         note_restored_servers(&state.never_block, &state.learner.set);
         state.keep_hosts_in_force(SystemTime::now());
         let stats = state.enforce()?;
+        state.note_applied(Origin::daemon(Source::Start, parts.texts));
+        if let Some((history, version)) = state.take_pending() {
+            record(&history, &version);
+        }
         Ok((state, stats))
     }
 
@@ -394,11 +413,20 @@ impl State {
     pub fn install_loaded(
         &mut self,
         seen: Fingerprint,
-        loaded: Result<Policy, ReloadError>,
+        loaded: Result<(Policy, RuleTexts), ReloadError>,
         why: &str,
+        source: Source,
+        user: &str,
     ) -> Result<PolicyChange, ReloadError> {
         self.files_seen = seen;
-        let result = loaded.and_then(|policy| self.install(policy, why));
+        let result = loaded.and_then(|(policy, files)| {
+            let origin = Origin {
+                source,
+                user: user.to_owned(),
+                files,
+            };
+            self.install(policy, why, origin)
+        });
         self.count_reload(why, &result);
         result
     }
@@ -410,10 +438,17 @@ impl State {
         &mut self,
         edited: Result<Edited, ReloadError>,
         why: &str,
+        source: Source,
+        user: &str,
     ) -> Result<PolicyChange, ReloadError> {
-        let result = edited.and_then(Edited::write).and_then(|policy| {
+        let result = edited.and_then(Edited::write).and_then(|(policy, files)| {
             self.files_seen = watch::fingerprint(&self.rules_path);
-            self.install(policy, why)
+            let origin = Origin {
+                source,
+                user: user.to_owned(),
+                files,
+            };
+            self.install(policy, why, origin)
         });
         self.count_reload(why, &result);
         result
@@ -431,7 +466,12 @@ impl State {
 
     /// Switches to `policy`: the book follows its names, the new sets are compiled beside the
     /// running ones and applied in one step. Nothing changes when any step fails.
-    fn install(&mut self, mut policy: Policy, why: &str) -> Result<PolicyChange, ReloadError> {
+    fn install(
+        &mut self,
+        mut policy: Policy,
+        why: &str,
+        origin: Origin,
+    ) -> Result<PolicyChange, ReloadError> {
         let now = SystemTime::now();
         // `--sites` is read again with the policy; its sites must hold every `action-by-site`.
         let sites = match &self.sites_file {
@@ -504,7 +544,82 @@ impl State {
         self.last_policy_update = now;
         self.save_book();
         self.wake.notify_one();
+        self.note_applied(origin);
         Ok(change)
+    }
+
+    /// Notes the policy in force as the version to record.
+    fn note_applied(&mut self, origin: Origin) {
+        if origin.files.is_empty() {
+            return;
+        }
+        self.pending = Some(Version {
+            digest: policy_digest(&self.policy),
+            time: history::now(),
+            source: origin.source,
+            user: origin.user,
+            files: origin.files,
+        });
+    }
+
+    /// The version applied and not yet recorded, with the history to record it in.
+    pub fn take_pending(&mut self) -> Option<(History, Version)> {
+        self.pending
+            .take()
+            .map(|version| (self.history.clone(), version))
+    }
+
+    /// The policy history.
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
+    /// Writes the stored `version` (validated as `policy`) into the policy files and installs
+    /// it, recorded as a rollback by `user`. When installing fails the files are put back as
+    /// they were, so the files and the running policy never disagree.
+    pub fn install_version(
+        &mut self,
+        policy: Policy,
+        version: &Version,
+        user: &str,
+    ) -> Result<(PolicyChange, super::history::Written), ReloadError> {
+        let why = format!("rollback to {}", version.digest);
+        let result = self.write_and_install(policy, version, user, &why);
+        self.count_reload(&why, &result);
+        result
+    }
+
+    fn write_and_install(
+        &mut self,
+        policy: Policy,
+        version: &Version,
+        user: &str,
+        why: &str,
+    ) -> Result<(PolicyChange, super::history::Written), ReloadError> {
+        let rules = self.rules_path.clone();
+        let write_error = |source| ReloadError::Write {
+            path: rules.clone(),
+            source,
+        };
+        let before = super::history::read_files(&rules).map_err(write_error)?;
+        let written = super::history::write_files(&rules, &version.files).map_err(write_error)?;
+        // The watcher compares against this: the files written are the files applied.
+        self.files_seen = watch::fingerprint(&rules);
+        let origin = Origin {
+            source: Source::Rollback,
+            user: user.to_owned(),
+            files: version.files.clone(),
+        };
+        match self.install(policy, why, origin) {
+            Ok(change) => Ok((change, written)),
+            Err(error) => {
+                if let Err(restore) = super::history::write_files(&rules, &before) {
+                    tracing::error!(error = %restore, "rollback failed and the policy files could not be put back");
+                }
+                self.files_seen = watch::fingerprint(&rules);
+                Err(error)
+            }
+        }
     }
 
     /// Writes the book to the state directory; a failure is logged, enforcement goes on.
@@ -671,6 +786,13 @@ impl State {
             }
         }
         added.len()
+    }
+}
+
+/// Adds `version` to `history`; a failure is logged, enforcement goes on.
+pub fn record(history: &History, version: &Version) {
+    if let Err(error) = history.record(version) {
+        tracing::error!(%error, "recording the policy in the history failed; enforcement is unchanged");
     }
 }
 

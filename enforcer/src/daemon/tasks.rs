@@ -57,8 +57,7 @@ pub async fn watch_policy(daemon: Daemon) {
             last = now;
         }
         let daemon = daemon.clone();
-        let reloaded =
-            tokio::task::spawn_blocking(move || daemon.reload("policy files changed")).await;
+        let reloaded = tokio::task::spawn_blocking(move || daemon.reload_changed()).await;
         if reloaded.is_err() {
             return;
         }
@@ -294,7 +293,9 @@ mod tests {
             let daemon = daemon.clone();
             std::thread::spawn(move || {
                 let started = Instant::now();
-                daemon.reload("test").unwrap();
+                daemon
+                    .reload("test", crate::history::Source::Reload, "test")
+                    .unwrap();
                 started.elapsed()
             })
         };

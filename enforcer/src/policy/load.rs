@@ -31,13 +31,66 @@ pub fn load_policy(paths: &[PathBuf], options: &LoadOptions) -> Result<Policy, P
     build(&sources, options, diagnostics)
 }
 
+/// The rule files' texts by file name, as a load read them (what the policy history stores).
+pub type RuleTexts = BTreeMap<String, String>;
+
+fn texts_of(sources: &[Source]) -> RuleTexts {
+    sources
+        .iter()
+        .map(|s| {
+            let name = s
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            (name, s.text.clone())
+        })
+        .collect()
+}
+
+/// As [`load_policy`] for the one `--rules` path, also giving back the texts it validated, so
+/// that what is recorded is exactly what was applied.
+pub fn load_policy_and_texts(
+    path: &Path,
+    options: &LoadOptions,
+) -> Result<(Policy, RuleTexts), PolicyError> {
+    let mut diagnostics = Vec::new();
+    let sources = sources::read_sources(&[path.to_path_buf()], &mut diagnostics)?;
+    let texts = texts_of(&sources);
+    Ok((build(&sources, options, diagnostics)?, texts))
+}
+
+/// Validates rule texts (a stored version) as if they were the files of `--rules` `path`: the
+/// files of the directory `path`, or the single file `path` itself. Nothing is read or written.
+pub fn load_policy_from_texts(
+    path: &Path,
+    texts: &RuleTexts,
+    options: &LoadOptions,
+) -> Result<Policy, PolicyError> {
+    let single = !path.is_dir();
+    let sources: Vec<Source> = texts
+        .iter()
+        .map(|(name, text)| Source {
+            path: if single {
+                path.to_path_buf()
+            } else {
+                path.join(name)
+            },
+            text: text.clone(),
+            managed: !single && name == MANAGED_FILE,
+        })
+        .collect();
+    build(&sources, options, Vec::new())
+}
+
 /// As [`load_policy`], with the managed file of the policy directory `dir` replaced by
 /// `managed_text` (or left out when `None`): how `enforcer rules` checks a change before writing.
+/// Also gives back the texts of the files as they will be.
 pub fn load_policy_with_managed(
     dir: &Path,
     managed_text: Option<&str>,
     options: &LoadOptions,
-) -> Result<Policy, PolicyError> {
+) -> Result<(Policy, RuleTexts), PolicyError> {
     let mut diagnostics = Vec::new();
     let managed_path = dir.join(MANAGED_FILE);
     let mut sources: Vec<Source> = sources::read_sources(&[dir.to_path_buf()], &mut Vec::new())?
@@ -61,7 +114,8 @@ pub fn load_policy_with_managed(
             message: "directory contains no *.yaml rule files".to_owned(),
         });
     }
-    build(&sources, options, diagnostics)
+    let texts = texts_of(&sources);
+    Ok((build(&sources, options, diagnostics)?, texts))
 }
 
 /// The platforms written in a managed file alone, with whether each wrote its `action`.

@@ -14,7 +14,10 @@ pub(crate) mod yaml;
 use std::fmt;
 use std::path::PathBuf;
 
-pub use load::{load_policy, load_policy_with_managed, parse_policy_str, read_managed};
+pub use load::{
+    RuleTexts, load_policy, load_policy_and_texts, load_policy_from_texts,
+    load_policy_with_managed, parse_policy_str, read_managed,
+};
 
 /// For unit tests: one policy of several rule files' texts (each a file `p.yaml`), platforms in
 /// name order as a directory load gives them.

@@ -73,6 +73,31 @@ pub fn group_id(name: &str) -> Option<u32> {
     Some(unsafe { (*group).gr_gid })
 }
 
+/// The name of the user `uid`, when the passwd database has one.
+pub fn user_name(uid: u32) -> Option<String> {
+    let mut buffer = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: passwd is plain old data; getpwuid_r fills it in.
+    let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call and `buffer.len()` is the buffer's size;
+    // getpwuid_r is the reentrant form (the control handlers run on several threads).
+    let rc = unsafe {
+        libc::getpwuid_r(
+            uid,
+            &mut entry,
+            buffer.as_mut_ptr(),
+            buffer.len(),
+            &mut found,
+        )
+    };
+    if rc != 0 || found.is_null() || entry.pw_name.is_null() {
+        return None;
+    }
+    // SAFETY: on success pw_name points at a NUL-terminated string inside `buffer`, alive here.
+    let name = unsafe { std::ffi::CStr::from_ptr(entry.pw_name) };
+    Some(name.to_string_lossy().into_owned())
+}
+
 /// The leading `size_of::<T>()` bytes of `bytes` as a `T`; None when there are fewer.
 pub fn read_pod<T: aya::Pod>(bytes: &[u8]) -> Option<T> {
     if bytes.len() < size_of::<T>() {
