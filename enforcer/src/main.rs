@@ -31,6 +31,7 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Explain(args) => Ok(enforcer::cli::explain::execute(&socket, &args)),
         Command::Report(args) => enforcer::cli::report::execute(&args).map_err(anyhow::Error::from),
         Command::Rules(command) => Ok(enforcer::cli::rules::execute(&socket, command)),
+        Command::Feeds(command) => Ok(enforcer::cli::feeds::execute(&socket, command)),
     }
 }
 

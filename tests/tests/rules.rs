@@ -413,7 +413,8 @@ fn enforcer_check_holds_sites_to_the_config() {
             .output()
             .unwrap()
     };
-    let good = check("sites:\n  finance: [10.1.0.0/16]\n  health: [10.2.0.0/16, \"fd00:2::/48\"]\n");
+    let good =
+        check("sites:\n  finance: [10.1.0.0/16]\n  health: [10.2.0.0/16, \"fd00:2::/48\"]\n");
     assert!(
         good.status.success(),
         "{}",

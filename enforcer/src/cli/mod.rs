@@ -4,6 +4,7 @@ pub mod check;
 pub mod client;
 pub mod detach;
 pub mod explain;
+pub mod feeds;
 pub mod reload;
 pub mod report;
 pub mod resolve;
@@ -57,6 +58,10 @@ pub enum Command {
     /// List, add or remove rules from the command line (kept in enforcer-managed.yaml).
     #[command(subcommand)]
     Rules(rules::RulesCommand),
+    /// Follow the vendors' published ranges: `feeds update` fetches, checks and plans (and with
+    /// --apply writes) the feed-managed entries of rule files with a `feed:`.
+    #[command(subcommand)]
+    Feeds(feeds::FeedsCommand),
 }
 
 impl Cli {

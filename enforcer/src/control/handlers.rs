@@ -16,7 +16,13 @@ pub fn handle(daemon: &Daemon, request: Request) -> Response {
             s.status()
                 .map_err(|e| vec![format!("reading the counters: {e}")])
         })),
-        Request::Reload => Response::from_result(daemon.reload("reload requested")),
+        Request::Reload { source } => match source.as_deref() {
+            None => Response::from_result(daemon.reload("reload requested")),
+            Some("feeds") => Response::from_result(daemon.reload("feeds update")),
+            Some(other) => Response::failure(vec![format!(
+                "unknown reload source `{other}` (expected feeds, or none)"
+            )]),
+        },
         Request::Explain {
             target,
             site,
