@@ -2065,8 +2065,8 @@ match: [{prefixes: [198.51.100.0/24]}]
             errors(ms),
             vec![
                 "p.yaml:5:26: unknown service area `Teams` (expected one of: Common, Exchange, SharePoint, Skype)",
-                "p.yaml:5:41: invalid endpoint-set id `0`: expected a positive number",
-                "p.yaml:5:45: unknown key `region` in the `select` of a `microsoft-endpoints` feed (expected one of: service-area, ids)",
+                "p.yaml:5:39: invalid endpoint-set id `0`: expected a positive number",
+                "p.yaml:5:43: unknown key `region` in the `select` of a `microsoft-endpoints` feed (expected one of: service-area, ids)",
             ]
         );
         let missing = "platform: x\nfeed: {kind: aws-ip-ranges, url: https://a/b, select: {region: GLOBAL}}\nmatch: [{prefixes: [198.51.100.0/24]}]\n";
