@@ -16,7 +16,7 @@ use super::FeedError;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Spans {
     /// The `prefixes` value of the feed-managed entry (`[...]`, or the block list from its
-    /// first dash to the end of its last item).
+    /// first dash to the end of its last item's line).
     prefixes: Range<usize>,
     /// `Some(indent)` for a block list, whose items go one a line with this indentation.
     block_indent: Option<String>,
@@ -216,6 +216,8 @@ pub fn spans(text: &str) -> Result<Spans, FeedError> {
         let last_at = at(last.pos)?;
         let end =
             scalar_end(text, last_at, false).ok_or_else(|| rewrite_error("unterminated prefix"))?;
+        // A comment after the last item was about that item: it goes with the old list.
+        let end = text[end..].find('\n').map_or(text.len(), |n| end + n);
         (end, Some(offsets.indent(start).to_owned()))
     };
     Ok(Spans {
@@ -318,7 +320,7 @@ match:
         let out = rewrite(BLOCK, Some(&new), date).unwrap();
         let expected = BLOCK
             .replace(
-                "- 3.7.35.0/25\n      # inside the list\n      - \"2407:30c0::/32\"",
+                "- 3.7.35.0/25\n      # inside the list\n      - \"2407:30c0::/32\"   # trailing",
                 "- 3.7.35.0/25\n      - 3.235.82.0/23\n      - \"2407:30c0::/32\"",
             )
             .replace("2026-10-08", "2026-12-01");
