@@ -540,3 +540,104 @@ fn clean_update_plans_applies_and_checks() {
         "{forced}"
     );
 }
+
+/// Datagrams to each of `dsts` that arrive when 10 are sent to each, `control` last (it must
+/// get all of its own).
+fn delivered<const N: usize>(
+    lab: &tests::lab::Lab,
+    server: &tests::lab::Server,
+    dsts: [std::net::SocketAddr; N],
+    control: std::net::SocketAddr,
+) -> [u64; N] {
+    let before = dsts.map(|d| server.udp_count(d));
+    let control_before = server.udp_count(control);
+    for dst in dsts {
+        lab.send_udp(dst, 10).unwrap();
+    }
+    lab.send_udp(control, 10).unwrap();
+    assert!(
+        server.wait_udp(
+            &[(control, control_before + 10)],
+            std::time::Duration::from_secs(5)
+        ),
+        "the control flow did not arrive"
+    );
+    assert!(server.settle());
+    let mut after = dsts.map(|d| server.udp_count(d));
+    for (a, b) in after.iter_mut().zip(before) {
+        *a -= b;
+    }
+    after
+}
+
+/// An applied update is enforced: a daemon in a namespace lab runs a policy whose cidr-list
+/// feed gains a prefix; `feeds update --apply` on its --socket makes it reload (source feeds),
+/// and a flow to the new prefix, which passed before, is dropped (the old one stays dropped).
+/// Needs root and a built daemon.
+#[test]
+fn applied_update_is_enforced_by_a_running_daemon() {
+    use std::net::{IpAddr, SocketAddr};
+    use tests::lab::{INTERNET_V4, Lab, json_ok};
+
+    let mut lab = Lab::new().unwrap();
+    let old = SocketAddr::new(IpAddr::V4(INTERNET_V4[0]), 443);
+    let new = SocketAddr::new(IpAddr::V4(INTERNET_V4[2]), 443);
+    let control = SocketAddr::new(IpAddr::V4(INTERNET_V4[4]), 443);
+    let server = lab.start_server(&[old, new, control], &[]).unwrap();
+    let https = HttpsServer::start().unwrap();
+    https.route(
+        MIRROR_PATH,
+        Route::bytes("198.19.10.0/24\n198.19.20.0/24\n").modified("Tue, 01 Dec 2026 07:30:00 GMT"),
+    );
+    let policy = format!(
+        "platform: media\n\
+         data-date: 2026-11-01\n\
+         feed: {{kind: cidr-list, url: \"{}\"}}\n\
+         match:\n\
+         \x20 # From the feed.\n\
+         \x20 - prefixes: [198.19.10.0/24]\n",
+        https.url(MIRROR_PATH)
+    );
+    let rules = lab.write_policy(&[("media.yaml", &policy)]).unwrap();
+    lab.start_daemon(&rules).unwrap();
+    let digest = |lab: &Lab| {
+        json_ok(&lab.control(&["status", "--json"]).unwrap(), "status")["policy_digest"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let before = digest(&lab);
+    assert_eq!(delivered(&lab, &server, [old, new], control), [0, 10]);
+
+    let ca = lab.dir().join("feeds-ca.pem");
+    https.write_ca(&ca).unwrap();
+    let output = Command::new(enforcer_binary().unwrap())
+        .args(["feeds", "update", "--apply"])
+        .arg(&rules)
+        .arg("--ca-file")
+        .arg(&ca)
+        .arg("--socket")
+        .arg(lab.socket())
+        .env_remove("HTTPS_PROXY")
+        .env_remove("https_proxy")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(
+        text(&output).contains("daemon reloaded (source feeds)"),
+        "{}",
+        text(&output)
+    );
+    let written = std::fs::read_to_string(rules.join("media.yaml")).unwrap();
+    assert!(
+        written.contains("  # From the feed.\n  - prefixes: [198.19.10.0/24, 198.19.20.0/24]\n"),
+        "{written}"
+    );
+    assert_ne!(digest(&lab), before, "the daemon did not apply the update");
+    assert_eq!(delivered(&lab, &server, [old, new], control), [0, 0]);
+    assert!(
+        lab.daemon_log().contains("feeds update"),
+        "{}",
+        lab.daemon_log()
+    );
+}
