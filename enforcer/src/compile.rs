@@ -651,6 +651,8 @@ mod tests {
 
     fn platform(name: &str, action: Action, entries: Vec<Entry>) -> Platform {
         Platform {
+            data_date: None,
+            feed: None,
             action_by_site: Vec::new(),
             name: name.into(),
             id: 0,

@@ -35,6 +35,7 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Rules(command) => Ok(enforcer::cli::rules::execute(&socket, command)),
         Command::History(args) => Ok(enforcer::cli::history::execute(&socket, &args)),
         Command::Rollback(args) => Ok(enforcer::cli::rollback::execute(&socket, &args)),
+        Command::Feeds(command) => Ok(enforcer::cli::feeds::execute(&socket, command)),
     }
 }
 

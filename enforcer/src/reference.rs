@@ -1460,6 +1460,8 @@ mod tests {
 
     fn platform(name: &str, action: Action, entries: Vec<Entry>) -> Platform {
         Platform {
+            data_date: None,
+            feed: None,
             action_by_site: Vec::new(),
             name: name.to_string(),
             id: 0,

@@ -4,6 +4,7 @@
 
 pub mod dns;
 pub mod r#gen;
+pub mod https;
 pub mod lab;
 pub mod probe;
 pub mod render;

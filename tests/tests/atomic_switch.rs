@@ -34,6 +34,8 @@ fn policy(action: Action) -> Policy {
         .collect();
     Policy {
         platforms: vec![Platform {
+            data_date: None,
+            feed: None,
             action_by_site: Vec::new(),
             name: "media".into(),
             id: 0,

@@ -227,6 +227,8 @@ pub fn policy(sets: &[&PrefixSet]) -> Policy {
         .into_iter()
         .enumerate()
         .map(|(i, prefixes)| Platform {
+            data_date: None,
+            feed: None,
             action_by_site: Vec::new(),
             id: 0,
             name: format!("lookup-{i}"),

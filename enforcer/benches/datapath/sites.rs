@@ -161,6 +161,8 @@ fn policy(sets: &[&PrefixSet], monitored: Option<&str>) -> Policy {
     };
     Policy {
         platforms: vec![Platform {
+            data_date: None,
+            feed: None,
             action_by_site: monitored
                 .map(|site| SiteAction {
                     site: site.to_owned(),

@@ -5,6 +5,7 @@ pub mod client;
 pub mod collateral;
 pub mod detach;
 pub mod explain;
+pub mod feeds;
 pub mod history;
 pub mod plan;
 pub mod reload;
@@ -81,6 +82,10 @@ pub enum Command {
     /// with nothing changed, when the digest is unknown or ambiguous, the version is refused or
     /// no daemon answers.
     Rollback(rollback::RollbackArgs),
+    /// Follow the vendors' published ranges: `feeds update` fetches, checks and plans (and with
+    /// --apply writes) the feed-managed entries of rule files with a `feed:`.
+    #[command(subcommand)]
+    Feeds(feeds::FeedsCommand),
 }
 
 impl Cli {

@@ -7,5 +7,10 @@ use super::client;
 use crate::control::Request;
 
 pub fn execute(socket: &Path) -> ExitCode {
-    client::run(socket, &Request::Reload, false, client::render_change)
+    client::run(
+        socket,
+        &Request::Reload { source: None },
+        false,
+        client::render_change,
+    )
 }

@@ -18,9 +18,15 @@ pub fn handle(daemon: &Daemon, request: Request, user: &str) -> Response {
             s.status()
                 .map_err(|e| vec![format!("reading the counters: {e}")])
         })),
-        Request::Reload => {
-            Response::from_result(daemon.reload("reload requested", Source::Reload, user))
-        }
+        Request::Reload { source } => match source.as_deref() {
+            None => Response::from_result(daemon.reload("reload requested", Source::Reload, user)),
+            Some("feeds") => {
+                Response::from_result(daemon.reload("feeds update", Source::Feeds, user))
+            }
+            Some(other) => Response::failure(vec![format!(
+                "unknown reload source `{other}` (expected feeds, or none)"
+            )]),
+        },
         Request::Explain {
             target,
             site,

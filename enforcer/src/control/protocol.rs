@@ -10,7 +10,12 @@ use serde::{Deserialize, Serialize};
 #[serde(tag = "command", rename_all = "snake_case")]
 pub enum Request {
     Status,
-    Reload,
+    Reload {
+        /// Who asked, for the logs and the policy history: `feeds` (`enforcer feeds update
+        /// --apply`); absent for `enforcer reload`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source: Option<String>,
+    },
     Explain {
         target: String,
         /// As seen by the clients of this site (`other`: outside every site).

@@ -9,8 +9,8 @@ use super::sources::{self, MANAGED_FILE, Source};
 use super::values;
 use super::yaml::{self, Node, Pos, Value};
 use super::{
-    Action, Diagnostic, Enforce, Entry, LoadOptions, Location, Platform, Policy, PolicyError,
-    Protocol, SiteAction,
+    Action, DataDate, Diagnostic, Enforce, Entry, Feed, FeedKind, FeedSelect, LoadOptions,
+    Location, Platform, Policy, PolicyError, Protocol, SiteAction,
 };
 use crate::never_block::NeverBlock;
 
@@ -21,7 +21,12 @@ const PLATFORM_KEYS: &[&str] = &[
     "action",
     "action-by-site",
     "match",
+    "data-date",
+    "feed",
 ];
+const FEED_KEYS: &[&str] = &["kind", "url", "select"];
+/// The `serviceArea` values of the Microsoft 365 endpoints web service.
+const MICROSOFT_SERVICE_AREAS: &[&str] = &["Common", "Exchange", "SharePoint", "Skype"];
 const ENTRY_KEYS: &[&str] = &["domains", "prefixes", "protocol", "ports", "enforce"];
 
 /// Reads and validates the policy at `paths` (files, or directories of `*.yaml` files).
@@ -81,6 +86,33 @@ pub fn load_policy_from_texts(
         })
         .collect();
     build(&sources, options, Vec::new())
+}
+
+/// As [`load_policy`], with the text of some files replaced (`overrides`: path as read from
+/// `paths`, new text): how `enforcer feeds update` validates the whole policy before writing.
+pub fn load_policy_with_texts(
+    paths: &[PathBuf],
+    overrides: &[(PathBuf, String)],
+    options: &LoadOptions,
+) -> Result<Policy, PolicyError> {
+    let mut diagnostics = Vec::new();
+    let mut sources = sources::read_sources(paths, &mut diagnostics)?;
+    for source in &mut sources {
+        if let Some((_, text)) = overrides.iter().find(|(p, _)| *p == source.path) {
+            source.text.clone_from(text);
+        }
+    }
+    build(&sources, options, diagnostics)
+}
+
+/// The rule files of `paths` and their texts, as the loader reads them.
+pub fn read_rule_files(paths: &[PathBuf]) -> Result<Vec<(PathBuf, String)>, PolicyError> {
+    let mut diagnostics = Vec::new();
+    let sources = sources::read_sources(paths, &mut diagnostics)?;
+    if !diagnostics.is_empty() {
+        return Err(PolicyError::Invalid(diagnostics));
+    }
+    Ok(sources.into_iter().map(|s| (s.path, s.text)).collect())
 }
 
 /// As [`load_policy`], with the managed file of the policy directory `dir` replaced by
@@ -469,6 +501,19 @@ impl Checker<'_> {
             .get("action-by-site")
             .map(|(key, value)| self.action_by_site(key, value))
             .unwrap_or_default();
+        let data_date = fields
+            .get("data-date")
+            .and_then(|(k, v)| self.data_date(k, v));
+        let feed = fields.get("feed").and_then(|(k, v)| self.feed(k, v));
+        if let (Some(feed), false) = (&feed, entries.iter().any(Entry::feed_managed)) {
+            let message = "a platform with `feed` needs a feed-managed entry: a `prefixes` \
+                           entry without `protocol` or `ports`, which `enforcer feeds update` \
+                           rewrites";
+            self.diagnostics.push(Diagnostic {
+                location: feed.location.clone(),
+                message: message.to_owned(),
+            });
+        }
 
         let (action, action_at) = action.map_or((Action::Drop, None), |(a, l)| (a, Some(l)));
         self.written.push(WrittenPlatform {
@@ -478,6 +523,8 @@ impl Checker<'_> {
         });
         let (name, name_pos) = name?;
         let platform = Platform {
+            data_date,
+            feed,
             name,
             id: 0,
             description,
@@ -857,6 +904,191 @@ impl Checker<'_> {
     }
 
     /// The text of a list item that must be a scalar.
+    /// `data-date: YYYY-MM-DD`.
+    fn data_date(&mut self, key: &Node, value: &Node) -> Option<DataDate> {
+        let text = self.string(key, value, "data-date", "a date like 2026-11-24")?;
+        values::parse_data_date(text)
+            .map_err(|message| self.error(value.pos, message))
+            .ok()
+    }
+
+    /// `feed: {kind, url, select}`: an https URL, and a `select` whose keys fit the kind.
+    fn feed(&mut self, key: &Node, value: &Node) -> Option<Feed> {
+        let Value::Map(pairs) = &value.value else {
+            let at = if value.is_null() { key.pos } else { value.pos };
+            self.error(
+                at,
+                format!(
+                    "`feed` must be a mapping with `kind`, `url` and `select`, found {}",
+                    value.kind()
+                ),
+            );
+            return None;
+        };
+        let fields = self.fields(pairs, FEED_KEYS, "a feed");
+        let kind = match fields.get("kind") {
+            None => {
+                self.error(value.pos, "missing required key `kind` in `feed`");
+                None
+            }
+            Some((k, v)) => self.string(k, v, "kind", "a feed kind").and_then(|text| {
+                values::parse_feed_kind(text)
+                    .map_err(|message| self.error(v.pos, message))
+                    .ok()
+            }),
+        };
+        let url = match fields.get("url") {
+            None => {
+                self.error(value.pos, "missing required key `url` in `feed`");
+                None
+            }
+            Some((k, v)) => self
+                .string(k, v, "url", "an https:// URL")
+                .and_then(|text| {
+                    // Vendor data decides what is blocked: it is only taken over an authenticated
+                    // channel.
+                    let valid = text.strip_prefix("https://").is_some_and(|rest| {
+                        !rest.is_empty() && !rest.contains(char::is_whitespace)
+                    });
+                    if valid {
+                        Some(text.to_owned())
+                    } else {
+                        self.error(v.pos, format!("feed url `{text}` must be an https:// URL"));
+                        None
+                    }
+                }),
+        };
+        let kind = kind?;
+        let select = self.feed_select(kind, fields.get("select"), value.pos)?;
+        Some(Feed {
+            kind,
+            url: url?,
+            select,
+            location: self.location(key.pos),
+        })
+    }
+
+    /// `select` of a feed: microsoft-endpoints `{service-area, ids}` (at least one),
+    /// aws-ip-ranges `{service, region}` (service required: the whole file is every AWS
+    /// service), nothing for the line formats.
+    fn feed_select(
+        &mut self,
+        kind: FeedKind,
+        select: Option<(&Node, &Node)>,
+        feed_pos: Pos,
+    ) -> Option<FeedSelect> {
+        let allowed: &[&'static str] = match kind {
+            FeedKind::MicrosoftEndpoints => &["service-area", "ids"],
+            FeedKind::AwsIpRanges => &["service", "region"],
+            FeedKind::ZoomTxt | FeedKind::CidrList => &[],
+        };
+        let Some((key, value)) = select else {
+            if allowed.is_empty() {
+                return Some(FeedSelect::default());
+            }
+            self.error(
+                feed_pos,
+                format!(
+                    "a `{kind}` feed needs `select` with {}",
+                    if kind == FeedKind::AwsIpRanges {
+                        "`service` (and optionally `region`)"
+                    } else {
+                        "`service-area` and/or `ids`"
+                    }
+                ),
+            );
+            return None;
+        };
+        if allowed.is_empty() {
+            self.error(
+                key.pos,
+                format!("a `{kind}` feed takes no `select`: the whole list is used"),
+            );
+            return None;
+        }
+        let Value::Map(pairs) = &value.value else {
+            let at = if value.is_null() { key.pos } else { value.pos };
+            self.error(
+                at,
+                format!("`select` must be a mapping, found {}", value.kind()),
+            );
+            return None;
+        };
+        let what = format!("the `select` of a `{kind}` feed");
+        let fields = self.fields(pairs, allowed, &what);
+        let mut select = FeedSelect::default();
+        let mut valid = true;
+        if let Some((k, v)) = fields.get("service-area") {
+            match self.string(k, v, "service-area", "a service area") {
+                Some(text) if MICROSOFT_SERVICE_AREAS.contains(&text) => {
+                    select.service_area = Some(text.to_owned());
+                }
+                Some(text) => {
+                    self.error(
+                        v.pos,
+                        format!(
+                            "unknown service area `{text}` (expected one of: {})",
+                            MICROSOFT_SERVICE_AREAS.join(", ")
+                        ),
+                    );
+                    valid = false;
+                }
+                None => valid = false,
+            }
+        }
+        if let Some((k, v)) = fields.get("ids") {
+            let items = self.list(k, v, "ids", "a list of endpoint-set ids");
+            valid &= items.is_some();
+            for item in items.unwrap_or_default() {
+                let Some(text) = self.item(item, "an endpoint-set id must be a number") else {
+                    valid = false;
+                    continue;
+                };
+                match text.parse::<u32>() {
+                    Ok(id) if id > 0 => select.ids.push(id),
+                    _ => {
+                        self.error(
+                            item.pos,
+                            format!("invalid endpoint-set id `{text}`: expected a positive number"),
+                        );
+                        valid = false;
+                    }
+                }
+            }
+        }
+        for (name, slot) in [
+            ("service", &mut select.service),
+            ("region", &mut select.region),
+        ] {
+            if let Some((k, v)) = fields.get(name) {
+                match self.string(k, v, name, "a name as ip-ranges.json writes it") {
+                    Some(text) => *slot = Some(text.to_owned()),
+                    None => valid = false,
+                }
+            }
+        }
+        let missing = match kind {
+            FeedKind::MicrosoftEndpoints => {
+                select.service_area.is_none() && select.ids.is_empty() && valid
+            }
+            FeedKind::AwsIpRanges => select.service.is_none() && valid,
+            FeedKind::ZoomTxt | FeedKind::CidrList => false,
+        };
+        if missing {
+            let needs = if kind == FeedKind::AwsIpRanges {
+                "`service`"
+            } else {
+                "`service-area` and/or `ids`"
+            };
+            self.error(
+                key.pos,
+                format!("`select` of a `{kind}` feed needs {needs}"),
+            );
+            valid = false;
+        }
+        valid.then_some(select)
+    }
+
     fn item<'n>(&mut self, item: &'n Node, expected: &str) -> Option<&'n str> {
         match &item.value {
             Value::Scalar { text, .. } if !item.is_null() => Some(text),
@@ -930,6 +1162,8 @@ match:
 "#;
         let policy = parse(text).unwrap();
         let expected = Platform {
+            data_date: None,
+            feed: None,
             action_by_site: Vec::new(),
             name: "zoom".into(),
             id: 0,
@@ -1109,7 +1343,7 @@ match:
             4,
             1,
             "unknown key `acton` in a platform (expected one of: platform, description, \
-             reference, action, action-by-site, match)",
+             reference, action, action-by-site, match, data-date, feed)",
         );
         error_at(
             "platform: a\nmatch:\n  - domains: [a.com]\n    \"port\": [1]\n",
@@ -1552,7 +1786,7 @@ match:
             errors(text),
             vec![
                 "p.yaml:1:11: invalid platform name `Bad`: use lower-case letters, digits and `-`, starting with a letter or digit",
-                "p.yaml:2:1: unknown key `colour` in a platform (expected one of: platform, description, reference, action, action-by-site, match)",
+                "p.yaml:2:1: unknown key `colour` in a platform (expected one of: platform, description, reference, action, action-by-site, match, data-date, feed)",
                 "p.yaml:3:9: invalid action `stop`: expected drop, monitor or allow",
                 "p.yaml:5:15: invalid domain `*`: a wildcard needs a domain after it, like `*.example.com`",
                 "p.yaml:6:16: prefix `10.1.0.0/16` overlaps the never-block range 10.0.0.0/8",
@@ -1796,5 +2030,103 @@ match:
             )]
         );
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// `data-date` and `feed`: read into the model, every mistake at its line and column.
+    #[test]
+    fn feeds_and_data_dates() {
+        let text = "\
+platform: teams
+data-date: 2026-11-01
+feed:
+  kind: microsoft-endpoints
+  url: https://endpoints.office.com/endpoints/worldwide?clientrequestid=x
+  select: {service-area: Skype, ids: [11, 12]}
+match:
+  - prefixes: [52.112.0.0/14]
+";
+        let teams = &parse(text).unwrap().platforms[0];
+        assert_eq!(teams.data_date.unwrap().to_string(), "2026-11-01");
+        let feed = teams.feed.as_ref().unwrap();
+        assert_eq!(feed.kind, crate::policy::FeedKind::MicrosoftEndpoints);
+        assert_eq!(feed.select.service_area.as_deref(), Some("Skype"));
+        assert_eq!(feed.select.ids, vec![11, 12]);
+        assert_eq!((feed.location.line, feed.location.column), (3, 1));
+
+        let aws = "platform: chime\nfeed: {kind: aws-ip-ranges, url: \"https://ip-ranges.amazonaws.com/ip-ranges.json\", select: {service: CHIME_MEETINGS, region: GLOBAL}}\nmatch: [{prefixes: [99.77.128.0/18]}]\n";
+        let select = parse(aws).unwrap().platforms[0]
+            .feed
+            .clone()
+            .unwrap()
+            .select;
+        assert_eq!(select.service.as_deref(), Some("CHIME_MEETINGS"));
+        assert_eq!(select.region.as_deref(), Some("GLOBAL"));
+
+        let bad = "\
+platform: x
+data-date: 2026-02-30
+feed:
+  kind: zoom-csv
+  url: http://assets.zoom.us/x.txt
+match:
+  - prefixes: [198.51.100.0/24]
+";
+        assert_eq!(
+            errors(bad),
+            vec![
+                "p.yaml:2:12: invalid date `2026-02-30`: no such day",
+                "p.yaml:4:9: unknown feed kind `zoom-csv` (expected one of: zoom-txt, microsoft-endpoints, aws-ip-ranges, cidr-list)",
+                "p.yaml:5:8: feed url `http://assets.zoom.us/x.txt` must be an https:// URL",
+            ]
+        );
+        let select = "\
+platform: x
+data-date: 1/12/2026
+feed: {kind: zoom-txt, url: https://a/b, select: {service: X}}
+match:
+  - prefixes: [198.51.100.0/24]
+    protocol: udp
+";
+        assert_eq!(
+            errors(select),
+            vec![
+                "p.yaml:2:12: invalid date `1/12/2026`: expected YYYY-MM-DD, like 2026-11-24",
+                "p.yaml:3:42: a `zoom-txt` feed takes no `select`: the whole list is used",
+            ]
+        );
+        let managed = "\
+platform: x
+feed: {kind: cidr-list, url: https://a/b}
+match:
+  - prefixes: [198.51.100.0/24]
+    protocol: udp
+";
+        assert_eq!(
+            errors(managed),
+            vec![
+                "p.yaml:2:1: a platform with `feed` needs a feed-managed entry: a `prefixes` entry without `protocol` or `ports`, which `enforcer feeds update` rewrites"
+            ]
+        );
+        let ms = "\
+platform: x
+feed:
+  kind: microsoft-endpoints
+  url: https://a/b
+  select: {service-area: Teams, ids: [0], region: X}
+match: [{prefixes: [198.51.100.0/24]}]
+";
+        assert_eq!(
+            errors(ms),
+            vec![
+                "p.yaml:5:26: unknown service area `Teams` (expected one of: Common, Exchange, SharePoint, Skype)",
+                "p.yaml:5:39: invalid endpoint-set id `0`: expected a positive number",
+                "p.yaml:5:43: unknown key `region` in the `select` of a `microsoft-endpoints` feed (expected one of: service-area, ids)",
+            ]
+        );
+        let missing = "platform: x\nfeed: {kind: aws-ip-ranges, url: https://a/b, select: {region: GLOBAL}}\nmatch: [{prefixes: [198.51.100.0/24]}]\n";
+        assert_eq!(
+            errors(missing),
+            vec!["p.yaml:2:47: `select` of a `aws-ip-ranges` feed needs `service`"]
+        );
     }
 }

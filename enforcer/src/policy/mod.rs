@@ -16,7 +16,8 @@ use std::path::PathBuf;
 
 pub use load::{
     RuleTexts, load_policy, load_policy_and_texts, load_policy_from_texts,
-    load_policy_with_managed, parse_policy_str, read_managed,
+    load_policy_with_managed, load_policy_with_texts, parse_policy_str, read_managed,
+    read_rule_files,
 };
 
 /// For unit tests: one policy of several rule files' texts (each a file `p.yaml`), platforms in
@@ -40,8 +41,8 @@ pub use model::*;
 pub use sites::{OTHER_SITE, Site, Sites, site_id};
 pub use sources::MANAGED_FILE;
 pub use values::{
-    parse_action, parse_domain, parse_enforce, parse_platform_name, parse_ports, parse_prefix,
-    parse_protocol,
+    parse_action, parse_data_date, parse_domain, parse_enforce, parse_feed_kind,
+    parse_platform_name, parse_ports, parse_prefix, parse_protocol,
 };
 
 use crate::never_block::NeverBlock;

@@ -180,6 +180,14 @@ pub struct Entry {
     pub location: Location,
 }
 
+impl Entry {
+    /// An entry `enforcer feeds update` may rewrite: prefixes on every port. The first such
+    /// entry of a platform with a `feed` is its feed-managed entry.
+    pub fn feed_managed(&self) -> bool {
+        !self.prefixes.is_empty() && self.protocol == Protocol::Any && self.ports.is_empty()
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Platform {
     pub name: String,
@@ -194,6 +202,115 @@ pub struct Platform {
     pub action_by_site: Vec<SiteAction>,
     pub entries: Vec<Entry>,
     pub location: Location,
+    /// When the vendor data was read (`data-date`).
+    pub data_date: Option<DataDate>,
+    /// The vendor feed the platform's feed-managed entry comes from (`feed`).
+    pub feed: Option<Feed>,
+}
+
+/// A calendar date, `YYYY-MM-DD` (`data-date`); validated, so ordering is chronological.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DataDate {
+    pub year: u16,
+    pub month: u8,
+    pub day: u8,
+}
+
+impl DataDate {
+    /// The date, if it exists (years 1970 to 9999).
+    pub fn new(year: u16, month: u8, day: u8) -> Option<DataDate> {
+        let leap =
+            year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400));
+        let days = match month {
+            1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+            4 | 6 | 9 | 11 => 30,
+            2 if leap => 29,
+            2 => 28,
+            _ => return None,
+        };
+        ((1970..=9999).contains(&year) && (1..=days).contains(&day)).then_some(DataDate {
+            year,
+            month,
+            day,
+        })
+    }
+
+    /// The UTC date of a Unix time in seconds.
+    pub fn from_unix(secs: u64) -> DataDate {
+        let (y, m, d, _, _) = crate::report::clock::utc(secs.saturating_mul(1000));
+        DataDate {
+            year: u16::try_from(y).unwrap_or(9999),
+            month: u8::try_from(m).unwrap_or(12),
+            day: u8::try_from(d).unwrap_or(31),
+        }
+    }
+}
+
+impl fmt::Display for DataDate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04}-{:02}-{:02}", self.year, self.month, self.day)
+    }
+}
+
+/// The format of a vendor feed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FeedKind {
+    /// Zoom's published txt lists: one CIDR a line.
+    ZoomTxt,
+    /// The Microsoft 365 endpoints web service (JSON endpoint sets).
+    MicrosoftEndpoints,
+    /// AWS ip-ranges.json.
+    AwsIpRanges,
+    /// One prefix a line, `#` comments.
+    CidrList,
+}
+
+impl FeedKind {
+    pub const ALL: [FeedKind; 4] = [
+        FeedKind::ZoomTxt,
+        FeedKind::MicrosoftEndpoints,
+        FeedKind::AwsIpRanges,
+        FeedKind::CidrList,
+    ];
+
+    /// The policy keyword.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FeedKind::ZoomTxt => "zoom-txt",
+            FeedKind::MicrosoftEndpoints => "microsoft-endpoints",
+            FeedKind::AwsIpRanges => "aws-ip-ranges",
+            FeedKind::CidrList => "cidr-list",
+        }
+    }
+}
+
+impl fmt::Display for FeedKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `feed: {kind, url, select}`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Feed {
+    pub kind: FeedKind,
+    pub url: String,
+    pub select: FeedSelect,
+    /// Where `feed` was written.
+    pub location: Location,
+}
+
+/// What to take from a feed; which fields apply depends on the kind (checked when loading).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FeedSelect {
+    /// microsoft-endpoints: `serviceArea` (Exchange, SharePoint, Skype, Common).
+    pub service_area: Option<String>,
+    /// microsoft-endpoints: endpoint-set ids.
+    pub ids: Vec<u32>,
+    /// aws-ip-ranges: `service` (AMAZON, EC2, CLOUDFRONT, ...).
+    pub service: Option<String>,
+    /// aws-ip-ranges: `region` (us-east-1, GLOBAL, ...).
+    pub region: Option<String>,
 }
 
 /// A platform's action for the clients of one site.

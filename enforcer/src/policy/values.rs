@@ -9,7 +9,7 @@ use ipnet::IpNet;
 
 use enforcer_common::MAX_PATTERN_LABELS;
 
-use super::model::{Action, DomainPattern, Enforce, PortRange, Protocol};
+use super::model::{Action, DataDate, DomainPattern, Enforce, FeedKind, PortRange, Protocol};
 
 /// A platform name: lower-case letters, digits and `-`, starting with a letter or digit. The
 /// managed file writes it unquoted, so nothing else may pass (`zoom #x` would be read back as
@@ -131,6 +131,44 @@ pub fn parse_prefix(text: &str) -> Result<IpNet, String> {
     Err(format!(
         "invalid prefix `{text}`: expected an address or a CIDR like 192.0.2.0/24 or 2001:db8::/32"
     ))
+}
+
+/// A calendar date written `YYYY-MM-DD` (`data-date`).
+pub fn parse_data_date(text: &str) -> Result<DataDate, String> {
+    let invalid = || format!("invalid date `{text}`: expected YYYY-MM-DD, like 2026-11-24");
+    let parts: Vec<&str> = text.split('-').collect();
+    let [y, m, d] = parts.as_slice() else {
+        return Err(invalid());
+    };
+    if y.len() != 4
+        || m.len() != 2
+        || d.len() != 2
+        || !is_number(y)
+        || !is_number(m)
+        || !is_number(d)
+    {
+        return Err(invalid());
+    }
+    let (year, month, day) = (
+        y.parse::<u16>().map_err(|_| invalid())?,
+        m.parse::<u8>().map_err(|_| invalid())?,
+        d.parse::<u8>().map_err(|_| invalid())?,
+    );
+    DataDate::new(year, month, day).ok_or_else(|| format!("invalid date `{text}`: no such day"))
+}
+
+/// A feed kind keyword.
+pub fn parse_feed_kind(text: &str) -> Result<FeedKind, String> {
+    FeedKind::ALL
+        .into_iter()
+        .find(|k| k.as_str() == text)
+        .ok_or_else(|| {
+            let all: Vec<&str> = FeedKind::ALL.iter().map(|k| k.as_str()).collect();
+            format!(
+                "unknown feed kind `{text}` (expected one of: {})",
+                all.join(", ")
+            )
+        })
 }
 
 /// A port (`3478`) or an inclusive range (`8801-8810`).

@@ -60,6 +60,8 @@ fn location() -> Location {
 
 fn platform(name: &str, prefixes: Vec<IpNet>) -> Platform {
     Platform {
+        data_date: None,
+        feed: None,
         action_by_site: Vec::new(),
         name: name.into(),
         id: 0,

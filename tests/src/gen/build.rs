@@ -43,6 +43,8 @@ pub fn platform(name: &str, action: Action, mut entries: Vec<Entry>) -> Platform
         entry.index = i;
     }
     Platform {
+        data_date: None,
+        feed: None,
         action_by_site: Vec::new(),
         name: name.to_string(),
         id: 0,

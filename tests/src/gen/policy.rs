@@ -215,6 +215,8 @@ pub fn random_policy(rng: &mut impl Rng) -> GeneratedPolicy {
             }
         }
         generated.policy.platforms.push(Platform {
+            data_date: None,
+            feed: None,
             action_by_site: random_site_actions(rng),
             name: name.to_string(),
             id: 0,
@@ -339,6 +341,8 @@ pub fn crowded_policy(rng: &mut impl Rng, wanted: usize) -> (GeneratedPolicy, Ip
             continue;
         }
         generated.policy.platforms.push(Platform {
+            data_date: None,
+            feed: None,
             action_by_site: Vec::new(),
             name: (*name).to_string(),
             id: 0,
