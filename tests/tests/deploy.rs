@@ -164,7 +164,7 @@ fn alert_exprs() -> Vec<(String, String)> {
             out.push((n, expr.to_owned()));
         }
     }
-    assert_eq!(out.len(), 6, "{out:?}");
+    assert_eq!(out.len(), 7, "{out:?}");
     out
 }
 
@@ -919,6 +919,16 @@ fn every_metric_moves_with_the_traffic_that_should_move_it() {
         .unwrap(),
         1.0
     );
+    // Every platform has its collateral gauge; nothing here answered a foreign name inside a
+    // blocked prefix (tests/tests/collateral_namespace.rs covers one that does).
+    for platform in ["media", "watched", "support"] {
+        assert_eq!(
+            m.metric("enforcer_collateral_names", &[("platform", platform)])
+                .unwrap(),
+            0.0,
+            "{platform}"
+        );
+    }
     // Each (site, platform) is at the stage of its action.
     for (platform, action) in [
         ("media", "drop"),
@@ -953,6 +963,7 @@ fn every_metric_moves_with_the_traffic_that_should_move_it() {
             "enforcer_map_capacity",
             "enforcer_build_info",
             "enforcer_site_stage",
+            "enforcer_collateral_names",
         ])
         .collect();
     for (name, kind) in REFERENCE {

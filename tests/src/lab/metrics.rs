@@ -127,8 +127,7 @@ pub enum Kind {
 }
 
 /// The metrics of the reference (docs: the metrics table of the public interface) that the
-/// daemon serves today. Not served yet, and so not here: `enforcer_collateral_names`,
-/// `enforcer_dns_blocked_total`, `enforcer_names`, and the `untrusted` result of
+/// daemon serves today. Not served yet, and so not here: `enforcer_dns_blocked_total`, `enforcer_names`, and the `untrusted` result of
 /// `enforcer_dns_answers_total`.
 pub const REFERENCE: &[(&str, Kind)] = &[
     ("enforcer_packets_total", Kind::Counter),
@@ -147,10 +146,11 @@ pub const REFERENCE: &[(&str, Kind)] = &[
     ("enforcer_map_capacity", Kind::Gauge),
     ("enforcer_build_info", Kind::Gauge),
     // Compliance by site (issue 17): read by the dashboard's per-site row and `enforcer
-    // report`; the daemon serves them once the datapath side of issue 17 lands.
+    // report`.
     ("enforcer_site_packets_total", Kind::Counter),
     ("enforcer_site_bytes_total", Kind::Counter),
     ("enforcer_site_stage", Kind::Gauge),
+    ("enforcer_collateral_names", Kind::Gauge),
 ];
 
 fn format_labels(labels: &Labels) -> String {
