@@ -481,3 +481,39 @@ fn corrected_vendor_data_is_shipped() {
         assert_eq!(verdict.map(|v| v.action), Some(Action::Allow), "{name}");
     }
 }
+
+/// Zoom (IPv4) and Teams (ID 11) follow their vendors' feeds: each names its feed and the date
+/// of its data, and its feed-managed entry (the first `prefixes` entry without protocol or
+/// ports) is the list the feed gives, not the hand-kept IPv6 or ID 12 entries.
+#[test]
+fn zoom_and_teams_follow_their_feeds() {
+    use enforcer::policy::model::FeedKind;
+    let policy = load(&rule_files());
+    for (name, kind, first) in [
+        ("zoom", FeedKind::ZoomTxt, "3.7.35.0/25"),
+        ("teams", FeedKind::MicrosoftEndpoints, "52.112.0.0/14"),
+    ] {
+        let platform = policy.platforms.iter().find(|p| p.name == name).unwrap();
+        let feed = platform
+            .feed
+            .as_ref()
+            .unwrap_or_else(|| panic!("{name} has no feed"));
+        assert_eq!(feed.kind, kind, "{name}");
+        assert!(feed.url.starts_with("https://"), "{name}");
+        assert!(platform.data_date.is_some(), "{name} has no data-date");
+        let managed = platform
+            .entries
+            .iter()
+            .find(|e| !e.prefixes.is_empty() && e.ports.is_empty() && e.protocol == Protocol::Any)
+            .unwrap();
+        assert_eq!(managed.prefixes[0].to_string(), first, "{name}");
+    }
+    // Zoom's feed-managed entry is IPv4 only: its IPv6 feed holds a CloudFront prefix.
+    let zoom = policy.platforms.iter().find(|p| p.name == "zoom").unwrap();
+    let managed = zoom
+        .entries
+        .iter()
+        .find(|e| !e.prefixes.is_empty())
+        .unwrap();
+    assert!(managed.prefixes.iter().all(|p| matches!(p, IpNet::V4(_))));
+}
