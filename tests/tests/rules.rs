@@ -482,7 +482,7 @@ fn corrected_vendor_data_is_shipped() {
     }
 }
 
-/// Zoom (IPv4) and Teams (ID 11) follow their vendors' feeds: each names its feed and the date
+/// Zoom (IPv4), Teams (ID 11) and Chime (AWS CHIME_MEETINGS) follow their vendors' feeds: each names its feed and the date
 /// of its data, and its feed-managed entry (the first `prefixes` entry without protocol or
 /// ports) is the list the feed gives, not the hand-kept IPv6 or ID 12 entries.
 #[test]
@@ -492,6 +492,7 @@ fn zoom_and_teams_follow_their_feeds() {
     for (name, kind, first) in [
         ("zoom", FeedKind::ZoomTxt, "3.7.35.0/25"),
         ("teams", FeedKind::MicrosoftEndpoints, "52.112.0.0/14"),
+        ("chime", FeedKind::AwsIpRanges, "99.77.128.0/18"),
     ] {
         let platform = policy.platforms.iter().find(|p| p.name == name).unwrap();
         let feed = platform
