@@ -23,10 +23,11 @@ pub const MAX_CAPACITY: u32 = 2_000_000;
 // top 32 bits; IPv6: its top 64 bits); the key's top 16 bits select an index entry, which either
 // holds the leaf for its whole block or points at a sorted run of ranges over the other 48 bits.
 
-/// Bits of the key that pick an index entry, per family: IPv4 20 (a /20 a block: with a million
-/// prefixes most blocks hold one or two, so most lookups end at the index or one cache line
-/// after it), IPv6 16.
-pub const INDEX_BITS: [u32; FAMILIES as usize] = [20, 16];
+/// Bits of the key that pick an index entry, per family. 16 for both: a 20-bit IPv4 index
+/// (8 MiB a generation) was measured both ways: 33-70 ns faster at 1M prefixes on one host, but
+/// on another (slower memory) every lookup then missed the caches even with no prefixes (+63 ns
+/// against +14 at 0 prefixes, and slower at every size up to 1M: BENCHMARKS.md).
+pub const INDEX_BITS: [u32; FAMILIES as usize] = [16, 16];
 /// Index entries of one family in one generation.
 pub const fn index_blocks(family: u8) -> u32 {
     1 << INDEX_BITS[family as usize & 1]
