@@ -4,19 +4,21 @@
 //! lists them for the policy in force, `plan` for a candidate.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::time::SystemTime;
 
 use ipnet::IpNet;
 
+use enforcer_common::{ACTION_ALLOW, Rule};
+
 use super::state::State;
-use crate::compile::EntryAddress;
+use crate::compile::{self, CompiledPolicy, Prefix};
 use crate::control::protocol::{
     CollateralName, CollateralPlatform, CollateralPrefix, CollateralReply, PlanReply,
     PlannedCollateral, PlannedItems, PlannedPlatform,
 };
 use crate::learn::observed::ObservedNames;
 use crate::policy::{Action, DomainPattern, Platform, Policy};
-use crate::reference::Matcher;
 
 /// Per platform name, per blocked prefix, the names (with when last seen) it also served.
 pub type Collateral = BTreeMap<String, BTreeMap<IpNet, BTreeMap<String, SystemTime>>>;
@@ -39,66 +41,84 @@ fn covers(pattern: &DomainPattern, name: &str) -> bool {
     }
 }
 
-/// The collateral of `policy` with the `addresses` known for its domains, from what `observed`
-/// saw. An address counts for the platform whose rule decides it (an `allow` exception or a
-/// longer prefix of another platform takes it out), whatever the packet's ports.
+/// The collateral of `policy` as `compiled` (its prefixes with the addresses known for its
+/// domains), from what `observed` saw: each observed address is looked up in the compiled
+/// prefixes (longest first, as the datapath does), and counts for the platform of the best rule
+/// there, under the prefix that rule came from, when that platform drops (for everybody or a
+/// site) and none of its patterns covers the name. An `allow` exception or a longer prefix of
+/// another platform takes the address out. The cost follows the observed pairs, not the policy.
 pub fn collateral(
     policy: &Policy,
-    addresses: &[EntryAddress],
+    compiled: &CompiledPolicy,
     observed: &ObservedNames,
 ) -> Collateral {
-    let matcher = Matcher::with_addresses(policy, addresses.iter().copied());
+    let by_id: BTreeMap<u16, &Platform> = (0..policy.platforms.len())
+        .filter_map(|i| Some((policy.platform_id(i), policy.platforms.get(i)?)))
+        .collect();
     let mut found = Collateral::new();
-    for (index, platform) in policy.platforms.iter().enumerate() {
+    for (address, name, seen) in observed.all() {
+        let Some((rule, net)) = best_rule(compiled, address) else {
+            continue;
+        };
+        if rule.action == ACTION_ALLOW {
+            continue;
+        }
+        let Some(platform) = by_id.get(&rule.platform) else {
+            continue;
+        };
         if !blocks(platform) {
             continue;
         }
-        let mut nets: BTreeSet<IpNet> = platform
-            .entries
-            .iter()
-            .flat_map(|e| e.prefixes.iter().copied())
-            .collect();
-        nets.extend(
-            addresses
+        let own = |n: &str| {
+            platform
+                .entries
                 .iter()
-                .filter(|a| a.platform == index)
-                .map(|a| a.net),
-        );
-        // A prefix inside another of the same platform adds nothing.
-        let outer: Vec<IpNet> = nets
-            .iter()
-            .filter(|n| !nets.iter().any(|o| o != *n && o.contains(*n)))
-            .copied()
-            .collect();
-        let patterns: Vec<&DomainPattern> = platform
-            .entries
-            .iter()
-            .flat_map(|e| e.domains.iter())
-            .collect();
-        let own = |name: &str| patterns.iter().any(|p| covers(p, name));
-        for net in outer {
-            for (address, name, seen) in observed.within(&net) {
-                if own(name) || seen.cname_chain.iter().any(|c| own(c)) {
-                    continue;
-                }
-                let decided = matcher.matches_for_ip(address);
-                let Some(best) = decided.first() else {
-                    continue;
-                };
-                if best.index != index || best.action == Action::Allow {
-                    continue;
-                }
-                let names = found
-                    .entry(platform.name.clone())
-                    .or_default()
-                    .entry(net)
-                    .or_default();
-                let last = names.entry(name.to_owned()).or_insert(seen.last_seen);
-                *last = (*last).max(seen.last_seen);
-            }
+                .flat_map(|e| e.domains.iter())
+                .any(|p| covers(p, n))
+        };
+        if own(name) || seen.cname_chain.iter().any(|c| own(c)) {
+            continue;
         }
+        let names = found
+            .entry(platform.name.clone())
+            .or_default()
+            .entry(net)
+            .or_default();
+        let last = names.entry(name.to_owned()).or_insert(seen.last_seen);
+        *last = (*last).max(seen.last_seen);
     }
     found
+}
+
+/// The best rule for `address` in `compiled` (whatever the ports) and the prefix it came from.
+fn best_rule(compiled: &CompiledPolicy, address: IpAddr) -> Option<(Rule, IpNet)> {
+    let rules = match address {
+        IpAddr::V4(a) => {
+            let a = u32::from(a);
+            (0..=32u8).rev().find_map(|len| {
+                let key = Prefix {
+                    addr: a & u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0),
+                    len,
+                };
+                compiled.v4.get(&key)
+            })?
+        }
+        IpAddr::V6(a) => {
+            let a = u128::from(a);
+            (0..=128u8).rev().find_map(|len| {
+                let key = Prefix {
+                    addr: a & u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0),
+                    len,
+                };
+                compiled.v6.get(&key)
+            })?
+        }
+    };
+    let best = usize::from(*rules.order.first()?);
+    let rule = *rules.rules.get(best)?;
+    let len = *rules.prefix_lens.get(best)?;
+    let net = IpNet::new(address, len).ok()?.trunc();
+    Some((rule, net))
 }
 
 fn unix(t: SystemTime) -> u64 {
@@ -121,11 +141,10 @@ pub fn name_counts(found: &Collateral) -> BTreeMap<String, usize> {
 impl State {
     /// The collateral of the policy in force.
     pub fn collateral(&self) -> Collateral {
-        collateral(
-            self.policy(),
-            &self.entry_addresses(),
-            &self.learner().observed,
-        )
+        if self.learner().observed.is_empty() {
+            return Collateral::new();
+        }
+        collateral(self.policy(), self.compiled(), &self.learner().observed)
     }
 
     pub fn collateral_reply(&self) -> CollateralReply {
@@ -209,11 +228,16 @@ impl State {
                 platforms.push(entry);
             }
         }
-        let found = collateral(
-            candidate,
-            &self.entry_addresses_for(candidate),
-            &self.learner().observed,
-        );
+        let addresses = self.entry_addresses_for(candidate);
+        let found = match compile::compile_within(candidate, addresses, self.compiled().capacity) {
+            Ok(compiled) => collateral(candidate, &compiled, &self.learner().observed),
+            // A candidate the datapath cannot hold: its changes are still shown; its collateral
+            // cannot be computed (`reload` would refuse it with the compiler's error).
+            Err(error) => {
+                tracing::warn!(%error, "plan: the candidate does not compile");
+                Collateral::new()
+            }
+        };
         let collateral = found
             .into_iter()
             .flat_map(|(platform, prefixes)| {
@@ -262,7 +286,8 @@ mod tests {
         // Inside the allow exception: never blocked.
         seen.record("visio.example", &[], &[ip("198.19.10.9")], t);
         seen.record("elsewhere.example", &[], &[ip("198.19.11.5")], t);
-        let found = collateral(&policy, &[], &seen);
+        let compiled = crate::compile::compile(&policy).unwrap();
+        let found = collateral(&policy, &compiled, &seen);
         let net: IpNet = "198.19.10.0/24".parse().unwrap();
         let names: Vec<&String> = found["media"][&net].keys().collect();
         assert_eq!(names, ["www.unrelated.example"]);

@@ -95,6 +95,13 @@ impl ObservedNames {
         }
     }
 
+    /// Every (address, name, sighting), in address order.
+    pub fn all(&self) -> impl Iterator<Item = (IpAddr, &str, &Sighting)> {
+        self.pairs_seen
+            .iter()
+            .map(|((address, name), seen)| (*address, &**name, seen))
+    }
+
     /// Every (address, name, sighting) inside `net`.
     pub fn within(&self, net: &IpNet) -> impl Iterator<Item = (IpAddr, &str, &Sighting)> {
         let (first, last) = (net.network(), net.broadcast());
