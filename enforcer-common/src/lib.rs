@@ -111,6 +111,9 @@ pub const MAX_SITE_ACTIONS: u32 = 16_384;
 /// The site id of clients outside every site (`other`); a site's own id is a hash of its name,
 /// never 0, so counters keep their site across reloads without a registry.
 pub const SITE_OTHER: u32 = 0;
+/// The site of a matched packet when its generation has no sites at all: nothing is looked up
+/// or counted by site (user space reads site `other` from the match counters then).
+pub const SITE_NONE: u32 = u32::MAX;
 
 /// Key data of `SITES` (after the LPM prefix length, which counts the first 32 bits too): the
 /// generation, the family, two zero bytes, then the address (IPv4 in the first four bytes).

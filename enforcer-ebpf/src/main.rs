@@ -41,8 +41,8 @@ use enforcer_common::{
     ACTION_DROP, Counter, DIRECTION_EGRESS, DIRECTION_INGRESS, DNS_BLOCKED_COUNTERS, FAMILIES,
     FAMILY_IPV4, FAMILY_IPV6, MATCH_COUNTERS, PASS_DNS_HELD, PASS_NO_MATCH, PASS_NOT_IP,
     PASS_REASONS, PASS_UNPARSED, PROTOCOL_ANY, PROTOCOL_UNKNOWN, QueryStash, ROLE_INSIDE,
-    ROLE_OUTSIDE, RULE_SLOTS, RULES_PER_SLOT, RuleSlot, SITE_OTHER, SiteValue, action_precedence,
-    match_counter_index,
+    ROLE_OUTSIDE, RULE_SLOTS, RULES_PER_SLOT, RuleSlot, SITE_NONE, SITE_OTHER, SiteValue,
+    action_precedence, match_counter_index,
 };
 
 use crate::names::NameOutcome;
@@ -149,7 +149,14 @@ pub fn enforcer_dns(ctx: XdpContext) -> u32 {
         // The client's site may have its own action for the platform.
         (NameOutcome::Matched { platform, action }, question) => {
             let (_, client, _) = dns::addresses(&packet);
-            let site = sites::site_of(generation, family, client);
+            let site = if sites::enabled(generation) {
+                sites::site_of(generation, family, client)
+            } else {
+                SiteValue {
+                    site: SITE_NONE,
+                    variant: 0,
+                }
+            };
             let action = sites::action_for(generation, site.variant, platform, action);
             (
                 NameOutcome::Matched { platform, action },
@@ -316,7 +323,9 @@ fn finish(ctx: &XdpContext, verdict: Verdict, site: u32) -> u32 {
             names::blocked_action(answered),
         ),
         Verdict::Match(w) => {
-            sites::count(site, w.platform, w.action, bytes);
+            if site != SITE_NONE {
+                sites::count(site, w.platform, w.action, bytes);
+            }
             let index = match_counter_index(w.platform, w.action, w.direction, w.family);
             let action = if w.action == ACTION_DROP {
                 xdp_action::XDP_DROP
@@ -381,18 +390,23 @@ fn decide(packet: &Packet, generation: u32, role: u32) -> (Verdict, u32) {
     // platforms gets the leaf's verdict for its variant.
     let (_, src_bytes, dst_bytes) = dns::addresses(packet);
     let generation = generation as u32;
-    let mut egress_site = SiteValue::default();
+    let none = SiteValue {
+        site: SITE_NONE,
+        variant: 0,
+    };
+    let on = sites::enabled(generation);
+    let mut egress_site = none;
     let mut egress = egress;
-    if role != ROLE_OUTSIDE && (egress != 0 || hidden) {
+    if on && role != ROLE_OUTSIDE && (egress != 0 || hidden) {
         egress_site = sites::site_of(generation, family, src_bytes);
         if (egress & BY_SITE != 0 || hidden) && egress_site.variant != 0 {
             let variant = (egress_site.variant as u64 & 0xFF) << 52;
             egress = best_rule(dst.0, dst.1, query(ports.dst) | variant);
         }
     }
-    let mut ingress_site = SiteValue::default();
+    let mut ingress_site = none;
     let mut ingress = ingress;
-    if role != ROLE_INSIDE && (ingress != 0 || hidden) {
+    if on && role != ROLE_INSIDE && (ingress != 0 || hidden) {
         ingress_site = sites::site_of(generation, family, dst_bytes);
         if (ingress & BY_SITE != 0 || hidden) && ingress_site.variant != 0 {
             let variant = (ingress_site.variant as u64 & 0xFF) << 52;

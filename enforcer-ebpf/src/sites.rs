@@ -8,7 +8,7 @@
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
     macros::map,
-    maps::{HashMap, LpmTrie, PerCpuHashMap, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, PerCpuHashMap, lpm_trie::Key},
 };
 use enforcer_common::{
     Counter, MAX_SITE_ACTIONS, MAX_SITE_COUNTERS, MAX_SITE_LEAVES, MAX_SITE_PREFIXES, RuleRef,
@@ -37,6 +37,17 @@ static SITE_ACTIONS: HashMap<u32, u8> =
 #[map]
 static SITE_STATS: PerCpuHashMap<SiteCounterKey, Counter> =
     PerCpuHashMap::with_max_entries(MAX_SITE_COUNTERS, BPF_F_NO_PREALLOC);
+
+/// `[generation]`: 1 when that generation has sites. Without any, a matched packet pays for no
+/// site lookup and no per-site counter.
+#[map]
+static SITE_CONFIG: Array<u32> = Array::with_max_entries(2, 0);
+
+/// Whether `generation` has sites.
+#[inline(always)]
+pub fn enabled(generation: u32) -> bool {
+    SITE_CONFIG.get(generation & 1).is_some_and(|on| *on != 0)
+}
 
 /// The site of a client address (IPv4 in the first four bytes) in `generation`.
 #[inline(always)]

@@ -216,7 +216,8 @@ pub fn render(state: &State) -> Result<String, String> {
             }
         }
     }
-    sites::render_sites(&mut out, state, &counters.sites);
+    let by_site = counters.by_site(!state.sites().sites.is_empty());
+    sites::render_sites(&mut out, state, &by_site);
 
     header(
         &mut out,

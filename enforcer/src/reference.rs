@@ -14,7 +14,7 @@ use enforcer_common::{
     DNS_EVENT_QUERY, DNS_EVENT_RESPONSE, DNS_HOLD_MAX_FRAME, DNS_PORT, DNS_STAT_NOT_HELD,
     DNS_STAT_UNSOLICITED, DNS_STAT_UNTRUSTED, DNS_STATS, FAMILY_IPV4, FAMILY_IPV6,
     MAX_PATTERN_LABELS, PASS_NO_MATCH, PASS_NOT_IP, PASS_UNPARSED, PROTOCOL_TCP, PROTOCOL_UDP,
-    PROTOCOL_UNKNOWN, ROLE_BOTH, ROLE_INSIDE, ROLE_OUTSIDE, SITE_OTHER, TRUST_CLIENT,
+    PROTOCOL_UNKNOWN, ROLE_BOTH, ROLE_INSIDE, ROLE_OUTSIDE, SITE_NONE, SITE_OTHER, TRUST_CLIENT,
     TRUST_GATEWAY, TRUST_SERVER, action_precedence,
 };
 use ipnet::IpNet;
@@ -522,6 +522,10 @@ impl<'a> Matcher<'a> {
 
     /// A client's site: its id (`SITE_OTHER` outside every site) and name.
     fn site_of(&self, client: IpAddr) -> (u32, Option<&str>) {
+        // Without sites the datapath neither looks one up nor counts by site.
+        if self.sites.sites.is_empty() {
+            return (SITE_NONE, None);
+        }
         match self.sites.site_of(client) {
             Some(site) => (site.id, Some(site.name.as_str())),
             None => (SITE_OTHER, None),
@@ -1479,7 +1483,7 @@ mod tests {
             action,
             direction,
             family,
-            site: SITE_OTHER,
+            site: SITE_NONE,
         }
     }
 

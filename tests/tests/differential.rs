@@ -118,17 +118,20 @@ impl Tally {
                 family,
                 site,
             } => {
-                let by_site = self
-                    .sites
-                    .entry(SiteCounterKey {
-                        site,
-                        platform,
-                        action,
-                        _pad: 0,
-                    })
-                    .or_default();
-                by_site.packets += 1;
-                by_site.bytes += len as u64;
+                // SITE_NONE: no sites in force, nothing counted by site.
+                if site != enforcer_common::SITE_NONE {
+                    let by_site = self
+                        .sites
+                        .entry(SiteCounterKey {
+                            site,
+                            platform,
+                            action,
+                            _pad: 0,
+                        })
+                        .or_default();
+                    by_site.packets += 1;
+                    by_site.bytes += len as u64;
+                }
                 self.matches
                     .entry(MatchKey {
                         platform,

@@ -60,6 +60,7 @@ impl State {
             })
             .collect();
         let health = self.resolve_metrics().health();
+        let by_site = counters.by_site(!self.sites().sites.is_empty());
         let mut sites = Vec::new();
         for site in self.sites().names() {
             let named = (site != OTHER_SITE).then_some(site);
@@ -70,8 +71,7 @@ impl State {
             };
             for (index, platform) in policy.platforms.iter().enumerate() {
                 let platform_id = policy.platform_id(index);
-                let (packets, bytes) = counters
-                    .sites
+                let (packets, bytes) = by_site
                     .iter()
                     .filter(|(k, _)| k.site == id && k.platform == platform_id)
                     .fold((0, 0), |(p, b), (_, c)| (p + c.packets, b + c.bytes));

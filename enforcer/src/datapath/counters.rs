@@ -25,6 +25,34 @@ pub struct CounterSnapshot {
     pub sites: BTreeMap<enforcer_common::SiteCounterKey, Counter>,
 }
 
+impl CounterSnapshot {
+    /// Matched packets by (site, platform, action): the per-site counters when the policy in
+    /// force has sites; without sites the datapath counts nothing by site, and every client is
+    /// site `other`: its counts are the match counters summed over direction and family.
+    pub fn by_site(
+        &self,
+        sites_configured: bool,
+    ) -> BTreeMap<enforcer_common::SiteCounterKey, Counter> {
+        if sites_configured {
+            return self.sites.clone();
+        }
+        let mut totals: BTreeMap<enforcer_common::SiteCounterKey, Counter> = BTreeMap::new();
+        for (key, c) in &self.matches {
+            let total = totals
+                .entry(enforcer_common::SiteCounterKey {
+                    site: enforcer_common::SITE_OTHER,
+                    platform: key.platform,
+                    action: key.action,
+                    _pad: 0,
+                })
+                .or_default();
+            total.packets += c.packets;
+            total.bytes += c.bytes;
+        }
+        totals
+    }
+}
+
 impl MatchKey {
     /// The key of the counter at `index`: the inverse of `enforcer_common::match_counter_index`,
     /// the layout the program writes.

@@ -247,6 +247,7 @@ fn check_pinned(name: &str, path: &Path, capacity: Capacity) -> Result<(), Datap
             (8, size_of::<RuleRef>(), enforcer_common::MAX_SITE_LEAVES)
         }
         super::sites::MAP_SITE_ACTIONS => (4, 1, enforcer_common::MAX_SITE_ACTIONS),
+        super::sites::MAP_SITE_CONFIG => (4, 4, 2),
         super::sites::MAP_SITE_STATS => {
             (8, size_of::<Counter>(), enforcer_common::MAX_SITE_COUNTERS)
         }

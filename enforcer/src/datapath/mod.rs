@@ -80,8 +80,9 @@ const MAP_DNS_CONFIG: &str = "DNS_CONFIG";
 const MAP_DNS_BLOCKED: &str = "DNS_BLOCKED";
 /// Pinned: an old main program and a new DNS program share it during an upgrade.
 const MAP_QUERY_STASH: &str = "QUERY_STASH";
-pub const MAPS: [&str; 19] = [
+pub const MAPS: [&str; 20] = [
     sites::MAP_SITES,
+    sites::MAP_SITE_CONFIG,
     sites::MAP_SITE_LEAVES,
     sites::MAP_SITE_ACTIONS,
     sites::MAP_SITE_STATS,

@@ -22,12 +22,15 @@ pub(super) const MAP_SITES: &str = "SITES";
 pub(super) const MAP_SITE_LEAVES: &str = "SITE_LEAVES";
 pub(super) const MAP_SITE_ACTIONS: &str = "SITE_ACTIONS";
 pub(super) const MAP_SITE_STATS: &str = "SITE_STATS";
+pub(super) const MAP_SITE_CONFIG: &str = "SITE_CONFIG";
 
 pub(crate) struct SiteMaps {
     sites: LpmTrie<MapData, SiteAddress, SiteValue>,
     leaves: HashMap<MapData, u64, RuleRef>,
     actions: HashMap<MapData, u32, u8>,
     stats: PerCpuHashMap<MapData, SiteCounterKey, Counter>,
+    /// `[generation]`: 1 when that generation has sites.
+    config: aya::maps::Array<MapData, u32>,
 }
 
 fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> DatapathError + Copy {
@@ -45,6 +48,8 @@ impl SiteMaps {
                 .map_err(map_err(MAP_SITE_ACTIONS))?,
             stats: PerCpuHashMap::try_from(take(MAP_SITE_STATS)?)
                 .map_err(map_err(MAP_SITE_STATS))?,
+            config: aya::maps::Array::try_from(take(MAP_SITE_CONFIG)?)
+                .map_err(map_err(MAP_SITE_CONFIG))?,
         })
     }
 
@@ -130,6 +135,9 @@ impl SiteMaps {
                     .map_err(map_err(MAP_SITE_ACTIONS))?;
             }
         }
+        self.config
+            .set(g, u32::from(!tables.prefixes.is_empty()), 0)
+            .map_err(map_err(MAP_SITE_CONFIG))?;
         Ok(())
     }
 

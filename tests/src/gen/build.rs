@@ -67,6 +67,6 @@ pub fn matched(platform: u16, action: u8, direction: u8, family: u8) -> Decision
         action,
         direction,
         family,
-        site: enforcer_common::SITE_OTHER,
+        site: enforcer_common::SITE_NONE,
     }
 }
