@@ -9,6 +9,7 @@ pub mod connections;
 pub mod control;
 pub mod daemon;
 pub mod datapath;
+pub mod error_chain;
 pub mod feeds;
 pub mod fsutil;
 pub mod history;

@@ -3,15 +3,16 @@
 //! returns series for every dashboard panel's query and every metric an alert reads.
 
 use std::collections::BTreeSet;
-use std::io::{Read as _, Write as _};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::io::Write as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tests::dns::{Dnsmasq, Zone};
 use tests::lab::metrics::{Kind, REFERENCE};
+use tests::lab::prometheus::Prometheus;
 use tests::lab::{
     CLIENT_V4, CLIENT_V6, GATEWAY_CLIENT_V4, INTERNET_V4, INTERNET_V6, Lab, Metrics, SERVER_V4,
     Side, enforcer_binary,
@@ -229,59 +230,10 @@ fn the_unit_verifies() {
     assert!(about_unit.is_empty(), "{text}");
 }
 
-/// Prometheus inside the gateway namespace; stopped when dropped.
-struct Prometheus {
-    child: Child,
-    addr: SocketAddr,
-    dir: PathBuf,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn http_get(lab: &Lab, addr: SocketAddr, path: String) -> String {
-    try_http_get(lab, addr, path).unwrap()
-}
-
-fn try_http_get(lab: &Lab, addr: SocketAddr, path: String) -> anyhow::Result<String> {
-    lab.in_netns(Side::Gateway, move || {
-        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        // HTTP/1.0: a plain body, no chunks.
-        write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
-        let mut text = String::new();
-        stream.read_to_string(&mut text)?;
-        Ok(text
-            .split_once("\r\n\r\n")
-            .map(|(_, body)| body.to_owned())
-            .unwrap_or_default())
-    })
-}
-
-fn encode(query: &str) -> String {
-    query
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 fn query(lab: &Lab, prometheus: &Prometheus, expr: &str) -> Value {
-    let body = http_get(
-        lab,
-        prometheus.addr,
-        format!("/api/v1/query?query={}", encode(expr)),
-    );
-    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{expr}: {e}: {body}"))
+    prometheus
+        .query(lab, expr)
+        .unwrap_or_else(|e| panic!("{expr}: {e:#}"))
 }
 
 #[test]
@@ -351,68 +303,12 @@ fn a_real_prometheus_gets_series_for_every_panel_and_alert() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let dir = lab.dir().join("prometheus");
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n  - job_name: enforcer\n    static_configs:\n      - targets: [\"{}\"]\n",
-            deploy().join("prometheus/enforcer-alerts.yml").display(),
-            tests::lab::METRICS_ADDR
-        ),
-    )
-    .unwrap();
-    let addr: SocketAddr = "127.0.0.1:19090".parse().unwrap();
-    let child = Command::new(tools::require(tools::IP))
-        .args(["netns", "exec", &lab.netns(Side::Gateway)])
-        .arg(tools::require(tools::PROMETHEUS))
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address={addr}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let prometheus = Prometheus {
-        child,
-        addr,
-        dir: dir.clone(),
-    };
+    let alerts = deploy().join("prometheus/enforcer-alerts.yml");
+    let prometheus = Prometheus::start(&lab, Some(&alerts)).unwrap();
     // Wait for several scrapes, so rates have two points.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let ready = try_http_get(
-            &lab,
-            addr,
-            format!(
-                "/api/v1/query?query={}",
-                encode("count_over_time(up{job=\"enforcer\"}[1m])")
-            ),
-        );
-        let scrapes = ready
-            .ok()
-            .and_then(|body| serde_json::from_str::<Value>(&body).ok())
-            .and_then(|v| {
-                v["data"]["result"][0]["value"][1]
-                    .as_str()
-                    .map(str::to_owned)
-            })
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0);
-        if scrapes >= 4.0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "Prometheus did not scrape the daemon"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    prometheus
+        .wait_scrapes(&lab, 4, Duration::from_secs(60))
+        .unwrap();
     let up = query(&lab, &prometheus, "up{job=\"enforcer\"}");
     assert_eq!(up["data"]["result"][0]["value"][1], "1", "{up}");
 

@@ -15,6 +15,18 @@ pub fn run<R: Reply>(
     json: bool,
     render: impl FnOnce(&R) -> String,
 ) -> ExitCode {
+    run_with_exit(socket, request, json, render, |_| ExitCode::SUCCESS)
+}
+
+/// As [`run`], with the exit status of a successful reply given by `exit` (`plan` exits 2 when
+/// its reply holds collateral).
+pub fn run_with_exit<R: Reply>(
+    socket: &Path,
+    request: &Request,
+    json: bool,
+    render: impl FnOnce(&R) -> String,
+    exit: impl FnOnce(&R) -> ExitCode,
+) -> ExitCode {
     match control::call::<R>(socket, request) {
         Ok(Ok(reply)) => {
             if json {
@@ -28,7 +40,7 @@ pub fn run<R: Reply>(
             } else {
                 print!("{}", render(&reply));
             }
-            ExitCode::SUCCESS
+            exit(&reply)
         }
         Ok(Err(errors)) => {
             for error in errors {

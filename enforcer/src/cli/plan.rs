@@ -6,8 +6,9 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use super::client;
+use crate::control::Request;
 use crate::control::protocol::PlanReply;
-use crate::control::{self, Request};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Example: enforcer plan /srv/policy-candidate/ --json")]
@@ -25,36 +26,13 @@ pub fn execute(socket: &Path, args: &PlanArgs) -> ExitCode {
     let request = Request::Plan {
         path: path.display().to_string(),
     };
-    match control::call::<PlanReply>(socket, &request) {
-        Ok(Ok(reply)) => {
-            if args.json {
-                match serde_json::to_string_pretty(&reply) {
-                    Ok(text) => println!("{text}"),
-                    Err(error) => {
-                        eprintln!("encoding the answer: {error}");
-                        return ExitCode::FAILURE;
-                    }
-                }
-            } else {
-                print!("{}", render(&reply));
-            }
-            if reply.collateral.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(2)
-            }
+    client::run_with_exit(socket, &request, args.json, render, |reply: &PlanReply| {
+        if reply.collateral.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(2)
         }
-        Ok(Err(errors)) => {
-            for error in errors {
-                eprintln!("{error}");
-            }
-            ExitCode::FAILURE
-        }
-        Err(error) => {
-            eprintln!("{error}");
-            ExitCode::FAILURE
-        }
-    }
+    })
 }
 
 fn render(reply: &PlanReply) -> String {

@@ -18,19 +18,10 @@ use crate::control::protocol::{
     PlannedCollateral, PlannedItems, PlannedPlatform,
 };
 use crate::learn::observed::ObservedNames;
-use crate::policy::{Action, DomainPattern, Platform, Policy};
+use crate::policy::{DomainPattern, Platform, Policy};
 
 /// Per platform name, per blocked prefix, the names (with when last seen) it also served.
 pub type Collateral = BTreeMap<String, BTreeMap<IpNet, BTreeMap<String, SystemTime>>>;
-
-/// Whether `platform` blocks anywhere: its own action, or for some site.
-fn blocks(platform: &Platform) -> bool {
-    platform.action == Action::Drop
-        || platform
-            .action_by_site
-            .iter()
-            .any(|a| a.action == Action::Drop)
-}
 
 fn covers(pattern: &DomainPattern, name: &str) -> bool {
     match pattern {
@@ -66,7 +57,7 @@ pub fn collateral(
         let Some(platform) = by_id.get(&rule.platform) else {
             continue;
         };
-        if !blocks(platform) {
+        if !platform.drops_anywhere() {
             continue;
         }
         let own = |n: &str| {

@@ -2,6 +2,7 @@
 //! `NO_PROXY`), an extra CA for private mirrors, and bounds on size and time so that a broken or
 //! hostile server cannot fill the memory or hang the update.
 
+use crate::error_chain::chain;
 use std::path::Path;
 use std::time::Duration;
 
@@ -21,18 +22,6 @@ pub struct Fetched {
 pub struct Fetcher {
     http: reqwest::Client,
     max_bytes: usize,
-}
-
-/// The error and its causes on one line (reqwest's own message alone says little).
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 impl Fetcher {

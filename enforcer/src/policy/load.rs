@@ -241,9 +241,7 @@ fn check_never_block(
             .as_ref()
             .and_then(|name| policy.platforms.iter().find(|p| &p.name == name));
         // A platform that drops for any site counts as a drop platform here.
-        let drops = merged.map_or(platform.action == Action::Drop, |p| {
-            p.action == Action::Drop || p.action_by_site.iter().any(|a| a.action == Action::Drop)
-        });
+        let drops = merged.map_or(platform.action == Action::Drop, Platform::drops_anywhere);
         if !drops {
             continue;
         }

@@ -322,6 +322,11 @@ pub struct SiteAction {
 }
 
 impl Platform {
+    /// Whether the platform drops anywhere: by its own action or for some site.
+    pub fn drops_anywhere(&self) -> bool {
+        self.action == Action::Drop || self.action_by_site.iter().any(|a| a.action == Action::Drop)
+    }
+
     /// The platform's action for a client of `site` (`None`: outside every site).
     pub fn action_for(&self, site: Option<&str>) -> Action {
         site.and_then(|s| self.action_by_site.iter().find(|a| a.site == s))

@@ -1,6 +1,7 @@
 //! The Prometheus HTTP API (`/api/v1/query`), just what the report reads: raw samples of range
 //! selectors and instant vectors.
 
+use crate::error_chain::chain;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -52,18 +53,6 @@ struct MatrixSeries {
 struct VectorSample {
     metric: Labels,
     value: (f64, String),
-}
-
-/// The error and its causes on one line (reqwest's own message alone says little).
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Prometheus's `time` parameter for a Unix time in milliseconds.
