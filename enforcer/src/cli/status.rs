@@ -32,7 +32,7 @@ fn render(status: &StatusReply) -> String {
     let last = status
         .resolver
         .last_success
-        .map_or_else(|| "never".to_owned(), |t| format!("{t} (unix)"));
+        .map_or_else(|| "never".to_owned(), |t| crate::report::clock::format_utc_seconds(t));
     let _ = writeln!(out, "resolver:      {health}, last answer {last}");
     let _ = writeln!(
         out,

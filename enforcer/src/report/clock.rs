@@ -23,6 +23,12 @@ pub fn format_utc(millis: u64) -> String {
     format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02} UTC")
 }
 
+/// `2026-12-03 18:20:07Z`: a Unix time in seconds, for operators' terminals (status, the demo).
+pub fn format_utc_seconds(secs: u64) -> String {
+    let (y, mo, d, h, mi) = utc(secs.saturating_mul(1000));
+    format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{:02}Z", secs % 60)
+}
+
 /// `12-03` (day buckets) or `18:00` (hour buckets, with the day when it is midnight).
 pub fn bucket_label(millis: u64, hourly: bool) -> String {
     let (_, mo, d, h, mi) = utc(millis);
@@ -49,5 +55,7 @@ mod tests {
         assert_eq!(bucket_label(1_796_322_000_000, false), "12-03");
         assert_eq!(bucket_label(1_796_322_000_000, true), "18:20");
         assert_eq!(bucket_label(1_796_256_000_000, true), "12-03 00:00");
+        assert_eq!(format_utc_seconds(951_827_696), "2000-02-29 12:34:56Z");
+        assert_eq!(format_utc_seconds(1_796_322_007), "2026-12-03 18:20:07Z");
     }
 }
