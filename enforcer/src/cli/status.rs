@@ -29,10 +29,10 @@ fn render(status: &StatusReply) -> String {
     let _ = writeln!(out, "interfaces:    {}", interfaces.join(", "));
     let _ = writeln!(out, "policy digest: {}", status.policy_digest);
     let health = if status.resolver.ok { "ok" } else { "failing" };
-    let last = status
-        .resolver
-        .last_success
-        .map_or_else(|| "never".to_owned(), |t| crate::report::clock::format_utc_seconds(t));
+    let last = status.resolver.last_success.map_or_else(
+        || "never".to_owned(),
+        crate::report::clock::format_utc_seconds,
+    );
     let _ = writeln!(out, "resolver:      {health}, last answer {last}");
     let _ = writeln!(
         out,
