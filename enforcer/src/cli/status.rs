@@ -89,5 +89,20 @@ mod tests {
         let names = head.iter().position(|h| *h == "names").unwrap();
         // "prefix v4" and "prefix v6" are two words each in the heading.
         assert_eq!(row[names - 2], "7", "{text}");
+        assert!(text.contains("last answer never"), "{text}");
+    }
+
+    #[test]
+    fn the_last_answer_is_a_date() {
+        let status: StatusReply = serde_json::from_value(serde_json::json!({
+            "interfaces": [], "policy_digest": "00ff", "platforms": [],
+            "resolver": {"ok": true, "last_success": 1_796_322_007u64},
+        }))
+        .unwrap();
+        let text = render(&status);
+        assert!(
+            text.contains("resolver:      ok, last answer 2026-12-03 18:20:07Z\n"),
+            "{text}"
+        );
     }
 }
