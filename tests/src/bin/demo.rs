@@ -766,16 +766,28 @@ fn demo(walk: &mut Walkthrough) -> Result<()> {
         ]);
     }
     table.print();
-    // dnsmasq's query log: the client's queries that reached the server.
-    std::thread::sleep(Duration::from_millis(300));
-    let log = dns.log();
+    // dnsmasq's query log: the client's queries that reached the server. The log is written
+    // asynchronously: wait (3 s at most) until the answered names show up in it.
     let from_client = format!("from {CLIENT_V4}");
+    let reached = |log: &str, name: &str| {
+        log.lines()
+            .filter(|l| l.contains("query[") && l.contains(&from_client))
+            .any(|l| l.split_whitespace().any(|w| w == name))
+    };
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut log = dns.log();
+    while Instant::now() < deadline
+        && !names
+            .iter()
+            .filter(|(_, _, answer, _)| answer != GATEWAY_NXDOMAIN)
+            .all(|(name, ..)| reached(&log, name))
+    {
+        std::thread::sleep(Duration::from_millis(100));
+        log = dns.log();
+    }
     println!("\n   The client's queries that reached dnsmasq (its query log):");
     for (name, _, expected_answer, _) in &names {
-        let reached = log
-            .lines()
-            .filter(|l| l.contains("query[") && l.contains(&from_client))
-            .any(|l| l.split_whitespace().any(|w| w == *name));
+        let reached = reached(&log, name);
         let blocked_by_name = expected_answer == GATEWAY_NXDOMAIN;
         let expected = if blocked_by_name { "no" } else { "yes" };
         let observed = if reached { "yes" } else { "no" };
