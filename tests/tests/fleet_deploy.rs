@@ -422,7 +422,10 @@ fn a_central_prometheus_federating_gateways_computes_the_fleet_view() {
             Duration::from_secs(90),
         )
         .unwrap();
-    let up = by_label(&query(&lab, &central, "up{job=\"enforcer-fleet\"}"), "gateway");
+    let up = by_label(
+        &query(&lab, &central, "up{job=\"enforcer-fleet\"}"),
+        "gateway",
+    );
     assert_eq!(up, BTreeMap::from([("regional".to_owned(), 1.0)]));
 
     // Bundle versions: the newest is 7, gw-b is one behind.
@@ -430,7 +433,11 @@ fn a_central_prometheus_federating_gateways_computes_the_fleet_view() {
     assert_eq!(scalar(&newest), Some(7.0), "{newest}");
     let count = query(&lab, &central, "fleet:enforcer_bundle_gateways:count");
     assert_eq!(scalar(&count), Some(2.0), "{count}");
-    let behind = query(&lab, &central, "fleet:enforcer_bundle_gateways_behind:count");
+    let behind = query(
+        &lab,
+        &central,
+        "fleet:enforcer_bundle_gateways_behind:count",
+    );
     assert_eq!(scalar(&behind), Some(1.0), "{behind}");
     let versions_behind = by_label(
         &query(&lab, &central, "gateway:enforcer_bundle_versions_behind"),
@@ -442,7 +449,11 @@ fn a_central_prometheus_federating_gateways_computes_the_fleet_view() {
     );
     // What the dashboard's gateway variable lists.
     let gateways = by_label(
-        &query(&lab, &central, "group by (gateway) (enforcer_bundle_version)"),
+        &query(
+            &lab,
+            &central,
+            "group by (gateway) (enforcer_bundle_version)",
+        ),
         "gateway",
     );
     assert_eq!(

@@ -81,7 +81,12 @@ impl Prometheus {
             .with_context(|| format!("starting prometheus {name}"))?;
         let mut prometheus = Prometheus { child, addr, dir };
         let deadline = Instant::now() + Duration::from_secs(60);
-        while prometheus.query(lab, "vector(1)").ok().and_then(|v| scalar(&v)) != Some(1.0) {
+        while prometheus
+            .query(lab, "vector(1)")
+            .ok()
+            .and_then(|v| scalar(&v))
+            != Some(1.0)
+        {
             if let Some(status) = prometheus.child.try_wait()? {
                 bail!("prometheus {name} exited ({status}); config:\n{config}");
             }
