@@ -306,11 +306,11 @@ const GW_A: Gateway = Gateway {
     ],
 };
 
-/// gw-b: still version 6, signed six and a half days ago, refusing tampered targets and
+/// gw-b: still version 6, built 340 days ago, refusing tampered targets and
 /// verifying nothing; drops zoom 5/s out.
 const GW_B: Gateway = Gateway {
     version: 6,
-    age: 6.5 * 86400.0,
+    age: 340.0 * 86400.0,
     fetches: [
         ("ok", 3.0, 0.0),
         ("unchanged", 9.0, 0.0),
