@@ -2,6 +2,7 @@
 //! tests run (`tools`), the differential test's generators (`gen`) and its reader of a loaded
 //! program's counters and DNS copies (`probe`).
 
+pub mod deploy;
 pub mod dns;
 pub mod r#gen;
 pub mod https;

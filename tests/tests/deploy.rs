@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -32,7 +32,7 @@ fn documented(name: &str) -> bool {
 }
 
 fn deploy() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
+    tests::deploy::dir()
 }
 
 fn run(command: &mut Command) -> String {
@@ -82,89 +82,20 @@ fn selectors(expr: &str) -> Vec<String> {
     out
 }
 
-fn dashboard() -> Value {
-    let text = std::fs::read_to_string(deploy().join("grafana/enforcer-dashboard.json")).unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
-/// Grafana's variables and the value each query is checked with: the dashboard's range, and
-/// each template variable's "All" value (a regex matching every value).
-fn dashboard_variables(dashboard: &Value) -> Vec<(String, String)> {
-    let mut variables = vec![("$__range".to_owned(), "1h".to_owned())];
-    for variable in dashboard["templating"]["list"]
-        .as_array()
-        .expect("templating")
-    {
-        let name = variable["name"].as_str().expect("a variable's name");
-        if variable["type"] == "datasource" {
-            continue;
-        }
-        assert_eq!(
-            variable["includeAll"], true,
-            "variable {name}: the panels are checked with its All value"
-        );
-        let all = variable["allValue"].as_str().expect("allValue").to_owned();
-        variables.push((format!("${name}"), all));
-    }
-    variables
-}
-
-/// Every query of every panel (rows hold none), with Grafana's variables replaced.
+/// Every query of every panel of the dashboard, with Grafana's variables replaced.
 fn dashboard_exprs() -> Vec<(String, String)> {
-    let dashboard = dashboard();
-    let variables = dashboard_variables(&dashboard);
+    let dashboard = tests::deploy::dashboard("enforcer-dashboard.json");
     let panels = dashboard["panels"].as_array().expect("panels");
     assert!(panels.len() >= 10, "a dashboard of {} panels", panels.len());
-    let mut exprs = Vec::new();
-    for panel in panels.iter().filter(|p| p["type"] != "row") {
-        let title = panel["title"].as_str().unwrap_or_default().to_owned();
-        let targets = panel["targets"].as_array().map_or(&[][..], Vec::as_slice);
-        assert!(!targets.is_empty(), "panel {title} has no query");
-        for target in targets {
-            let mut expr = target["expr"].as_str().unwrap_or_default().to_owned();
-            assert!(!expr.is_empty(), "panel {title} has an empty query");
-            for (variable, value) in &variables {
-                expr = expr.replace(variable.as_str(), value);
-            }
-            assert!(
-                !expr.contains('$'),
-                "panel {title}: an undeclared variable in {expr}"
-            );
-            exprs.push((title.clone(), expr));
-        }
-    }
-    exprs
+    tests::deploy::panel_exprs(&dashboard)
 }
 
-/// The queries of the dashboard's template variables (`label_values(METRIC, LABEL)`).
 fn variable_queries() -> Vec<(String, String)> {
-    let dashboard = dashboard();
-    dashboard["templating"]["list"]
-        .as_array()
-        .expect("templating")
-        .iter()
-        .filter(|v| v["type"] == "query")
-        .map(|v| {
-            let name = v["name"].as_str().unwrap_or_default();
-            let query = v["query"]["query"].as_str().unwrap_or_default();
-            (format!("variable {name}"), query.to_owned())
-        })
-        .collect()
+    tests::deploy::variable_queries(&tests::deploy::dashboard("enforcer-dashboard.json"))
 }
 
 fn alert_exprs() -> Vec<(String, String)> {
-    let text = std::fs::read_to_string(deploy().join("prometheus/enforcer-alerts.yml")).unwrap();
-    // Two-line YAML items: `- alert: NAME` then `expr: ...` (kept that simple on purpose).
-    let mut out = Vec::new();
-    let mut name = None;
-    for line in text.lines() {
-        let line = line.trim();
-        if let Some(n) = line.strip_prefix("- alert: ") {
-            name = Some(n.to_owned());
-        } else if let (Some(expr), Some(n)) = (line.strip_prefix("expr: "), name.take()) {
-            out.push((n, expr.to_owned()));
-        }
-    }
+    let out = tests::deploy::rules("enforcer-alerts.yml", "alert");
     assert_eq!(out.len(), 7, "{out:?}");
     out
 }

@@ -43,7 +43,8 @@ const PACKAGES: &[&str] = &[
     // `setpriv`, `prlimit`: tests/tests/resources.rs and learn_namespace.rs (daemons with fewer
     // rights or descriptors). Essential in Debian; listed to say who uses it.
     "util-linux",
-    // `promtool` and `prometheus`: tests/tests/deploy.rs (alert rules, a real scrape).
+    // `promtool` and `prometheus`: tests/tests/deploy.rs (alert rules, a real scrape) and
+    // fleet_deploy.rs (fleet rules, a real federation).
     "prometheus",
     // `systemd-analyze`: tests/tests/deploy.rs (verifies the shipped unit).
     "systemd",

@@ -34,25 +34,41 @@ impl Prometheus {
     /// Starts Prometheus in `lab`'s gateway namespace, scraping the daemon's metrics every
     /// second (with `rules` as its rule file, when given), and waits for two scrapes.
     pub fn start(lab: &Lab, rules: Option<&Path>) -> Result<Prometheus> {
-        let dir = lab.dir().join("prometheus");
-        std::fs::create_dir_all(&dir)?;
-        let config = dir.join("prometheus.yml");
         let rule_files = rules.map_or_else(String::new, |r| {
             format!("rule_files:\n  - {}\n", r.display())
         });
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n{rule_files}\
-                 scrape_configs:\n  - job_name: enforcer\n    static_configs:\n      - targets: \
-                 [\"{METRICS_ADDR}\"]\n"
-            ),
-        )?;
-        let addr: SocketAddr = PROMETHEUS_ADDR.parse()?;
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n{rule_files}\
+             scrape_configs:\n  - job_name: enforcer\n    static_configs:\n      - targets: \
+             [\"{METRICS_ADDR}\"]\n"
+        );
+        let prometheus =
+            Prometheus::start_config(lab, "prometheus", &config, &[], PROMETHEUS_ADDR.parse()?)?;
+        prometheus.wait_scrapes(lab, 2, Duration::from_secs(60))?;
+        Ok(prometheus)
+    }
+
+    /// Starts Prometheus in `lab`'s gateway namespace, listening on `addr`, with `config` as
+    /// prometheus.yml and `files` (name, text) beside it (rule files, file_sd targets) in the
+    /// lab directory `name`. Returns once it answers queries.
+    pub fn start_config(
+        lab: &Lab,
+        name: &str,
+        config: &str,
+        files: &[(&str, &str)],
+        addr: SocketAddr,
+    ) -> Result<Prometheus> {
+        let dir = lab.dir().join(name);
+        std::fs::create_dir_all(&dir)?;
+        let config_path = dir.join("prometheus.yml");
+        std::fs::write(&config_path, config)?;
+        for (file, text) in files {
+            std::fs::write(dir.join(file), text)?;
+        }
         let child = Command::new(tools::path(tools::IP)?)
             .args(["netns", "exec", &lab.netns(Side::Gateway)])
             .arg(tools::path(tools::PROMETHEUS)?)
-            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--config.file={}", config_path.display()))
             .arg(format!(
                 "--storage.tsdb.path={}",
                 dir.join("data").display()
@@ -62,29 +78,54 @@ impl Prometheus {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .context("starting prometheus")?;
-        let prometheus = Prometheus { child, addr, dir };
-        prometheus.wait_scrapes(lab, 2, Duration::from_secs(60))?;
+            .with_context(|| format!("starting prometheus {name}"))?;
+        let mut prometheus = Prometheus { child, addr, dir };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while prometheus
+            .query(lab, "vector(1)")
+            .ok()
+            .and_then(|v| scalar(&v))
+            != Some(1.0)
+        {
+            if let Some(status) = prometheus.child.try_wait()? {
+                bail!("prometheus {name} exited ({status}); config:\n{config}");
+            }
+            if Instant::now() > deadline {
+                bail!("prometheus {name} did not answer on {addr} within 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
         Ok(prometheus)
+    }
+
+    /// Waits until the first value of the instant query `expr` is at least `min`.
+    pub fn wait_until(&self, lab: &Lab, expr: &str, min: f64, limit: Duration) -> Result<()> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let value = self
+                .query(lab, expr)
+                .ok()
+                .and_then(|v| scalar(&v))
+                .unwrap_or(f64::NEG_INFINITY);
+            if value >= min {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{expr} did not reach {min} in {limit:?} (last: {value})");
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
     }
 
     /// Waits until Prometheus holds `count` scrapes of the daemon from the last minute.
     pub fn wait_scrapes(&self, lab: &Lab, count: usize, limit: Duration) -> Result<()> {
-        let deadline = Instant::now() + limit;
-        loop {
-            let scrapes = self
-                .query(lab, "count_over_time(up{job=\"enforcer\"}[1m])")
-                .ok()
-                .and_then(|v| scalar(&v))
-                .unwrap_or(0.0);
-            if scrapes >= count as f64 {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("Prometheus did not scrape the daemon {count} times in {limit:?}");
-            }
-            std::thread::sleep(Duration::from_millis(300));
-        }
+        self.wait_until(
+            lab,
+            "count_over_time(up{job=\"enforcer\"}[1m])",
+            count as f64,
+            limit,
+        )
+        .with_context(|| format!("Prometheus did not scrape the daemon {count} times"))
     }
 
     /// An instant query's JSON answer.
