@@ -523,11 +523,12 @@ impl Live {
         };
         let height = |s: &Section| u16::try_from(s.rows.len().max(1) + 3).unwrap_or(u16::MAX);
         let head_height = u16::try_from(head.len()).unwrap_or(u16::MAX);
+        // Platforms and sites as tall as their rows; learned names and maps take the rest.
         let [top, body, sites_area, bottom] = Layout::vertical([
             Constraint::Length(head_height),
-            Constraint::Min(height(platforms).min(6)),
+            Constraint::Length(height(platforms)),
             Constraint::Length(height(sites).min(12)),
-            Constraint::Length(height(learned).max(height(maps)).min(14)),
+            Constraint::Min(height(maps)),
         ])
         .areas(frame.area());
         frame.render_widget(Paragraph::new(head), top);
@@ -558,7 +559,13 @@ fn table(frame: &mut ratatui::Frame<'_>, section: &Section, area: Rect) {
         .map(|r| Row::new(r.iter().map(String::as_str)));
     let header = Row::new(section.header.iter().copied())
         .style(Style::default().add_modifier(Modifier::BOLD));
-    frame.render_widget(Table::new(rows, widths).header(header).block(block), area);
+    frame.render_widget(
+        Table::new(rows, widths)
+            .header(header)
+            .column_spacing(2)
+            .block(block),
+        area,
+    );
 }
 
 #[cfg(test)]
