@@ -65,11 +65,8 @@ mod tests {
     #[test]
     fn newest_first_bounded_and_a_repeat_moves_up() {
         let mut recent = RecentLearned::new(3);
-        for (i, name) in ["a.example", "b.example", "c.example", "d.example"]
-            .iter()
-            .enumerate()
-        {
-            recent.record(at(name, i as u8, i as u64));
+        for (i, name) in (0u8..).zip(["a.example", "b.example", "c.example", "d.example"]) {
+            recent.record(at(name, i, u64::from(i)));
         }
         let names = |r: &RecentLearned| r.iter().map(|e| e.name.clone()).collect::<Vec<_>>();
         assert_eq!(names(&recent), ["d.example", "c.example", "b.example"]);
