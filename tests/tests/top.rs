@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use hickory_proto::rr::RecordType;
@@ -150,7 +150,7 @@ fn top_in_a_terminal_shows_drops_learning_health_and_maps_and_quits_on_q() {
         eprintln!("skipped: needs root");
         return;
     }
-    let (lab, _dns, _stream) = lab_with_traffic();
+    let (mut lab, _dns, _stream) = lab_with_traffic();
     let status = json_ok(&lab.control(&["status", "--json"]).unwrap(), "status");
     let digest = status["policy_digest"].as_str().unwrap().to_owned();
     let health = if status["resolver"]["ok"].as_bool().unwrap() {
@@ -202,6 +202,22 @@ fn top_in_a_terminal_shows_drops_learning_health_and_maps_and_quits_on_q() {
     );
     assert!(pane.contains(&format!("policy {digest}")), "{pane}");
 
+    // A smaller terminal: the view redraws to its size.
+    let out = tmux
+        .run(&["resize-window", "-t", &name, "-x", "120", "-y", "40"])
+        .unwrap();
+    assert!(out.status.success(), "tmux resize-window");
+    tmux.wait_for("no redraw at 120 columns", |pane| {
+        pane.lines()
+            .any(|l| l.starts_with("┌platforms") && l.ends_with('┐') && l.chars().count() == 120)
+            .then_some(())
+    });
+    // The daemon goes away: the view says so and keeps running (and asking).
+    lab.stop_daemon().unwrap();
+    tmux.wait_for("no word of the missing daemon", |pane| {
+        pane.contains("NO ANSWER from the daemon").then_some(())
+    });
+
     tmux.keys("q");
     let after = tmux.wait_for("top did not exit on q", |pane| {
         pane.contains("top exited").then(|| pane.to_owned())
@@ -236,7 +252,7 @@ fn top_piped_prints_plain_snapshots() {
         eprintln!("skipped: needs root");
         return;
     }
-    let (lab, _dns, _stream) = lab_with_traffic();
+    let (mut lab, _dns, _stream) = lab_with_traffic();
     let out = top_plain(&lab.socket(), &["--count", "2"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -252,6 +268,34 @@ fn top_piped_prints_plain_snapshots() {
     assert_eq!(media[1], "drop", "{text}");
     assert!(moving(media[2]), "{text}");
     assert!(row(&text, "x.media.example").is_some(), "{text}");
+
+    // A daemon that goes away while plain snapshots run: exit 1, saying why.
+    let mut top = Command::new(enforcer_binary().unwrap())
+        .arg("--socket")
+        .arg(lab.socket())
+        .args(["top", "--count", "120"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    lab.stop_daemon().unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    while top.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "top kept running without a daemon"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = top.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("the daemon"), "{stderr}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("\nplatforms "),
+        "no snapshot before the daemon went"
+    );
 }
 
 #[test]
