@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
+use ratatui::crossterm::event::{self, Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::Line;
@@ -26,6 +26,8 @@ use crate::policy::OTHER_SITE;
 const REFRESH: Duration = Duration::from_secs(1);
 /// How long the view waits for a key before it looks for a new sample.
 const KEY_POLL: Duration = Duration::from_millis(100);
+/// A sample older than this is said to be late.
+const STALE: Duration = Duration::from_secs(3);
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Example: enforcer --socket /run/enforcer/enforcer.sock top")]
@@ -456,7 +458,8 @@ fn live(socket: &Path, first: Sample) -> Result<(), TopError> {
         let mut next = Instant::now() + REFRESH;
         loop {
             std::thread::sleep(next.saturating_duration_since(Instant::now()));
-            next += REFRESH;
+            // From now, not from the plan: a slow answer is not followed by a burst.
+            next = Instant::now() + REFRESH;
             let sample = fetch(&worker_socket).map(|reply| Sample {
                 reply,
                 at: Instant::now(),
@@ -478,13 +481,7 @@ fn live(socket: &Path, first: Sample) -> Result<(), TopError> {
         terminal.draw(|frame| view.draw(frame))?;
         if event::poll(KEY_POLL)? {
             match event::read()? {
-                Event::Key(key) if key.kind != KeyEventKind::Release => {
-                    let ctrl_c = key.code == KeyCode::Char('c')
-                        && key.modifiers.contains(KeyModifiers::CONTROL);
-                    if ctrl_c || matches!(key.code, KeyCode::Char('q' | 'Q') | KeyCode::Esc) {
-                        return Ok(());
-                    }
-                }
+                Event::Key(key) if quits(key) => return Ok(()),
                 // The next draw takes the new size.
                 Event::Resize(..) => terminal.autoresize()?,
                 _ => {}
@@ -502,6 +499,13 @@ fn live(socket: &Path, first: Sample) -> Result<(), TopError> {
     }
 }
 
+/// `q`, Esc or Ctrl-C (raw mode turns Ctrl-C into a key, not a signal).
+fn quits(key: KeyEvent) -> bool {
+    let ctrl_c = key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL);
+    key.kind != KeyEventKind::Release
+        && (ctrl_c || matches!(key.code, KeyCode::Char('q' | 'Q') | KeyCode::Esc))
+}
+
 impl Live {
     fn draw(&self, frame: &mut ratatui::Frame<'_>) {
         let screen = Screen::build(self.previous.as_ref(), &self.current);
@@ -515,6 +519,14 @@ impl Live {
             Some(message) => head.push(Line::styled(
                 format!("NO ANSWER from the daemon (retrying every second): {message}"),
                 bold.fg(Color::Red),
+            )),
+            // An answer that is late (the daemon busy with a large reload) is said too.
+            None if self.current.at.elapsed() > STALE => head.push(Line::styled(
+                format!(
+                    "waiting for the daemon: last answer {} ago",
+                    age(self.current.at.elapsed().as_secs())
+                ),
+                bold.fg(Color::Yellow),
             )),
             None => head.push(Line::raw("q, Esc or Ctrl-C quits; refreshed every second")),
         }
@@ -628,6 +640,19 @@ mod tests {
                 capacity: 1000,
             }],
         }
+    }
+
+    #[test]
+    fn q_esc_and_ctrl_c_quit_other_keys_do_not() {
+        let key = |code, modifiers| KeyEvent::new(code, modifiers);
+        assert!(quits(key(KeyCode::Char('q'), KeyModifiers::NONE)));
+        assert!(quits(key(KeyCode::Esc, KeyModifiers::NONE)));
+        assert!(quits(key(KeyCode::Char('c'), KeyModifiers::CONTROL)));
+        assert!(!quits(key(KeyCode::Char('c'), KeyModifiers::NONE)));
+        assert!(!quits(key(KeyCode::Char('x'), KeyModifiers::NONE)));
+        let mut release = key(KeyCode::Char('q'), KeyModifiers::NONE);
+        release.kind = KeyEventKind::Release;
+        assert!(!quits(release));
     }
 
     #[test]
