@@ -219,8 +219,9 @@ fn top_in_a_terminal_shows_drops_learning_health_and_maps_and_quits_on_q() {
     });
 
     tmux.keys("q");
+    // Until `stty -a` (run after top and tee) has printed its settings.
     let after = tmux.wait_for("top did not exit on q", |pane| {
-        pane.contains("top exited").then(|| pane.to_owned())
+        (pane.contains("top exited") && pane.contains("baud;")).then(|| pane.to_owned())
     });
     assert_eq!(
         std::fs::read_to_string(&exit_file).unwrap().trim(),
