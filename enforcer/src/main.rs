@@ -36,6 +36,7 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::History(args) => Ok(enforcer::cli::history::execute(&socket, &args)),
         Command::Rollback(args) => Ok(enforcer::cli::rollback::execute(&socket, &args)),
         Command::Feeds(command) => Ok(enforcer::cli::feeds::execute(&socket, command)),
+        Command::Top(args) => Ok(enforcer::cli::top::execute(&socket, &args)),
     }
 }
 

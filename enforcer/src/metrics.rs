@@ -382,18 +382,14 @@ pub fn render(state: &State) -> Result<String, String> {
         );
     }
 
-    let rule_lists = state.compiled().rule_lists().len();
+    let fill = map_fill(state);
     header(
         &mut out,
         "enforcer_map_entries",
         "gauge",
         "Entries in each datapath map.",
     );
-    for (map, value) in [
-        ("prefixes_v4", state.compiled().v4.len()),
-        ("prefixes_v6", state.compiled().v6.len()),
-        ("rule_slots", rule_lists),
-    ] {
+    for (map, value, _) in fill {
         let _ = writeln!(out, "enforcer_map_entries{{map=\"{map}\"}} {value}");
     }
     header(
@@ -402,11 +398,7 @@ pub fn render(state: &State) -> Result<String, String> {
         "gauge",
         "Capacity of each datapath map.",
     );
-    for (map, value) in [
-        ("prefixes_v4", state.compiled().capacity.v4),
-        ("prefixes_v6", state.compiled().capacity.v6),
-        ("rule_slots", RULE_SLOTS),
-    ] {
+    for (map, _, value) in fill {
         let _ = writeln!(out, "enforcer_map_capacity{{map=\"{map}\"}} {value}");
     }
 
@@ -422,4 +414,28 @@ pub fn render(state: &State) -> Result<String, String> {
         env!("CARGO_PKG_VERSION")
     );
     Ok(out)
+}
+
+/// (map, entries, capacity) of each datapath map: `enforcer_map_entries` / `_capacity`, and
+/// `enforcer top`'s map fill.
+pub fn map_fill(state: &State) -> [(&'static str, u64, u64); 3] {
+    let compiled = state.compiled();
+    let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    [
+        (
+            "prefixes_v4",
+            count(compiled.v4.len()),
+            u64::from(compiled.capacity.v4),
+        ),
+        (
+            "prefixes_v6",
+            count(compiled.v6.len()),
+            u64::from(compiled.capacity.v6),
+        ),
+        (
+            "rule_slots",
+            count(compiled.rule_lists().len()),
+            u64::from(RULE_SLOTS),
+        ),
+    ]
 }

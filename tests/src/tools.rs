@@ -86,6 +86,10 @@ pub const CHROMIUM: Tool = Tool {
     program: "chromium",
     package: "chromium",
 };
+pub const TMUX: Tool = Tool {
+    program: "tmux",
+    package: "tmux",
+};
 
 /// Every tool above.
 pub const ALL: &[Tool] = &[
@@ -107,6 +111,7 @@ pub const ALL: &[Tool] = &[
     IPTABLES_LEGACY,
     IPTABLES_NFT,
     CHROMIUM,
+    TMUX,
 ];
 
 /// Where `tool` is: the first match on PATH, then /usr/sbin and /sbin (root's programs, often

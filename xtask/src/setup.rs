@@ -50,6 +50,8 @@ const PACKAGES: &[&str] = &[
     "systemd",
     // `chromium`: tests/tests/report.rs (renders `enforcer report`'s HTML headless to a PNG).
     "chromium",
+    // `tmux`: tests/tests/top.rs (runs `enforcer top` in a real terminal and reads its pane).
+    "tmux",
 ];
 
 /// Rust components xtask runs: `cargo fmt` and `cargo clippy` on stable, and clippy on the

@@ -15,6 +15,7 @@ pub mod rollback;
 pub mod rules;
 pub mod run;
 pub mod status;
+pub mod top;
 
 use std::path::PathBuf;
 
@@ -86,6 +87,15 @@ pub enum Command {
     /// --apply writes) the feed-managed entries of rule files with a `feed:`.
     #[command(subcommand)]
     Feeds(feeds::FeedsCommand),
+    /// Live console view: drop and pass rates per platform, direction and site, DNS blocks,
+    /// recently learned names, resolver health, map fill; refreshed every second.
+    ///
+    /// On a terminal it redraws in place (works over SSH) until q, Esc or Ctrl-C; when stdout
+    /// is not a terminal (or with --plain, --once, --count) it prints a plain table every second.
+    /// Rates are the difference of two successive samples. Exit 1 when no daemon answers at
+    /// start; if the daemon stops answering later, the live view says so and keeps retrying,
+    /// plain text exits 1.
+    Top(top::TopArgs),
 }
 
 impl Cli {

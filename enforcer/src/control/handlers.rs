@@ -57,6 +57,10 @@ pub fn handle(daemon: &Daemon, request: Request, user: &str) -> Response {
         Request::Plan { path } => Response::from_result(plan(daemon, &path)),
         Request::History => Response::from_result(daemon.history()),
         Request::Rollback { to } => Response::from_result(daemon.rollback(to.as_deref(), user)),
+        Request::Top => Response::from_result(daemon.with(|s| {
+            s.top()
+                .map_err(|e| vec![format!("reading the counters: {e}")])
+        })),
     }
 }
 

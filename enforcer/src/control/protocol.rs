@@ -51,6 +51,8 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         to: Option<String>,
     },
+    /// What `enforcer top` shows: counters by direction, DNS blocks, recent learning, map fill.
+    Top,
 }
 
 /// The reply type of each request.
@@ -361,4 +363,72 @@ pub struct PlannedCollateral {
     pub platform: String,
     pub prefix: String,
     pub names: Vec<String>,
+}
+
+/// `top`: one sample of what the console view shows. Rates are the difference of two samples,
+/// computed by the client. Bounded: one row per platform, site and map, and at most
+/// [`TOP_LEARNED`] learned names.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopReply {
+    /// Unix milliseconds when the counters were read (the daemon's clock).
+    pub time_ms: u64,
+    pub interfaces: Vec<InterfaceStatus>,
+    pub policy_digest: String,
+    pub resolver: ResolverStatus,
+    pub platforms: Vec<TopPlatform>,
+    /// As in `status`: per site and platform, the stage and the site's matched traffic.
+    pub sites: Vec<SiteStatus>,
+    /// Packets that matched no platform, by reason (no_match, not_ip, unparsed).
+    pub passed: Vec<TopPassed>,
+    /// The latest learned (name, platform, address), newest first.
+    pub learned: Vec<TopLearned>,
+    /// Entries and capacity of each datapath map (as `enforcer_map_entries` / `_capacity`).
+    pub maps: Vec<TopMap>,
+}
+impl Reply for TopReply {}
+
+/// Most learned names a `top` reply carries.
+pub const TOP_LEARNED: usize = 20;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopPlatform {
+    pub platform: String,
+    pub action: String,
+    /// Matched packets by verdict and direction (summed over families), every pair present.
+    pub counters: Vec<TopCounter>,
+    /// Queries answered by the gateway (blocked by name).
+    pub dns_blocked: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopCounter {
+    /// drop, monitor or allow.
+    pub action: String,
+    /// egress or ingress.
+    pub direction: String,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopPassed {
+    pub reason: String,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopLearned {
+    pub name: String,
+    pub platform: String,
+    pub address: String,
+    /// Unix seconds of the answer that taught it.
+    pub time: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopMap {
+    pub map: String,
+    pub entries: u64,
+    pub capacity: u64,
 }

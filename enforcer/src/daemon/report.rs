@@ -10,12 +10,14 @@ use super::state::{State, policy_digest};
 use crate::compile;
 use crate::control::protocol::{
     ExplainMatch, Explanation, InterfaceStatus, ListedEntry, ListedPlatform, NeverBlockNote,
-    PlatformStatus, ResolverStatus, RulesList, SiteStatus, StatusReply,
+    PlatformStatus, ResolverStatus, RulesList, SiteStatus, StatusReply, TOP_LEARNED, TopCounter,
+    TopLearned, TopMap, TopPassed, TopPlatform, TopReply,
 };
-use crate::datapath::DatapathError;
+use crate::datapath::{CounterSnapshot, DatapathError};
 use crate::never_block::NeverBlock;
 use crate::policy::{DomainPattern, Entry, OTHER_SITE, Platform, Policy};
 use crate::reference::{Matcher, PrefixSource};
+use enforcer_common::{ACTION_NAMES, DIRECTION_NAMES, PASS_REASON_NAMES};
 
 fn unix_seconds(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
@@ -27,6 +29,11 @@ impl State {
     /// Interfaces, policy digest, per-platform prefixes and counters, resolver health.
     pub fn status(&self) -> Result<StatusReply, DatapathError> {
         let counters = self.datapath().counters()?;
+        Ok(self.status_from(&counters))
+    }
+
+    /// `status` from counters already read.
+    fn status_from(&self, counters: &CounterSnapshot) -> StatusReply {
         let resolved = self.book().counts();
         let policy = self.policy();
         let platforms = policy
@@ -84,7 +91,7 @@ impl State {
                 });
             }
         }
-        Ok(StatusReply {
+        StatusReply {
             sites,
             interfaces: self
                 .attached()
@@ -101,6 +108,97 @@ impl State {
                 ok: health.ok,
                 last_success: health.last_success.map(unix_seconds),
             },
+        }
+    }
+
+    /// One sample for `enforcer top`: what `status` says, the counters by verdict and
+    /// direction, DNS blocks, the last names learned and the fill of each map.
+    pub fn top(&self) -> Result<TopReply, DatapathError> {
+        let time_ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or_default();
+        let policy = self.policy();
+        let ids = (0..policy.platforms.len()).map(|i| policy.platform_id(i));
+        let below = ids.max().map_or(0, |m| m.saturating_add(1));
+        let counters = self.datapath().counters_up_to(Some(below))?;
+        let blocked = self.datapath().dns_blocked(below)?;
+        let status = self.status_from(&counters);
+        let platforms = policy
+            .platforms
+            .iter()
+            .enumerate()
+            .map(|(index, platform)| {
+                let id = policy.platform_id(index);
+                let mut rows = Vec::new();
+                for (action, action_name) in (0u8..).zip(ACTION_NAMES) {
+                    for (direction, direction_name) in (0u8..).zip(DIRECTION_NAMES) {
+                        let (packets, bytes) = counters
+                            .matches
+                            .iter()
+                            .filter(|(k, _)| {
+                                k.platform == id && k.action == action && k.direction == direction
+                            })
+                            .fold((0, 0), |(p, b), (_, c)| (p + c.packets, b + c.bytes));
+                        rows.push(TopCounter {
+                            action: action_name.to_owned(),
+                            direction: direction_name.to_owned(),
+                            packets,
+                            bytes,
+                        });
+                    }
+                }
+                TopPlatform {
+                    platform: platform.name.clone(),
+                    action: platform.action.to_string(),
+                    counters: rows,
+                    dns_blocked: blocked
+                        .iter()
+                        .filter(|(p, _, _)| *p == id)
+                        .map(|(_, _, c)| c.packets)
+                        .sum(),
+                }
+            })
+            .collect();
+        let passed = PASS_REASON_NAMES
+            .iter()
+            .zip(counters.passed.iter())
+            .map(|(reason, c)| TopPassed {
+                reason: (*reason).to_owned(),
+                packets: c.packets,
+                bytes: c.bytes,
+            })
+            .collect();
+        let learned = self
+            .learner()
+            .recent
+            .iter()
+            .take(TOP_LEARNED)
+            .map(|r| TopLearned {
+                name: r.name.clone(),
+                platform: r.platform.clone(),
+                address: r.address.to_string(),
+                time: unix_seconds(r.time),
+            })
+            .collect();
+        let maps = crate::metrics::map_fill(self)
+            .into_iter()
+            .map(|(map, entries, capacity)| TopMap {
+                map: map.to_owned(),
+                entries,
+                capacity,
+            })
+            .collect();
+        Ok(TopReply {
+            time_ms,
+            interfaces: status.interfaces,
+            policy_digest: status.policy_digest,
+            resolver: status.resolver,
+            platforms,
+            sites: status.sites,
+            passed,
+            learned,
+            maps,
         })
     }
 

@@ -20,6 +20,7 @@ mod learned;
 mod message;
 pub mod observed;
 mod patterns;
+pub mod recent;
 mod trust;
 
 use std::net::{IpAddr, SocketAddr};
@@ -177,6 +178,8 @@ pub struct Learner {
     pub counters: AnswerCounters,
     /// Every believed answer's names by address (for `collateral`).
     pub observed: observed::ObservedNames,
+    /// The last names learned, for `enforcer top`.
+    pub recent: recent::RecentLearned,
 }
 
 impl Learner {
@@ -195,6 +198,7 @@ impl Learner {
             set: LearnedSet::default(),
             counters: AnswerCounters::default(),
             observed: observed::ObservedNames::new(DEFAULT_OBSERVED_NAMES),
+            recent: recent::RecentLearned::new(crate::control::protocol::TOP_LEARNED),
         }
     }
 
@@ -309,6 +313,16 @@ impl Learner {
                 remove_at: now + keep,
             },
         );
+        for u in &uses {
+            for (address, _) in &message.addresses {
+                self.recent.record(recent::Recent {
+                    name: message.question.clone(),
+                    platform: u.platform.clone(),
+                    address: *address,
+                    time: now,
+                });
+            }
+        }
         self.counters.add(AnswerResult::Learned);
         result(AnswerResult::Learned, added)
     }
