@@ -36,6 +36,9 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::History(args) => Ok(enforcer::cli::history::execute(&socket, &args)),
         Command::Rollback(args) => Ok(enforcer::cli::rollback::execute(&socket, &args)),
         Command::Feeds(command) => Ok(enforcer::cli::feeds::execute(&socket, command)),
+        Command::Bundle(command) => enforcer::cli::bundle::execute(command)
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(anyhow::Error::from),
     }
 }
 

@@ -1,5 +1,6 @@
 //! Command-line interface: one module per subcommand.
 
+pub mod bundle;
 pub mod check;
 pub mod client;
 pub mod collateral;
@@ -86,6 +87,10 @@ pub enum Command {
     /// --apply writes) the feed-managed entries of rule files with a `feed:`.
     #[command(subcommand)]
     Feeds(feeds::FeedsCommand),
+    /// Signed policy bundles for a fleet: `bundle keygen` makes the key and the root gateways
+    /// pin, `bundle build` publishes a policy version (gateways follow with `run --bundle-url`).
+    #[command(subcommand)]
+    Bundle(bundle::BundleCommand),
 }
 
 impl Cli {

@@ -9,8 +9,8 @@ use ipnet::IpNet;
 use super::state::{State, policy_digest};
 use crate::compile;
 use crate::control::protocol::{
-    ExplainMatch, Explanation, InterfaceStatus, ListedEntry, ListedPlatform, NeverBlockNote,
-    PlatformStatus, ResolverStatus, RulesList, SiteStatus, StatusReply,
+    BundleStatus, ExplainMatch, Explanation, InterfaceStatus, ListedEntry, ListedPlatform,
+    NeverBlockNote, PlatformStatus, ResolverStatus, RulesList, SiteStatus, StatusReply,
 };
 use crate::datapath::DatapathError;
 use crate::never_block::NeverBlock;
@@ -86,6 +86,10 @@ impl State {
         }
         Ok(StatusReply {
             sites,
+            bundle: self.bundle_mode().map(|m| BundleStatus {
+                version: m.applied.version,
+                age_seconds: super::bundle::age_seconds(m),
+            }),
             interfaces: self
                 .attached()
                 .iter()
