@@ -191,14 +191,27 @@ fn an_expired_timestamp_is_refused() {
 fn an_older_timestamp_served_after_a_newer_one_is_a_rollback() {
     let s = Setup::new("rollback");
     s.build();
-    let old_timestamp = std::fs::read(s.metadata("timestamp.json")).unwrap();
+    let first_timestamp = std::fs::read(s.metadata("timestamp.json")).unwrap();
     let gateway = s.gateway("gw");
     assert!(matches!(fetch(&gateway, None).unwrap(), Fetched::New(v) if v.version == 1));
+    // Re-signed (same version 1, newer timestamp and snapshot), then the older timestamp is
+    // served again: the datastore knows a newer one, whatever the targets version says.
+    s.build();
+    assert_eq!(fetch(&gateway, Some(1)).unwrap(), Fetched::Unchanged(1));
+    std::fs::write(s.metadata("timestamp.json"), &first_timestamp).unwrap();
+    let error = fetch(&gateway, Some(1)).unwrap_err();
+    assert_eq!(error.result, FetchResult::Rollback, "{}", error.message);
+    assert!(
+        error.message.contains("previously fetched"),
+        "{}",
+        error.message
+    );
+
+    // A new version, then a mirror serves the first (validly signed, unexpired) again.
     s.rules(V2);
     s.build();
     assert!(matches!(fetch(&gateway, Some(1)).unwrap(), Fetched::New(v) if v.version == 2));
-    // A mirror serves the older (validly signed, unexpired) timestamp and snapshot again.
-    std::fs::write(s.metadata("timestamp.json"), old_timestamp).unwrap();
+    std::fs::write(s.metadata("timestamp.json"), &first_timestamp).unwrap();
     let error = fetch(&gateway, Some(2)).unwrap_err();
     assert_eq!(error.result, FetchResult::Rollback, "{}", error.message);
     // A gateway that lost its datastore but keeps version 2 in force refuses version 1 too.
