@@ -191,10 +191,7 @@ impl Publisher {
             for name in names {
                 let mut bytes = std::fs::read(from.join(&name)).unwrap();
                 if tamper && sub == "targets" && !to.join(&name).exists() {
-                    let text = String::from_utf8(bytes).unwrap();
-                    let changed = text.replace("198.19.30.0/24", "198.19.31.0/24");
-                    assert_ne!(text, changed, "nothing to tamper with in {name}");
-                    bytes = changed.into_bytes();
+                    bytes = tampered(&bytes);
                 }
                 put(&to.join(&name), &bytes);
             }
@@ -204,6 +201,24 @@ impl Publisher {
     fn timestamp(&self) -> Vec<u8> {
         std::fs::read(self.served().join("metadata/timestamp.json")).unwrap()
     }
+}
+
+/// The bundle `bytes` with 198.19.30.0/24 made 198.19.31.0/24 and its digest made to match, as
+/// a compromised mirror would: only the signed metadata's hash of the file can tell.
+fn tampered(bytes: &[u8]) -> Vec<u8> {
+    let mut bundle: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+    let text = bundle["files"]["video.yaml"].as_str().unwrap().to_owned();
+    let changed = text.replace("198.19.30.0/24", "198.19.31.0/24");
+    assert_ne!(text, changed, "nothing to tamper with");
+    let policy = enforcer::policy::parse_policy_str(
+        Path::new("video.yaml"),
+        &changed,
+        &enforcer::policy::LoadOptions::default(),
+    )
+    .unwrap();
+    bundle["files"]["video.yaml"] = changed.into();
+    bundle["digest"] = enforcer::daemon::policy_digest(&policy).into();
+    serde_json::to_vec(&bundle).unwrap()
 }
 
 /// Writes a file by rename, as a web server's deploy would.
