@@ -739,6 +739,63 @@ mod tests {
     }
 
     #[test]
+    fn bundle_mode_replaces_rules_and_needs_a_root() {
+        let s = Settings::for_run(
+            run_args(&[
+                "--iface",
+                "x",
+                "--state-dir",
+                "/var/lib/e",
+                "--bundle-url",
+                "https://policy.example/repo",
+                "--bundle-root",
+                "/etc/enforcer/root.json",
+            ]),
+            None,
+        )
+        .unwrap();
+        let bundle = s.bundle.unwrap();
+        assert_eq!(bundle.url, "https://policy.example/repo");
+        assert_eq!(bundle.interval, std::time::Duration::from_secs(60));
+        assert_eq!(s.rules, PathBuf::from("/var/lib/e/bundle/policy"));
+        let file = ConfigFile::parse(
+            "bundle-url: file:///srv/repo\nbundle-root: /r.json\nbundle-interval: 5\n",
+        )
+        .unwrap();
+        let from_file = Settings::from_options(file.options, None).unwrap();
+        assert_eq!(
+            from_file.bundle.map(|b| b.interval),
+            Some(std::time::Duration::from_secs(5))
+        );
+        let both = Settings::for_run(
+            run_args(&[
+                "--iface",
+                "x",
+                "--rules",
+                "/r",
+                "--bundle-url",
+                "http://a/",
+                "--bundle-root",
+                "/r.json",
+            ]),
+            None,
+        );
+        assert!(matches!(both, Err(SettingsError::RulesAndBundle)));
+        for partial in [
+            &["--iface", "x", "--bundle-url", "http://a/"][..],
+            &["--iface", "x", "--bundle-root", "/r.json"][..],
+            &["--iface", "x", "--bundle-interval", "5"][..],
+        ] {
+            let error = Settings::for_run(run_args(partial), None);
+            assert!(
+                matches!(error, Err(SettingsError::BundleIncomplete)),
+                "{partial:?}"
+            );
+        }
+        assert!(ConfigFile::parse("bundle-interval: 0\n").is_err());
+    }
+
+    #[test]
     fn run_needs_an_interface_and_sane_ttls() {
         let no_iface = Settings::for_run(run_args(&[]), None).unwrap_err();
         assert!(matches!(no_iface, SettingsError::NoInterface));

@@ -502,6 +502,34 @@ fn twenty_gateways_follow_one_signed_repository() {
         assert!(!delivered(&gateways[i], third), "gateway {i}");
     }
 
+    // Bundle mode: the policy files are the daemon's copy (not watched); `reload` puts the
+    // last verified bundle back; `rollback` is refused.
+    let g1 = &gateways[1];
+    let copy = g1.lab.state_dir().join("bundle/policy/video.yaml");
+    assert_eq!(std::fs::read_to_string(&copy).unwrap(), V3);
+    std::fs::write(&copy, V1).unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let digest_of = |g: &Gateway| {
+        json_ok(&g.lab.control(&["status", "--json"]).unwrap(), "status")["policy_digest"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(
+        digest_of(g1),
+        digest3,
+        "a hand edit was applied in bundle mode"
+    );
+    json_ok(&g1.lab.control(&["reload"]).unwrap(), "reload");
+    assert_eq!(std::fs::read_to_string(&copy).unwrap(), V3);
+    assert_eq!(digest_of(g1), digest3);
+    let rollback = g1.lab.control(&["rollback"]).unwrap();
+    assert!(
+        !rollback.status.success()
+            && String::from_utf8_lossy(&rollback.stderr).contains("follows the bundle repository"),
+        "{rollback:?}"
+    );
+
     put(
         &publisher.served().join("metadata/timestamp.json"),
         &version2_timestamp,

@@ -50,7 +50,7 @@ pub enum BundleError {
     #[error("{what}: {source}")]
     Tuf {
         what: String,
-        source: tough::error::Error,
+        source: Box<tough::error::Error>,
     },
 }
 

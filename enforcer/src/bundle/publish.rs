@@ -48,7 +48,10 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BundleError + '_ {
 
 fn tuf(what: impl Into<String>) -> impl FnOnce(tough::error::Error) -> BundleError {
     let what = what.into();
-    move |source| BundleError::Tuf { what, source }
+    move |source| BundleError::Tuf {
+        what,
+        source: Box::new(source),
+    }
 }
 
 fn jiff(time: SystemTime) -> Result<jiff::Timestamp, BundleError> {
