@@ -3,6 +3,7 @@
 // FFI and every other unsafe block live in `sys`.
 #![deny(unsafe_code)]
 
+pub mod bundle;
 pub mod cli;
 pub mod compile;
 pub mod connections;

@@ -37,6 +37,9 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Rollback(args) => Ok(enforcer::cli::rollback::execute(&socket, &args)),
         Command::Feeds(command) => Ok(enforcer::cli::feeds::execute(&socket, command)),
         Command::Top(args) => Ok(enforcer::cli::top::execute(&socket, &args)),
+        Command::Bundle(command) => enforcer::cli::bundle::execute(command)
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(anyhow::Error::from),
     }
 }
 

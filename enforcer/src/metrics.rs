@@ -38,6 +38,40 @@ const MAX_REQUEST: usize = 8192;
 /// Connections the kernel queues until the daemon accepts them.
 const BACKLOG: u32 = 1024;
 
+/// Bundle mode's series: the version in force, its age, and every fetch result (all from 0).
+fn render_bundle(out: &mut String, mode: &crate::daemon::BundleMode) {
+    use crate::bundle::follow::FetchResult;
+    header(
+        out,
+        "enforcer_bundle_version",
+        "gauge",
+        "The policy bundle version in force (the repository's targets version).",
+    );
+    let _ = writeln!(out, "enforcer_bundle_version {}", mode.applied.version);
+    header(
+        out,
+        "enforcer_bundle_age_seconds",
+        "gauge",
+        "Seconds since the bundle in force was built and signed.",
+    );
+    let age = mode.applied.bundle.age(SystemTime::now()).as_secs();
+    let _ = writeln!(out, "enforcer_bundle_age_seconds {age}");
+    header(
+        out,
+        "enforcer_bundle_fetches_total",
+        "counter",
+        "Looks at the bundle repository, by result.",
+    );
+    for result in FetchResult::ALL {
+        let _ = writeln!(
+            out,
+            "enforcer_bundle_fetches_total{{result=\"{}\"}} {}",
+            result.as_str(),
+            mode.fetches[result.index()]
+        );
+    }
+}
+
 /// Serves scrapes on `addr`, as many at once as `gate` allows, until the task is aborted.
 pub async fn spawn(
     addr: SocketAddr,
@@ -366,6 +400,10 @@ pub fn render(state: &State) -> Result<String, String> {
         out,
         "enforcer_last_policy_update_timestamp_seconds {updated}"
     );
+
+    if let Some(mode) = state.bundle_mode() {
+        render_bundle(&mut out, mode);
+    }
 
     header(
         &mut out,

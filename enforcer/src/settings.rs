@@ -99,6 +99,16 @@ pub struct RunOptions {
     /// How many applied policies STATE-DIR/history keeps for `enforcer rollback` [default: 20].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub history: Option<u32>,
+    /// Follow the signed policy bundles of this TUF repository (http, https or file URL with
+    /// `metadata/` and `targets/` under it) instead of --rules.
+    #[arg(long, value_name = "URL")]
+    pub bundle_url: Option<String>,
+    /// The repository's root metadata this gateway pins (`enforcer bundle keygen` writes it).
+    #[arg(long, value_name = "ROOT.json")]
+    pub bundle_root: Option<PathBuf>,
+    /// Seconds between looks at the bundle repository, with up to 10 % jitter [default: 60].
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub bundle_interval: Option<u64>,
 }
 
 /// One `--iface` value: an interface name and its role.
@@ -158,6 +168,9 @@ impl RunOptions {
             observed_names: self.observed_names.or(file.observed_names),
             inline_sites: self.inline_sites.or(file.inline_sites),
             history: self.history.or(file.history),
+            bundle_url: self.bundle_url.or(file.bundle_url),
+            bundle_root: self.bundle_root.or(file.bundle_root),
+            bundle_interval: self.bundle_interval.or(file.bundle_interval),
         }
     }
 }
@@ -206,6 +219,14 @@ pub enum SettingsError {
     TtlBounds { floor: u64, ceiling: u64 },
     #[error("{0}")]
     Sites(#[from] crate::policy::PolicyError),
+    #[error(
+        "--rules and --bundle-url exclude each other: a gateway follows its own files or a bundle repository"
+    )]
+    RulesAndBundle,
+    #[error(
+        "--bundle-url needs --bundle-root (the root metadata to pin), and --bundle-root and --bundle-interval need --bundle-url"
+    )]
+    BundleIncomplete,
 }
 
 impl ConfigFile {
@@ -369,6 +390,17 @@ pub struct Settings {
     pub observed_names: usize,
     /// How many applied policies the history keeps.
     pub history: usize,
+    /// Bundle mode: the repository followed instead of `--rules` (which then points at the
+    /// policy directory of STATE-DIR/bundle).
+    pub bundle: Option<BundleSettings>,
+}
+
+/// `--bundle-url`, `--bundle-root`, `--bundle-interval`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BundleSettings {
+    pub url: String,
+    pub root: PathBuf,
+    pub interval: std::time::Duration,
 }
 
 impl Settings {
@@ -383,6 +415,7 @@ impl Settings {
     pub const DEFAULT_MAX_ADDRESSES_PER_NAME: u64 = 64;
     pub const DEFAULT_DNS_BLOCK_TTL: u32 = 300;
     pub const DEFAULT_HISTORY: u32 = 20;
+    pub const DEFAULT_BUNDLE_INTERVAL: u64 = 60;
 
     /// `run`'s settings: flags, then `--config`, then defaults. `socket` is the global flag.
     pub fn for_run(args: RunArgs, socket: Option<PathBuf>) -> Result<Self, SettingsError> {
@@ -415,16 +448,37 @@ impl Settings {
                     .map_err(|_| SettingsError::BadMetricsAddress(metrics_text.clone()))?,
             )
         };
+        let state_dir: PathBuf = options
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| Self::DEFAULT_STATE_DIR.into());
+        let bundle = match (&options.bundle_url, &options.bundle_root) {
+            (Some(_), _) if options.rules.is_some() => return Err(SettingsError::RulesAndBundle),
+            (Some(url), Some(root)) => Some(BundleSettings {
+                url: url.clone(),
+                root: root.clone(),
+                interval: std::time::Duration::from_secs(
+                    options
+                        .bundle_interval
+                        .unwrap_or(Self::DEFAULT_BUNDLE_INTERVAL),
+                ),
+            }),
+            (None, None) if options.bundle_interval.is_none() => None,
+            _ => return Err(SettingsError::BundleIncomplete),
+        };
+        let rules = match &bundle {
+            Some(_) => crate::bundle::store::Store::new(&state_dir).policy_dir(),
+            None => options.rules.unwrap_or_else(|| Self::DEFAULT_RULES.into()),
+        };
         let settings = Self {
-            rules: options.rules.unwrap_or_else(|| Self::DEFAULT_RULES.into()),
+            rules,
+            bundle,
             interfaces: options.iface.iter().map(|i| i.name.clone()).collect(),
             roles: options.iface.iter().map(|i| i.role).collect(),
             xdp_mode: options.xdp_mode.unwrap_or(ModeRequest::Auto),
             resolvers: options.resolver,
             metrics,
-            state_dir: options
-                .state_dir
-                .unwrap_or_else(|| Self::DEFAULT_STATE_DIR.into()),
+            state_dir,
             bpffs: options.bpffs.unwrap_or_else(|| Self::DEFAULT_BPFFS.into()),
             never_block: options.never_block,
             ttl_floor: options.ttl_floor.unwrap_or(Self::DEFAULT_TTL_FLOOR),
@@ -682,6 +736,63 @@ mod tests {
             ConfigFile::parse("dns-block-ttl: 4294967296\n").unwrap_err()[0]
                 .starts_with("1:16: dns-block-ttl: ")
         );
+    }
+
+    #[test]
+    fn bundle_mode_replaces_rules_and_needs_a_root() {
+        let s = Settings::for_run(
+            run_args(&[
+                "--iface",
+                "x",
+                "--state-dir",
+                "/var/lib/e",
+                "--bundle-url",
+                "https://policy.example/repo",
+                "--bundle-root",
+                "/etc/enforcer/root.json",
+            ]),
+            None,
+        )
+        .unwrap();
+        let bundle = s.bundle.unwrap();
+        assert_eq!(bundle.url, "https://policy.example/repo");
+        assert_eq!(bundle.interval, std::time::Duration::from_secs(60));
+        assert_eq!(s.rules, PathBuf::from("/var/lib/e/bundle/policy"));
+        let file = ConfigFile::parse(
+            "bundle-url: file:///srv/repo\nbundle-root: /r.json\nbundle-interval: 5\n",
+        )
+        .unwrap();
+        let from_file = Settings::from_options(file.options, None).unwrap();
+        assert_eq!(
+            from_file.bundle.map(|b| b.interval),
+            Some(std::time::Duration::from_secs(5))
+        );
+        let both = Settings::for_run(
+            run_args(&[
+                "--iface",
+                "x",
+                "--rules",
+                "/r",
+                "--bundle-url",
+                "http://a/",
+                "--bundle-root",
+                "/r.json",
+            ]),
+            None,
+        );
+        assert!(matches!(both, Err(SettingsError::RulesAndBundle)));
+        for partial in [
+            &["--iface", "x", "--bundle-url", "http://a/"][..],
+            &["--iface", "x", "--bundle-root", "/r.json"][..],
+            &["--iface", "x", "--bundle-interval", "5"][..],
+        ] {
+            let error = Settings::for_run(run_args(partial), None);
+            assert!(
+                matches!(error, Err(SettingsError::BundleIncomplete)),
+                "{partial:?}"
+            );
+        }
+        assert!(ConfigFile::parse("bundle-interval: 0\n").is_err());
     }
 
     #[test]

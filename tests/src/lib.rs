@@ -9,4 +9,5 @@ pub mod https;
 pub mod lab;
 pub mod probe;
 pub mod render;
+pub mod static_http;
 pub mod tools;

@@ -61,20 +61,28 @@ pub fn load_options(args: &CheckArgs) -> Result<LoadOptions, CheckError> {
 
 /// Exit 0 with a one-line summary on stdout when valid; 1 with every error on stderr otherwise.
 pub fn execute(args: &CheckArgs) -> ExitCode {
-    let options = match load_options(args) {
-        Ok(options) => options,
-        Err(error) => {
-            eprintln!("{error}");
-            return ExitCode::FAILURE;
+    match validate(args) {
+        Ok(policy) => {
+            println!("{}", summary(&policy));
+            ExitCode::SUCCESS
         }
-    };
-    let (capacity, sites) = match Settings::from_config_file(args.config.as_deref()) {
-        Ok(settings) => (settings.capacity, settings.sites),
-        Err(error) => {
-            eprintln!("{error}");
-            return ExitCode::FAILURE;
+        Err(errors) => {
+            for error in &errors {
+                eprintln!("{error}");
+            }
+            ExitCode::FAILURE
         }
-    };
+    }
+}
+
+/// The policy at `args.paths`, validated as the daemon would with that config (what `bundle
+/// build` also publishes only when valid); otherwise every error, one per line.
+pub fn validate(args: &CheckArgs) -> Result<Policy, Vec<String>> {
+    let lines = |text: String| text.lines().map(str::to_owned).collect::<Vec<_>>();
+    let options = load_options(args).map_err(|e| lines(e.to_string()))?;
+    let (capacity, sites) = Settings::from_config_file(args.config.as_deref())
+        .map(|s| (s.capacity, s.sites))
+        .map_err(|e| lines(e.to_string()))?;
     // Every `action-by-site` must name a site of the config, as the daemon requires.
     let read = daemon::read_policy(&args.paths, &options).and_then(|policy| {
         let unknown = sites.check_policy(&policy);
@@ -88,31 +96,21 @@ pub fn execute(args: &CheckArgs) -> ExitCode {
         Ok(policy) => match compile::compile_within(&policy, std::iter::empty(), capacity)
             .and_then(|_| compile::compile_sites(&policy, &sites))
         {
-            Ok(_) => {
-                println!("{}", summary(&policy));
-                ExitCode::SUCCESS
-            }
+            Ok(_) => Ok(policy),
             // The datapath could not hold it: the daemon refuses it when compiling.
             Err(error) => {
                 let paths: Vec<String> =
                     args.paths.iter().map(|p| p.display().to_string()).collect();
-                eprintln!(
+                Err(vec![format!(
                     "{}: the datapath cannot hold this policy: {error}",
                     paths.join(", ")
-                );
-                ExitCode::FAILURE
+                )])
             }
         },
         Err(PolicyError::Invalid(diagnostics)) => {
-            for diagnostic in &diagnostics {
-                eprintln!("{diagnostic}");
-            }
-            ExitCode::FAILURE
+            Err(diagnostics.iter().map(ToString::to_string).collect())
         }
-        Err(err) => {
-            eprintln!("{err}");
-            ExitCode::FAILURE
-        }
+        Err(err) => Err(lines(err.to_string())),
     }
 }
 

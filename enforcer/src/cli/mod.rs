@@ -1,5 +1,6 @@
 //! Command-line interface: one module per subcommand.
 
+pub mod bundle;
 pub mod check;
 pub mod client;
 pub mod collateral;
@@ -96,6 +97,10 @@ pub enum Command {
     /// start; if the daemon stops answering later, the live view says so and keeps retrying,
     /// plain text exits 1.
     Top(top::TopArgs),
+    /// Signed policy bundles for a fleet: `bundle keygen` makes the key and the root gateways
+    /// pin, `bundle build` publishes a policy version (gateways follow with `run --bundle-url`).
+    #[command(subcommand)]
+    Bundle(bundle::BundleCommand),
 }
 
 impl Cli {

@@ -34,6 +34,13 @@ fn render(status: &StatusReply) -> String {
         crate::report::clock::format_utc_seconds,
     );
     let _ = writeln!(out, "resolver:      {health}, last answer {last}");
+    if let Some(bundle) = &status.bundle {
+        let _ = writeln!(
+            out,
+            "bundle:        version {}, signed {} s ago",
+            bundle.version, bundle.age_seconds
+        );
+    }
     let _ = writeln!(
         out,
         "{:<24} {:<8} {:>10} {:>10} {:>8} {:>14} {:>16}",

@@ -13,13 +13,29 @@ use crate::policy::{self, DomainPattern};
 /// Answers one request from `user` (the connection's peer, for the policy history). Runs on a
 /// blocking thread: a reload may compile a large policy.
 pub fn handle(daemon: &Daemon, request: Request, user: &str) -> Response {
+    // A gateway following a bundle repository takes its policy from there only.
+    let local_edit = match &request {
+        Request::RulesAdd { .. } | Request::RulesRemove { .. } => Some("changing the rules"),
+        Request::Rollback { .. } => Some("rollback"),
+        Request::Reload { source: Some(_) } => Some("a feeds reload"),
+        _ => None,
+    };
+    if let Some(what) = local_edit
+        && let Some(refusal) = daemon.bundle_refusal(what)
+    {
+        return Response::failure(refusal);
+    }
     match request {
         Request::Status => Response::from_result(daemon.with(|s| {
             s.status()
                 .map_err(|e| vec![format!("reading the counters: {e}")])
         })),
         Request::Reload { source } => match source.as_deref() {
+            None if daemon.bundle_refusal("reload").is_some() => {
+                Response::from_result(daemon.reapply_bundle(user))
+            }
             None => Response::from_result(daemon.reload("reload requested", Source::Reload, user)),
+
             Some("feeds") => {
                 Response::from_result(daemon.reload("feeds update", Source::Feeds, user))
             }

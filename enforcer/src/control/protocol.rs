@@ -107,8 +107,17 @@ pub struct StatusReply {
     /// (site `other`: clients outside every site). Empty without a policy.
     #[serde(default)]
     pub sites: Vec<SiteStatus>,
+    /// Bundle mode: the version in force and seconds since it was signed (null otherwise).
+    #[serde(default)]
+    pub bundle: Option<BundleStatus>,
 }
 impl Reply for StatusReply {}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleStatus {
+    pub version: u64,
+    pub age_seconds: u64,
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SiteStatus {

@@ -111,6 +111,22 @@ fn check_names(rules: &Path, files: &Files) -> Result<(), String> {
     Ok(())
 }
 
+/// What making the files `before` into `after` writes and removes, by name.
+pub fn written(before: &Files, after: &Files) -> Written {
+    Written {
+        written: after
+            .iter()
+            .filter(|(name, text)| before.get(*name) != Some(*text))
+            .map(|(name, _)| name.clone())
+            .collect(),
+        removed: before
+            .keys()
+            .filter(|name| !after.contains_key(*name))
+            .cloned()
+            .collect(),
+    }
+}
+
 /// The rule files of `--rules` as they are: a directory's non-hidden `*.yaml` files, or the
 /// single file.
 pub fn read_files(rules: &Path) -> std::io::Result<Files> {

@@ -6,6 +6,7 @@
 //! methods. Work that compiles or applies a policy runs on blocking threads, never on the async
 //! workers that serve the control socket and the metrics.
 
+mod bundle;
 mod collateral;
 mod history;
 mod report;
@@ -24,6 +25,8 @@ use std::time::{Duration, SystemTime};
 use ipnet::IpNet;
 use tokio::sync::Notify;
 
+pub use bundle::BundleMode;
+pub use history::write_files as write_rule_files;
 pub use state::{EnforceError, ReloadError, Reloads, State, policy_digest};
 
 /// Distinct collateral names per platform of the policy in force (see `collateral`).
@@ -77,6 +80,14 @@ pub enum DaemonError {
     Ids(#[from] IdsError),
     #[error("starting the runtime: {0}")]
     Runtime(std::io::Error),
+    #[error(transparent)]
+    Follow(#[from] crate::bundle::follow::FollowError),
+    #[error("bundle: {0}")]
+    Bundle(#[from] crate::bundle::BundleError),
+    #[error(
+        "the bundle in force claims digest {claimed} but its files make policy {actual}; refusing it"
+    )]
+    BundleDigest { claimed: String, actual: String },
 }
 
 /// A handle on the daemon's state, shared by the control socket, the metrics and the tasks.
@@ -311,7 +322,28 @@ pub fn run(settings: Settings) -> Result<(), DaemonError> {
         never_block: never_block.clone(),
         shared_suffixes: settings.shared_suffixes.clone(),
     };
+    // Bundle mode: the last verified bundle (or the repository's, fetched now) becomes the
+    // policy directory `settings.rules` points at.
+    let bundle = match &settings.bundle {
+        Some(b) => {
+            let store = crate::bundle::store::Store::new(&settings.state_dir);
+            let follower =
+                crate::bundle::follow::Follower::new(&b.url, &b.root, &store.datastore())?;
+            let (verified, fresh) = bundle::initial(&store, &follower)?;
+            Some((store, follower, verified, fresh))
+        }
+        None => None,
+    };
     let (mut policy, texts) = read_policy_and_texts(&settings.rules, &load_options)?;
+    if let Some((_, _, verified, _)) = &bundle {
+        let actual = policy_digest(&policy);
+        if actual != verified.bundle.digest {
+            return Err(DaemonError::BundleDigest {
+                claimed: verified.bundle.digest.clone(),
+                actual,
+            });
+        }
+    }
     let unknown_sites = settings.sites.check_policy(&policy);
     if !unknown_sites.is_empty() {
         return Err(PolicyError::Invalid(unknown_sites).into());
@@ -399,6 +431,16 @@ pub fn run(settings: Settings) -> Result<(), DaemonError> {
         tracing::info!(interface = %a.interface, mode = a.mode.as_str(), adopted = a.adopted, "enforcing");
     }
     state.set_attached(attached);
+    let follower = match bundle {
+        Some((store, follower, verified, fresh)) => {
+            if fresh {
+                store.save(&verified)?;
+            }
+            state.set_bundle_mode(BundleMode::new(&follower_url(&settings), store, verified));
+            Some(follower)
+        }
+        None => None,
+    };
     let (roles, trust) = trust(&settings, &resolver_config.servers)?;
     state.set_trust(roles, trust);
 
@@ -438,6 +480,7 @@ pub fn run(settings: Settings) -> Result<(), DaemonError> {
         connections,
         reinjector,
         &daemon,
+        follower,
     ))?;
     if let Some(mut state) = daemon.lock() {
         state.save_book();
@@ -445,6 +488,14 @@ pub fn run(settings: Settings) -> Result<(), DaemonError> {
     }
     tracing::info!("stopping; the program, links and maps stay pinned and keep enforcing");
     Ok(())
+}
+
+fn follower_url(settings: &Settings) -> String {
+    settings
+        .bundle
+        .as_ref()
+        .map(|b| b.url.clone())
+        .unwrap_or_default()
 }
 
 /// Starts the control socket, the metrics and the background work, and stops them in order on
@@ -456,6 +507,7 @@ async fn serve(
     connections: usize,
     reinjector: Option<Reinjector>,
     daemon: &Daemon,
+    follower: Option<crate::bundle::follow::Follower>,
 ) -> Result<(), DaemonError> {
     let control_gate = Gate::new("control", connections);
     let control_task = control::server::spawn(control_listener, daemon.clone(), control_gate)?;
@@ -468,7 +520,15 @@ async fn serve(
     };
     let resolver = Arc::new(Resolver::new(resolver_config)?);
     tracing::info!(servers = ?resolver.servers(), "resolving the policy's domains");
-    let watch_task = tokio::spawn(tasks::watch_policy(daemon.clone()));
+    // In bundle mode the repository is followed and the files are not watched: they are the
+    // daemon's own copy of the bundle in force.
+    let watch_task = match (follower, &settings.bundle) {
+        (Some(follower), Some(b)) => {
+            tracing::info!(url = %b.url, interval_secs = b.interval.as_secs(), "following the bundle repository");
+            tokio::spawn(bundle::follow(daemon.clone(), follower, b.interval))
+        }
+        _ => tokio::spawn(tasks::watch_policy(daemon.clone())),
+    };
     let dns_events = daemon
         .lock()
         .and_then(|mut s| s.datapath_mut().take_dns_events());

@@ -9,9 +9,9 @@ use ipnet::IpNet;
 use super::state::{State, policy_digest};
 use crate::compile;
 use crate::control::protocol::{
-    ExplainMatch, Explanation, InterfaceStatus, ListedEntry, ListedPlatform, NeverBlockNote,
-    PlatformStatus, ResolverStatus, RulesList, SiteStatus, StatusReply, TOP_LEARNED, TopCounter,
-    TopLearned, TopMap, TopPassed, TopPlatform, TopReply,
+    BundleStatus, ExplainMatch, Explanation, InterfaceStatus, ListedEntry, ListedPlatform,
+    NeverBlockNote, PlatformStatus, ResolverStatus, RulesList, SiteStatus, StatusReply,
+    TOP_LEARNED, TopCounter, TopLearned, TopMap, TopPassed, TopPlatform, TopReply,
 };
 use crate::datapath::{CounterSnapshot, DatapathError};
 use crate::never_block::NeverBlock;
@@ -93,6 +93,10 @@ impl State {
         }
         StatusReply {
             sites,
+            bundle: self.bundle_mode().map(|m| BundleStatus {
+                version: m.applied.version,
+                age_seconds: super::bundle::age_seconds(m),
+            }),
             interfaces: self
                 .attached()
                 .iter()

@@ -10,12 +10,15 @@ use std::time::{Instant, SystemTime};
 use ipnet::IpNet;
 use tokio::sync::Notify;
 
+use super::bundle::BundleMode;
 use super::rules::Edited;
 use super::watch::{self, Fingerprint};
+use crate::bundle::follow::{FetchResult, Verified};
 use crate::compile::{self, CompileError, CompiledPolicy, EntryAddress};
 use crate::control::protocol::PolicyChange;
 use crate::datapath::attach::Attached;
 use crate::datapath::{ApplyStats, Datapath, DatapathError};
+use crate::history::DAEMON_USER;
 use crate::history::{self, History, Origin, Source, Version};
 use crate::learn::{DomainPatterns, LearnedEntry, LearnedSet, Learner, Observed, Role, Trust};
 use crate::never_block::NeverBlock;
@@ -117,6 +120,8 @@ pub struct State {
     /// The last policy applied, still to be recorded: written by the caller after the state
     /// is released (see `Daemon::record_pending`), since the policy may be large.
     pending: Option<Version>,
+    /// Bundle mode: the repository followed, the version in force, the fetch counters.
+    bundle: Option<super::bundle::BundleMode>,
 }
 
 /// What [`State::new`] needs: the pieces the start-up sequence built.
@@ -208,6 +213,7 @@ impl State {
             sites_file: parts.sites_file,
             history: parts.history,
             pending: None,
+            bundle: None,
         };
         note_restored_servers(&state.never_block, &state.learner.set);
         state.keep_hosts_in_force(SystemTime::now());
@@ -597,24 +603,91 @@ impl State {
         why: &str,
     ) -> Result<(PolicyChange, super::history::Written), ReloadError> {
         let rules = self.rules_path.clone();
+        let before = super::history::read_files(&rules).map_err(|source| ReloadError::Write {
+            path: rules.clone(),
+            source,
+        })?;
+        let change = self.write_and_install_files(
+            policy,
+            version.files.clone(),
+            Source::Rollback,
+            user,
+            why,
+        )?;
+        Ok((change, super::history::written(&before, &version.files)))
+    }
+
+    pub fn bundle_mode(&self) -> Option<&BundleMode> {
+        self.bundle.as_ref()
+    }
+
+    pub fn set_bundle_mode(&mut self, mode: BundleMode) {
+        self.bundle = Some(mode);
+    }
+
+    pub fn count_fetch(&mut self, result: FetchResult) {
+        if let Some(mode) = &mut self.bundle {
+            mode.fetches[result.index()] += 1;
+        }
+    }
+
+    /// Writes `verified`'s files into the policy directory and installs `policy` (read from
+    /// them) as source `bundle`; on success it becomes the bundle kept in the state directory.
+    /// On any error the files are put back and the policy in force stays.
+    pub fn install_bundle(
+        &mut self,
+        policy: crate::policy::Policy,
+        verified: &Verified,
+        why: &str,
+    ) -> Result<PolicyChange, ReloadError> {
+        let Some(store) = self.bundle.as_ref().map(|m| m.store.clone()) else {
+            return Err(ReloadError::Write {
+                path: self.rules_path.clone(),
+                source: std::io::Error::other("not in bundle mode"),
+            });
+        };
+        let files = verified.bundle.files.clone();
+        let result = self.write_and_install_files(policy, files, Source::Bundle, DAEMON_USER, why);
+        self.count_reload(why, &result);
+        let change = result?;
+        if let Some(mode) = &mut self.bundle {
+            mode.applied = verified.clone();
+        }
+        if let Err(error) = store.save(verified) {
+            tracing::error!(%error, "keeping the verified bundle in the state directory failed; a cold start would enforce the one before");
+        }
+        Ok(change)
+    }
+
+    /// Makes the policy files exactly `files` and installs `policy` (validated from them),
+    /// recorded with `source`; when installing fails the files are put back as they were, so
+    /// the files and the running policy never disagree.
+    fn write_and_install_files(
+        &mut self,
+        policy: Policy,
+        files: history::Files,
+        source: Source,
+        user: &str,
+        why: &str,
+    ) -> Result<PolicyChange, ReloadError> {
+        let rules = self.rules_path.clone();
         let write_error = |source| ReloadError::Write {
             path: rules.clone(),
             source,
         };
         let before = super::history::read_files(&rules).map_err(write_error)?;
-        let written = super::history::write_files(&rules, &version.files).map_err(write_error)?;
-        // The watcher compares against this: the files written are the files applied.
+        super::history::write_files(&rules, &files).map_err(write_error)?;
         self.files_seen = watch::fingerprint(&rules);
         let origin = Origin {
-            source: Source::Rollback,
+            source,
             user: user.to_owned(),
-            files: version.files.clone(),
+            files,
         };
         match self.install(policy, why, origin) {
-            Ok(change) => Ok((change, written)),
+            Ok(change) => Ok(change),
             Err(error) => {
                 if let Err(restore) = super::history::write_files(&rules, &before) {
-                    tracing::error!(error = %restore, "rollback failed and the policy files could not be put back");
+                    tracing::error!(error = %restore, "the policy files could not be put back");
                 }
                 self.files_seen = watch::fingerprint(&rules);
                 Err(error)

@@ -535,6 +535,12 @@ impl Lab {
 
     /// The `run` command line for this lab's gateway (without spawning it).
     pub fn daemon_command(&self, rules: &Path) -> Result<Command> {
+        self.daemon_command_with(&["--rules".into(), rules.into()])
+    }
+
+    /// The `run` command line with `policy` (`--rules PATH`, or the `--bundle-*` options) for
+    /// where the policy comes from.
+    pub fn daemon_command_with(&self, policy: &[std::ffi::OsString]) -> Result<Command> {
         let binary = enforcer_binary()?;
         let mut command = Command::new("ip");
         command
@@ -543,8 +549,7 @@ impl Lab {
             .args(&self.daemon_wrapper)
             .arg(binary)
             .arg("run")
-            .arg("--rules")
-            .arg(rules)
+            .args(policy)
             .args(self.interfaces.iter().flat_map(|i| ["--iface", i.as_str()]))
             .arg("--bpffs")
             .arg(self.bpffs())
@@ -566,13 +571,47 @@ impl Lab {
 
     /// Starts `enforcer run` in the gateway without waiting for it.
     pub fn spawn_daemon(&mut self, rules: &Path) -> Result<()> {
+        let command = self.daemon_command(rules)?;
+        self.spawn_daemon_command(command)
+    }
+
+    /// Starts `enforcer run` following the bundle repository at `url` (pinning `root`, looking
+    /// every `interval`) instead of `--rules`, and waits until its metrics endpoint answers.
+    pub fn start_daemon_following(
+        &mut self,
+        url: &str,
+        root: &Path,
+        interval: Duration,
+    ) -> Result<()> {
+        self.spawn_daemon_following(url, root, interval)?;
+        self.wait_ready(READY_TIMEOUT)
+    }
+
+    /// As [`Lab::start_daemon_following`] without waiting for it (see [`Lab::wait_ready`]).
+    pub fn spawn_daemon_following(
+        &mut self,
+        url: &str,
+        root: &Path,
+        interval: Duration,
+    ) -> Result<()> {
+        let command = self.daemon_command_with(&[
+            "--bundle-url".into(),
+            url.into(),
+            "--bundle-root".into(),
+            root.into(),
+            "--bundle-interval".into(),
+            interval.as_secs().to_string().into(),
+        ])?;
+        self.spawn_daemon_command(command)
+    }
+
+    fn spawn_daemon_command(&mut self, mut command: Command) -> Result<()> {
         if self.daemon.is_some() {
             bail!("a daemon is already running in lab {}", self.id);
         }
         let log = self.dir.join(format!("daemon-{}.log", self.logs.len() + 1));
         let file =
             std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        let mut command = self.daemon_command(rules)?;
         command
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)
@@ -811,7 +850,7 @@ fn lab_pid(name: &str) -> Option<u32> {
         return None;
     }
     let suffix = &rest[counter_len..];
-    if !(suffix.is_empty() || ["-client", "-gw", "-server"].contains(&suffix)) {
+    if !(suffix.is_empty() || ["-client", "-gw", "-server", "-dist"].contains(&suffix)) {
         return None;
     }
     pid.parse().ok()
