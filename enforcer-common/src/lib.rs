@@ -49,22 +49,89 @@ pub const fn index_slot(generation: u32, family: u8, block: u32) -> u32 {
 /// low 16 bits), for a block that one leaf covers whole.
 pub const INDEX_COUNT_SHIFT: u32 = 32;
 pub const INDEX_COUNT_MASK: u64 = 0xFF_FFFF;
-/// Ranges of one generation (both families) for a capacity of `v4` and `v6` prefixes: two
-/// boundaries a prefix at most, plus one a block.
-pub const fn ranges_per_generation(v4: u32, v6: u32) -> u32 {
-    2 * (v4 + v6) + INDEX_PER_GENERATION
+/// Ranges of one generation of `family` for a capacity of `prefixes`: two boundaries a prefix
+/// at most, plus one a block.
+pub const fn ranges_per_generation(family: u8, prefixes: u32) -> u32 {
+    2 * prefixes + index_blocks(family)
 }
-/// Ranges of one generation at the default capacity.
-pub const RANGES_PER_GENERATION: u32 = ranges_per_generation(MAX_PREFIXES_V4, MAX_PREFIXES_V6);
-/// Range entries in all at the default capacity (the daemon sizes the map for its own);
-/// generation g uses `[g * ranges a generation, ..)`. Each entry is the range's first key (its
-/// low 48 bits) above a 16-bit leaf: `start << 16 | leaf`.
-pub const RANGE_ENTRIES: u32 = 2 * RANGES_PER_GENERATION;
+/// Entries of `LOOKUP_RANGES_V4` at the default capacity (the daemon sizes the map for its own).
+/// An IPv4 key's rest below the index is 16 bits, so a range packs into 32 bits (`RangeEntry for
+/// u32`) and a block's run spans half the cache lines it would at 64 bits. Array map values
+/// take 8 bytes at least, so two ranges share one: range i is half `i % 2` (low first) of value
+/// `i / 2`. Generation g's ranges are `[g * ranges a generation, ..)` (an even count).
+pub const RANGE_ENTRIES_V4: u32 = ranges_per_generation(FAMILY_IPV4, MAX_PREFIXES_V4);
+/// Where IPv4 range `i` sits: the value and the shift of its half.
+#[inline(always)]
+pub const fn v4_range_slot(i: u32) -> (u32, u32) {
+    (i / 2, (i % 2) * 32)
+}
+const _: () = assert!(ranges_per_generation(FAMILY_IPV4, 1) % 2 == 0);
+/// Entries of `LOOKUP_RANGES` (IPv6, 48-bit rests in 64-bit ranges) at the default capacity.
+pub const RANGE_ENTRIES_V6: u32 = 2 * ranges_per_generation(FAMILY_IPV6, MAX_PREFIXES_V6);
 /// Steps of the binary search over one block's ranges: enough for a whole generation's at the
 /// largest capacity.
 pub const RANGE_SEARCH_STEPS: u32 = 24;
 const _: () =
-    assert!(1u64 << RANGE_SEARCH_STEPS >= ranges_per_generation(MAX_CAPACITY, MAX_CAPACITY) as u64);
+    assert!(1u64 << RANGE_SEARCH_STEPS >= ranges_per_generation(FAMILY_IPV6, MAX_CAPACITY) as u64);
+
+/// A range of the lookup table: its first key (the bits of the key below the index) above a
+/// 16-bit leaf. The one packing both the program and the daemon read and write.
+pub trait RangeEntry: Copy {
+    /// The range `[first, ..)` carrying `leaf`; `first` fits the entry's key bits.
+    fn pack(first: u64, leaf: u16) -> Self;
+    /// The first key of the range.
+    fn first(self) -> u64;
+    /// The leaf with its flags.
+    fn leaf(self) -> u16;
+    /// The same range with `flags` set on its leaf.
+    fn with_flags(self, flags: u16) -> Self;
+}
+
+/// IPv4: 16 bits of key, 16 of leaf. The key below a 16-bit index has 48 bits, of which an
+/// IPv4 address (in the top 32 bits of the key) fills the top 16: those are stored.
+#[allow(clippy::cast_possible_truncation)]
+impl RangeEntry for u32 {
+    #[inline(always)]
+    fn pack(first: u64, leaf: u16) -> Self {
+        ((first >> 32) as u32) << 16 | leaf as u32
+    }
+    #[inline(always)]
+    fn first(self) -> u64 {
+        ((self >> 16) as u64) << 32
+    }
+    #[inline(always)]
+    fn leaf(self) -> u16 {
+        self as u16
+    }
+    #[inline(always)]
+    fn with_flags(self, flags: u16) -> Self {
+        self | flags as u32
+    }
+}
+
+/// IPv6: 48 bits of key, 16 of leaf (the cast takes the leaf's bits).
+#[allow(clippy::cast_possible_truncation)]
+impl RangeEntry for u64 {
+    #[inline(always)]
+    fn pack(first: u64, leaf: u16) -> Self {
+        first << 16 | leaf as u64
+    }
+    #[inline(always)]
+    fn first(self) -> u64 {
+        self >> 16
+    }
+    #[inline(always)]
+    fn leaf(self) -> u16 {
+        self as u16
+    }
+    #[inline(always)]
+    fn with_flags(self, flags: u16) -> Self {
+        self | flags as u64
+    }
+}
+
+// An IPv4 range's key is what the index leaves of the 32-bit address.
+const _: () = assert!(INDEX_BITS[0] == 16);
 /// A leaf (16 bits in ranges and index entries): an index into `LOOKUP_LEAVES` of its
 /// generation (0: no rule) and two flags that send the lookup to a table of exact entries first.
 pub const LEAF_ID_MASK: u16 = 0x3FFF;

@@ -479,8 +479,8 @@ fn sites_section(s: &SiteResults) -> String {
          sources inside one site (test runs arrive on the loopback, no role: both addresses \
          looked up); matched and unmatched frames measured apart (an unmatched frame run \
          after a matched one would find the caches as its site lookup left them). Compared \
-         with no sites (where a matched packet still looks the empty site \
-         trie up and counts under `other`): {} sites, each an IPv4 /24 and an IPv6 /48; and the \
+         with no sites (where a matched packet looks no site up and is \
+         counted by site nowhere: site `other` is read from the match counters): {} sites, each an IPv4 /24 and an IPv6 /48; and the \
          same plus `action-by-site` monitor on the platform for the frames' site (its leaves \
          looked up again with the site's variant). The two policies compared are applied one \
          after the other, so each holds one generation, and every frame runs under both (the \

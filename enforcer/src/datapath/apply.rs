@@ -14,16 +14,17 @@ use aya::maps::lpm_trie::Key;
 use enforcer_common::{
     FAMILY_IPV4, FAMILY_IPV6, HostKey, INDEX_BITS, INDEX_COUNT_MASK, INDEX_COUNT_SHIFT, LEAF_HOSTS,
     LEAF_ID_MASK, LEAVES_PER_GENERATION, LongKey, NameKey, NameRule, RULE_SLOTS, RULES_PER_SLOT,
-    Rule, RuleRef, RuleSlot, index_blocks, index_slot,
+    RangeEntry, Rule, RuleRef, RuleSlot, index_blocks, index_slot, v4_range_slot,
 };
 use ipnet::IpNet;
 
 use super::table::{self, Table};
 use super::{
     Datapath, DatapathError, MAP_ACTIVE, MAP_INDEX, MAP_LEARNED_HOSTS, MAP_LEAVES, MAP_LONG_V6,
-    MAP_NAMES, MAP_RANGES, MAP_RULE_SLOTS, SWITCH_SETTLE,
+    MAP_NAMES, MAP_RANGES, MAP_RANGES_V4, MAP_RULE_SLOTS, SWITCH_SETTLE,
 };
 use crate::compile::{CompiledPolicy, Prefix, PrefixRules, SiteTables};
+use crate::sys::mmap::MappedArray;
 
 /// What `apply` changed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -114,7 +115,7 @@ impl Datapath {
         }
 
         let per_generation = self.lookup.ranges_per_generation;
-        let range_base = next as u32 * per_generation;
+        let range_base = per_generation.map(|n| next as u32 * n);
         let mut table = table::build(
             policy,
             |rules| slots_of.get(rules).copied(),
@@ -172,11 +173,25 @@ impl Datapath {
                 return Err(DatapathError::MappedWrite(MAP_INDEX));
             }
         }
+        let [v4_base, v6_base] = self.lookup.ranges_per_generation.map(|n| g * n);
+        let pairs: Vec<u64> = table
+            .ranges_v4
+            .chunks(2)
+            .map(|pair| {
+                pair.iter()
+                    .rev()
+                    .fold(0, |value, &r| value << 32 | u64::from(r))
+            })
+            .collect();
+        // A generation's count of IPv4 ranges is even: its first is the low half of a value.
         if !self
             .lookup
-            .ranges
-            .write(g * self.lookup.ranges_per_generation, &table.ranges)
+            .ranges_v4
+            .write(v4_range_slot(v4_base).0, &pairs)
         {
+            return Err(DatapathError::MappedWrite(MAP_RANGES_V4));
+        }
+        if !self.lookup.ranges_v6.write(v6_base, &table.ranges_v6) {
             return Err(DatapathError::MappedWrite(MAP_RANGES));
         }
         let mut leaves = table.leaves.clone();
@@ -368,35 +383,91 @@ impl super::LookupMaps {
             .get(slot)
             .ok_or(DatapathError::MappedWrite(MAP_INDEX))?;
         let count = ((entry >> INDEX_COUNT_SHIFT) & INDEX_COUNT_MASK) as u32;
-        let (map, at, value) = if count == 0 {
-            (&self.index, slot, entry)
-        } else {
-            // The last range of the run starting at or before the key, as the program finds it.
-            let start = entry as u32;
-            let rest = key & ((1 << rest_bits) - 1);
-            let (mut lo, mut n) = (start, count);
-            while n > 1 {
-                let half = n / 2;
-                let probe = self
-                    .ranges
-                    .get(lo + half)
-                    .ok_or(DatapathError::MappedWrite(MAP_RANGES))?;
-                if probe >> 16 <= rest {
-                    lo += half;
-                }
-                n -= half;
+        if count == 0 {
+            if entry & u64::from(LEAF_HOSTS) == 0
+                && !self.index.store(slot, entry | u64::from(LEAF_HOSTS))
+            {
+                return Err(DatapathError::MappedWrite(MAP_INDEX));
             }
-            let range = self
-                .ranges
-                .get(lo)
-                .ok_or(DatapathError::MappedWrite(MAP_RANGES))?;
-            (&self.ranges, lo, range)
-        };
-        if value & u64::from(LEAF_HOSTS) == 0 && !map.store(at, value | u64::from(LEAF_HOSTS)) {
-            return Err(DatapathError::MappedWrite(MAP_RANGES));
+            return Ok(());
         }
-        Ok(())
+        let rest = key & ((1 << rest_bits) - 1);
+        if family == FAMILY_IPV4 {
+            flag_range(&PairedRanges(&self.ranges_v4), entry as u32, count, rest)
+        } else {
+            flag_range(&self.ranges_v6, entry as u32, count, rest)
+        }
     }
+}
+
+/// A family's mapped ranges, read and flagged one range at a time.
+trait MappedRanges {
+    type Range: RangeEntry;
+    const NAME: &'static str;
+    fn range(&self, i: u32) -> Option<Self::Range>;
+    /// Sets `flags` on range `i` atomically (the program may be reading it).
+    fn set_flags(&self, i: u32, flags: u16) -> bool;
+}
+
+/// IPv6: one range a value.
+impl MappedRanges for MappedArray<u64> {
+    type Range = u64;
+    const NAME: &'static str = MAP_RANGES;
+    fn range(&self, i: u32) -> Option<u64> {
+        self.get(i)
+    }
+    fn set_flags(&self, i: u32, flags: u16) -> bool {
+        self.get(i)
+            .is_some_and(|range| self.store(i, range.with_flags(flags)))
+    }
+}
+
+/// IPv4: two ranges a value (`v4_range_slot`).
+struct PairedRanges<'a>(&'a MappedArray<u64>);
+
+impl MappedRanges for PairedRanges<'_> {
+    type Range = u32;
+    const NAME: &'static str = MAP_RANGES_V4;
+    fn range(&self, i: u32) -> Option<u32> {
+        let (value, shift) = v4_range_slot(i);
+        self.0.get(value).map(|pair| (pair >> shift) as u32)
+    }
+    fn set_flags(&self, i: u32, flags: u16) -> bool {
+        let (value, shift) = v4_range_slot(i);
+        // Only the daemon writes: the other half is not changed under us.
+        self.0
+            .get(value)
+            .is_some_and(|pair| self.0.store(value, pair | u64::from(flags) << shift))
+    }
+}
+
+/// Sets `LEAF_HOSTS` on the last range of the run `[start, start + count)` of `ranges` starting
+/// at or before `rest`, as the program finds it.
+fn flag_range(
+    ranges: &impl MappedRanges,
+    start: u32,
+    count: u32,
+    rest: u64,
+) -> Result<(), DatapathError> {
+    let missing = || DatapathError::MappedWrite(ranges_name(ranges));
+    let (mut lo, mut n) = (start, count);
+    while n > 1 {
+        let half = n / 2;
+        if ranges.range(lo + half).ok_or_else(missing)?.first() <= rest {
+            lo += half;
+        }
+        n -= half;
+    }
+    let range = ranges.range(lo).ok_or_else(missing)?;
+    if range.leaf() & LEAF_HOSTS == 0 && !ranges.set_flags(lo, LEAF_HOSTS) {
+        return Err(missing());
+    }
+    Ok(())
+}
+
+/// The map name of `ranges`, for errors.
+fn ranges_name<M: MappedRanges>(_: &M) -> &'static str {
+    M::NAME
 }
 
 impl Datapath {
@@ -498,25 +569,36 @@ impl super::LookupMaps {
                 continue;
             }
             let start = entry as u32;
-            for i in 0..count {
-                let range = self
-                    .ranges
-                    .get(start + i)
-                    .ok_or(DatapathError::MappedWrite(MAP_RANGES))?;
-                let end = if i + 1 < count {
-                    let following = self
-                        .ranges
-                        .get(start + i + 1)
-                        .ok_or(DatapathError::MappedWrite(MAP_RANGES))?;
-                    first + u128::from(following >> 16)
-                } else {
-                    next
-                };
-                out.push((first + u128::from(range >> 16), end, range as u16));
+            let run: Vec<(u64, u16)> = if family == FAMILY_IPV4 {
+                read_run(&PairedRanges(&self.ranges_v4), start, count)?
+            } else {
+                read_run(&self.ranges_v6, start, count)?
+            };
+            for (i, &(at, leaf)) in run.iter().enumerate() {
+                let end = run
+                    .get(i + 1)
+                    .map_or(next, |&(following, _)| first + u128::from(following));
+                out.push((first + u128::from(at), end, leaf));
             }
         }
         Ok(out)
     }
+}
+
+/// The ranges `[start, start + count)` of `ranges` as (first key, leaf).
+fn read_run(
+    ranges: &impl MappedRanges,
+    start: u32,
+    count: u32,
+) -> Result<Vec<(u64, u16)>, DatapathError> {
+    (start..start + count)
+        .map(|i| {
+            let range = ranges
+                .range(i)
+                .ok_or(DatapathError::MappedWrite(ranges_name(ranges)))?;
+            Ok((range.first(), range.leaf()))
+        })
+        .collect()
 }
 
 /// Every prefix of `policy` with a digest of its leaf in `table`, for the statistics.

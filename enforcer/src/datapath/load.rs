@@ -11,6 +11,7 @@ use enforcer_common::{
     PASS_REASONS, QueryStash, ROLE_ARRAY_ENTRIES, RULE_SLOTS, RuleRef, RuleSlot,
     ranges_per_generation,
 };
+use enforcer_common::{FAMILY_IPV4, FAMILY_IPV6};
 
 use super::dns_events::DnsEvents;
 use super::{
@@ -18,7 +19,7 @@ use super::{
     MAP_DNS_CONFIG, MAP_DNS_EVENTS, MAP_DNS_HOLD, MAP_DNS_QUERY_PROGRAM, MAP_DNS_STATS,
     MAP_DNS_TRUST, MAP_IFACE_ROLES, MAP_IFACE_ROLES_HIGH, MAP_INDEX, MAP_LEARNED_HOSTS, MAP_LEAVES,
     MAP_LONG_V6, MAP_MATCH_STATS, MAP_NAMES, MAP_PASS_STATS, MAP_QUERY_STASH, MAP_RANGES,
-    MAP_RULE_SLOTS, MAPS, PASS_PROGRAM, PROGRAM, PROGRAM_OBJECT,
+    MAP_RANGES_V4, MAP_RULE_SLOTS, MAPS, PASS_PROGRAM, PROGRAM, PROGRAM_OBJECT,
 };
 use crate::compile::Capacity;
 use crate::sys::mmap::MappedArray;
@@ -43,7 +44,7 @@ impl Datapath {
     pub fn load_unpinned() -> Result<Self, DatapathError> {
         let capacity = Capacity::default();
         let mut loader = EbpfLoader::new();
-        loader.map_max_entries(MAP_RANGES, range_entries(capacity));
+        size_ranges(&mut loader, capacity);
         Self::from_ebpf(loader.load(PROGRAM_OBJECT)?, capacity)
     }
 
@@ -58,7 +59,7 @@ impl Datapath {
             .map(|name| (*name, maps_dir.join(name)))
             .collect();
         let mut loader = EbpfLoader::new();
-        loader.map_max_entries(MAP_RANGES, range_entries(capacity));
+        size_ranges(&mut loader, capacity);
         for (name, path) in &paths {
             if path.exists() {
                 check_pinned(name, path, capacity)?;
@@ -157,9 +158,29 @@ const LONG_KEY_BYTES: u32 = 17;
 const _: () = assert!(size_of::<HostKey>() == HOST_KEY_BYTES as usize);
 const _: () = assert!(size_of::<LongKey>() == LONG_KEY_BYTES as usize);
 
-/// Entries of `LOOKUP_RANGES` for `capacity`: both generations.
-fn range_entries(capacity: Capacity) -> u32 {
-    2 * ranges_per_generation(capacity.v4, capacity.v6)
+/// Ranges of one generation for `capacity`, per family.
+fn ranges_per_generation_of(capacity: Capacity) -> [u32; 2] {
+    [
+        ranges_per_generation(FAMILY_IPV4, capacity.v4),
+        ranges_per_generation(FAMILY_IPV6, capacity.v6),
+    ]
+}
+
+/// Entries (map values) of the family's ranges map for `capacity`: both generations (IPv4's
+/// ranges two to a value).
+fn range_entries(capacity: Capacity, family: u8) -> u32 {
+    let ranges = 2 * ranges_per_generation_of(capacity)[usize::from(family & 1)];
+    if family == FAMILY_IPV4 {
+        ranges / 2
+    } else {
+        ranges
+    }
+}
+
+/// The ranges maps sized for `capacity` (the object's sizes are the default capacity's).
+fn size_ranges(loader: &mut EbpfLoader, capacity: Capacity) {
+    loader.map_max_entries(MAP_RANGES_V4, range_entries(capacity, FAMILY_IPV4));
+    loader.map_max_entries(MAP_RANGES, range_entries(capacity, FAMILY_IPV6));
 }
 
 /// The lookup table's maps, the arrays mapped into this process.
@@ -184,7 +205,8 @@ fn lookup_maps(
         })
     };
     let index = array(MAP_INDEX, INDEX_ENTRIES)?;
-    let ranges = array(MAP_RANGES, range_entries(capacity))?;
+    let ranges_v4 = array(MAP_RANGES_V4, range_entries(capacity, FAMILY_IPV4))?;
+    let ranges_v6 = array(MAP_RANGES, range_entries(capacity, FAMILY_IPV6))?;
     let leaves = array(MAP_LEAVES, LEAF_ENTRIES)?;
     let learned_hosts =
         aya::maps::HashMap::try_from(take(MAP_LEARNED_HOSTS)?).map_err(|source| {
@@ -200,15 +222,17 @@ fn lookup_maps(
         })?;
     Ok(super::LookupMaps {
         index: MappedArray::new(index.fd().as_fd(), INDEX_ENTRIES)?,
-        ranges: MappedArray::new(ranges.fd().as_fd(), range_entries(capacity))?,
-        ranges_per_generation: ranges_per_generation(capacity.v4, capacity.v6),
+        ranges_v4: MappedArray::new(ranges_v4.fd().as_fd(), range_entries(capacity, FAMILY_IPV4))?,
+        ranges_v6: MappedArray::new(ranges_v6.fd().as_fd(), range_entries(capacity, FAMILY_IPV6))?,
+        ranges_per_generation: ranges_per_generation_of(capacity),
         capacity,
         leaves: MappedArray::new(leaves.fd().as_fd(), LEAF_ENTRIES)?,
         learned_hosts,
         long_v6,
         arrays: [
             (MAP_INDEX, index),
-            (MAP_RANGES, ranges),
+            (MAP_RANGES_V4, ranges_v4),
+            (MAP_RANGES, ranges_v6),
             (MAP_LEAVES, leaves),
         ],
     })
@@ -222,7 +246,8 @@ fn check_pinned(name: &str, path: &Path, capacity: Capacity) -> Result<(), Datap
     })?;
     let expected = match name {
         MAP_INDEX => (4, size_of::<u64>(), INDEX_ENTRIES),
-        MAP_RANGES => (4, size_of::<u64>(), range_entries(capacity)),
+        MAP_RANGES_V4 => (4, size_of::<u64>(), range_entries(capacity, FAMILY_IPV4)),
+        MAP_RANGES => (4, size_of::<u64>(), range_entries(capacity, FAMILY_IPV6)),
         MAP_LEAVES => (4, size_of::<RuleRef>(), LEAF_ENTRIES),
         MAP_LEARNED_HOSTS => (HOST_KEY_BYTES, size_of::<u32>(), MAX_LEARNED_HOSTS),
         MAP_LONG_V6 => (

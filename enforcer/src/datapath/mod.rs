@@ -50,6 +50,8 @@ pub const DROP_PROGRAM: &str = "xdp_drop";
 pub const DNS_PROGRAM: &str = "enforcer_dns";
 /// The lookup table, both generations in each map (see enforcer-ebpf/src/lookup.rs).
 const MAP_INDEX: &str = "LOOKUP_INDEX";
+const MAP_RANGES_V4: &str = "LOOKUP_RANGES_V4";
+/// IPv6's ranges (the name of the map that held both families before IPv4's got their own).
 const MAP_RANGES: &str = "LOOKUP_RANGES";
 const MAP_LEAVES: &str = "LOOKUP_LEAVES";
 const MAP_LEARNED_HOSTS: &str = "LEARNED_HOSTS";
@@ -80,13 +82,14 @@ const MAP_DNS_CONFIG: &str = "DNS_CONFIG";
 const MAP_DNS_BLOCKED: &str = "DNS_BLOCKED";
 /// Pinned: an old main program and a new DNS program share it during an upgrade.
 const MAP_QUERY_STASH: &str = "QUERY_STASH";
-pub const MAPS: [&str; 20] = [
+pub const MAPS: [&str; 21] = [
     sites::MAP_SITES,
     sites::MAP_SITE_CONFIG,
     sites::MAP_SITE_LEAVES,
     sites::MAP_SITE_ACTIONS,
     sites::MAP_SITE_STATS,
     MAP_INDEX,
+    MAP_RANGES_V4,
     MAP_RANGES,
     MAP_LEAVES,
     MAP_LEARNED_HOSTS,
@@ -146,15 +149,17 @@ pub enum DatapathError {
 /// The lookup table's maps: the arrays mapped into this process, the exact tables as maps.
 pub(crate) struct LookupMaps {
     index: MappedArray<u64>,
-    ranges: MappedArray<u64>,
+    /// IPv4's 32-bit ranges, two to a value (`v4_range_slot`).
+    ranges_v4: MappedArray<u64>,
+    ranges_v6: MappedArray<u64>,
     leaves: MappedArray<RuleRef>,
     learned_hosts: aya::maps::HashMap<MapData, HostKey, u32>,
     long_v6: LpmTrie<MapData, LongKey, u32>,
-    /// Ranges of each generation in `ranges` (from `capacity`).
-    ranges_per_generation: u32,
+    /// Ranges of each generation in `ranges_v4` and `ranges_v6` (from `capacity`).
+    ranges_per_generation: [u32; 2],
     capacity: crate::compile::Capacity,
     /// The arrays' maps, kept for their descriptors (memory accounting).
-    arrays: [(&'static str, MapData); 3],
+    arrays: [(&'static str, MapData); 4],
 }
 
 pub struct Datapath {

@@ -13,8 +13,8 @@
 #![allow(clippy::cast_possible_truncation)]
 
 use enforcer_common::{
-    INDEX_BITS, INDEX_COUNT_SHIFT, LEAF_LONG, LEAVES_PER_GENERATION, MAX_LONG_PREFIXES_V6,
-    PROTOCOL_ANY, RULES_PER_SLOT, Rule, RuleRef, rule_score,
+    FAMILY_NAMES, INDEX_BITS, INDEX_COUNT_SHIFT, LEAF_LONG, LEAVES_PER_GENERATION,
+    MAX_LONG_PREFIXES_V6, PROTOCOL_ANY, RULES_PER_SLOT, RangeEntry, Rule, RuleRef, rule_score,
 };
 
 use crate::compile::{CompiledPolicy, PrefixRules};
@@ -27,8 +27,14 @@ pub enum TableError {
         "{count} distinct rule combinations in one policy exceed the lookup table's {limit} leaves"
     )]
     TooManyLeaves { count: usize, limit: u32 },
-    #[error("the policy needs {count} ranges; the lookup table holds {limit} a generation")]
-    TooManyRanges { count: usize, limit: u32 },
+    #[error(
+        "the policy needs {count} {family} ranges; the lookup table holds {limit} a generation"
+    )]
+    TooManyRanges {
+        family: &'static str,
+        count: usize,
+        limit: u32,
+    },
     #[error("{count} IPv6 prefixes longer than /64 exceed the table's {limit}")]
     TooManyLongPrefixes { count: usize, limit: u32 },
     #[error("a rule list of the policy has no slot in the rule table")]
@@ -39,10 +45,12 @@ pub enum TableError {
 #[derive(Debug, Default)]
 pub struct Table {
     /// Per family (IPv4, IPv6), `index_blocks(family)` index entries; run starts are absolute (they
-    /// include the `range_base` given to [`build`]).
+    /// include the family's `range_base` given to [`build`]).
     pub index: [Vec<u64>; 2],
-    /// Both families' runs of ranges, from `range_base`.
-    pub ranges: Vec<u64>,
+    /// IPv4's runs of ranges, from its `range_base`.
+    pub ranges_v4: Vec<u32>,
+    /// IPv6's runs of ranges, from its `range_base`.
+    pub ranges_v6: Vec<u64>,
     /// Leaf id → rule list reference; id 0 is the empty leaf.
     pub leaves: Vec<RuleRef>,
     /// IPv6 prefixes longer than /64: address, length, leaf id.
@@ -135,13 +143,13 @@ struct Span {
 }
 
 /// Builds one generation of the table for `policy`; `slot_of` gives the rule table slot of each
-/// rule list, `range_base` where this generation's ranges begin in the map, `range_limit` how
-/// many it may use.
+/// rule list; per family, `range_base` where this generation's ranges begin in the family's map
+/// and `range_limit` how many it may use.
 pub fn build(
     policy: &CompiledPolicy,
     slot_of: impl Fn(&[Rule]) -> Option<u32>,
-    range_base: u32,
-    range_limit: u32,
+    range_base: [u32; 2],
+    range_limit: [u32; 2],
 ) -> Result<Table, TableError> {
     let mut table = Table::with_leaves(vec![RuleRef::default()]);
     // Prefixes share a few leaves: each distinct rule set is turned into its leaf once.
@@ -194,17 +202,31 @@ pub fn build(
     // Long prefixes' /64s were pushed after the /64 prefix with the same start, if any, but a
     // shorter prefix starting at the same /64 may follow them: put everything in order.
     v6.sort_unstable_by_key(|s| (s.start, s.len));
-    let mut ranges = Vec::new();
-    let v4_index = blocks(&sweep(&v4), INDEX_BITS[0], range_base, &mut ranges);
-    let v6_index = blocks(&sweep(&v6), INDEX_BITS[1], range_base, &mut ranges);
-    if ranges.len() > range_limit as usize {
-        return Err(TableError::TooManyRanges {
-            count: ranges.len(),
-            limit: range_limit,
-        });
+    let v4_index = blocks(
+        &sweep(&v4),
+        INDEX_BITS[0],
+        range_base[0],
+        &mut table.ranges_v4,
+    );
+    let v6_index = blocks(
+        &sweep(&v6),
+        INDEX_BITS[1],
+        range_base[1],
+        &mut table.ranges_v6,
+    );
+    for (family, count) in [table.ranges_v4.len(), table.ranges_v6.len()]
+        .into_iter()
+        .enumerate()
+    {
+        if count > range_limit[family] as usize {
+            return Err(TableError::TooManyRanges {
+                family: FAMILY_NAMES[family],
+                count,
+                limit: range_limit[family],
+            });
+        }
     }
     table.index = [v4_index, v6_index];
-    table.ranges = ranges;
     check_leaves(&table)?;
     Ok(table)
 }
@@ -264,11 +286,11 @@ fn mark(bounds: &mut Vec<(u64, u16)>, at: u128, leaf: u16) {
 /// Splits boundaries into the index's blocks: a block with one leaf is that leaf; any other gets
 /// a run of ranges (appended to `ranges`) starting with the leaf in force at its first key. The
 /// key's top `index_bits` number the blocks.
-fn blocks(
+fn blocks<R: RangeEntry>(
     bounds: &[(u64, u16)],
     index_bits: u32,
     range_base: u32,
-    ranges: &mut Vec<u64>,
+    ranges: &mut Vec<R>,
 ) -> Vec<u64> {
     let rest_bits = KEY_BITS - index_bits;
     let rest_mask = (1u64 << rest_bits) - 1;
@@ -290,11 +312,11 @@ fn blocks(
         } else {
             let start = u64::from(range_base) + ranges.len() as u64;
             let count = (j - i) as u64;
-            ranges.push(u64::from(in_force));
+            ranges.push(R::pack(0, in_force));
             ranges.extend(
                 bounds[i + 1..j]
                     .iter()
-                    .map(|&(at, leaf)| (at & rest_mask) << 16 | u64::from(leaf)),
+                    .map(|&(at, leaf)| R::pack(at & rest_mask, leaf)),
             );
             *entry = start | count << INDEX_COUNT_SHIFT;
         }
@@ -338,10 +360,18 @@ pub fn lookup(table: &Table, family: usize, key: u64, range_base: u32) -> u16 {
         return entry as u16;
     }
     let start = (entry as u32 - range_base) as usize;
-    let run = &table.ranges[start..start + count as usize];
     let rest = key & ((1 << rest_bits) - 1);
-    let at = run.partition_point(|r| r >> 16 <= rest) - 1;
-    run[at] as u16
+    if family == 0 {
+        search_run(&table.ranges_v4[start..start + count as usize], rest)
+    } else {
+        search_run(&table.ranges_v6[start..start + count as usize], rest)
+    }
+}
+
+/// The leaf of the last range of `run` starting at or before `rest`.
+fn search_run<R: RangeEntry>(run: &[R], rest: u64) -> u16 {
+    let at = run.partition_point(|r| r.first() <= rest) - 1;
+    run[at].leaf()
 }
 
 #[cfg(test)]
@@ -380,7 +410,7 @@ mod tests {
             let index = blocks(&sweep(&spans), INDEX_BITS[0], base, &mut ranges);
             let table = Table {
                 index: [index, vec![0; 1 << INDEX_BITS[1]]],
-                ranges,
+                ranges_v4: ranges,
                 ..Table::default()
             };
             let longest = |key: u64| {
@@ -436,7 +466,7 @@ mod tests {
         let index = blocks(&sweep(&spans), INDEX_BITS[1], 0, &mut ranges);
         let table = Table {
             index: [vec![0; 1 << INDEX_BITS[0]], index],
-            ranges,
+            ranges_v6: ranges,
             ..Table::default()
         };
         assert_eq!(lookup(&table, 1, 0x2001_0db8_0000_0005, 0), 3 | LEAF_LONG);
