@@ -65,7 +65,7 @@ pub const RANGE_ENTRIES_V4: u32 = ranges_per_generation(FAMILY_IPV4, MAX_PREFIXE
 pub const fn v4_range_slot(i: u32) -> (u32, u32) {
     (i / 2, (i % 2) * 32)
 }
-const _: () = assert!(ranges_per_generation(FAMILY_IPV4, 1) % 2 == 0);
+const _: () = assert!(ranges_per_generation(FAMILY_IPV4, 1).is_multiple_of(2));
 /// Entries of `LOOKUP_RANGES` (IPv6, 48-bit rests in 64-bit ranges) at the default capacity.
 pub const RANGE_ENTRIES_V6: u32 = 2 * ranges_per_generation(FAMILY_IPV6, MAX_PREFIXES_V6);
 /// Steps of the binary search over one block's ranges: enough for a whole generation's at the
