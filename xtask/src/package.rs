@@ -140,6 +140,12 @@ fn generate_assets(binary: &Path, dir: &Path) -> Result<()> {
         bail!("{} wrote no man page into {}", binary.display(), man.display());
     }
 
+    // A native package's changelog is /usr/share/doc/PACKAGE/changelog.gz.
+    let changelog = dir.join("changelog");
+    std::fs::copy(root().join("deploy/debian/changelog"), &changelog)
+        .with_context(|| format!("copying deploy/debian/changelog to {}", changelog.display()))?;
+    run_cmd(Command::new("gzip").arg("-9nf").arg(&changelog))?;
+
     let source = root().join("deploy/enforcer.service");
     let unit = std::fs::read_to_string(&source)
         .with_context(|| format!("reading {}", source.display()))?;
