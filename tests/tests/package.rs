@@ -41,8 +41,9 @@ fn text(output: &Output) -> String {
 }
 
 /// `cargo xtask package --profile dev` (the binary `cargo xtask test` built), lintian left to
-/// the test; returns the .deb it printed.
-fn build_package(suffix: Option<&str>) -> PathBuf {
+/// the test; returns a copy of the .deb it printed in `dir` (cargo-deb clears its output
+/// directory of older packages).
+fn build_package(suffix: Option<&str>, dir: &Path) -> PathBuf {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
     command
@@ -58,7 +59,10 @@ fn build_package(suffix: Option<&str>) -> PathBuf {
         .lines()
         .find_map(|line| line.strip_prefix("package: "))
         .unwrap_or_else(|| panic!("no `package: PATH` line: {stdout}"));
-    PathBuf::from(path.trim())
+    let built = PathBuf::from(path.trim());
+    let copy = dir.join(built.file_name().unwrap());
+    std::fs::copy(&built, &copy).unwrap();
+    copy
 }
 
 fn dpkg(args: &[&str]) -> Output {
@@ -88,11 +92,15 @@ fn group_exists() -> bool {
         .any(|line| line.starts_with("enforcer:"))
 }
 
-/// Purges whatever the test installed, also when it fails half-way.
-struct Purge;
+/// Purges whatever the test installed, also when it fails half-way, and removes the copies of
+/// the packages.
+struct Purge {
+    debs: PathBuf,
+}
 
 impl Drop for Purge {
     fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.debs);
         let output = dpkg(&["--purge", PACKAGE]);
         if !output.status.success() {
             eprintln!("cleanup: dpkg --purge: {}", text(&output));
@@ -207,12 +215,30 @@ fn check_installed_files() {
         (UNIT, "the unit"),
         (CONFIG, "the config"),
         ("/usr/share/enforcer/rules/zoom.yaml", "the shipped rules"),
-        ("/etc/enforcer/rules/zoom.yaml", "the rules copied on install"),
-        ("/usr/share/enforcer/grafana/enforcer-dashboard.json", "the dashboard"),
-        ("/usr/share/enforcer/prometheus/enforcer-alerts.yml", "the alert rules"),
-        ("/usr/share/bash-completion/completions/enforcer", "bash completion"),
-        ("/usr/share/zsh/vendor-completions/_enforcer", "zsh completion"),
-        ("/usr/share/fish/vendor_completions.d/enforcer.fish", "fish completion"),
+        (
+            "/etc/enforcer/rules/zoom.yaml",
+            "the rules copied on install",
+        ),
+        (
+            "/usr/share/enforcer/grafana/enforcer-dashboard.json",
+            "the dashboard",
+        ),
+        (
+            "/usr/share/enforcer/prometheus/enforcer-alerts.yml",
+            "the alert rules",
+        ),
+        (
+            "/usr/share/bash-completion/completions/enforcer",
+            "bash completion",
+        ),
+        (
+            "/usr/share/zsh/vendor-completions/_enforcer",
+            "zsh completion",
+        ),
+        (
+            "/usr/share/fish/vendor_completions.d/enforcer.fish",
+            "fish completion",
+        ),
         ("/usr/share/doc/enforcer/copyright", "the copyright file"),
     ] {
         assert!(Path::new(path).is_file(), "{what}: {path} is missing");
@@ -249,7 +275,10 @@ fn check_installed_files() {
 
 fn check_man_pages() {
     let pages = expected_pages();
-    assert!(pages.contains(&"enforcer-rules-add".to_owned()), "{pages:?}");
+    assert!(
+        pages.contains(&"enforcer-rules-add".to_owned()),
+        "{pages:?}"
+    );
     for page in &pages {
         let path = format!("/usr/share/man/man1/{page}.1.gz");
         assert!(Path::new(&path).is_file(), "{path} is missing");
@@ -260,7 +289,11 @@ fn check_man_pages() {
             .env("LC_ALL", "C.UTF-8")
             .output()
             .unwrap();
-        let shown = String::from_utf8_lossy(&output.stdout);
+        // Words only: troff justifies lines with extra spaces.
+        let shown = String::from_utf8_lossy(&output.stdout)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
         assert!(output.status.success(), "man -l {path}: {}", text(&output));
         assert!(
             output.stderr.is_empty(),
@@ -270,7 +303,10 @@ fn check_man_pages() {
         // The NAME section names the command, and the page carries its --help example.
         assert!(shown.contains(&format!("{page} - ")), "{path}:\n{shown}");
         let example = format!("Example: {}", page.replace('-', " "));
-        assert!(shown.contains(&example), "{path} lacks `{example}`:\n{shown}");
+        assert!(
+            shown.contains(&example),
+            "{path} lacks `{example}`:\n{shown}"
+        );
     }
 }
 
@@ -326,14 +362,26 @@ fn install_upgrade_remove_and_purge_keep_enforcing_until_purge() {
         "the package enforcer (or /etc/enforcer) is already on this machine: this test \
          installs and purges it, so it will not run here"
     );
-    let old = build_package(None);
-    let new = build_package(Some("test2"));
+    let debs = std::env::temp_dir().join(format!("enforcer-debs-{}", std::process::id()));
+    std::fs::create_dir_all(&debs).unwrap();
+    let _purge = Purge { debs: debs.clone() };
+    let started = Instant::now();
+    let old = build_package(None, &debs);
+    let new = build_package(Some("test2"), &debs);
+    eprintln!("two packages built in {:?}", started.elapsed());
     let version = env!("CARGO_PKG_VERSION");
-    assert!(old.ends_with(format!("enforcer_{version}_amd64.deb")), "{old:?}");
-    assert!(new.ends_with(format!("enforcer_{version}+test2_amd64.deb")), "{new:?}");
+    assert!(
+        old.ends_with(format!("enforcer_{version}_amd64.deb")),
+        "{old:?}"
+    );
+    assert!(
+        new.ends_with(format!("enforcer_{version}+test2_amd64.deb")),
+        "{new:?}"
+    );
+    let started = Instant::now();
     check_lintian(&old);
+    eprintln!("lintian took {:?}", started.elapsed());
 
-    let _purge = Purge;
     let output = dpkg(&["--install", &old.display().to_string()]);
     assert!(output.status.success(), "dpkg -i: {}", text(&output));
     assert_eq!(installed_version().as_deref(), Some(version));
@@ -370,34 +418,54 @@ fn install_upgrade_remove_and_purge_keep_enforcing_until_purge() {
         .collect();
     std::fs::write(CONFIG, &config).unwrap();
     let zoom = Path::new("/etc/enforcer/rules/zoom.yaml");
-    let edited = format!("{}# the operator's note\n", std::fs::read_to_string(zoom).unwrap());
+    let edited = format!(
+        "{}# the operator's note\n",
+        std::fs::read_to_string(zoom).unwrap()
+    );
     std::fs::write(zoom, &edited).unwrap();
     std::fs::remove_file("/etc/enforcer/rules/webex.yaml").unwrap();
 
     let service = Service::start(&lab, &policy, 1);
     let first_program = program_id(&lab, "g0").expect("attached on g0");
     assert!(program_id(&lab, "g1").is_some(), "attached on g1");
-    assert!(bpffs.join("links").is_dir(), "pinned under the configured bpffs");
+    assert!(
+        bpffs.join("links").is_dir(),
+        "pinned under the configured bpffs"
+    );
 
     // A banned and an allowed datagram every millisecond from now on.
     let stream = lab
         .udp_stream(&[banned, allowed], Duration::from_millis(1))
         .unwrap();
     let flowing = |since: u64| {
-        wait_for(Duration::from_secs(10), || server.udp_count(allowed) > since + 100)
+        wait_for(Duration::from_secs(10), || {
+            server.udp_count(allowed) > since + 100
+        })
     };
     assert!(flowing(0), "the allowed flow does not get through");
 
     // Upgrade: dpkg while the old daemon runs, then the restart systemd does (stop, start).
     let output = dpkg(&["--install", &new.display().to_string()]);
-    assert!(output.status.success(), "dpkg -i (upgrade): {}", text(&output));
+    assert!(
+        output.status.success(),
+        "dpkg -i (upgrade): {}",
+        text(&output)
+    );
     assert_eq!(
         installed_version(),
         Some(format!("{version}+test2")),
         "upgraded"
     );
-    assert_eq!(std::fs::read_to_string(CONFIG).unwrap(), config, "conffile kept");
-    assert_eq!(std::fs::read_to_string(zoom).unwrap(), edited, "rules kept");
+    assert_eq!(
+        std::fs::read_to_string(CONFIG).unwrap(),
+        config,
+        "conffile kept"
+    );
+    assert!(
+        std::fs::read_to_string(zoom).unwrap() == edited,
+        "the upgrade overwrote the operator's edit of {}",
+        zoom.display()
+    );
     assert!(
         !Path::new("/etc/enforcer/rules/webex.yaml").exists(),
         "an upgrade copies no rule back"
@@ -412,7 +480,11 @@ fn install_upgrade_remove_and_purge_keep_enforcing_until_purge() {
         service.log_text()
     );
     assert!(flowing(server.udp_count(allowed)), "flow after the upgrade");
-    assert_eq!(server.udp_count(banned), 0, "banned packets got through the upgrade");
+    assert_eq!(
+        server.udp_count(banned),
+        0,
+        "banned packets got through the upgrade"
+    );
 
     // Removal: systemd would stop the daemon in prerm; the pinned program keeps enforcing.
     service.stop();
@@ -420,16 +492,32 @@ fn install_upgrade_remove_and_purge_keep_enforcing_until_purge() {
     assert!(output.status.success(), "dpkg -r: {}", text(&output));
     assert!(!Path::new("/usr/bin/enforcer").exists(), "binary removed");
     assert!(Path::new(CONFIG).exists(), "remove keeps the config");
-    assert_eq!(program_id(&lab, "g0"), Some(second_program), "still attached");
+    assert_eq!(
+        program_id(&lab, "g0"),
+        Some(second_program),
+        "still attached"
+    );
     assert!(flowing(server.udp_count(allowed)), "flow after the removal");
-    assert_eq!(server.udp_count(banned), 0, "banned packets got through after removal");
+    assert_eq!(
+        server.udp_count(banned),
+        0,
+        "banned packets got through after removal"
+    );
     assert!(Path::new(STATE).is_dir(), "the state directory was used");
 
     // Purge: detached (the banned flow arrives), files and group gone.
     let output = dpkg(&["--purge", PACKAGE]);
     assert!(output.status.success(), "dpkg -P: {}", text(&output));
-    assert_eq!(program_id(&lab, "g0"), None, "still attached to g0 after purge");
-    assert_eq!(program_id(&lab, "g1"), None, "still attached to g1 after purge");
+    assert_eq!(
+        program_id(&lab, "g0"),
+        None,
+        "still attached to g0 after purge"
+    );
+    assert_eq!(
+        program_id(&lab, "g1"),
+        None,
+        "still attached to g1 after purge"
+    );
     assert!(!bpffs.exists(), "pins left in {}", bpffs.display());
     assert!(
         wait_for(Duration::from_secs(5), || server.udp_count(banned) > 0),

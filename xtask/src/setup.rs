@@ -269,7 +269,11 @@ fn bpf_linker() -> Result<()> {
 
 fn cargo_deb() -> Result<()> {
     let (ok, version) = probe(crate::util::cargo().args(["deb", "--version"]));
-    if ok && version.split_whitespace().any(|word| word == CARGO_DEB_VERSION) {
+    if ok
+        && version
+            .split_whitespace()
+            .any(|word| word == CARGO_DEB_VERSION)
+    {
         println!("setup: cargo-deb {CARGO_DEB_VERSION} present");
         return Ok(());
     }

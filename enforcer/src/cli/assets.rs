@@ -78,11 +78,16 @@ mod tests {
         let mut all = Vec::new();
         helps(&mut command, Vec::new(), &mut all);
         // Every subcommand of the interface, rules' and feeds' included.
-        assert!(all.len() >= 20, "{:?}", all.iter().map(|(w, _)| w).collect::<Vec<_>>());
+        assert!(
+            all.len() >= 20,
+            "{:?}",
+            all.iter().map(|(w, _)| w).collect::<Vec<_>>()
+        );
         for (words, help) in &all {
             let example = format!("Example: enforcer {words}");
             assert!(
-                help.lines().any(|line| line.trim_start().starts_with(example.trim_end())),
+                help.lines()
+                    .any(|line| line.trim_start().starts_with(example.trim_end())),
                 "`enforcer {words} --help` gives no example starting with `{example}`:\n{help}"
             );
         }

@@ -14,7 +14,9 @@ use crate::control::protocol::RulesList;
 use crate::policy::{self, Action, DomainPattern, Enforce};
 
 #[derive(Debug, Subcommand)]
-#[command(after_help = "Example: enforcer rules add whereby --domain whereby.com --domain '*.whereby.com'")]
+#[command(
+    after_help = "Example: enforcer rules add whereby --domain whereby.com --domain '*.whereby.com'"
+)]
 pub enum RulesCommand {
     /// Every platform of the running policy with its entries and where they were written.
     #[command(after_help = "Example: enforcer rules list --json")]
@@ -24,7 +26,9 @@ pub enum RulesCommand {
         json: bool,
     },
     /// Add domains and prefixes to a platform (created when new).
-    #[command(after_help = "Example: enforcer rules add zoom --prefix 170.114.0.0/16 --domain zoom.us")]
+    #[command(
+        after_help = "Example: enforcer rules add zoom --prefix 170.114.0.0/16 --domain zoom.us"
+    )]
     Add {
         platform: String,
         /// Domain to ban (repeatable); `*.example.com` for every name below it.
