@@ -78,11 +78,21 @@ mod tests {
         let mut all = Vec::new();
         helps(&mut command, Vec::new(), &mut all);
         // Every subcommand of the interface, rules' and feeds' included.
-        assert!(
-            all.len() >= 20,
-            "{:?}",
-            all.iter().map(|(w, _)| w).collect::<Vec<_>>()
-        );
+        let names: Vec<&str> = all.iter().map(|(words, _)| words.as_str()).collect();
+        for expected in [
+            "",
+            "run",
+            "status",
+            "rules add",
+            "rules remove",
+            "feeds update",
+        ] {
+            assert!(
+                names.contains(&expected),
+                "{expected:?} missing from {names:?}"
+            );
+        }
+        assert!(names.len() >= 19, "{names:?}");
         for (words, help) in &all {
             let example = format!("Example: enforcer {words}");
             assert!(
