@@ -20,6 +20,9 @@ fn run() -> anyhow::Result<ExitCode> {
     let socket = cli.socket_path();
     enforcer::logging::init(log_format(&cli));
     match cli.command {
+        Command::GenerateAssets(args) => {
+            enforcer::cli::assets::execute(&args).map_err(anyhow::Error::from)
+        }
         Command::Check(args) => Ok(enforcer::cli::check::execute(&args)),
         Command::Resolve(args) => Ok(enforcer::cli::resolve::execute(&args)),
         Command::Run(args) => {

@@ -177,6 +177,9 @@ impl RunOptions {
 
 /// `enforcer run`'s arguments.
 #[derive(Debug, Default, clap::Args)]
+#[command(
+    after_help = "Example: enforcer run --config /etc/enforcer/config.yaml --iface eth0:inside --iface eth1:outside"
+)]
 pub struct RunArgs {
     /// YAML file with any of these options (keys are the flag names); flags win.
     #[arg(long, value_name = "FILE")]

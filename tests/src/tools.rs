@@ -82,6 +82,14 @@ pub const IPTABLES_NFT: Tool = Tool {
     program: "iptables-nft",
     package: "iptables",
 };
+pub const LINTIAN: Tool = Tool {
+    program: "lintian",
+    package: "lintian",
+};
+pub const MAN: Tool = Tool {
+    program: "man",
+    package: "man-db",
+};
 pub const CHROMIUM: Tool = Tool {
     program: "chromium",
     package: "chromium",
@@ -112,6 +120,8 @@ pub const ALL: &[Tool] = &[
     IPTABLES_NFT,
     CHROMIUM,
     TMUX,
+    LINTIAN,
+    MAN,
 ];
 
 /// Where `tool` is: the first match on PATH, then /usr/sbin and /sbin (root's programs, often

@@ -1,4 +1,4 @@
-//! `cargo xtask setup | build | test | demo | bench | fuzz`: the project's entry points.
+//! `cargo xtask setup | build | test | demo | bench | package | fuzz`: the project's entry points.
 //!
 //! Every subcommand but `setup` runs `setup` first, so a fresh Debian machine (as root) needs
 //! nothing but a Rust toolchain before `cargo xtask demo` or `cargo xtask test`.
@@ -7,6 +7,7 @@ mod bench;
 mod build;
 mod demo;
 mod fuzz;
+mod package;
 mod setup;
 mod test;
 mod util;
@@ -29,7 +30,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Install what this machine lacks: Debian packages, nightly rust-src, rustfmt and clippy,
-    /// bpf-linker.
+    /// bpf-linker, cargo-deb.
     Setup,
     /// Setup, then build the enforcer (release).
     Build,
@@ -39,6 +40,20 @@ enum Command {
     Demo,
     /// Setup, then run the datapath benchmark (release).
     Bench,
+    /// Setup, build, then the Debian package target/debian/enforcer_VERSION_amd64.deb
+    /// (cargo-deb), checked with lintian.
+    Package {
+        /// Cargo profile of the packaged binary.
+        #[arg(long, value_name = "PROFILE", default_value = "release")]
+        profile: String,
+        /// Package version WORKSPACE_VERSION+SUFFIX (e.g. `test2`: 0.1.0+test2), to build a
+        /// newer package of the same tree.
+        #[arg(long, value_name = "SUFFIX")]
+        version_suffix: Option<String>,
+        /// Skip lintian.
+        #[arg(long)]
+        no_lintian: bool,
+    },
     /// Setup, install cargo-fuzz if missing, then run the fuzz targets of fuzz/ (nightly,
     /// sanitizers) for N minutes in all; fails when any crashes, naming the saved input.
     Fuzz {
@@ -60,6 +75,16 @@ fn main() -> ExitCode {
         Command::Test => test::run(),
         Command::Demo => demo::run(),
         Command::Bench => bench::run(),
+        Command::Package {
+            profile,
+            version_suffix,
+            no_lintian,
+        } => package::run(&package::Options {
+            profile,
+            version_suffix,
+            lintian: !no_lintian,
+        })
+        .map(|_| ()),
         Command::Fuzz { minutes, target } => fuzz::run(minutes, target.as_deref()),
     };
     match result {

@@ -48,6 +48,12 @@ const PACKAGES: &[&str] = &[
     "prometheus",
     // `systemd-analyze`: tests/tests/deploy.rs (verifies the shipped unit).
     "systemd",
+    // `lintian`: `cargo xtask package` and tests/tests/package.rs check the .deb with it.
+    "lintian",
+    // `dpkg-shlibdeps` (cargo-deb's `$auto` dependencies): `cargo xtask package`.
+    "dpkg-dev",
+    // `man`: tests/tests/package.rs renders every installed man page (`man -l`).
+    "man-db",
     // `chromium`: tests/tests/report.rs (renders `enforcer report`'s HTML headless to a PNG).
     "chromium",
     // `tmux`: tests/tests/top.rs (runs `enforcer top` in a real terminal and reads its pane).
@@ -59,6 +65,10 @@ const PACKAGES: &[&str] = &[
 const STABLE_COMPONENTS: &[&str] = &["rustfmt", "clippy"];
 const NIGHTLY_COMPONENTS: &[&str] = &["clippy"];
 
+/// cargo-deb, which `cargo xtask package` builds the Debian package with (this version builds
+/// on the pinned toolchain).
+const CARGO_DEB_VERSION: &str = "3.8.0";
+
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
 
@@ -69,6 +79,7 @@ pub fn run() -> Result<()> {
     rust_components("stable", STABLE_COMPONENTS)?;
     rust_components("nightly", NIGHTLY_COMPONENTS)?;
     bpf_linker()?;
+    cargo_deb()?;
     println!("setup: done");
     Ok(())
 }
@@ -257,4 +268,24 @@ fn bpf_linker() -> Result<()> {
     }
     println!("setup: {} installed", version.trim());
     Ok(())
+}
+
+fn cargo_deb() -> Result<()> {
+    let (ok, version) = probe(crate::util::cargo().args(["deb", "--version"]));
+    if ok
+        && version
+            .split_whitespace()
+            .any(|word| word == CARGO_DEB_VERSION)
+    {
+        println!("setup: cargo-deb {CARGO_DEB_VERSION} present");
+        return Ok(());
+    }
+    println!("setup: installing cargo-deb {CARGO_DEB_VERSION}");
+    run_cmd(crate::util::cargo().args([
+        "install",
+        "cargo-deb",
+        "--version",
+        CARGO_DEB_VERSION,
+        "--locked",
+    ]))
 }

@@ -9,9 +9,13 @@ use crate::bundle::publish::{self, Published, Repo};
 use crate::cli::check::{self, CheckArgs};
 
 #[derive(Debug, clap::Subcommand)]
+#[command(
+    after_help = "Example: enforcer bundle build --rules /etc/enforcer/rules --repo /srv/tuf --key /root/keys/signing.key"
+)]
 pub enum BundleCommand {
     /// Write DIR/signing.key (ed25519, mode 0600) and DIR/root.json, the root metadata
     /// gateways pin with --bundle-root. Refuses to replace either.
+    #[command(after_help = "Example: enforcer bundle keygen --out /root/keys")]
     Keygen(KeygenArgs),
     /// Validate a policy exactly as `check` does, then publish it into a TUF repository as a
     /// new version (an unchanged policy only gets its timestamp and snapshot signed again).
@@ -19,6 +23,9 @@ pub enum BundleCommand {
     /// The repository (metadata/ and targets/ under --repo, any web server serves it) is
     /// created on first use from --key and the root.json beside it (or --root). Prints the
     /// version and the policy digest.
+    #[command(
+        after_help = "Example: enforcer bundle build --rules /etc/enforcer/rules --repo /srv/tuf --key /root/keys/signing.key --expires 7"
+    )]
     Build(BuildArgs),
 }
 

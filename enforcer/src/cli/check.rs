@@ -15,6 +15,9 @@ use crate::policy::{self, LoadOptions, Policy, PolicyError};
 use crate::settings::{Settings, SettingsError};
 
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Example: enforcer check /etc/enforcer/rules --config /etc/enforcer/config.yaml"
+)]
 pub struct CheckArgs {
     /// Rule files, or directories of `*.yaml` rule files; together they form one policy.
     #[arg(required = true)]

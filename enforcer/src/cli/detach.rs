@@ -9,6 +9,7 @@ pub const DEFAULT_BPFFS: &str = "/sys/fs/bpf/enforcer";
 
 #[derive(Debug, clap::Args)]
 #[command(group = clap::ArgGroup::new("target").required(true).multiple(true))]
+#[command(after_help = "Example: enforcer detach --all")]
 pub struct DetachArgs {
     /// Interface to detach from (repeatable).
     #[arg(long = "iface", value_name = "IF", group = "target")]

@@ -10,6 +10,7 @@ use crate::control::protocol::Explanation;
 use crate::never_block::Origin;
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Example: enforcer explain 170.114.52.2 --json")]
 pub struct ExplainArgs {
     /// An IP address or a domain name.
     pub target: String,

@@ -13,6 +13,7 @@ use crate::feeds::{self, Options};
 use crate::policy;
 
 #[derive(Debug, clap::Subcommand)]
+#[command(after_help = "Example: enforcer feeds update /etc/enforcer/rules")]
 pub enum FeedsCommand {
     /// Fetch every feed of the policy, check it and print the plan (exit 2 when it has
     /// changes, 0 when not, 1 on any error); with --apply, rewrite the feed-managed entries and
@@ -21,6 +22,7 @@ pub enum FeedsCommand {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Example: enforcer feeds update /etc/enforcer/rules --apply")]
 pub struct UpdateArgs {
     /// Rule files, or directories of `*.yaml` rule files; together they form one policy.
     #[arg(required = true)]

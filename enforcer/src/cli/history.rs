@@ -10,6 +10,7 @@ use crate::control::protocol::HistoryReply;
 
 /// `history`'s options (the help text is on `Command::History`).
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Example: enforcer history")]
 pub struct HistoryArgs {
     /// Print the daemon's answer as JSON: {"versions": [{"digest", "time", "source", "user",
     /// "current"}]}, oldest first, times in Unix seconds.

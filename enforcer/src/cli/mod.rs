@@ -1,5 +1,6 @@
 //! Command-line interface: one module per subcommand.
 
+pub mod assets;
 pub mod bundle;
 pub mod check;
 pub mod client;
@@ -28,7 +29,8 @@ pub const DEFAULT_SOCKET: &str = crate::settings::Settings::DEFAULT_SOCKET;
 #[command(
     name = "enforcer",
     version,
-    about = "Blocks foreign video platforms at the gateway with XDP"
+    about = "Blocks foreign video platforms at the gateway with XDP",
+    after_help = "Example: enforcer status"
 )]
 pub struct Cli {
     /// Control socket of the daemon [default: /run/enforcer/enforcer.sock].
@@ -45,6 +47,9 @@ pub use crate::logging::LogFormat;
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Write the man pages and shell completions into DIR (used by `cargo xtask package`).
+    #[command(hide = true)]
+    GenerateAssets(assets::AssetsArgs),
     /// Validate policies; exit 0 when valid, 1 with every error otherwise.
     Check(check::CheckArgs),
     /// Resolve every exact domain once and print each platform's addresses with their source.
@@ -56,6 +61,7 @@ pub enum Command {
     /// Interfaces, policy digest, per-platform prefixes and counters, resolver health.
     Status(status::StatusArgs),
     /// Re-read the policy; on any error the running policy stays and this exits 1.
+    #[command(after_help = "Example: enforcer reload")]
     Reload,
     /// Which platform and entry blocks or allows an address or name, and why.
     Explain(explain::ExplainArgs),

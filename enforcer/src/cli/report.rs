@@ -7,6 +7,9 @@ use std::time::SystemTime;
 use crate::report::{self, Options, ReportError};
 
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Example: enforcer report --prometheus http://127.0.0.1:9090 --since 30d --out compliance.html --csv compliance.csv"
+)]
 pub struct ReportArgs {
     /// The Prometheus server that scrapes the gateways (http:// or https://).
     #[arg(long, value_name = "URL")]

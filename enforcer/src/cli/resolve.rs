@@ -18,6 +18,7 @@ use crate::resolve::{
 };
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Example: enforcer resolve --rules /etc/enforcer/rules/zoom.yaml --json")]
 pub struct ResolveArgs {
     /// Rule file, or directory of `*.yaml` rule files.
     #[arg(long, value_name = "PATH", default_value = "/etc/enforcer/rules")]

@@ -11,6 +11,7 @@ use crate::control::protocol::RollbackReply;
 
 /// `rollback`'s options (the help text is on `Command::Rollback`).
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Example: enforcer rollback --to 3f2a9c")]
 pub struct RollbackArgs {
     /// The version: its digest or a unique prefix of it [default: the version before the
     /// current].

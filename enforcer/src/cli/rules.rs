@@ -14,14 +14,21 @@ use crate::control::protocol::RulesList;
 use crate::policy::{self, Action, DomainPattern, Enforce};
 
 #[derive(Debug, Subcommand)]
+#[command(
+    after_help = "Example: enforcer rules add whereby --domain whereby.com --domain '*.whereby.com'"
+)]
 pub enum RulesCommand {
     /// Every platform of the running policy with its entries and where they were written.
+    #[command(after_help = "Example: enforcer rules list --json")]
     List {
         /// Print the daemon's answer as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Add domains and prefixes to a platform (created when new).
+    #[command(
+        after_help = "Example: enforcer rules add zoom --prefix 170.114.0.0/16 --domain zoom.us"
+    )]
     Add {
         platform: String,
         /// Domain to ban (repeatable); `*.example.com` for every name below it.
@@ -38,6 +45,7 @@ pub enum RulesCommand {
         enforce: Option<Enforce>,
     },
     /// Remove domains and prefixes added with `rules add` (all of the platform's without any).
+    #[command(after_help = "Example: enforcer rules remove whereby --domain '*.whereby.com'")]
     Remove {
         platform: String,
         #[arg(long = "domain", value_name = "D", value_parser = policy::parse_domain)]

@@ -9,6 +9,7 @@ use crate::control::Request;
 use crate::control::protocol::StatusReply;
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Example: enforcer status --json")]
 pub struct StatusArgs {
     /// Print the daemon's answer as JSON.
     #[arg(long)]

@@ -30,7 +30,7 @@ const KEY_POLL: Duration = Duration::from_millis(100);
 const STALE: Duration = Duration::from_secs(3);
 
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Example: enforcer --socket /run/enforcer/enforcer.sock top")]
+#[command(after_help = "Example: enforcer top --socket /run/enforcer/enforcer.sock")]
 pub struct TopArgs {
     /// Print plain text snapshots even on a terminal (the default when stdout is not one).
     #[arg(long)]
