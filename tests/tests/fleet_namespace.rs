@@ -176,9 +176,9 @@ impl Publisher {
     }
 
     /// Copies the work repository to the served one: targets, then metadata, timestamp.json
-    /// last, each file by rename. With `tamper`, the targets not served before are served with
-    /// a changed policy (198.19.30.0/24 becomes 198.19.31.0/24).
-    fn deploy(&self, tamper: bool) {
+    /// last, each file by rename. `targets` says what becomes of the target files (content
+    /// addressed: a name once served means the same bytes to every mirror but a compromised one).
+    fn deploy(&self, targets: Targets) {
         for sub in ["targets", "metadata"] {
             let from = self.work().join(sub);
             let to = self.served().join(sub);
@@ -189,9 +189,14 @@ impl Publisher {
                 .collect();
             names.sort_by_key(|n| n == "timestamp.json");
             for name in names {
+                let served = to.join(&name).exists();
                 let mut bytes = std::fs::read(from.join(&name)).unwrap();
-                if tamper && sub == "targets" && !to.join(&name).exists() {
-                    bytes = tampered(&bytes);
+                if sub == "targets" {
+                    match targets {
+                        Targets::TamperNew if !served => bytes = tampered(&bytes),
+                        Targets::KeepServed if served => continue,
+                        _ => {}
+                    }
                 }
                 put(&to.join(&name), &bytes);
             }
@@ -201,6 +206,19 @@ impl Publisher {
     fn timestamp(&self) -> Vec<u8> {
         std::fs::read(self.served().join("metadata/timestamp.json")).unwrap()
     }
+}
+
+/// What a deploy does with the target files.
+#[derive(Clone, Copy)]
+enum Targets {
+    /// Every target as built (repairs a tampered one).
+    AsBuilt,
+    /// Targets not served before are served tampered, as a compromised mirror would.
+    TamperNew,
+    /// Targets already served stay as served: re-signing metadata must not repair a tampered
+    /// target while the old, still valid timestamp is served (a gateway looking in between would
+    /// rightly take the repaired version).
+    KeepServed,
 }
 
 /// The bundle `bytes` with 198.19.30.0/24 made 198.19.31.0/24 and its digest made to match, as
@@ -357,7 +375,7 @@ fn twenty_gateways_follow_one_signed_repository() {
         .arg(publisher.dir.join("keys")));
     let (v1, _) = publisher.build(V1);
     assert_eq!(v1, 1);
-    publisher.deploy(false);
+    publisher.deploy(Targets::AsBuilt);
 
     let dist = Dist::new();
     let mut http =
@@ -398,7 +416,7 @@ fn twenty_gateways_follow_one_signed_repository() {
     // 1. A new version reaches every gateway within two poll intervals.
     let (v2, digest2) = publisher.build(V2);
     assert_eq!(v2, 2);
-    publisher.deploy(false);
+    publisher.deploy(Targets::AsBuilt);
     let published = Instant::now();
     let times = wait_all(
         &gateways,
@@ -466,7 +484,7 @@ fn twenty_gateways_follow_one_signed_repository() {
     // 2. A tampered target, an expired timestamp, an older timestamp: refused by all 20.
     let (v3, digest3) = publisher.build(V3);
     assert_eq!(v3, 3);
-    publisher.deploy(true);
+    publisher.deploy(Targets::TamperNew);
     refused_by_all(&gateways, "invalid", 2.0);
     for &i in &CHECKED {
         assert!(
@@ -477,7 +495,7 @@ fn twenty_gateways_follow_one_signed_repository() {
     }
 
     publisher.build_expired();
-    publisher.deploy(false);
+    publisher.deploy(Targets::KeepServed);
     refused_by_all(&gateways, "expired", 2.0);
     for &i in &CHECKED {
         assert!(
@@ -489,7 +507,7 @@ fn twenty_gateways_follow_one_signed_repository() {
     // Signed again in time: version 3 is taken.
     let (again, _) = publisher.build(V3);
     assert_eq!(again, 3, "an unchanged policy keeps its version");
-    publisher.deploy(false);
+    publisher.deploy(Targets::AsBuilt);
     let times = wait_all(
         &gateways,
         Instant::now(),
@@ -539,7 +557,7 @@ fn twenty_gateways_follow_one_signed_repository() {
         assert!(!delivered(&gateways[i], third), "gateway {i} rolled back");
         assert!(!delivered(&gateways[i], newly_banned), "gateway {i}");
     }
-    publisher.deploy(false);
+    publisher.deploy(Targets::AsBuilt);
 
     // 3. The server stops: nothing changes.
     http.stop();
