@@ -45,6 +45,8 @@ use tests::tools::{self, Tool};
 /// The issue's method: at least 2 M packets, five paired rounds.
 const DEFAULT_PACKETS: u64 = 2_000_000;
 const DEFAULT_ROUNDS: usize = 5;
+/// Rounds of the profile (the enforcer's extra split into its program and the rest).
+const DEFAULT_PROFILE_ROUNDS: usize = 3;
 /// Prefixes of each length: few short ones, most long ones, as in a routing table (40,000).
 const PER_LENGTH: [(u8, usize); 16] = [
     (9, 4),
@@ -80,6 +82,8 @@ const SECTION_END: &str = "<!-- bench_flood: end -->";
 struct Options {
     packets: u64,
     rounds: usize,
+    /// Paired rounds of bare XDP_DROP and the enforcer with kernel.bpf_stats on (0: none).
+    profile_rounds: usize,
     out: PathBuf,
 }
 
@@ -87,6 +91,7 @@ fn options() -> Result<Options> {
     let mut options = Options {
         packets: DEFAULT_PACKETS,
         rounds: DEFAULT_ROUNDS,
+        profile_rounds: DEFAULT_PROFILE_ROUNDS,
         out: Path::new(env!("CARGO_MANIFEST_DIR"))
             .parent()
             .ok_or_else(|| anyhow!("the tests crate has no parent directory"))?
@@ -102,9 +107,15 @@ fn options() -> Result<Options> {
             "--rounds" => {
                 options.rounds = value()?.parse().context("--rounds: not a whole number")?;
             }
+            "--profile-rounds" => {
+                options.profile_rounds = value()?
+                    .parse()
+                    .context("--profile-rounds: not a whole number")?;
+            }
             "--out" => options.out = PathBuf::from(value()?),
             other => bail!(
-                "unknown argument {other}: bench_flood [--packets N] [--rounds N] [--out DIR]"
+                "unknown argument {other}: bench_flood [--packets N] [--rounds N] \
+                 [--profile-rounds N] [--out DIR]"
             ),
         }
     }
@@ -297,6 +308,49 @@ fn tx_packets(lab: &Lab) -> Result<u64> {
         .ok_or_else(|| anyhow!("no tx packet count for c0 in {link}"))
 }
 
+/// What the kernel accounted to a BPF program so far (kernel.bpf_stats: both stay 0 while the
+/// statistics are off).
+#[derive(Clone, Copy)]
+struct ProgramRuns {
+    ns: u64,
+    count: u64,
+}
+
+/// The runs of the XDP program attached to g0 in the gateway, `None` when none is attached.
+fn program_runs(lab: &Lab) -> Result<Option<ProgramRuns>> {
+    use std::os::fd::{AsFd as _, AsRawFd as _};
+    let text = lab.ip(Side::Gateway, &["-j", "-d", "link", "show", "dev", "g0"])?;
+    let list: Vec<serde_json::Value> =
+        serde_json::from_str(&text).with_context(|| format!("`ip -j link show g0`: {text}"))?;
+    let Some(id) = list
+        .first()
+        .and_then(|link| link["xdp"]["prog"]["id"].as_u64())
+    else {
+        return Ok(None);
+    };
+    let info = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .find(|info| u64::from(info.id()) == id)
+        .ok_or_else(|| anyhow!("program {id} attached to g0 is not among the loaded ones"))?;
+    let fd = info.fd().context("opening the program attached to g0")?;
+    let fd = fd.as_fd().as_raw_fd();
+    let path = format!("/proc/self/fdinfo/{fd}");
+    let fdinfo = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    let field = |name: &str| -> Result<u64> {
+        fdinfo
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+            .ok_or_else(|| anyhow!("no {name} in {path}"))?
+            .trim()
+            .parse()
+            .with_context(|| format!("{name} in {path}"))
+    };
+    Ok(Some(ProgramRuns {
+        ns: field("run_time_ns")?,
+        count: field("run_cnt")?,
+    }))
+}
+
 /// Busy CPU time so far (/proc/stat), in clock ticks: `[0]` the whole machine, then each CPU.
 fn cpu_busy() -> Result<Vec<u64>> {
     let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
@@ -354,6 +408,9 @@ struct Flood {
     /// of the other work of a shared machine.
     task_ns_per_packet: f64,
     seconds: f64,
+    /// The run time the kernel accounted to the XDP program on g0 per run over the flood
+    /// (kernel.bpf_stats; `None` while the statistics are off or no program is attached).
+    program_ns_per_packet: Option<f64>,
     /// Busy CPU of the machine just before, in CPUs (0.0 to the core count): other work that
     /// the whole machine's figure also carries.
     background_cpus: f64,
@@ -431,6 +488,7 @@ fn flood_once(lab: &Lab, config: &Path, packets: u64) -> Result<Flood> {
         task_ns_per_packet: usage.as_nanos() as f64 / sent as f64,
         seconds,
         background_cpus: background,
+        program_ns_per_packet: None,
     })
 }
 
@@ -724,10 +782,18 @@ fn measure(
 ) -> Result<Flood> {
     let installed = install(lab, way, workload)?;
     let before = dropped(lab, &installed)?;
+    let runs_before = program_runs(lab)?;
     let result = flood(lab, config, options.packets);
+    let runs_after = program_runs(lab)?;
     let after = dropped(lab, &installed)?;
     remove(lab, installed)?;
-    let flood = result?;
+    let mut flood = result?;
+    if let (Some(before), Some(after)) = (runs_before, runs_after)
+        && after.count > before.count
+    {
+        flood.program_ns_per_packet =
+            Some((after.ns - before.ns) as f64 / (after.count - before.count) as f64);
+    }
     if let (Some(before), Some(after)) = (before, after) {
         let counted = after - before;
         if counted < options.packets {
@@ -928,7 +994,13 @@ fn table(results: &Results) -> String {
     text
 }
 
-fn section(options: &Options, results: &Results, machine: &Machine, date: &str) -> String {
+fn section(
+    options: &Options,
+    results: &Results,
+    profile: &[ProfileRound],
+    machine: &Machine,
+    date: &str,
+) -> String {
     let background = median(
         results
             .iter()
@@ -955,8 +1027,10 @@ fn section(options: &Options, results: &Results, machine: &Machine, date: &str) 
          /24) spread over the space; the frames go to {} distinct destinations in those \
          prefixes, and each configuration's own counter accounted for every packet sent. Other \
          work on the machine just before the floods: {:.2} CPUs busy (median).\n\n{}\n\
+         {}\
          Reproduce: `cargo xtask bench` (or `target/release/bench_flood [--packets N] \
-         [--rounds N]` as root after a release build); raw figures in bench-flood.json.\n\
+         [--rounds N] [--profile-rounds N]` as root after a release build); raw figures in \
+         bench-flood.json.\n\
          {SECTION_END}\n",
         machine.cpu,
         machine.cores,
@@ -966,7 +1040,27 @@ fn section(options: &Options, results: &Results, machine: &Machine, date: &str) 
         PER_LENGTH.iter().map(|(_, n)| n).sum::<usize>(),
         DESTINATIONS,
         background,
-        table(results)
+        table(results),
+        profile_section(profile),
+    )
+}
+
+fn profile_section(profile: &[ProfileRound]) -> String {
+    if profile.is_empty() {
+        return String::new();
+    }
+    format!(
+        "### Where the enforcer's extra goes\n\n\
+         {} more rounds, each a fresh lab flooded three times with the kernel's BPF run-time \
+         statistics on (kernel.bpf_stats: the run time the kernel accounts to the program \
+         attached to g0, divided by its runs): bare XDP_DROP; the enforcer with the \
+         destinations' /8s as its only prefixes (every lookup ends at its index entry: the \
+         program's fixed work); the enforcer with the 40,000 prefixes (the table's cache misses \
+         on top). The statistics add two clock reads to every run, so these rounds are kept \
+         apart from the table above. Medians over the rounds, and of the per-round differences \
+         (min..max).\n\n{}\n",
+        profile.len(),
+        profile_table(profile)
     )
 }
 
@@ -991,7 +1085,13 @@ fn write_benchmarks(path: &Path, section: &str) -> Result<()> {
     std::fs::write(path, new).with_context(|| format!("writing {}", path.display()))
 }
 
-fn json(options: &Options, results: &Results, machine: &Machine, date: &str) -> serde_json::Value {
+fn json(
+    options: &Options,
+    results: &Results,
+    profile: &[ProfileRound],
+    machine: &Machine,
+    date: &str,
+) -> serde_json::Value {
     let flood = |f: &Flood| {
         serde_json::json!({
             "packets": f.packets,
@@ -999,6 +1099,7 @@ fn json(options: &Options, results: &Results, machine: &Machine, date: &str) -> 
             "flood_task_ns_per_packet": f.task_ns_per_packet,
             "seconds": f.seconds,
             "background_cpus": f.background_cpus,
+            "program_ns_per_packet": f.program_ns_per_packet,
         })
     };
     let configurations: serde_json::Map<String, serde_json::Value> = results
@@ -1045,7 +1146,142 @@ fn json(options: &Options, results: &Results, machine: &Machine, date: &str) -> 
         },
         "configurations": configurations,
         "ratios": ratios,
+        "profile": profile.iter().map(|r| serde_json::json!({
+            "xdp_drop": flood(&r.floor),
+            "enforcer_covering_slash8": flood(&r.covering),
+            "enforcer": flood(&r.enforcer),
+        })).collect::<Vec<_>>(),
     })
+}
+
+/// One round of the profile: three floods of one lab with the kernel's BPF run-time statistics on.
+struct ProfileRound {
+    floor: Flood,
+    /// The enforcer with the destinations' /8s as its prefixes: every lookup ends at its index
+    /// entry (the program's work without the table's cache misses).
+    covering: Flood,
+    /// The enforcer with the workload's prefixes, as in the head to head.
+    enforcer: Flood,
+}
+
+/// The workload's /8s as prefixes (the same destinations, all inside them).
+fn covering_workload(workload: &Workload) -> Workload {
+    let mut octets: Vec<u8> = workload
+        .prefixes
+        .iter()
+        .map(|(n, _)| n.octets()[0])
+        .collect();
+    octets.sort_unstable();
+    octets.dedup();
+    Workload {
+        prefixes: octets
+            .into_iter()
+            .map(|o| (Ipv4Addr::new(o, 0, 0, 0), 8))
+            .collect(),
+        destinations: workload.destinations.clone(),
+    }
+}
+
+/// Rounds of bare XDP_DROP, the enforcer on covering /8s and the enforcer on the workload's
+/// prefixes, with the kernel's BPF run-time statistics on: how much of the enforcer's extra cost
+/// is its program's own run time, how much of that its table's lookups, and how much is spent
+/// around the program. The statistics add two clock reads to every run, so these floods are
+/// kept apart from the head-to-head rounds.
+fn profile(options: &Options, workload: &Workload) -> Result<Vec<ProfileRound>> {
+    if options.profile_rounds == 0 {
+        return Ok(Vec::new());
+    }
+    let covering = covering_workload(workload);
+    let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
+        .context("turning the kernel's BPF run-time statistics on")?;
+    let mut rounds = Vec::new();
+    for round in 1..=options.profile_rounds {
+        let (mut lab, config) = round_lab(workload)?;
+        let mut flood = |way: Way, workload: &Workload, what: &str| {
+            let flood = measure(&mut lab, &config, way, options, workload)
+                .with_context(|| format!("profile round {round}, {what}"))?;
+            if flood.program_ns_per_packet.is_none() {
+                bail!("profile round {round}, {what}: the kernel accounted no program run time");
+            }
+            Ok(flood)
+        };
+        let profiled = ProfileRound {
+            floor: flood(Way::XdpDrop, workload, "bare XDP_DROP")?,
+            covering: flood(Way::Enforcer, &covering, "enforcer on covering /8s")?,
+            enforcer: flood(Way::Enforcer, workload, "enforcer")?,
+        };
+        println!(
+            "profile round {round}: in the program XDP_DROP {:.0}, enforcer on /8s {:.0}, enforcer {:.0} ns/packet; whole machine {:.0}, {:.0}, {:.0}",
+            program_ns(&profiled.floor),
+            program_ns(&profiled.covering),
+            program_ns(&profiled.enforcer),
+            profiled.floor.ns_per_packet,
+            profiled.covering.ns_per_packet,
+            profiled.enforcer.ns_per_packet,
+        );
+        rounds.push(profiled);
+    }
+    Ok(rounds)
+}
+
+/// A figure of a flood, per packet.
+type Measure = fn(&Flood) -> f64;
+
+fn program_ns(flood: &Flood) -> f64 {
+    flood.program_ns_per_packet.unwrap_or(f64::NAN)
+}
+
+/// The median of `of` over the rounds, and the median, min and max of its per-round differences
+/// `later - earlier`.
+fn split(
+    rounds: &[ProfileRound],
+    of: Measure,
+    earlier: fn(&ProfileRound) -> &Flood,
+    later: fn(&ProfileRound) -> &Flood,
+) -> String {
+    let differences: Vec<f64> = rounds
+        .iter()
+        .map(|r| of(later(r)) - of(earlier(r)))
+        .collect();
+    let min = differences.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = differences
+        .iter()
+        .copied()
+        .fold(f64::NEG_INFINITY, f64::max);
+    format!("{:+.0} ({min:+.0}..{max:+.0})", median(differences))
+}
+
+/// The profile's split: whole machine, in the program, around it; medians over the rounds.
+fn profile_table(rounds: &[ProfileRound]) -> String {
+    if rounds.is_empty() {
+        return String::new();
+    }
+    let rows: [(&str, Measure); 3] = [
+        ("whole machine, busy CPU per packet", |f| f.ns_per_packet),
+        ("in the XDP program (its run time per run)", program_ns),
+        ("around the program (the rest)", |f| {
+            f.ns_per_packet - program_ns(f)
+        }),
+    ];
+    let mut text = String::from(
+        "| ns per packet | bare XDP_DROP | enforcer, /8s | enforcer | enforcer, /8s − XDP_DROP | \
+         enforcer − enforcer, /8s |\n|---|---:|---:|---:|---:|---:|\n",
+    );
+    for (label, of) in rows {
+        let column = |flood: fn(&ProfileRound) -> &Flood| {
+            median(rounds.iter().map(|r| of(flood(r))).collect())
+        };
+        let _ = writeln!(
+            text,
+            "| {label} | {:.0} | {:.0} | {:.0} | {} | {} |",
+            column(|r| &r.floor),
+            column(|r| &r.covering),
+            column(|r| &r.enforcer),
+            split(rounds, of, |r| &r.floor, |r| &r.covering),
+            split(rounds, of, |r| &r.covering, |r| &r.enforcer),
+        );
+    }
+    text
 }
 
 fn main() -> Result<()> {
@@ -1096,16 +1332,17 @@ fn main() -> Result<()> {
             pairs.push(pair);
         }
     }
+    let profile = profile(&options, &workload)?;
     let machine = machine();
     let date = utc_now();
     let table = table(&results);
-    println!("\n{table}");
+    println!("\n{table}\n{}", profile_table(&profile));
     write_benchmarks(
         &options.out.join("BENCHMARKS.md"),
-        &section(&options, &results, &machine, &date),
+        &section(&options, &results, &profile, &machine, &date),
     )?;
     let json_path = options.out.join("bench-flood.json");
-    let text = serde_json::to_string_pretty(&json(&options, &results, &machine, &date))?;
+    let text = serde_json::to_string_pretty(&json(&options, &results, &profile, &machine, &date))?;
     std::fs::write(&json_path, text + "\n")
         .with_context(|| format!("writing {}", json_path.display()))?;
     println!(
@@ -1178,6 +1415,29 @@ mod unit {
     }
 
     /// The flood reaches 8,192 distinct destinations, each inside a prefix, over many prefixes.
+    #[test]
+    fn covering_prefixes_are_slash_8s_holding_every_destination() {
+        let workload = workload();
+        let covering = covering_workload(&workload);
+        assert!(covering.prefixes.len() > 100, "{}", covering.prefixes.len());
+        assert!(
+            covering
+                .prefixes
+                .iter()
+                .all(|(n, len)| *len == 8 && n.octets()[1..] == [0, 0, 0])
+        );
+        for d in &covering.destinations {
+            assert!(
+                covering
+                    .prefixes
+                    .iter()
+                    .any(|(n, _)| n.octets()[0] == d.octets()[0]),
+                "{d}"
+            );
+        }
+        assert_eq!(covering.destinations, workload.destinations);
+    }
+
     #[test]
     fn destinations_are_distinct_and_inside_the_prefixes() {
         let Workload {
