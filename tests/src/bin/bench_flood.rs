@@ -1055,8 +1055,7 @@ fn profile_section(profile: &[ProfileRound]) -> String {
          statistics on (kernel.bpf_stats: the run time the kernel accounts to the program \
          attached to g0, divided by its runs): bare XDP_DROP; the enforcer with the \
          destinations' /8s as its only prefixes (every lookup ends at its index entry: no range \
-         searched, no leaf read); the enforcer with the 40,000 prefixes (the ranges and the leaf \
-         on top). The statistics add two clock reads to every run, so these rounds are kept \
+         searched); the enforcer with the 40,000 prefixes (the range search on top). The statistics add two clock reads to every run, so these rounds are kept \
          apart from the table above. Medians over the rounds, and of the per-round differences \
          (min..max).\n\n{}\n",
         profile.len(),
@@ -1158,7 +1157,7 @@ fn json(
 struct ProfileRound {
     floor: Flood,
     /// The enforcer with the destinations' /8s as its prefixes: every lookup ends at its index
-    /// entry (the program's work without the ranges and the leaf).
+    /// entry (the program's work without a range search).
     covering: Flood,
     /// The enforcer with the workload's prefixes, as in the head to head.
     enforcer: Flood,
