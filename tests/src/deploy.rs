@@ -1,13 +1,43 @@
 //! Reading the deploy/ files the way the deploy tests check them: the queries of a Grafana
-//! dashboard (with its variables replaced) and the expressions of a Prometheus rule file.
+//! dashboard (with its variables replaced), the expressions of a Prometheus rule file, and
+//! whether a metric they read is one the daemon serves.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use serde_json::Value;
+
+use crate::lab::metrics::{Kind, REFERENCE};
 
 /// The repository's deploy/ directory.
 pub fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
+}
+
+/// Whether `name` is a metric of the reference the daemon serves (a histogram by its
+/// `_bucket`, `_sum` and `_count` series).
+pub fn documented(name: &str) -> bool {
+    REFERENCE.iter().any(|(metric, kind)| {
+        *metric == name
+            || (*kind == Kind::Histogram
+                && ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .any(|suffix| name.strip_suffix(suffix) == Some(*metric)))
+    })
+}
+
+/// Runs `command` (a tool checking a deploy file) to success; its stdout and stderr.
+pub fn run(command: &mut Command) -> String {
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{command:?} failed:\n{text}");
+    text
 }
 
 /// A dashboard JSON file under deploy/grafana.

@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tests::deploy::{documented, run};
 use tests::dns::{Dnsmasq, Zone};
 use tests::lab::metrics::{Kind, REFERENCE};
 use tests::lab::prometheus::Prometheus;
@@ -19,33 +20,8 @@ use tests::lab::{
 };
 use tests::tools;
 
-/// Whether `name` is a metric of the reference the daemon serves (a histogram by its
-/// `_bucket`, `_sum` and `_count` series).
-fn documented(name: &str) -> bool {
-    REFERENCE.iter().any(|(metric, kind)| {
-        *metric == name
-            || (*kind == Kind::Histogram
-                && ["_bucket", "_sum", "_count"]
-                    .iter()
-                    .any(|suffix| name.strip_suffix(suffix) == Some(*metric)))
-    })
-}
-
 fn deploy() -> PathBuf {
     tests::deploy::dir()
-}
-
-fn run(command: &mut Command) -> String {
-    let out = command
-        .output()
-        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{command:?} failed:\n{text}");
-    text
 }
 
 /// The `enforcer_*` metric names an expression reads.
@@ -776,6 +752,20 @@ fn every_metric_moves_with_the_traffic_that_should_move_it() {
             "{platform}"
         );
     }
+    // The bundle metrics are the state of bundle mode (interface.md, "Fleet: signed policy
+    // bundles"): a daemon that follows no bundle has no version, age or fetch to report, and
+    // a made-up 0 would read as "behind" to the fleet rules. This one follows none.
+    let bundle = [
+        "enforcer_bundle_version",
+        "enforcer_bundle_fetches_total",
+        "enforcer_bundle_age_seconds",
+    ];
+    for name in bundle {
+        assert!(
+            m.names().all(|served| served != name),
+            "{name} served without a bundle"
+        );
+    }
     // Every metric of the reference was looked at above.
     let checked: BTreeSet<&str> = counters
         .iter()
@@ -792,6 +782,7 @@ fn every_metric_moves_with_the_traffic_that_should_move_it() {
             "enforcer_site_stage",
             "enforcer_collateral_names",
         ])
+        .chain(bundle)
         .collect();
     for (name, kind) in REFERENCE {
         let seen = match kind {

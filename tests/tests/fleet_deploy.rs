@@ -15,47 +15,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tests::deploy;
-use tests::lab::metrics::{Kind, REFERENCE};
+use tests::deploy::{self, documented, run};
 use tests::lab::prometheus::{Prometheus, scalar};
 use tests::lab::{Lab, Side};
 use tests::tools;
 
 const RULES: &str = "enforcer-fleet.yml";
 const DASHBOARD: &str = "enforcer-fleet-dashboard.json";
-
-/// The bundle metrics of the interface ("Fleet: signed policy bundles").
-const BUNDLE_METRICS: [&str; 3] = [
-    "enforcer_bundle_version",
-    "enforcer_bundle_fetches_total",
-    "enforcer_bundle_age_seconds",
-];
-
-/// Whether `name` is a metric the daemon serves (a histogram by its `_bucket`, `_sum` and
-/// `_count` series).
-fn documented(name: &str) -> bool {
-    BUNDLE_METRICS.contains(&name)
-        || REFERENCE.iter().any(|(metric, kind)| {
-            *metric == name
-                || (*kind == Kind::Histogram
-                    && ["_bucket", "_sum", "_count"]
-                        .iter()
-                        .any(|suffix| name.strip_suffix(suffix) == Some(*metric)))
-        })
-}
-
-fn run(command: &mut Command) -> String {
-    let out = command
-        .output()
-        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{command:?} failed:\n{text}");
-    text
-}
 
 /// The series names an expression reads that belong to the enforcer: its metrics and the
 /// recording rules built on them (`level:enforcer_...:operation`).

@@ -340,20 +340,6 @@ fn check_lintian(deb: &Path) {
     assert!(tags.is_empty(), "lintian: {stdout}");
 }
 
-/// Waits until `done` holds or `timeout` passes; returns whether it held.
-fn wait_for(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn install_upgrade_remove_and_purge_keep_enforcing_until_purge() {
     assert!(tests::lab::is_root(), "the package test needs root");
@@ -437,11 +423,8 @@ fn install_upgrade_remove_and_purge_keep_enforcing_until_purge() {
     let stream = lab
         .udp_stream(&[banned, allowed], Duration::from_millis(1))
         .unwrap();
-    let flowing = |since: u64| {
-        wait_for(Duration::from_secs(10), || {
-            server.udp_count(allowed) > since + 100
-        })
-    };
+    // More than 100 datagrams of the allowed flow since `since`.
+    let flowing = |since: u64| server.wait_udp(&[(allowed, since + 101)], Duration::from_secs(10));
     assert!(flowing(0), "the allowed flow does not get through");
 
     // Upgrade: dpkg while the old daemon runs, then the restart systemd does (stop, start).
@@ -520,7 +503,7 @@ fn install_upgrade_remove_and_purge_keep_enforcing_until_purge() {
     );
     assert!(!bpffs.exists(), "pins left in {}", bpffs.display());
     assert!(
-        wait_for(Duration::from_secs(5), || server.udp_count(banned) > 0),
+        server.wait_udp(&[(banned, 1)], Duration::from_secs(5)),
         "the banned flow is still dropped after purge"
     );
     for gone in ["/etc/enforcer", STATE] {

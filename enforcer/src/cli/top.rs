@@ -51,15 +51,8 @@ pub enum TopError {
 
 pub fn execute(socket: &Path, args: &TopArgs) -> ExitCode {
     // The first sample decides: no daemon, nothing to show (exit 1, as the other clients).
-    let first = match fetch(socket) {
-        Ok(reply) => Sample {
-            reply,
-            at: Instant::now(),
-        },
-        Err(message) => {
-            eprintln!("{message}");
-            return ExitCode::FAILURE;
-        }
+    let Some(first) = fetch_or_say(socket) else {
+        return ExitCode::FAILURE;
     };
     let count = if args.once { Some(1) } else { args.count };
     let plain = args.plain || count.is_some() || !std::io::stdout().is_terminal();
@@ -82,12 +75,22 @@ struct Sample {
     at: Instant,
 }
 
-fn fetch(socket: &Path) -> Result<TopReply, String> {
-    match control::call::<TopReply>(socket, &Request::Top) {
-        Ok(Ok(reply)) => Ok(reply),
-        Ok(Err(errors)) => Err(errors.join("; ")),
-        Err(error) => Err(error.to_string()),
-    }
+/// Asks the daemon once: its reply and when it arrived, or what went wrong.
+fn fetch(socket: &Path) -> Result<Sample, String> {
+    let reply = match control::call::<TopReply>(socket, &Request::Top) {
+        Ok(Ok(reply)) => reply,
+        Ok(Err(errors)) => return Err(errors.join("; ")),
+        Err(error) => return Err(error.to_string()),
+    };
+    Ok(Sample {
+        reply,
+        at: Instant::now(),
+    })
+}
+
+/// `fetch` where a failure ends the command: the failure is printed.
+fn fetch_or_say(socket: &Path) -> Option<Sample> {
+    fetch(socket).map_err(|message| eprintln!("{message}")).ok()
 }
 
 /// Plain snapshots every second, `count` of them or until stdout closes. Exit 1 when the
@@ -97,15 +100,8 @@ fn plain_loop(socket: &Path, first: Sample, count: Option<u64>) -> ExitCode {
     let mut printed = 0u64;
     while count.is_none_or(|n| printed < n) {
         std::thread::sleep(REFRESH.saturating_sub(previous.at.elapsed()));
-        let current = match fetch(socket) {
-            Ok(reply) => Sample {
-                reply,
-                at: Instant::now(),
-            },
-            Err(message) => {
-                eprintln!("{message}");
-                return ExitCode::FAILURE;
-            }
+        let Some(current) = fetch_or_say(socket) else {
+            return ExitCode::FAILURE;
         };
         let screen = Screen::build(Some(&previous), &current);
         let mut out = std::io::stdout().lock();
@@ -460,11 +456,7 @@ fn live(socket: &Path, first: Sample) -> Result<(), TopError> {
             std::thread::sleep(next.saturating_duration_since(Instant::now()));
             // From now, not from the plan: a slow answer is not followed by a burst.
             next = Instant::now() + REFRESH;
-            let sample = fetch(&worker_socket).map(|reply| Sample {
-                reply,
-                at: Instant::now(),
-            });
-            if sender.send(sample).is_err() {
+            if sender.send(fetch(&worker_socket)).is_err() {
                 return;
             }
         }

@@ -1,6 +1,7 @@
 //! What the daemon reports about itself: `status`, `explain` and `rules list`, built from its
 //! state as the typed replies of the control protocol.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::SystemTime;
 
@@ -17,12 +18,27 @@ use crate::datapath::{CounterSnapshot, DatapathError};
 use crate::never_block::NeverBlock;
 use crate::policy::{DomainPattern, Entry, OTHER_SITE, Platform, Policy};
 use crate::reference::{Matcher, PrefixSource};
-use enforcer_common::{ACTION_NAMES, DIRECTION_NAMES, PASS_REASON_NAMES};
+use enforcer_common::{ACTION_NAMES, Counter, DIRECTION_NAMES, PASS_REASON_NAMES};
 
 fn unix_seconds(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or_default()
+}
+
+/// The platforms of `policy` with the id the datapath counts them by.
+fn with_ids(policy: &Policy) -> impl Iterator<Item = (u16, &Platform)> {
+    (0..)
+        .zip(&policy.platforms)
+        .map(|(index, platform)| (policy.platform_id(index), platform))
+}
+
+/// Packets and bytes summed over the counters whose key `keep` takes.
+fn totals<K>(counters: &BTreeMap<K, Counter>, keep: impl Fn(&K) -> bool) -> (u64, u64) {
+    counters
+        .iter()
+        .filter(|(k, _)| keep(k))
+        .fold((0, 0), |(p, b), (_, c)| (p + c.packets, b + c.bytes))
 }
 
 impl State {
@@ -36,12 +52,8 @@ impl State {
     fn status_from(&self, counters: &CounterSnapshot) -> StatusReply {
         let resolved = self.book().counts();
         let policy = self.policy();
-        let platforms = policy
-            .platforms
-            .iter()
-            .enumerate()
-            .map(|(index, platform)| {
-                let id = policy.platform_id(index);
+        let platforms = with_ids(policy)
+            .map(|(id, platform)| {
                 let (mut v4, mut v6) = (0, 0);
                 for net in platform.entries.iter().flat_map(|e| e.prefixes.iter()) {
                     match net {
@@ -50,11 +62,7 @@ impl State {
                     }
                 }
                 let dns = resolved.get(&platform.name).copied().unwrap_or_default();
-                let (packets, bytes) = counters
-                    .matches
-                    .iter()
-                    .filter(|(k, _)| k.platform == id)
-                    .fold((0, 0), |(p, b), (_, c)| (p + c.packets, b + c.bytes));
+                let (packets, bytes) = totals(&counters.matches, |k| k.platform == id);
                 PlatformStatus {
                     platform: platform.name.clone(),
                     action: platform.action.to_string(),
@@ -76,12 +84,9 @@ impl State {
             } else {
                 enforcer_common::SITE_OTHER
             };
-            for (index, platform) in policy.platforms.iter().enumerate() {
-                let platform_id = policy.platform_id(index);
-                let (packets, bytes) = by_site
-                    .iter()
-                    .filter(|(k, _)| k.site == id && k.platform == platform_id)
-                    .fold((0, 0), |(p, b), (_, c)| (p + c.packets, b + c.bytes));
+            for (platform_id, platform) in with_ids(policy) {
+                let (packets, bytes) =
+                    totals(&by_site, |k| k.site == id && k.platform == platform_id);
                 sites.push(SiteStatus {
                     site: site.to_owned(),
                     platform: platform.name.clone(),
@@ -123,27 +128,21 @@ impl State {
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
             .unwrap_or_default();
         let policy = self.policy();
-        let ids = (0..policy.platforms.len()).map(|i| policy.platform_id(i));
-        let below = ids.max().map_or(0, |m| m.saturating_add(1));
+        let below = with_ids(policy)
+            .map(|(id, _)| id)
+            .max()
+            .map_or(0, |m| m.saturating_add(1));
         let counters = self.datapath().counters_up_to(Some(below))?;
         let blocked = self.datapath().dns_blocked(below)?;
         let status = self.status_from(&counters);
-        let platforms = policy
-            .platforms
-            .iter()
-            .enumerate()
-            .map(|(index, platform)| {
-                let id = policy.platform_id(index);
+        let platforms = with_ids(policy)
+            .map(|(id, platform)| {
                 let mut rows = Vec::new();
                 for (action, action_name) in (0u8..).zip(ACTION_NAMES) {
                     for (direction, direction_name) in (0u8..).zip(DIRECTION_NAMES) {
-                        let (packets, bytes) = counters
-                            .matches
-                            .iter()
-                            .filter(|(k, _)| {
-                                k.platform == id && k.action == action && k.direction == direction
-                            })
-                            .fold((0, 0), |(p, b), (_, c)| (p + c.packets, b + c.bytes));
+                        let (packets, bytes) = totals(&counters.matches, |k| {
+                            k.platform == id && k.action == action && k.direction == direction
+                        });
                         rows.push(TopCounter {
                             action: action_name.to_owned(),
                             direction: direction_name.to_owned(),
@@ -389,50 +388,37 @@ fn explain_ip(state: &State, ip: IpAddr) -> Vec<ExplainMatch> {
 fn explain_name(state: &State, target: &str) -> Vec<ExplainMatch> {
     let name = target.trim_end_matches('.').to_ascii_lowercase();
     let policy = state.policy();
-    let mut matches: Vec<(u8, ExplainMatch)> = Vec::new();
-    for b in state.book().entries().filter(|b| b.name == name) {
-        let Some(platform) = policy.platforms.iter().find(|p| p.name == b.platform) else {
-            continue;
-        };
-        let Some(entry) = platform.entries.get(b.entry) else {
-            continue;
-        };
-        matches.push((
-            platform.action.precedence(),
-            ExplainMatch {
+    let mut matches: Vec<(u8, ExplainMatch)> = state
+        .book()
+        .entries()
+        .filter(|b| b.name == name)
+        .filter_map(|b| {
+            ranked_match(policy, b.platform, b.entry, |base| ExplainMatch {
                 prefix: IpNet::from(b.address).to_string(),
                 source: "dns".to_owned(),
                 name: Some(b.name.to_owned()),
                 cname_chain: b.cname_chain.to_vec(),
-                ..entry_match(platform, entry)
-            },
-        ));
-    }
+                ..base
+            })
+        })
+        .collect();
     // Addresses learned from answers for the name (wildcards are only ever learned).
-    for (key, learned) in state
+    let learned = state
         .learner()
         .set
         .entries()
         .filter(|(_, l)| l.name == name)
-    {
-        let Some(platform) = policy.platforms.iter().find(|p| p.name == key.platform) else {
-            continue;
-        };
-        let Some(entry) = platform.entries.get(key.entry) else {
-            continue;
-        };
-        matches.push((
-            platform.action.precedence(),
-            ExplainMatch {
+        .filter_map(|(key, learned)| {
+            ranked_match(policy, &key.platform, key.entry, |base| ExplainMatch {
                 prefix: IpNet::from(key.address).to_string(),
                 source: "learned".to_owned(),
                 name: Some(learned.name.clone()),
                 cname_chain: learned.cname_chain.clone(),
                 resolver: Some(learned.resolver.to_string()),
-                ..entry_match(platform, entry)
-            },
-        ));
-    }
+                ..base
+            })
+        });
+    matches.extend(learned);
     let by_name = compile::name_verdict(policy, &name);
     let domains = domain_matches(policy, &name)
         .into_iter()
@@ -479,6 +465,22 @@ fn domain_matches(policy: &Policy, name: &str) -> Vec<(usize, usize, ExplainMatc
         }
     }
     out
+}
+
+/// The match of entry `entry` of platform `platform` as `fill` completes it, with the
+/// platform's precedence; none when the policy in force has no such entry.
+fn ranked_match(
+    policy: &Policy,
+    platform: &str,
+    entry: usize,
+    fill: impl FnOnce(ExplainMatch) -> ExplainMatch,
+) -> Option<(u8, ExplainMatch)> {
+    let platform = policy.platforms.iter().find(|p| p.name == platform)?;
+    let entry = platform.entries.get(entry)?;
+    Some((
+        platform.action.precedence(),
+        fill(entry_match(platform, entry)),
+    ))
 }
 
 /// A match of `entry` with no address or name filled in yet.

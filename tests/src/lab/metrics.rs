@@ -126,9 +126,10 @@ pub enum Kind {
     Histogram,
 }
 
-/// The metrics of the reference (docs: the metrics table of the public interface) that the
-/// daemon serves today. Not served yet, and so not here: `enforcer_dns_blocked_total`, `enforcer_names`, and the `untrusted` result of
-/// `enforcer_dns_answers_total`.
+/// The metrics of the reference (docs: the metrics table of the public interface, and the
+/// bundle metrics of "Fleet: signed policy bundles") that the daemon serves today. Not served
+/// yet, and so not here: `enforcer_dns_blocked_total`, `enforcer_names`, and the `untrusted`
+/// result of `enforcer_dns_answers_total`.
 pub const REFERENCE: &[(&str, Kind)] = &[
     ("enforcer_packets_total", Kind::Counter),
     ("enforcer_bytes_total", Kind::Counter),
@@ -151,6 +152,11 @@ pub const REFERENCE: &[(&str, Kind)] = &[
     ("enforcer_site_bytes_total", Kind::Counter),
     ("enforcer_site_stage", Kind::Gauge),
     ("enforcer_collateral_names", Kind::Gauge),
+    // Bundle mode only (`run --bundle-url`): a daemon that follows no bundle serves none of
+    // these (tests/tests/deploy.rs checks that), as its `status` says `"bundle": null`.
+    ("enforcer_bundle_version", Kind::Gauge),
+    ("enforcer_bundle_fetches_total", Kind::Counter),
+    ("enforcer_bundle_age_seconds", Kind::Gauge),
 ];
 
 fn format_labels(labels: &Labels) -> String {
